@@ -1,0 +1,64 @@
+"""Box formats and IoU family against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from yolov3 import boxes as B
+
+
+def test_format_round_trip():
+    xyxy = torch.tensor([[1.0, 2.0, 5.0, 10.0], [0.0, 0.0, 0.5, 0.25]])
+    cxcywh = B.xyxy_to_cxcywh(xyxy)
+    assert torch.allclose(cxcywh, torch.tensor([[3.0, 6.0, 4.0, 8.0], [0.25, 0.125, 0.5, 0.25]]))
+    assert torch.allclose(B.cxcywh_to_xyxy(cxcywh), xyxy)
+
+
+def test_pairwise_iou_hand_computed():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 6.0], [0.0, 0.0, 1.0, 2.0]])
+    # overlaps: 1/(4+4-1)=1/7; identical 1; disjoint 0; contained 2/4
+    expected = torch.tensor([[1 / 7, 1.0, 0.0, 0.5]])
+    assert torch.allclose(B.box_iou(a, b), expected, atol=1e-6)
+
+
+def test_giou_diou_ciou_hand_computed():
+    a = torch.tensor([0.0, 0.0, 2.0, 2.0])
+    b = torch.tensor([1.0, 1.0, 3.0, 3.0])
+    iou = 1 / 7
+    # enclosing box 3x3 = 9, union 7: GIoU = 1/7 - (9-7)/9
+    assert B.elementwise_iou(a, b, "giou").item() == pytest.approx(iou - 2 / 9, abs=1e-6)
+    # centres (1,1),(2,2): distance^2 2; enclosing diagonal^2 18: DIoU = 1/7 - 2/18
+    assert B.elementwise_iou(a, b, "diou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
+    # same aspect ratio -> v = 0 -> CIoU = DIoU
+    assert B.elementwise_iou(a, b, "ciou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
+    # different aspect ratios: a 2x2, c 4x2 sharing the centre (1,1)
+    c = torch.tensor([-1.0, 0.0, 3.0, 2.0])
+    v = 4 / math.pi**2 * (math.atan(2.0) - math.atan(1.0)) ** 2
+    iou_ac = 4 / 8
+    alpha = v / (1 - iou_ac + v)
+    assert B.elementwise_iou(a, c, "ciou").item() == pytest.approx(iou_ac - v * alpha, abs=1e-5)
+    with pytest.raises(ValueError, match="choose from iou, giou, diou, ciou"):
+        B.elementwise_iou(a, b, "xiou")
+
+
+def test_giou_of_disjoint_boxes_is_negative_and_has_gradient():
+    a = torch.tensor([0.0, 0.0, 1.0, 1.0], requires_grad=True)
+    b = torch.tensor([3.0, 0.0, 4.0, 1.0])
+    giou = B.elementwise_iou(a, b, "giou")
+    # union 2, enclosing 4: 0 - 2/4
+    assert giou.item() == pytest.approx(-0.5, abs=1e-6)
+    giou.backward()
+    assert a.grad.abs().sum() > 0
+
+
+def test_shape_iou_ignores_position():
+    wh = torch.tensor([[10.0, 20.0]])
+    anchors = torch.tensor([[10.0, 20.0], [20.0, 10.0], [5.0, 5.0]])
+    # identical 1; crossed: inter 10*10=100, union 200+200-100=300; contained: 25/200
+    assert torch.allclose(B.shape_iou(wh, anchors), torch.tensor([[1.0, 1 / 3, 0.125]]), atol=1e-6)
+
+
+def test_clip():
+    boxes = torch.tensor([[-5.0, -1.0, 50.0, 20.0]])
+    assert B.clip_boxes_(boxes, height=10, width=40).tolist() == [[0.0, 0.0, 40.0, 10.0]]

@@ -1,0 +1,91 @@
+"""Config: defaults, YAML overrides, dotted overrides, and errors that name the key."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from yolov3 import config as C
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_dotted_overrides_parse_yaml_values():
+    cfg = C.apply_overrides(C.Config(), ["loss.objectness.name=focal", "loss.objectness.alpha=null",
+                                         "loss.objectness.gamma=1.5", "train.epochs=3", "train.nesterov=false",
+                                         "train.step_milestones=[0.5,0.75]"])
+    assert cfg.loss.objectness.name == "focal"
+    assert cfg.loss.objectness.alpha is None
+    assert cfg.loss.objectness.gamma == 1.5
+    assert cfg.train.epochs == 3 and cfg.train.nesterov is False
+    assert cfg.train.step_milestones == [0.5, 0.75]
+    # the class term is untouched: one field per axis
+    assert cfg.loss.cls.name == "bce"
+
+
+def test_int_is_accepted_for_float_and_integral_float_for_int():
+    cfg = C.apply_overrides(C.Config(), ["loss.lambda_noobj=2", "train.epochs=4.0"])
+    assert cfg.loss.lambda_noobj == 2.0 and isinstance(cfg.loss.lambda_noobj, float)
+    assert cfg.train.epochs == 4 and isinstance(cfg.train.epochs, int)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.objectnes.gamma=1", "unknown key 'loss.objectnes'"),
+    ("loss.objectness.gama=1", "unknown key 'loss.objectness.gama'"),
+    ("train.epochs=abc", "'train.epochs' expects an integer, got 'abc'"),
+    ("train.epochs=2.5", "'train.epochs' expects an integer"),
+    ("loss.lambda_box=true", "'loss.lambda_box' expects a number"),
+    ("train.ema=1", "'train.ema' expects true or false"),
+    ("loss=3", "'loss' expects a mapping"),
+    ("noequals", "must look like key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(C.ConfigError, match="command line") as info:
+        C.apply_overrides(C.Config(), [override])
+    assert message in str(info.value)
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "hyp.yaml"
+    bad.write_text("train:\n  lr0: 0.01\n  momentun: 0.9\n")
+    with pytest.raises(C.ConfigError) as info:
+        C.load_config(bad)
+    assert str(bad) in str(info.value) and "train.momentun" in str(info.value)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n")
+    with pytest.raises(C.ConfigError, match="broken.yaml line"):
+        C.load_config(broken)
+    with pytest.raises(C.ConfigError, match="file not found"):
+        C.load_config(tmp_path / "missing.yaml")
+
+
+def test_precedence_defaults_then_yaml_then_overrides(tmp_path):
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("train:\n  lr0: 0.02\n  epochs: 7\n")
+    cfg = C.load_config(hyp, ["train.epochs=9"])
+    assert cfg.train.lr0 == 0.02 and cfg.train.epochs == 9
+    assert cfg.train.momentum == C.TrainConfig().momentum
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = C.apply_overrides(C.Config(), ["loss.objectness.name=focal", "loss.obj_prior=0.01"])
+    C.save_config(cfg, tmp_path / "config.yaml")
+    again = C.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()), source="config.yaml")
+    assert again == cfg
+
+
+def test_every_default_field_has_a_reason_comment():
+    """Defaults live once, each with a one-line reason: every field line in config.py carries a comment."""
+    source = (REPO / "yolov3" / "config.py").read_text().splitlines()
+    for cls in (C.ObjectnessLossConfig, C.ClassLossConfig, C.LossConfig, C.AugmentConfig, C.TrainConfig,
+                C.ValConfig, C.Config):
+        for f in dataclasses.fields(cls):
+            lines = [line for line in source if line.strip().startswith(f"{f.name}:")]
+            assert lines, f.name
+            assert any("#" in line for line in lines), f"{cls.__name__}.{f.name} has no reason comment"
+
+
+def test_get_dotted():
+    assert C.get_dotted(C.Config(), "loss.objectness.name") == "bce"
+    with pytest.raises(C.ConfigError, match="unknown key 'loss.nope'"):
+        C.get_dotted(C.Config(), "loss.nope")

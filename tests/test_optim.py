@@ -1,0 +1,69 @@
+"""Optimiser groups, schedule, warmup and EMA."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from yolov3.config import ConfigError, TrainConfig
+from yolov3.optim import ModelEMA, build_optimizer, lr_factor, parameter_groups, set_learning_rates
+
+
+def tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+
+
+def test_no_weight_decay_on_norm_and_bias():
+    model = tiny()
+    decay, norm, bias = parameter_groups(model)
+    assert [p.shape for p in decay] == [torch.Size([4, 3, 3, 3]), torch.Size([2, 4, 1, 1])]
+    assert [p.shape for p in norm] == [torch.Size([4])]
+    assert [p.shape for p in bias] == [torch.Size([4]), torch.Size([2])]  # BN beta and conv bias
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0, 0.0]
+    assert opt.param_groups[0]["nesterov"] is True
+    with pytest.raises(ConfigError, match="train.optimizer.*sgd, adamw"):
+        build_optimizer(model, TrainConfig(optimizer="rmsprop"))
+
+
+def test_cosine_and_step_factors():
+    cfg = TrainConfig(epochs=10, lrf=0.01)
+    assert lr_factor(0, cfg) == pytest.approx(1.0)
+    assert lr_factor(5, cfg) == pytest.approx(0.01 + 0.99 * 0.5)  # half way: cos(pi/2)=0
+    assert lr_factor(10, cfg) == pytest.approx(0.01)
+    step = TrainConfig(epochs=10, schedule="step", step_milestones=[0.5, 0.8], step_gamma=0.1)
+    assert [lr_factor(e, step) for e in (0, 4.9, 5, 7.9, 8, 9.9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    with pytest.raises(ConfigError, match="train.schedule"):
+        lr_factor(0, TrainConfig(schedule="poly"))
+
+
+def test_warmup_ramps_weights_up_and_bias_down():
+    cfg = TrainConfig(epochs=10, lr0=0.01, warmup_bias_lr=0.1, warmup_momentum=0.8, momentum=0.9)
+    opt = build_optimizer(tiny(), cfg)
+    set_learning_rates(opt, cfg, iteration=0, iters_per_epoch=10, warmup_iters=20)
+    assert opt.param_groups[0]["lr"] == 0.0 and opt.param_groups[2]["lr"] == pytest.approx(0.1)
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.8)
+    set_learning_rates(opt, cfg, iteration=10, iters_per_epoch=10, warmup_iters=20)
+    scheduled = 0.01 * lr_factor(1.0, cfg)
+    assert opt.param_groups[0]["lr"] == pytest.approx(scheduled / 2)
+    assert opt.param_groups[2]["lr"] == pytest.approx((0.1 + scheduled) / 2)
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.85)
+    lr = set_learning_rates(opt, cfg, iteration=30, iters_per_epoch=10, warmup_iters=20)
+    assert lr == pytest.approx(0.01 * lr_factor(3.0, cfg))
+    assert all(g["lr"] == lr for g in opt.param_groups) and opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_ema_follows_the_ramped_decay():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model, decay=0.9, tau=1.0)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    d = 0.9 * (1 - math.exp(-1))  # decay after one update
+    assert ema.ema.weight.item() == pytest.approx(1 - d)
+    state = ema.state_dict()
+    other = ModelEMA(nn.Linear(1, 1, bias=False))
+    other.load_state_dict(state)
+    assert other.updates == 1 and other.ema.weight.item() == pytest.approx(1 - d)

@@ -1,0 +1,294 @@
+"""Typed configuration: every default lives here, once, with the reason for it.
+
+YAML files (``cfg/hyp.*.yaml``, ablation specs) hold *overrides only*. A config is built as
+
+    defaults (these dataclasses) <- YAML file(s) <- dotted command-line overrides (``loss.objectness.gamma=1.5``)
+
+Unknown keys and values of the wrong type are errors that name the full dotted key and the source (file or
+command line), so a typo never silently trains the wrong model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and where it came from."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class ObjectnessLossConfig:
+    """The loss used by *both* confidence terms (object cells and no-object cells)."""
+
+    name: str = "bce"  # plain BCE is what Darknet and the YOLOv3 paper use; "focal" is the variant under study
+    gamma: float = 2.0  # focal focusing parameter; 2 was best in Lin et al. 2017 (ignored by bce)
+    alpha: Optional[float] = 0.25  # focal alpha on positives, 1-alpha on negatives; .25 paired with gamma=2 in RetinaNet; null = off
+
+
+@dataclass
+class ClassLossConfig:
+    """The class term has its own loss choice, independent of objectness (one axis per field)."""
+
+    name: str = "bce"  # YOLOv3 uses independent logistic classifiers with BCE
+    gamma: float = 2.0  # focal focusing parameter when name=focal
+    alpha: Optional[float] = None  # no alpha balancing by default: classes are not dominated by negatives the same way
+    label_smoothing: float = 0.0  # off by default, as in the paper; eps gives targets 1-eps/2 and eps/2
+
+
+@dataclass
+class LossConfig:
+    """YOLOv3 loss in four terms: box + object confidence + no-object confidence + class."""
+
+    objectness: ObjectnessLossConfig = field(default_factory=ObjectnessLossConfig)  # both confidence terms share one loss choice
+    cls: ClassLossConfig = field(default_factory=ClassLossConfig)  # the class term is chosen independently
+    box: str = "mse"  # darknet's squared error on tx, ty, tw, th scaled by (2 - w*h); alternatives: giou, ciou
+    obj_target: str = "one"  # "one" as in darknet; "iou" uses the predicted box's IoU with its truth (soft target)
+    normalizer: str = "batch"  # "batch": sum / batch size (darknet-like); "positives": sum / #positives (RetinaNet)
+    lambda_box: float = 1.0  # term weights: 1 everywhere reproduces the unweighted darknet sum
+    lambda_obj: float = 1.0  # object-cell confidence term
+    lambda_noobj: float = 1.0  # no-object confidence term: the one that can swamp the others
+    lambda_cls: float = 1.0  # class term
+    ignore_thresh: Optional[float] = None  # null = take each [yolo] layer's ignore_thresh from the model cfg (.7 in yolov3.cfg)
+    extra_positive_iou: Optional[float] = None  # anchors whose shape IoU with a truth exceeds this are positives too; null = best anchor only (darknet)
+    obj_prior: Optional[float] = None  # pi: objectness bias starts at -log((1-pi)/pi); RetinaNet uses .01; null = keep default init
+    record_elementwise: bool = False  # keep per-element objectness losses for distribution plots; off in the hot path
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation. Validation never augments (letterbox only)."""
+
+    hsv_h: float = 0.015  # hue jitter as a fraction of the full circle; small, shape colour is a cue
+    hsv_s: float = 0.7  # saturation gain range (+-); darknet uses saturation=1.5
+    hsv_v: float = 0.4  # value gain range (+-); darknet uses exposure=1.5
+    degrees: float = 0.0  # rotation range; off: rotated axis-aligned boxes get loose
+    translate: float = 0.1  # translation as a fraction of the image size
+    scale: float = 0.5  # scale gain range (+-); stands in for darknet's jitter
+    shear: float = 0.0  # shear range in degrees; off by default for the same reason as rotation
+    fliplr: float = 0.5  # horizontal flip probability; the world is mostly left-right symmetric
+    mosaic: float = 1.0  # probability of a 4-image mosaic; more objects and context per image
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and loop settings."""
+
+    epochs: int = 30  # enough for the small model to become a useful detector on the built-in data
+    batch_size: int = 16  # images per step; fits a 2-core CPU at the small model's size
+    nominal_batch: int = 64  # gradients accumulate to this many images per optimiser step (darknet's batch=64)
+    img_size: int = 256  # training and validation size; a multiple of 32
+    optimizer: str = "sgd"  # "sgd" (darknet) or "adamw"
+    lr0: float = 0.01  # initial learning rate
+    lrf: float = 0.01  # final learning rate as a fraction of lr0
+    momentum: float = 0.937  # SGD momentum / Adam beta1
+    nesterov: bool = True  # Nesterov momentum converges a little faster with warmup
+    weight_decay: float = 0.0005  # darknet's decay; never applied to BN weights or biases
+    warmup_epochs: float = 3.0  # darknet burn_in: ramp lr from 0 to avoid early divergence
+    warmup_momentum: float = 0.8  # momentum during warmup
+    warmup_bias_lr: float = 0.1  # bias lr starts high during warmup and falls to lr0
+    schedule: str = "cosine"  # "cosine" or "step"
+    step_milestones: list = field(default_factory=lambda: [0.8, 0.9])  # fractions of training for the step schedule
+    step_gamma: float = 0.1  # lr factor at each step milestone (darknet scales=.1,.1)
+    ema: bool = True  # validate and save an exponential moving average of the weights
+    ema_decay: float = 0.9999  # EMA decay, ramped up over the first updates
+    ema_tau: float = 2000.0  # ramp constant of the EMA decay, in updates
+    multi_scale: bool = False  # vary the size by +-50% per batch (darknet random=1)
+    seed: int = 0  # everything random is seeded from this
+    workers: int = 2  # dataloader worker processes
+    cache: bool = False  # keep decoded images in memory
+    amp: bool = True  # mixed precision on CUDA only; ignored on CPU
+    sync_bn: bool = False  # synchronise BatchNorm across DDP processes
+    grad_clip: float = 10.0  # max gradient norm; a safety net against rare spikes
+    patience: int = 0  # stop after this many epochs without fitness gain; 0 = never
+
+
+@dataclass
+class ValConfig:
+    """Validation / post-processing settings used during training and by val.py."""
+
+    conf_thres: float = 0.001  # low threshold for mAP: the PR curve needs the low-score tail
+    iou_thres: float = 0.6  # NMS IoU threshold
+    max_det: int = 300  # detections kept per image
+    interval: int = 1  # validate every N epochs (and always after the last)
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; saved resolved as ``config.yaml`` in every run folder."""
+
+    cfg: str = "cfg/yolov3-small.cfg"  # Darknet model cfg
+    data: str = "data/shapes.yaml"  # dataset YAML
+    weights: str = ""  # initial weights: .pt, Darknet .weights, or a backbone file; empty = random init
+    cutoff: Optional[int] = None  # load only the first N layers of a Darknet weights file (backbones)
+    loss: LossConfig = field(default_factory=LossConfig)  # the four-term YOLOv3 loss
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation only
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, loop
+    val: ValConfig = field(default_factory=ValConfig)  # validation during and after training
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Conversion between dataclasses and plain dicts, with type checking
+# --------------------------------------------------------------------------------------------------------------------
+def to_dict(obj: Any) -> dict:
+    """A plain-dict copy of a config dataclass (for YAML / checkpoints)."""
+    return dataclasses.asdict(obj)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; int is accepted for float. Raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{source}: '{key}' expects an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' expects true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' expects a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' expects a list, got {value!r}")
+        return list(value)
+    raise ConfigError(f"{source}: '{key}' has an unsupported type {tp!r}")  # pragma: no cover - programming error
+
+
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def merge_dict(obj: Any, updates: dict, source: str, prefix: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with ``updates`` (a nested dict) applied, type-checked."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' expects a mapping, got {updates!r}")
+    hints = _hints(type(obj))
+    fields = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            choices = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {choices})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = merge_dict(current, value, source, dotted + ".")
+        else:
+            changes[key] = _coerce(value, hints[key], dotted, source)
+    return dataclasses.replace(obj, **changes)
+
+
+def from_dict(data: dict, source: str = "<dict>", base: Optional[Config] = None) -> Config:
+    """Build a Config from a nested dict of overrides on top of ``base`` (defaults if None)."""
+    return merge_dict(base if base is not None else Config(), data or {}, source)
+
+
+def parse_override(text: str) -> tuple:
+    """Split ``a.b.c=value`` into (['a','b','c'], parsed value); the value is read as YAML (1.5, true, null, [1,2])."""
+    if "=" not in text:
+        raise ConfigError(f"command line: override '{text}' must look like key=value (e.g. loss.objectness.gamma=2)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"command line: override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"command line: cannot parse the value of '{key}': {exc}") from None
+    return key.split("."), value
+
+
+def nest(path: list, value: Any) -> dict:
+    """['a','b'], 3 -> {'a': {'b': 3}}."""
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: list, source: str = "command line") -> Config:
+    """Apply dotted ``key=value`` strings in order."""
+    for text in overrides or []:
+        path, value = parse_override(text)
+        cfg = merge_dict(cfg, nest(path, value), source)
+    return cfg
+
+
+def read_yaml(path: Union[str, Path]) -> Any:
+    """Load a YAML file with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def load_config(hyp: Union[str, Path, None] = None, overrides: Optional[list] = None,
+                base: Optional[Config] = None) -> Config:
+    """Defaults <- ``hyp`` YAML (overrides only) <- dotted overrides."""
+    cfg = base if base is not None else Config()
+    if hyp:
+        data = read_yaml(hyp) or {}
+        cfg = from_dict(data, source=str(hyp), base=cfg)
+    return apply_overrides(cfg, overrides or [])
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from yolov3.utils import atomic_write_text  # local import: utils imports torch, config must stay light
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def get_dotted(cfg: Any, key: str) -> Any:
+    """Read ``a.b.c`` from a config dataclass; unknown keys raise ConfigError naming the key."""
+    obj = cfg
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown key '{key}'")
+        obj = getattr(obj, part)
+    return obj

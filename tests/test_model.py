@@ -1,0 +1,187 @@
+"""Darknet model: sizes and counts against published numbers, decode against hand arithmetic, Darknet pool edges,
+class-count rewrite, fusion, checkpoint loading."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolov3.model import ConvLayer, Darknet, MaxPoolLayer, load_model
+
+
+def _meta_model(cfg_dir, name: str, **kwargs) -> Darknet:
+    """A model on the meta device: shapes and counts without allocating (or initialising) 62 M parameters."""
+    with torch.device("meta"):
+        return Darknet(cfg_dir / name, **kwargs)
+
+
+def test_yolov3_parameter_count_and_attributes(cfg_dir):
+    model = _meta_model(cfg_dir, "yolov3.cfg")
+    num_params, _ = model.info(416)
+    assert num_params == 61_949_149  # published trainable count for yolov3.cfg, 80 classes
+    assert model.input_size == (608, 608)
+    assert model.strides == [32, 16, 8] and model.num_classes == 80
+    assert [layer.anchors.shape for layer in model.yolo_layers] == [(3, 2)] * 3
+    assert [c.out_channels for c in model.head_convs] == [255, 255, 255]
+    assert all(c.bias is not None for c in model.head_convs)
+    assert [layer.ignore_thresh for layer in model.yolo_layers] == [0.7, 0.7, 0.7]
+
+
+def test_tiny_anchors_follow_masks(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg")
+    # tiny: mask 3,4,5 on the stride-32 head, 0,1,2 on the stride-16 head; anchors in input pixels
+    assert model.yolo_layers[0].anchors.tolist() == [[81, 82], [135, 169], [344, 319]]
+    assert model.yolo_layers[1].anchors.tolist() == [[10, 14], [23, 27], [37, 58]]
+    assert model.strides == [32, 16]
+
+
+@pytest.mark.parametrize("name, expected_bflops", [("yolov3.cfg", 65.9), ("yolov3-tiny.cfg", 5.6)])
+def test_bflops_match_darknet(cfg_dir, name, expected_bflops):
+    # Darknet prints these totals (2 x multiply-adds over conv layers) at 416 x 416
+    _, gflops = _meta_model(cfg_dir, name).info(416)
+    assert gflops == pytest.approx(expected_bflops, abs=0.05)
+
+
+def test_flops_of_first_layer_by_hand(cfg_dir):
+    # tiny layer 0: 3 -> 16 channels, 3x3, at 416x416: 2 * (3*3*3) * 16 * 416 * 416 = 149,520,384 FLOPs
+    model = _meta_model(cfg_dir, "yolov3-tiny.cfg")
+    model.module_list = model.module_list[:1]
+    assert model.info(416)[1] == pytest.approx(149_520_384 / 1e9, rel=1e-12)
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (96, 160), (256, 192)])
+def test_shapes_train_and_eval_small(cfg_dir, height, width):
+    torch.manual_seed(0)
+    model = Darknet(cfg_dir / "yolov3-small.cfg")
+    images = torch.rand(2, 3, height, width)
+    raw_maps = model.train()(images)
+    expected = [(2, 3, height // s, width // s, 10) for s in (32, 16, 8)]  # 3 anchors, 5 + 5 classes
+    assert [tuple(r.shape) for r in raw_maps] == expected
+    with torch.no_grad():
+        decoded, raw_eval = model.eval()(images, return_raw=True)
+    cells = sum(3 * (height // s) * (width // s) for s in (32, 16, 8))
+    assert decoded.shape == (2, cells, 10)
+    assert [tuple(r.shape) for r in raw_eval] == expected
+    # eval output is exactly the concatenated per-layer decode of the raw maps, in cfg order
+    again = torch.cat([layer.decode(raw) for layer, raw in zip(model.yolo_layers, raw_eval)], dim=1)
+    assert torch.equal(decoded, again)
+
+
+def test_shapes_tiny_non_square(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg").eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 96, 160))
+    # strides 32 and 16: 3 * (3*5) + 3 * (6*10) = 45 + 180
+    assert out.shape == (1, 225, 85)
+
+
+def test_input_size_errors(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-small.cfg")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        model(torch.rand(1, 3, 100, 128))
+    with pytest.raises(ValueError, match=r"expected input \(B, 3, H, W\)"):
+        model(torch.rand(1, 1, 64, 64))
+
+
+def test_decode_by_hand(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-small.cfg")
+    layer = model.yolo_layers[2]  # stride 8, anchors 10x12, 16x24, 24x16
+    raw = torch.zeros(1, 3, 4, 6, 10)  # (B, A, H, W, 5+C)
+    raw[0, 1, 2, 5, :5] = torch.tensor([math.log(3.0), 0.0, math.log(2.0), 0.0, 0.0])
+    decoded = layer.decode(raw)  # (1, 3*4*6, 10)
+    # row of anchor 1, y 2, x 5 in (A, H, W) order: 1*24 + 2*6 + 5 = 41
+    cx, cy, w, h, obj = decoded[0, 41, :5].tolist()
+    # sigmoid(log 3) = 3/4 -> cx = (0.75 + 5) * 8 = 46; cy = (0.5 + 2) * 8 = 20; w = 2 * 16; h = 1 * 24
+    assert (cx, cy, w, h, obj) == pytest.approx((46.0, 20.0, 32.0, 24.0, 0.5), abs=1e-5)
+    # all-zero cell (anchor 0, y 0, x 0): centre of the first cell, the anchor's size, probabilities 0.5
+    assert decoded[0, 0].tolist() == pytest.approx([4.0, 4.0, 10.0, 12.0] + [0.5] * 6)
+    key = (4, 6, raw.device, raw.dtype)
+    grid = layer._grid_cache[key]
+    layer.decode(raw)
+    assert layer._grid_cache[key] is grid  # cached, not rebuilt
+
+
+def test_maxpool_size2_stride1_edge_takes_max_of_existing_cells():
+    pool = MaxPoolLayer(size=2, stride=1, padding=1)  # yolov3-tiny's last pool
+    x = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]]).view(1, 1, 2, 2)
+    # windows: (0,0) {-1,-2,-3,-4} -> -1; (0,1) {-2,-4} -> -2; (1,0) {-3,-4} -> -3; (1,1) {-4} -> -4.
+    # A zero pad would give 0 at every edge output instead.
+    assert pool(x).view(2, 2).tolist() == [[-1.0, -2.0], [-3.0, -4.0]]
+
+
+def test_maxpool_spp_size5_keeps_size_with_neg_inf_padding():
+    pool = MaxPoolLayer(size=5, stride=1, padding=4)
+    x = -(torch.arange(16.0).view(1, 1, 4, 4) + 1)  # x[i, j] = -(4i + j) - 1, largest at the top-left
+    # window rows max(0, i-2)..min(3, i+2): the max sits at (max(0, i-2), max(0, j-2)) -> -(4*that_i + that_j) - 1
+    expected = [[-1, -1, -1, -2], [-1, -1, -1, -2], [-1, -1, -1, -2], [-5, -5, -5, -6]]
+    assert pool(x).view(4, 4).tolist() == expected
+
+
+def test_maxpool_stride2_on_odd_size_follows_darknet():
+    pool = MaxPoolLayer(size=2, stride=2, padding=1)
+    x = -torch.arange(25.0).view(1, 1, 5, 5) - 1  # all negative
+    out = pool(x).view(3, 3)
+    # Darknet: out = (5 + 1 - 2) // 2 + 1 = 3; the last row/column windows hold one real row/column
+    assert out[2].tolist() == [-21.0, -23.0, -25.0]  # x[4, 0], x[4, 2], x[4, 4]
+    assert out[0].tolist() == [-1.0, -3.0, -5.0]
+
+
+def test_num_classes_rewrite(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=3)
+    assert model.num_classes == 3 and all(layer.num_classes == 3 for layer in model.yolo_layers)
+    assert [c.out_channels for c in model.head_convs] == [24, 24]  # 3 * (5 + 3)
+    assert model.cfg_text.count("classes=3") == 2 and "filters=24" in model.cfg_text
+    rebuilt = Darknet(model.cfg_text)  # the stored text alone rebuilds the same model
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 64, 64)).shape[-1] == 8
+
+
+def test_train_mode_backward_reaches_first_layer(cfg_dir):
+    torch.manual_seed(0)
+    model = Darknet(cfg_dir / "yolov3-small.cfg").train()
+    loss = sum(raw.square().mean() for raw in model(torch.rand(2, 3, 64, 64)))
+    loss.backward()
+    first = model.module_list[0].conv.weight.grad
+    assert first is not None and first.abs().sum() > 0
+
+
+def test_fuse_keeps_outputs(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 96, 128)
+    model = randomize(Darknet(cfg_dir / "yolov3-small.cfg"), images, seed=3)
+    bn = model.module_list[0].bn
+    assert bn.running_var.min() < 0.5 or bn.running_var.max() > 2  # the statistics are far from the identity
+    with torch.no_grad():
+        before = model(images)
+        model.fuse()
+        after = model(images)
+    assert model.is_fused and not any(isinstance(m, ConvLayer) and m.bn is not None for m in model.module_list)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5 * before.abs().max().item())
+    with pytest.raises(ValueError, match="fused"):
+        model.save_darknet_weights("unused.weights")
+
+
+def test_load_model_checkpoint_and_errors(cfg_dir, tmp_path, randomize):
+    images = torch.rand(1, 3, 64, 64)
+    model = randomize(Darknet(cfg_dir / "yolov3-small.cfg", num_classes=2), images, seed=1)
+    checkpoint = {"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"], "epoch": 3}
+    torch.save(checkpoint, tmp_path / "best.pt")
+    loaded, ckpt = load_model(tmp_path / "best.pt")
+    assert not loaded.training and ckpt["names"] == ["a", "b"] and loaded.num_classes == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="2 classes, but num_classes=5"):
+        load_model(tmp_path / "best.pt", num_classes=5)
+
+    model.save_darknet_weights(tmp_path / "small.weights")
+    with pytest.raises(ValueError, match=r"small\.weights: Darknet weights need the model cfg"):
+        load_model(tmp_path / "small.weights")
+    from_darknet, none = load_model(tmp_path / "small.weights", cfg=cfg_dir / "yolov3-small.cfg", num_classes=2)
+    assert none is None
+    with torch.no_grad():
+        torch.testing.assert_close(from_darknet(images), model(images), rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model(tmp_path / "missing.pt")

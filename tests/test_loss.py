@@ -1,0 +1,493 @@
+"""Per-element losses and YOLOLoss (yolov3/loss.py)."""
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from yolov3.config import ClassLossConfig, ConfigError, LossConfig, ObjectnessLossConfig
+from yolov3.loss import (
+    OBJECTNESS_LOSSES,
+    YOLOLoss,
+    apply_objectness_prior,
+    bce_loss,
+    focal_loss,
+    get_loss_fn,
+)
+
+LOG2 = math.log(2.0)
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-element losses
+# --------------------------------------------------------------------------------------------------------------------
+# (y, gamma, p) -> CE, (1 - p_t)^gamma, FL without alpha (the table of the focal-loss blog this project follows)
+FOCAL_TABLE = [
+    (1, 2.0, 0.9, 0.105, 0.01, 0.00105),
+    (1, 2.0, 0.1, 2.30, 0.81, 1.87),
+    (0, 2.0, 0.2, 0.223, 0.04, 0.00893),
+    (0, 2.0, 0.8, 1.61, 0.64, 1.03),
+]
+
+
+def _same_3_significant(value: float, expected: float) -> bool:
+    return f"{value:.3g}" == f"{expected:.3g}"
+
+
+@pytest.mark.parametrize("y, gamma, p, ce, factor, fl", FOCAL_TABLE)
+def test_focal_table(y, gamma, p, ce, factor, fl):
+    x = torch.tensor([logit(p)], dtype=torch.float64)
+    t = torch.tensor([float(y)], dtype=torch.float64)
+    ce_value = bce_loss(x, t).item()
+    fl_value = focal_loss(x, t, gamma=gamma, alpha=None).item()
+    assert _same_3_significant(ce_value, ce), ce_value
+    assert _same_3_significant(fl_value / ce_value, factor), fl_value / ce_value  # the modulating factor
+    assert _same_3_significant(fl_value, fl), fl_value
+
+
+@pytest.mark.parametrize("y, gamma, p, ce, factor, fl", FOCAL_TABLE)
+def test_focal_alpha_weights_positives_by_alpha_and_negatives_by_one_minus_alpha(y, gamma, p, ce, factor, fl):
+    x = torch.tensor([logit(p)], dtype=torch.float64)
+    t = torch.tensor([float(y)], dtype=torch.float64)
+    weighted = focal_loss(x, t, gamma=gamma, alpha=0.25).item()
+    unweighted = focal_loss(x, t, gamma=gamma, alpha=None).item()
+    assert weighted == pytest.approx((0.25 if y == 1 else 0.75) * unweighted, rel=1e-12)
+    if (y, p) == (1, 0.9):  # first row: 0.25 * 0.0010536 = 0.000263
+        assert _same_3_significant(weighted, 0.000263)
+
+
+def test_soft_target_alpha_interpolates():
+    # alpha_t = alpha*y + (1-alpha)*(1-y): y = .4, alpha = .25 -> .1 + .45 = .55 (gamma = 0 isolates alpha)
+    x = torch.tensor([0.3, -1.2])
+    t = torch.tensor([0.4, 0.4])
+    assert torch.allclose(focal_loss(x, t, gamma=0.0, alpha=0.25), 0.55 * bce_loss(x, t))
+
+
+def test_soft_target_focal_is_zero_where_prediction_equals_target():
+    # |y - p|^gamma factor: the loss vanishes at p == y for an IoU-valued target (unlike plain BCE)
+    t = torch.tensor([0.3, 0.75], dtype=torch.float64)
+    x = torch.log(t / (1 - t))
+    assert focal_loss(x, t, gamma=2.0, alpha=None).abs().max().item() < 1e-20
+    assert (bce_loss(x, t) > 0.5).all()  # BCE at p == y is the entropy, > 0
+
+
+def test_gamma_zero_without_alpha_is_bce_exactly_in_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(200) * 6
+    targets = torch.cat([torch.randint(0, 2, (100,)).float(), torch.rand(100)])  # hard and soft targets
+    x1 = logits.clone().requires_grad_()
+    x2 = logits.clone().requires_grad_()
+    weights = torch.rand(200)  # a non-uniform upstream gradient
+    a = bce_loss(x1, targets)
+    b = focal_loss(x2, targets, gamma=0.0, alpha=None)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    assert torch.equal(a, b)
+    assert torch.equal(x1.grad, x2.grad)
+
+
+def test_bce_matches_the_definition():
+    # independent oracle: -(y log p + (1-y) log(1-p)) in float64
+    torch.manual_seed(1)
+    x = torch.randn(50, dtype=torch.float64) * 3
+    y = torch.rand(50, dtype=torch.float64)
+    p = torch.sigmoid(x)
+    assert torch.allclose(bce_loss(x, y), -(y * p.log() + (1 - y) * (1 - p).log()))
+
+
+def test_focal_matches_its_definition_on_soft_targets():
+    # independent oracle in float64: alpha_t * |y - p|^gamma * BCE
+    torch.manual_seed(2)
+    x = torch.randn(50, dtype=torch.float64) * 3
+    y = torch.rand(50, dtype=torch.float64)
+    p = torch.sigmoid(x)
+    expected = (0.3 * y + 0.7 * (1 - y)) * (y - p).abs() ** 1.5 * -(y * p.log() + (1 - y) * (1 - p).log())
+    assert torch.allclose(focal_loss(x, y, gamma=1.5, alpha=0.3), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "fn", [bce_loss, focal_loss, lambda x, y: focal_loss(x, y, gamma=0.5, alpha=None)], ids=["bce", "focal", "focal.5"]
+)
+def test_finite_values_and_gradients_at_extreme_logits(fn, dtype):
+    x = torch.tensor([100.0, -100.0, 100.0, -100.0, 100.0, -100.0, 0.0], dtype=dtype, requires_grad=True)
+    y = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.3, 0.3, 1.0], dtype=dtype)
+    loss = fn(x, y)
+    loss.sum().backward()
+    assert loss.dtype == dtype and loss.shape == x.shape
+    assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all()
+    # confidently wrong predictions cost ~100 (times alpha / factor), confidently right ones ~0
+    assert loss[1].float().item() > 20 and loss[2].float().item() > 20
+    assert loss[0].float().item() < 1e-6 and loss[3].float().item() < 1e-6
+
+
+@pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (0.5, None), (5.0, 0.75)])
+def test_gradient_pushes_probability_towards_the_target(gamma, alpha):
+    torch.manual_seed(3)
+    x = (torch.randn(300) * 4).requires_grad_()
+    y = torch.cat([torch.ones(100), torch.zeros(100), torch.rand(100)])
+    focal_loss(x, y, gamma=gamma, alpha=alpha).sum().backward()
+    p = torch.sigmoid(x.detach())
+    away = (p - y).abs() > 1e-3  # skip points already at the target, where the gradient vanishes
+    # descending the gradient (x -= grad) must move p towards y: sign(grad) == sign(p - y)
+    assert torch.equal(torch.sign(x.grad[away]), torch.sign(p - y)[away])
+
+
+def test_focal_never_exceeds_bce_without_alpha():
+    torch.manual_seed(4)
+    x = torch.randn(500) * 5
+    y = torch.rand(500)
+    assert (focal_loss(x, y, gamma=2.0, alpha=None) <= bce_loss(x, y)).all()
+
+
+def test_loss_table_and_selector():
+    assert set(OBJECTNESS_LOSSES) == {"bce", "focal"}
+    x = torch.tensor([0.7, -2.0])
+    y = torch.tensor([1.0, 0.0])
+    assert torch.equal(get_loss_fn("bce", gamma=2.0, alpha=0.25)(x, y), bce_loss(x, y))  # bce drops gamma/alpha
+    assert torch.equal(get_loss_fn("focal", gamma=1.0, alpha=None)(x, y), focal_loss(x, y, gamma=1.0, alpha=None))
+    with pytest.raises(ValueError, match=r"unknown loss 'focus'; choose from: bce, focal"):
+        get_loss_fn("focus")
+    with pytest.raises(ValueError, match="gama"):
+        get_loss_fn("focal", gama=2.0)
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        get_loss_fn("focal", gamma=-1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        bce_loss(torch.zeros(3), torch.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# YOLOLoss on a hand-built one-layer case
+# --------------------------------------------------------------------------------------------------------------------
+# one layer, stride 8, anchors (8,8) and (24,24), 2 classes, input 32x32 -> grid 4x4, batch of 2 images
+STRIDE = 8
+ANCHORS = [torch.tensor([[8.0, 8.0], [24.0, 24.0]])]
+NUM_CLASSES = 2
+BATCH = 2
+# one truth in image 0 (image 1 has none): class 1, centre (.6, .6) = 19.2 px, size .3 = 9.6 px.
+# shape IoU with (8,8) = 64/92.16 = .694, with (24,24) = 92.16/576 = .16 -> anchor 0; cell floor(.6*4) = 2 -> (2, 2)
+TRUTH = torch.tensor([[0.0, 1.0, 0.6, 0.6, 0.3, 0.3]])
+
+
+def make_loss(**changes) -> YOLOLoss:
+    cfg = dataclasses.replace(LossConfig(), **changes)
+    return YOLOLoss(ANCHORS, [STRIDE], NUM_CLASSES, cfg, ignore_thresh=[0.5])
+
+
+def zero_maps(requires_grad: bool = True) -> torch.Tensor:
+    return torch.zeros(BATCH, 2, 4, 4, 5 + NUM_CLASSES, requires_grad=requires_grad)  # (B, A, H, W, 5+C)
+
+
+# With all-zero raw maps every prediction is a box of its anchor's size centred in its cell, objectness 0.5:
+#   no prediction other than the positive overlaps the truth [14.4, 24]^2 above .5 (the best: anchor 1 at (2, 2),
+#   [8, 32]^2, IoU 92.16/576 = .16), so nothing is ignored and negatives = 2*2*16 - 1 = 63.
+#   obj   = BCE(0, 1) = log 2; noobj = 63 log 2; cls = 2 classes * BCE(0, .) = 2 log 2
+#   box (mse) = (2 - .3*.3) * [(.5 - .4)^2 * 2 + log(9.6/8)^2 * 2] = 1.91 * (.02 + 2 * .0332415) = .165181
+BOX_SUM = 1.91 * (0.02 + 2 * math.log(1.2) ** 2)
+OBJ_SUM, NOOBJ_SUM, CLS_SUM = LOG2, 63 * LOG2, 2 * LOG2
+
+
+def test_mse_box_loss_hand_computed_and_counts():
+    total, terms = make_loss()([zero_maps()], TRUTH)
+    assert BOX_SUM == pytest.approx(0.165181, abs=1e-6)
+    # normalizer batch: each sum / 2
+    assert terms["box"].item() == pytest.approx(BOX_SUM / 2, rel=1e-5)
+    assert terms["obj"].item() == pytest.approx(OBJ_SUM / 2, rel=1e-5)
+    assert terms["noobj"].item() == pytest.approx(NOOBJ_SUM / 2, rel=1e-5)
+    assert terms["cls"].item() == pytest.approx(CLS_SUM / 2, rel=1e-5)
+    assert total.item() == pytest.approx((BOX_SUM + OBJ_SUM + NOOBJ_SUM + CLS_SUM) / 2, rel=1e-5)
+    assert (terms["num_pos"], terms["num_neg"], terms["num_ignored"]) == (1, 63, 0)
+    assert not terms["box"].requires_grad and total.requires_grad
+
+
+@pytest.mark.parametrize("normalizer, divisor", [("batch", BATCH), ("positives", 1)])
+def test_normalizer_and_lambdas_scale_each_term_exactly(normalizer, divisor):
+    loss = make_loss(normalizer=normalizer, lambda_box=2.0, lambda_obj=3.0, lambda_noobj=5.0, lambda_cls=7.0)
+    total, terms = loss([zero_maps()], TRUTH)
+    expected = {"box": 2 * BOX_SUM, "obj": 3 * OBJ_SUM, "noobj": 5 * NOOBJ_SUM, "cls": 7 * CLS_SUM}
+    for name, value in expected.items():
+        assert terms[name].item() == pytest.approx(value / divisor, rel=1e-5), name
+    assert total.item() == pytest.approx(sum(expected.values()) / divisor, rel=1e-5)
+
+
+def test_positives_normaliser_counts_every_positive():
+    # a second truth (image 1, same box) -> 2 positives: 'positives' divides by 2, like 'batch' with B=2
+    truths = torch.cat([TRUTH, TRUTH * torch.tensor([0, 1, 1, 1, 1, 1]) + torch.tensor([1.0, 0, 0, 0, 0, 0])])
+    _, by_batch = make_loss(normalizer="batch")([zero_maps()], truths)
+    _, by_pos = make_loss(normalizer="positives")([zero_maps()], truths)
+    assert by_pos["num_pos"] == 2
+    for name in ("box", "obj", "noobj", "cls"):
+        assert by_pos[name].item() == pytest.approx(by_batch[name].item(), rel=1e-6)
+
+
+def test_label_smoothing_targets():
+    # eps = .2: targets .9 (class 1) and .1 (class 0); at logit 0 BCE is log 2 whatever the target, so use logit 1:
+    # BCE(1, .9) + BCE(1, .1) = (softplus(1) - .9) + (softplus(1) - .1) = 2 softplus(1) - 1
+    raw = zero_maps(requires_grad=False)
+    raw[0, 0, 2, 2, 5:] = 1.0
+    loss = make_loss(cls=ClassLossConfig(label_smoothing=0.2), normalizer="positives")
+    _, terms = loss([raw], TRUTH)
+    softplus1 = math.log1p(math.e)
+    assert terms["cls"].item() == pytest.approx(2 * softplus1 - 1.0, rel=1e-5)
+
+
+def _perfect_centre_raw(tw: float) -> tuple:
+    """Truth 8x8 px centred at (20, 20) px -> anchor 0 (IoU 1), cell (2, 2), offset .5 = sigmoid(0).
+
+    The raw map predicts that centre with width/height 8 * exp(tw); objectness logit 1 at the positive.
+    """
+    truth = torch.tensor([[0.0, 0.0, 0.625, 0.625, 0.25, 0.25]])
+    raw = zero_maps(requires_grad=False)
+    raw[0, 0, 2, 2, 2:4] = tw
+    raw[0, 0, 2, 2, 4] = 1.0
+    return raw, truth
+
+
+@pytest.mark.parametrize("box", ["giou", "ciou", "mse"])
+def test_box_loss_variants_hand_computed(box):
+    # predicted 16x16 box on the 8x8 truth, same centre: IoU = 64/256 = .25; the enclosing box is the prediction, so
+    # GIoU = .25; equal centres and aspect ratios make CIoU = IoU = .25 -> 1 - .25 = .75, times (2 - .25*.25) = 1.9375
+    # mse: offsets exact, (tw - log(8/8))^2 + (th - 0)^2 = 2 log(2)^2
+    raw, truth = _perfect_centre_raw(math.log(2.0))
+    _, terms = make_loss(box=box, normalizer="positives")([raw], truth)
+    distance = 2 * LOG2**2 if box == "mse" else 0.75
+    assert terms["box"].item() == pytest.approx(1.9375 * distance, rel=1e-5)
+
+
+@pytest.mark.parametrize("obj_target, expected", [
+    ("one", math.log1p(math.exp(-1.0))),  # BCE(1, 1) = softplus(-1) = .313262
+    ("iou", math.log1p(math.e) - 0.25),  # target = IoU .25: BCE(1, .25) = softplus(1) - .25 = 1.063262
+])
+def test_objectness_target_one_or_iou(obj_target, expected):
+    raw, truth = _perfect_centre_raw(math.log(2.0))
+    loss = make_loss(obj_target=obj_target, normalizer="positives", record_elementwise=True)
+    _, terms = loss([raw], truth)
+    assert terms["obj"].item() == pytest.approx(expected, rel=1e-5)
+    pos = terms["obj_elementwise"]["pos"]
+    neg = terms["obj_elementwise"]["neg"]
+    assert pos.shape == (1,) and pos.item() == pytest.approx(expected, rel=1e-5)
+    assert neg.shape == (terms["num_neg"],) and torch.allclose(neg, torch.full_like(neg, LOG2))
+
+
+@pytest.mark.parametrize("name", ["bce", "focal"])
+def test_ignored_prediction_gets_exactly_zero_gradient(name):
+    # anchor 1 at cell (2, 2) of BOTH images predicts exactly the truth box of image 0:
+    # sigmoid(tx) = .4 -> centre (2.4 * 8) = 19.2 px; exp(tw) = 9.6 / 24 -> width 9.6 px; IoU 1 > .5 -> ignored in
+    # image 0 only (image 1 has no truth, so the same prediction there is an ordinary negative)
+    raw = zero_maps(requires_grad=False)
+    raw[:, 1, 2, 2, 0:2] = logit(0.4)
+    raw[:, 1, 2, 2, 2:4] = math.log(9.6 / 24)
+    raw[:, 1, 2, 2, 4] = 2.0  # confident objectness: a large no-object loss if it were not ignored
+    raw.requires_grad_()
+    loss = make_loss(objectness=ObjectnessLossConfig(name=name))
+    total, terms = loss([raw], TRUTH)
+    total.backward()
+    assert terms["num_ignored"] == 1 and terms["num_neg"] == 62
+    assert torch.equal(raw.grad[0, 1, 2, 2], torch.zeros(5 + NUM_CLASSES))  # ignored: exactly zero, every channel
+    assert raw.grad[1, 1, 2, 2, 4].item() > 0.0  # the same prediction as a negative in image 1: pushed down
+    assert (raw.grad[0, :, :, :, 4] != 0).sum().item() == 2 * 16 - 1  # every other cell of image 0 has a gradient
+    # and the ignored cell's value is gone from the no-object sum: 62 negatives = 61 at logit 0 + image 1's copy at 2
+    neg_fn = loss.obj_loss_fn
+    at_zero = neg_fn(torch.zeros(1), torch.zeros(1)).item()
+    at_two = neg_fn(torch.full((1,), 2.0), torch.zeros(1)).item()
+    expected_noobj = 61 * at_zero + at_two
+    assert terms["noobj"].item() == pytest.approx(expected_noobj / BATCH, rel=1e-5)
+
+
+def test_config_ignore_thresh_overrides_the_layer_value():
+    # the hand case's anchor-1 box at (2, 2) has IoU .16 with the truth: ignored at .15, not at the layer's .5
+    cfg = dataclasses.replace(LossConfig(), ignore_thresh=0.15)
+    loss = YOLOLoss(ANCHORS, [STRIDE], NUM_CLASSES, cfg, ignore_thresh=[0.5])
+    _, terms = loss([zero_maps()], TRUTH)
+    assert terms["num_ignored"] >= 1
+    _, default_terms = make_loss()([zero_maps()], TRUTH)
+    assert default_terms["num_ignored"] == 0
+
+
+@pytest.mark.parametrize("name", ["bce", "focal"])
+def test_batch_without_any_truth_has_only_the_noobj_term(name):
+    raw = torch.randn(BATCH, 2, 4, 4, 5 + NUM_CLASSES).requires_grad_()
+    loss = make_loss(objectness=ObjectnessLossConfig(name=name))
+    total, terms = loss([raw], torch.zeros((0, 6)))
+    total.backward()
+    assert (terms["num_pos"], terms["num_ignored"], terms["num_neg"]) == (0, 0, BATCH * 2 * 16)
+    assert terms["box"].item() == terms["obj"].item() == terms["cls"].item() == 0.0
+    expected = loss.obj_loss_fn(raw[..., 4].detach(), torch.zeros(BATCH, 2, 4, 4)).sum() / BATCH
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.isfinite(raw.grad).all() and raw.grad[..., 4].abs().sum() > 0
+    assert raw.grad[..., :4].abs().sum() == 0 and raw.grad[..., 5:].abs().sum() == 0
+
+
+def test_focal_objectness_uses_alpha_on_positives_and_one_minus_alpha_on_negatives():
+    # gamma = 0 isolates alpha: obj = .25 * log 2, noobj = .75 * 63 log 2 (per image: / 2)
+    loss = make_loss(objectness=ObjectnessLossConfig(name="focal", gamma=0.0, alpha=0.25))
+    _, terms = loss([zero_maps()], TRUTH)
+    assert terms["obj"].item() == pytest.approx(0.25 * OBJ_SUM / 2, rel=1e-5)
+    assert terms["noobj"].item() == pytest.approx(0.75 * NOOBJ_SUM / 2, rel=1e-5)
+    assert terms["cls"].item() == pytest.approx(CLS_SUM / 2, rel=1e-5)  # the class term keeps its own choice (bce)
+
+
+@pytest.mark.parametrize(
+    "changes, key, choices",
+    [
+        ({"objectness": ObjectnessLossConfig(name="focus")}, "loss.objectness.name", "bce, focal"),
+        ({"cls": ClassLossConfig(name="softmax")}, "loss.cls.name", "bce, focal"),
+        ({"box": "l1"}, "loss.box", "mse, giou, ciou"),
+        ({"normalizer": "anchors"}, "loss.normalizer", "batch, positives"),
+        ({"obj_target": "giou"}, "loss.obj_target", "one, iou"),
+    ],
+)
+def test_unknown_config_strings_fail_at_construction_listing_the_choices(changes, key, choices):
+    with pytest.raises(ConfigError) as info:
+        make_loss(**changes)
+    assert key in str(info.value) and choices in str(info.value)
+
+
+def test_bad_inputs_raise_clear_errors():
+    loss = make_loss()
+    with pytest.raises(ValueError, match="expected"):
+        loss([torch.zeros(BATCH, 3, 4, 4, 7)], TRUTH)  # 3 anchors instead of 2
+    with pytest.raises(ValueError, match=r"\(N, 6\)"):
+        loss([zero_maps()], torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="image index"):
+        loss([zero_maps()], torch.tensor([[5.0, 0, 0.5, 0.5, 0.1, 0.1]]))
+    with pytest.raises(ValueError, match="zero or negative width"):
+        loss([zero_maps()], torch.tensor([[0.0, 0, 0.5, 0.5, 0.0, 0.1]]))
+    with pytest.raises(ConfigError, match="ignore_thresh"):
+        YOLOLoss(ANCHORS, [STRIDE], NUM_CLASSES, LossConfig(), ignore_thresh=None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A tiny model following the Darknet contract (yolo_layers, head_convs, strides, num_classes)
+# --------------------------------------------------------------------------------------------------------------------
+class _YoloLayer(nn.Module):
+    def __init__(self, anchors, stride, num_classes, ignore_thresh):
+        super().__init__()
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32))
+        self.stride, self.num_classes, self.ignore_thresh = stride, num_classes, ignore_thresh
+
+
+class TinyYolo(nn.Module):
+    """64x64 input -> raw maps at strides 16 and 8, two anchors each."""
+
+    def __init__(self, num_classes=2):
+        super().__init__()
+        self.num_classes = num_classes
+        self.strides = [16, 8]
+        self.yolo_layers = nn.ModuleList([
+            _YoloLayer([[24.0, 24.0], [40.0, 20.0]], 16, num_classes, 0.7),
+            _YoloLayer([[8.0, 8.0], [12.0, 16.0]], 8, num_classes, 0.7),
+        ])
+        act = nn.LeakyReLU(0.1)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), act, nn.Conv2d(16, 32, 3, 2, 1), act,
+                                  nn.Conv2d(32, 32, 3, 2, 1), act)  # stride 8
+        self.down = nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), act)  # stride 16
+        outputs = 2 * (5 + num_classes)
+        self.head_convs = nn.ModuleList([nn.Conv2d(32, outputs, 1), nn.Conv2d(32, outputs, 1)])
+
+    def forward(self, x):
+        s8 = self.stem(x)
+        s16 = self.down(s8)
+        maps = []
+        for conv, feature in zip(self.head_convs, (s16, s8)):
+            out = conv(feature)
+            b, _, h, w = out.shape
+            maps.append(out.view(b, 2, 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2).contiguous())  # (B,A,H,W,5+C)
+        return maps
+
+
+def test_from_model_and_objectness_prior():
+    model = TinyYolo()
+    apply_objectness_prior(model, 0.01)
+    for conv in model.head_convs:
+        bias = conv.bias.view(2, 5 + model.num_classes)
+        # -log((1 - .01) / .01) = -log(99) = -4.59512
+        assert torch.allclose(bias[:, 4], torch.full((2,), -4.59512), atol=1e-5)
+        assert (bias[:, :4].abs() < 1).all()  # other channels keep their default init
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="0 < pi < 1"):
+            apply_objectness_prior(model, bad)
+    loss = YOLOLoss.from_model(model)
+    assert loss.strides == [16, 8] and loss.ignore_thresh == [0.7, 0.7] and loss.num_classes == 2
+    assert torch.equal(loss.anchors(1), torch.tensor([[8.0, 8.0], [12.0, 16.0]]))
+    # with the prior, every prediction starts at objectness .01: the no-object loss per cell is -log(.99) = .01005
+    for conv in model.head_convs:  # outputs = bias alone, so the objectness is exactly the prior
+        nn.init.zeros_(conv.weight)
+    x = torch.rand(1, 3, 64, 64)
+    _, terms = loss(model(x), torch.zeros((0, 6)))
+    cells = 2 * 4 * 4 + 2 * 8 * 8
+    assert terms["noobj"].item() == pytest.approx(cells * -math.log(0.99), rel=1e-4)
+
+
+def _synthetic_image():
+    """One 64x64 image with a 24x24 object (class 0) and a 10x10 object (class 1) on a dark background."""
+    image = torch.full((1, 3, 64, 64), 0.1)
+    image[0, :, 8:32, 30:54] = 0.9  # cx 42, cy 20, 24x24
+    image[0, 0, 44:54, 10:20] = 1.0  # cx 15, cy 49, 10x10
+    targets = torch.tensor([[0, 0, 42 / 64, 20 / 64, 24 / 64, 24 / 64], [0, 1, 15 / 64, 49 / 64, 10 / 64, 10 / 64]])
+    return image, targets
+
+
+@pytest.mark.parametrize("name", ["bce", "focal"])
+def test_a_few_optimisation_steps_drive_the_loss_down(name):
+    # with the RetinaNet prior the no-object term starts small, so the drop must come from learning the objects:
+    # the object, box and class terms must all fall, not just the (easy) no-object term
+    torch.manual_seed(0)
+    model = TinyYolo()
+    apply_objectness_prior(model, 0.01)
+    cfg = dataclasses.replace(LossConfig(), objectness=ObjectnessLossConfig(name=name))
+    loss_fn = YOLOLoss.from_model(model, cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    image, targets = _synthetic_image()
+    history = []
+    for _ in range(40):
+        total, terms = loss_fn(model(image), targets)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append((total.item(), terms))
+    (first_total, first), (last_total, last) = history[0], history[-1]
+    assert last["num_pos"] == 2
+    assert last_total < 0.5 * first_total, [h[0] for h in history]
+    for term in ("obj", "box", "cls"):
+        assert last[term].item() < 0.5 * first[term].item(), term
+
+
+def test_with_darknet_small_prior_matches_decoded_objectness_and_loss_trains():
+    # the real model: the prior must hit the objectness channel of the model's own (A, 5+C) channel layout,
+    # which its eval-mode decode reveals once the head conv weights are zero (output = bias)
+    from yolov3.model import Darknet
+
+    torch.manual_seed(0)
+    model = Darknet(str(Path(__file__).resolve().parents[1] / "cfg" / "yolov3-small.cfg"), num_classes=2)
+    apply_objectness_prior(model, 0.01)
+    saved = [conv.weight.detach().clone() for conv in model.head_convs]
+    for conv in model.head_convs:
+        nn.init.zeros_(conv.weight)
+    image, targets = _synthetic_image()
+    with torch.no_grad():
+        decoded = model.eval()(image)  # (1, N, 5+C)
+    assert torch.allclose(decoded[0, :, 4], torch.full_like(decoded[0, :, 4], 0.01), atol=1e-6)
+    assert ((decoded[0, :, 5:] - 0.5).abs() < 0.1).all()  # class channels keep their small default biases
+    with torch.no_grad():
+        for conv, weight in zip(model.head_convs, saved):
+            conv.weight.copy_(weight)
+
+    loss_fn = YOLOLoss.from_model(model, LossConfig())
+    assert loss_fn.strides == [32, 16, 8] and loss_fn.ignore_thresh == [0.7, 0.7, 0.7]
+    assert torch.equal(loss_fn.anchors(2), torch.tensor([[10.0, 12.0], [16.0, 24.0], [24.0, 16.0]]))
+    # a batch of two images, the second without objects; the 24x24 object's best anchor is (24,16) or (16,24) at
+    # stride 8 (shape IoU 384/576 = .667 vs 28x44: 672/1232 = .545), the 10x10 one's is (10,12) (100/120 = .833)
+    batch = torch.cat([image, torch.rand(1, 3, 64, 64)])
+    model.train()
+    raw_maps = model(batch)
+    total, terms = loss_fn(raw_maps, targets)
+    total.backward()
+    assert terms["num_pos"] == 2 and torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -1,0 +1,436 @@
+"""The YOLOv3 loss in four terms (box + object + no-object + class) with a switchable objectness loss.
+
+Per-element losses (:func:`bce_loss`, :func:`focal_loss`) take logits and return a loss of the same shape
+(``reduction="none"``); :class:`YOLOLoss` alone applies the masks, reductions, normaliser and term weights.
+
+Focal loss: Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from yolov3.boxes import cxcywh_to_xyxy, elementwise_iou
+from yolov3.config import ConfigError, LossConfig
+from yolov3.targets import assign_targets, ignore_mask, pad_truths_per_image
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-element losses
+# --------------------------------------------------------------------------------------------------------------------
+def _check_pair(logits: Tensor, targets: Tensor, name: str) -> None:
+    if logits.shape != targets.shape:
+        raise ValueError(
+            f"{name}: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape"
+        )
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    # half-precision inputs are computed in float32 (as autocast does for these ops) and cast back at the end
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
+def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy on logits, per element: ``-(y log p + (1-y) log(1-p))`` with ``p = sigmoid(logits)``.
+
+    Args:
+        logits: any shape, any float dtype.
+        targets: same shape, values in [0, 1] (soft targets such as IoU are allowed).
+
+    Returns:
+        Loss of the same shape and dtype (``reduction="none"``). Computed in log space from the logits
+        (the sigmoid fused into the loss, Lin et al. 2017), so values and gradients stay finite at logits of +-100,
+        in float32 and bfloat16 (half inputs are computed in float32).
+    """
+    _check_pair(logits, targets, "bce_loss")
+    x = logits.to(_compute_dtype(logits))
+    return F.binary_cross_entropy_with_logits(x, targets.to(x.dtype), reduction="none").to(logits.dtype)
+
+
+def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optional[float] = 0.25) -> Tensor:
+    """Focal loss (Lin et al., ICCV 2017), per element: ``FL = -alpha_t (1 - p_t)^gamma log(p_t)``.
+
+    Written as ``alpha_t * |y - p|^gamma * BCE(logits, y)`` with ``p = sigmoid(logits)``, which is the textbook FL for
+    hard targets (``|y - p| = 1 - p_t``) and its usual generalisation to soft targets ``y`` in [0, 1] (as in the
+    Quality Focal Loss of Li et al. 2020): the modulating factor vanishes when ``p`` equals the target, even for an
+    IoU-valued target. ``alpha_t = alpha * y + (1 - alpha) * (1 - y)``: alpha weights positives, 1 - alpha negatives.
+
+    Args:
+        logits: any shape, any float dtype.
+        targets: same shape, values in [0, 1].
+        gamma: focusing parameter >= 0; 2 was best in Lin et al. 2017. ``gamma=0`` skips the factor entirely.
+        alpha: balance weight in [0, 1], or ``None`` for no alpha weighting. ``gamma=0, alpha=None`` is
+            :func:`bce_loss` exactly, in value and gradient.
+
+    Returns:
+        Loss of the same shape and dtype (``reduction="none"``). Finite values and gradients at logits of +-100
+        in float32 and bfloat16 (half inputs are computed in float32). The modulating factor is differentiated
+        (not detached), as in the paper.
+    """
+    _check_pair(logits, targets, "focal_loss")
+    if gamma < 0:
+        raise ValueError(f"focal_loss: gamma must be >= 0, got {gamma}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"focal_loss: alpha must be in [0, 1] or None, got {alpha}")
+    x = logits.to(_compute_dtype(logits))
+    y = targets.to(x.dtype)
+    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    if gamma != 0:
+        # |y - p| as y*sigmoid(-x) - (1-y)*sigmoid(x): algebraically equal, but for hard targets it is sigmoid(-+x)
+        # itself, with no cancellation in 1 - p, so the factor stays accurate for confident predictions
+        distance = (y * torch.sigmoid(-x) - (1 - y) * torch.sigmoid(x)).abs()
+        # the clamp keeps pow's gradient finite (gamma < 1) where p == y exactly; it changes the value by < 1e-38
+        loss = loss * distance.clamp(min=torch.finfo(x.dtype).tiny).pow(gamma)
+    if alpha is not None:
+        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+    return loss.to(logits.dtype)
+
+
+OBJECTNESS_LOSSES: Dict[str, Callable[..., Tensor]] = {"bce": bce_loss, "focal": focal_loss}
+
+# keyword parameters each loss understands; the config always carries gamma/alpha, so bce accepts and drops them
+_LOSS_PARAMETERS: Dict[str, Tuple[str, ...]] = {"bce": (), "focal": ("gamma", "alpha")}
+_KNOWN_PARAMETERS = ("gamma", "alpha")
+
+
+def get_loss_fn(name: str, **params) -> LossFn:
+    """The per-element loss ``name`` from :data:`OBJECTNESS_LOSSES` with its parameters bound.
+
+    ``get_loss_fn("focal", gamma=2, alpha=.25)(logits, targets)``. Parameters a loss does not use (``gamma`` and
+    ``alpha`` for ``bce``) are dropped, so switching a config's ``name`` alone is enough; a parameter no loss knows
+    is an error. An unknown ``name`` raises ``ValueError`` listing the choices.
+    """
+    if name not in OBJECTNESS_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from: {', '.join(sorted(OBJECTNESS_LOSSES))}")
+    unknown = sorted(set(params) - set(_KNOWN_PARAMETERS))
+    if unknown:
+        raise ValueError(f"loss {name!r}: unknown parameter(s) {unknown}; known: {', '.join(_KNOWN_PARAMETERS)}")
+    used = {key: value for key, value in params.items() if key in _LOSS_PARAMETERS[name]}
+    fn = OBJECTNESS_LOSSES[name]
+    if name == "focal":  # validate now, at construction, rather than on the first training step
+        focal_loss(torch.zeros(1), torch.zeros(1), **used)
+    return functools.partial(fn, **used) if used else fn
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# YOLOLoss
+# --------------------------------------------------------------------------------------------------------------------
+BOX_LOSSES = ("mse", "giou", "ciou")
+OBJ_TARGETS = ("one", "iou")
+NORMALIZERS = ("batch", "positives")
+
+
+def _require_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"loss config: '{key}' is {value!r}; choose from: {', '.join(choices)}")
+
+
+def _require_range(key: str, value: Optional[float], low: float, high: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not low <= value <= high:
+        raise ConfigError(f"loss config: '{key}' is {value!r}; expected a number in [{low}, {high}]")
+
+
+def _loss_fn_from_config(key: str, name: str, gamma: float, alpha: Optional[float]) -> LossFn:
+    _require_choice(f"{key}.name", name, sorted(OBJECTNESS_LOSSES))
+    if gamma < 0:
+        raise ConfigError(f"loss config: '{key}.gamma' is {gamma}; expected >= 0")
+    _require_range(f"{key}.alpha", alpha, 0.0, 1.0, allow_none=True)
+    return get_loss_fn(name, gamma=gamma, alpha=alpha)
+
+
+def validate_loss_config(cfg: LossConfig) -> None:
+    """Raise :class:`ConfigError` naming the key and the choices for any invalid field of ``cfg``."""
+    _loss_fn_from_config("loss.objectness", cfg.objectness.name, cfg.objectness.gamma, cfg.objectness.alpha)
+    _loss_fn_from_config("loss.cls", cfg.cls.name, cfg.cls.gamma, cfg.cls.alpha)
+    _require_choice("loss.box", cfg.box, BOX_LOSSES)
+    _require_choice("loss.obj_target", cfg.obj_target, OBJ_TARGETS)
+    _require_choice("loss.normalizer", cfg.normalizer, NORMALIZERS)
+    for name in ("lambda_box", "lambda_obj", "lambda_noobj", "lambda_cls"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"loss config: 'loss.{name}' is {getattr(cfg, name)}; expected >= 0")
+    _require_range("loss.cls.label_smoothing", cfg.cls.label_smoothing, 0.0, 1.0)
+    _require_range("loss.ignore_thresh", cfg.ignore_thresh, 0.0, 1.0, allow_none=True)
+    _require_range("loss.extra_positive_iou", cfg.extra_positive_iou, 0.0, 1.0, allow_none=True)
+    if cfg.obj_prior is not None and not 0.0 < cfg.obj_prior < 1.0:
+        raise ConfigError(f"loss config: 'loss.obj_prior' is {cfg.obj_prior}; expected 0 < pi < 1 or null")
+
+
+class YOLOLoss(nn.Module):
+    """YOLOv3 loss: ``total = l_box*box + l_obj*obj + l_noobj*noobj + l_cls*cls``, each term a sum / normaliser.
+
+    Terms (sums over all layers; ``P`` = positives from :func:`yolov3.targets.assign_targets`):
+
+    * **box** (positives): ``(2 - w*h) * d`` with ``w, h`` the truth's size normalised to the input and ``d``:
+      ``mse``: ``(sigmoid(tx)-tx*)^2 + (sigmoid(ty)-ty*)^2 + (tw-tw*)^2 + (th-th*)^2``, with ``tx*`` the truth centre's
+      offset in its cell and ``tw* = log(w_px / anchor_w)`` (darknet's parametrisation; the gradient is twice
+      darknet's delta, which ``lambda_box = 0.5`` reproduces exactly); ``giou`` / ``ciou``: ``1 - GIoU`` / ``1 - CIoU``
+      of the decoded predicted box with the truth. The ``(2 - w*h)`` small-box weight is kept for every box loss,
+      so ``box`` switches only the distance, not the weighting (one axis per field).
+    * **obj** (positives): objectness loss against target 1 (``obj_target: one``) or the detached IoU (clamped >= 0)
+      of the decoded predicted box with its truth (``obj_target: iou``).
+    * **noobj** (negatives: not positive and not ignored): objectness loss against target 0. Ignored predictions
+      (decoded box IoU > ignore_thresh with a truth of the same image) contribute exactly zero, value and gradient.
+    * **cls** (positives): class loss summed over the ``C`` classes; targets ``1 - eps/2`` for the truth's class and
+      ``eps/2`` otherwise (``eps`` = label_smoothing).
+
+    The normaliser is the batch size (``normalizer: batch``) or ``max(1, P)`` with ``P`` the number of positive
+    predictions after collisions (``normalizer: positives``, as RetinaNet), applied to all four terms.
+    ``cfg.obj_prior`` is validated here but applied to the model by :func:`apply_objectness_prior` (train.py).
+
+    ``forward`` returns ``(total, terms)``: ``terms['box'|'obj'|'noobj'|'cls']`` are detached 0-d tensors, weighted
+    and normalised exactly as summed into ``total``; ``num_pos``, ``num_neg``, ``num_ignored`` are Python ints
+    (ignored counts only non-positive predictions); with ``record_elementwise``, ``terms['obj_elementwise']`` is
+    ``{'pos': (P,), 'neg': (num_neg,)}`` unweighted, unnormalised per-element objectness losses (detached).
+    """
+
+    def __init__(
+        self,
+        anchors: Sequence[Tensor],
+        strides: Sequence[int],
+        num_classes: int,
+        cfg: Optional[LossConfig] = None,
+        ignore_thresh: Union[float, Sequence[float], None] = None,
+    ) -> None:
+        super().__init__()
+        cfg = cfg if cfg is not None else LossConfig()
+        validate_loss_config(cfg)
+        if len(anchors) != len(strides):
+            raise ValueError(f"YOLOLoss: {len(anchors)} anchor groups but {len(strides)} strides; need one per layer")
+        self.cfg = cfg
+        self.num_layers = len(strides)
+        self.strides = [int(s) for s in strides]
+        self.num_classes = int(num_classes)
+        for layer, anchors_wh in enumerate(anchors):
+            anchors_wh = torch.as_tensor(anchors_wh, dtype=torch.float32)
+            if anchors_wh.ndim != 2 or anchors_wh.shape[1] != 2:
+                raise ValueError(
+                    f"YOLOLoss: anchors of layer {layer} must be (A, 2) pixels, got {tuple(anchors_wh.shape)}"
+                )
+            self.register_buffer(f"anchors_{layer}", anchors_wh.clone(), persistent=False)
+        # cfg.ignore_thresh wins when set; otherwise each layer's own value (from the model cfg)
+        if cfg.ignore_thresh is not None:
+            thresholds = [cfg.ignore_thresh] * self.num_layers
+        elif ignore_thresh is None:
+            raise ConfigError("loss config: 'loss.ignore_thresh' is null and no per-layer ignore_thresh was given")
+        elif isinstance(ignore_thresh, (int, float)):
+            thresholds = [float(ignore_thresh)] * self.num_layers
+        else:
+            thresholds = [float(t) for t in ignore_thresh]
+        if len(thresholds) != self.num_layers:
+            raise ValueError(f"YOLOLoss: {len(thresholds)} ignore thresholds for {self.num_layers} layers")
+        for t in thresholds:
+            _require_range("ignore_thresh", t, 0.0, 1.0)
+        self.ignore_thresh = thresholds
+        self.obj_loss_fn = get_loss_fn(cfg.objectness.name, gamma=cfg.objectness.gamma, alpha=cfg.objectness.alpha)
+        self.cls_loss_fn = get_loss_fn(cfg.cls.name, gamma=cfg.cls.gamma, alpha=cfg.cls.alpha)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, cfg: Optional[LossConfig] = None) -> "YOLOLoss":
+        """Build from a ``Darknet`` (anchors, strides, classes and ignore thresholds of its ``[yolo]`` layers)."""
+        layers = list(model.yolo_layers)
+        loss = cls(
+            anchors=[layer.anchors.detach().float().cpu() for layer in layers],
+            strides=list(model.strides),
+            num_classes=model.num_classes,
+            cfg=cfg,
+            ignore_thresh=[float(layer.ignore_thresh) for layer in layers],
+        )
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        return loss.to(device)
+
+    def anchors(self, layer: int) -> Tensor:
+        """``(A_l, 2)`` anchor widths/heights in input pixels of layer ``layer``."""
+        return getattr(self, f"anchors_{layer}")
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _check_inputs(self, raw_maps: Sequence[Tensor], targets: Tensor) -> Tuple[int, Tuple[int, int]]:
+        if len(raw_maps) != self.num_layers:
+            raise ValueError(
+                f"YOLOLoss: got {len(raw_maps)} raw maps, expected {self.num_layers} (one per [yolo] layer)"
+            )
+        batch = raw_maps[0].shape[0]
+        image_size = None
+        for layer, raw in enumerate(raw_maps):
+            expected = (batch, len(self.anchors(layer)), "H", "W", 5 + self.num_classes)
+            if raw.ndim != 5 or raw.shape[0] != batch or raw.shape[1] != expected[1] or raw.shape[4] != expected[4]:
+                raise ValueError(f"YOLOLoss: raw map {layer} has shape {tuple(raw.shape)}, expected {expected}")
+            size = (raw.shape[2] * self.strides[layer], raw.shape[3] * self.strides[layer])
+            if image_size is not None and size != image_size:
+                raise ValueError(
+                    f"YOLOLoss: raw map {layer} implies a {size} input but earlier maps imply {image_size}"
+                )
+            image_size = size
+        if targets.ndim != 2 or targets.shape[1] != 6:
+            raise ValueError(
+                f"YOLOLoss: targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
+            )
+        if targets.shape[0]:
+            image_index, class_index, sizes = targets[:, 0], targets[:, 1], targets[:, 4:6]
+            bad_index = (image_index < 0) | (image_index >= batch)
+            bad_index |= (class_index < 0) | (class_index >= self.num_classes)
+            bad_size = (sizes <= 0).any(1)  # log(w / anchor) of an empty box is -inf: refuse it, never train on NaN
+            bad_index, bad_size = torch.stack([bad_index.any(), bad_size.any()]).tolist()  # one device sync
+            if bad_index:
+                raise ValueError(
+                    f"YOLOLoss: targets hold an image index outside [0, {batch}) or a class outside "
+                    f"[0, {self.num_classes}); check the data loader and the model's num_classes"
+                )
+            if bad_size:
+                raise ValueError("YOLOLoss: targets hold a box with zero or negative width/height; drop such labels")
+        return batch, image_size
+
+    def forward(self, raw_maps: Sequence[Tensor], targets: Tensor) -> Tuple[Tensor, dict]:
+        """``raw_maps``: list of ``(B, A_l, H_l, W_l, 5+C)`` logits; ``targets``: ``(N, 6)``. See the class doc."""
+        cfg = self.cfg
+        batch, image_size = self._check_inputs(raw_maps, targets)
+        device = raw_maps[0].device
+        targets = targets.to(device=device, dtype=torch.float32)
+        grid_sizes = [(raw.shape[2], raw.shape[3]) for raw in raw_maps]
+        assignments = assign_targets(
+            targets, [self.anchors(i) for i in range(self.num_layers)], grid_sizes, image_size, batch,
+            cfg.extra_positive_iou,
+        )
+        truths_xyxy = pad_truths_per_image(targets, batch, image_size)  # (B, T, 4) pixels
+        image_h, image_w = image_size
+        smoothing = cfg.cls.label_smoothing
+
+        zero = torch.zeros((), device=device)
+        box_sum, obj_sum, noobj_sum, cls_sum = zero, zero, zero, zero
+        num_pos = 0
+        neg_counts: List[Tensor] = []  # counted on the device and read once at the end: one sync, not one per layer
+        ignored_counts: List[Tensor] = []
+        pos_elements: List[Tensor] = []
+        neg_elements: List[Tensor] = []
+        for layer, raw in enumerate(raw_maps):
+            raw = raw.float()  # (B, A, H, W, 5+C); the loss is computed in float32 even under mixed precision
+            grid_h, grid_w = raw.shape[2:4]
+            stride = self.strides[layer]
+            anchors_wh = self.anchors(layer).to(device)  # (A, 2) pixels
+            found = assignments[layer]
+            b, a, gy, gx = found.image_index, found.anchor_index, found.grid_y, found.grid_x
+            truths = targets[found.truth_index]  # (P, 6)
+
+            # ignore mask from decoded predictions (no gradient flows through the decision)
+            with torch.no_grad():
+                grid_y, grid_x = torch.meshgrid(
+                    torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij"
+                )
+                pred_cxcywh = torch.stack(
+                    (
+                        (raw[..., 0].sigmoid() + grid_x) * stride,
+                        (raw[..., 1].sigmoid() + grid_y) * stride,
+                        raw[..., 2].exp() * anchors_wh[:, 0, None, None],
+                        raw[..., 3].exp() * anchors_wh[:, 1, None, None],
+                    ),
+                    dim=-1,
+                )  # (B, A, H, W, 4) pixels
+                ignored = ignore_mask(cxcywh_to_xyxy(pred_cxcywh), truths_xyxy, self.ignore_thresh[layer])
+                positive = torch.zeros_like(ignored)
+                positive[b, a, gy, gx] = True
+                negative = ~positive & ~ignored  # (B, A, H, W)
+
+            pred = raw[b, a, gy, gx]  # (P, 5+C)
+            truth_wh_norm = truths[:, 4:6]
+            small_box_weight = 2.0 - truth_wh_norm[:, 0] * truth_wh_norm[:, 1]  # (P,) darknet's (2 - w*h)
+            # decoded positives (pixels), for giou/ciou and IoU-valued objectness targets
+            pred_pos_cxcywh = torch.stack(
+                (
+                    (pred[:, 0].sigmoid() + gx) * stride,
+                    (pred[:, 1].sigmoid() + gy) * stride,
+                    pred[:, 2].exp() * anchors_wh[a, 0],
+                    pred[:, 3].exp() * anchors_wh[a, 1],
+                ),
+                dim=-1,
+            )  # (P, 4)
+            truth_cxcywh = truths[:, 2:6] * truths.new_tensor([image_w, image_h, image_w, image_h])  # (P, 4) pixels
+            if cfg.box == "mse":
+                target_txy = truths[:, 2:4] * truths.new_tensor([grid_w, grid_h]) - torch.stack((gx, gy), 1)  # in-cell
+                target_twh = torch.log(truth_cxcywh[:, 2:4] / anchors_wh[a])  # (P, 2)
+                distance = ((pred[:, 0:2].sigmoid() - target_txy) ** 2).sum(1)
+                distance = distance + ((pred[:, 2:4] - target_twh) ** 2).sum(1)
+            else:
+                distance = 1.0 - elementwise_iou(
+                    cxcywh_to_xyxy(pred_pos_cxcywh), cxcywh_to_xyxy(truth_cxcywh), kind=cfg.box
+                )
+            box_sum = box_sum + (small_box_weight * distance).sum()
+
+            # objectness: one loss map over every prediction, targets 0 except at positives
+            if cfg.obj_target == "iou":
+                with torch.no_grad():
+                    pos_obj_target = elementwise_iou(
+                        cxcywh_to_xyxy(pred_pos_cxcywh), cxcywh_to_xyxy(truth_cxcywh), kind="iou"
+                    ).clamp(min=0)
+            else:
+                pos_obj_target = torch.ones_like(small_box_weight)
+            obj_target_map = torch.zeros_like(raw[..., 4])  # (B, A, H, W)
+            obj_target_map[b, a, gy, gx] = pos_obj_target
+            obj_loss_map = self.obj_loss_fn(raw[..., 4], obj_target_map)  # (B, A, H, W)
+            pos_obj_losses = obj_loss_map[b, a, gy, gx]  # (P,)
+            obj_sum = obj_sum + pos_obj_losses.sum()
+            # where (not a multiply) so ignored and positive cells contribute exactly zero value and gradient
+            noobj_sum = noobj_sum + torch.where(negative, obj_loss_map, torch.zeros_like(obj_loss_map)).sum()
+
+            # classes: independent logistic outputs, smoothed targets
+            cls_target = torch.full_like(pred[:, 5:], smoothing / 2)  # (P, C)
+            cls_target[torch.arange(len(truths), device=device), truths[:, 1].long()] = 1.0 - smoothing / 2
+            cls_sum = cls_sum + self.cls_loss_fn(pred[:, 5:], cls_target).sum()
+
+            num_pos += found.num_positives
+            neg_counts.append(negative.sum())
+            ignored_counts.append((ignored & ~positive).sum())
+            if cfg.record_elementwise:
+                pos_elements.append(pos_obj_losses.detach())
+                neg_elements.append(obj_loss_map.detach()[negative])
+
+        num_neg, num_ignored = torch.stack([torch.stack(neg_counts), torch.stack(ignored_counts)]).sum(1).tolist()
+        normaliser = float(batch) if cfg.normalizer == "batch" else float(max(1, num_pos))
+        box = cfg.lambda_box * box_sum / normaliser
+        obj = cfg.lambda_obj * obj_sum / normaliser
+        noobj = cfg.lambda_noobj * noobj_sum / normaliser
+        cls = cfg.lambda_cls * cls_sum / normaliser
+        total = box + obj + noobj + cls
+        terms: dict = {
+            "box": box.detach(),
+            "obj": obj.detach(),
+            "noobj": noobj.detach(),
+            "cls": cls.detach(),
+            "num_pos": num_pos,
+            "num_neg": num_neg,
+            "num_ignored": num_ignored,
+        }
+        if cfg.record_elementwise:
+            terms["obj_elementwise"] = {"pos": torch.cat(pos_elements), "neg": torch.cat(neg_elements)}
+        return total, terms
+
+
+def apply_objectness_prior(model: nn.Module, prior: float) -> None:
+    """Set every head conv's objectness bias (all anchors) to ``-log((1 - prior) / prior)`` (Lin et al. 2017).
+
+    With ``prior = 0.01`` (RetinaNet) the bias is ``-log(99) = -4.595``: every prediction starts at objectness 0.01,
+    so the many easy negatives do not swamp the first updates. Needs ``model.head_convs`` and ``model.yolo_layers``
+    (CONTRACTS.md). Raises ``ValueError`` unless ``0 < prior < 1``.
+    """
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0.0 < prior < 1.0:
+        raise ValueError(
+            f"apply_objectness_prior: the prior pi must satisfy 0 < pi < 1 (loss.obj_prior), got {prior!r}"
+        )
+    bias_value = -math.log((1.0 - prior) / prior)
+    for index, (conv, layer) in enumerate(zip(model.head_convs, model.yolo_layers)):
+        num_anchors = len(layer.anchors)
+        if conv.bias is None or conv.bias.numel() != num_anchors * (5 + layer.num_classes):
+            raise ValueError(
+                f"apply_objectness_prior: head conv {index} needs a bias of {num_anchors} x (5 + {layer.num_classes}) "
+                f"values, found {None if conv.bias is None else conv.bias.numel()}"
+            )
+        with torch.no_grad():
+            # head channels are (A, 5+C) with order tx ty tw th obj cls..., as the [yolo] layer reshapes them
+            conv.bias.view(num_anchors, 5 + layer.num_classes)[:, 4] = bias_value

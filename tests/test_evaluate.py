@@ -1,0 +1,158 @@
+"""evaluate(): a fake model that 'predicts' the truths must score 1.0; perturbations must score lower; truths and
+predictions are mapped to original pixels through the letterbox; validation losses come from the raw maps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import yolov3.evaluate as evaluate_module
+from yolov3.evaluate import evaluate
+
+NAMES = ["circle", "square", "triangle"]
+SIZE = 64  # network input, square
+
+
+def make_loader(seed: int = 0, num_batches: int = 3, batch_size: int = 2):
+    """Batches (images, targets (N, 6) normalised, paths, shapes) with varied letterboxes, one image without
+    objects. Returns the batches and, per batch, (B, N, 5+C) decoded predictions equal to the truths."""
+    rng = np.random.default_rng(seed)
+    batches, perfect_outputs = [], []
+    for b in range(num_batches):
+        targets, shapes, paths = [], [], []
+        decoded = torch.zeros(batch_size, 20, 5 + len(NAMES))  # objectness 0: padding rows never pass conf
+        for i in range(batch_size):
+            orig_w, orig_h = int(rng.integers(40, 200)), int(rng.integers(40, 200))
+            ratio = min(SIZE / orig_w, SIZE / orig_h)
+            pad_w, pad_h = (SIZE - orig_w * ratio) / 2, (SIZE - orig_h * ratio) / 2
+            shapes.append(((orig_h, orig_w), (ratio, ratio), (pad_w, pad_h)))
+            paths.append(f"img_{b}_{i}.jpg")
+            num_objects = 0 if (b, i) == (1, 0) else int(rng.integers(1, 5))
+            for k in range(num_objects):
+                cls = int(rng.integers(0, len(NAMES)))
+                w, h = rng.uniform(6, 20, 2)
+                cx = rng.uniform(pad_w + w / 2, SIZE - pad_w - w / 2)
+                cy = rng.uniform(pad_h + h / 2, SIZE - pad_h - h / 2)
+                targets.append([i, cls, cx / SIZE, cy / SIZE, w / SIZE, h / SIZE])
+                decoded[i, k, :4] = torch.tensor([cx, cy, w, h])
+                decoded[i, k, 4] = 0.9
+                decoded[i, k, 5:] = 0.01
+                decoded[i, k, 5 + cls] = float(rng.uniform(0.5, 1.0))
+        images = torch.zeros(batch_size, 3, SIZE, SIZE)
+        batches.append((images, torch.tensor(targets, dtype=torch.float32).reshape(-1, 6), paths, shapes))
+        perfect_outputs.append(decoded)
+    return batches, perfect_outputs
+
+
+class ReplayModel(nn.Module):
+    """Eval mode: returns the next prepared (B, N, 5+C) tensor; with return_raw also fake raw maps."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = list(outputs)
+        self.calls = 0
+        self.scale = nn.Parameter(torch.ones(()))  # a parameter, so train()/eval() are meaningful
+
+    def forward(self, x, return_raw: bool = False):
+        assert not self.training, "evaluate must run the model in eval mode"
+        out = self.outputs[self.calls % len(self.outputs)]
+        self.calls += 1
+        return (out, [torch.full((x.shape[0], 1, 2, 2, 8), float(self.calls))]) if return_raw else out
+
+
+def test_perfect_predictions_score_one_and_perturbed_lower(tmp_path):
+    batches, outputs = make_loader()
+    model = ReplayModel(outputs).train()
+    result = evaluate(model, batches, NAMES, save_dir=tmp_path, plots=True, progress=False)
+    assert model.training  # mode restored
+    assert result["mAP50"] == pytest.approx(1.0) and result["mAP50_95"] == pytest.approx(1.0)
+    assert result["precision"] == pytest.approx(1.0) and result["recall"] == pytest.approx(1.0)
+    all_targets = torch.cat([b[1] for b in batches])
+    assert result["num_images"] == 6 and result["num_instances"] == len(all_targets)
+    for c, row in enumerate(result["per_class"]):
+        assert row["name"] == NAMES[c] and row["instances"] == int((all_targets[:, 1] == c).sum())
+    assert [p.name for p in result["plots"]] == ["PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
+                                                 "confusion_matrix.png"]
+    assert all(p.is_file() for p in result["plots"])
+    assert np.isnan(result["val_obj"])  # no loss_fn given
+
+    # boxes shifted by 30% of their width: IoU drops to .7/1.3 = 0.54 (a TP at .5, a miss from .55 on)
+    shifted = [o.clone() for o in outputs]
+    for o in shifted:
+        o[..., 0] += 0.3 * o[..., 2]
+    shifted_result = evaluate(ReplayModel(shifted), batches, NAMES, progress=False)
+    assert shifted_result["mAP50"] == pytest.approx(1.0)
+    assert shifted_result["mAP50_95"] < 0.2
+    # classes rotated: every prediction has the wrong class
+    wrong = [torch.cat((o[..., :5], o[..., 5:].roll(1, dims=-1)), -1) for o in outputs]
+    assert evaluate(ReplayModel(wrong), batches, NAMES, progress=False)["mAP50"] < 0.05
+
+
+def test_truths_and_predictions_are_mapped_to_original_pixels(monkeypatch):
+    recorded = []
+
+    class RecordingEvaluator(evaluate_module.DetectionEvaluator):
+        def update(self, preds, truths, image_id=None):
+            recorded.append((preds.clone(), truths.clone()))
+            super().update(preds, truths, image_id)
+
+    monkeypatch.setattr(evaluate_module, "DetectionEvaluator", RecordingEvaluator)
+    # one 128 (w) x 64 (h) image letterboxed to 64: ratio .5, resized 64 x 32, pad_h = 16.
+    # A truth at net cx=32, cy=32, w=16, h=8 -> net xyxy (24, 28, 40, 36) -> original
+    # x = (24 - 0) / .5 = 48, y = (28 - 16) / .5 = 24, x2 = 80, y2 = (36 - 16) / .5 = 40.
+    targets = torch.tensor([[0, 1, 32 / 64, 32 / 64, 16 / 64, 8 / 64]])
+    batch = (torch.zeros(1, 3, 64, 64), targets, ["a.jpg"], [((64, 128), (0.5, 0.5), (0.0, 16.0))])
+    decoded = torch.zeros(1, 1, 8)
+    decoded[0, 0, :5] = torch.tensor([32.0, 32.0, 16.0, 8.0, 1.0])
+    decoded[0, 0, 5 + 1] = 0.8
+    evaluate(ReplayModel([decoded]), [batch], NAMES, progress=False)
+    (preds, truths), = recorded
+    np.testing.assert_allclose(truths.numpy(), [[1, 48, 24, 80, 40]])
+    np.testing.assert_allclose(preds.numpy(), [[48, 24, 80, 40, 0.8, 1]])
+
+
+def test_validation_losses_average_the_loss_terms_over_batches():
+    batches, outputs = make_loader(num_batches=3)
+    seen_targets = []
+
+    def fake_loss(raw_maps, targets):
+        seen_targets.append(len(targets))
+        value = raw_maps[0].flatten()[0]  # 1, 2, 3 for the three batches
+        terms = {"box": value, "obj": 2 * value, "noobj": 3 * value, "cls": 4 * value}
+        return value, terms
+
+    result = evaluate(ReplayModel(outputs), batches, NAMES, loss_fn=fake_loss, progress=False)
+    # means over batches of (1, 2, 3) times 1, 2, 3, 4
+    assert (result["val_box"], result["val_obj"], result["val_noobj"], result["val_cls"]) == (2.0, 4.0, 6.0, 8.0)
+    assert seen_targets == [len(b[1]) for b in batches]
+
+    class NoRaw(nn.Module):
+        def forward(self, x):
+            return outputs[0]
+
+    with pytest.raises(ValueError, match="no return_raw argument"):
+        evaluate(NoRaw(), batches, NAMES, loss_fn=fake_loss, progress=False)
+
+
+def test_real_darknet_and_yolo_loss_end_to_end(cfg_dir):
+    # The real contract: Darknet eval forward(x, return_raw=True) -> (decoded, raw maps) and YOLOLoss on the maps.
+    from yolov3.loss import YOLOLoss
+    from yolov3.model import Darknet
+
+    torch.manual_seed(0)
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=len(NAMES))
+    batches, _ = make_loader(num_batches=1)
+    result = evaluate(model, batches, NAMES, loss_fn=YOLOLoss.from_model(model), progress=False)
+    for key in ("val_box", "val_obj", "val_noobj", "val_cls"):
+        assert np.isfinite(result[key]) and result[key] > 0
+    assert 0.0 <= result["mAP50"] <= 1.0 and model.training  # a fresh module is in train mode; restored
+
+
+def test_bad_batches_raise_clear_errors():
+    batches, outputs = make_loader(num_batches=1)
+    images, targets, paths, shapes = batches[0]
+    with pytest.raises(ValueError, match=r"targets must be \(N, 6\)"):
+        evaluate(ReplayModel(outputs), [(images, targets[:, 1:], paths, shapes)], NAMES, progress=False)
+    with pytest.raises(ValueError, match="one letterbox shape"):
+        evaluate(ReplayModel(outputs), [(images, targets, paths, [None, None])], NAMES, progress=False)

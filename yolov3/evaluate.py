@@ -1,0 +1,176 @@
+"""Validation loop shared by val.py and train.py: model -> NMS -> original-pixel boxes -> COCO-style metrics.
+
+Predictions *and* ground truths are mapped back through the letterbox of each image (the ``shapes`` of a batch) so
+metrics are computed in original-image pixels, as COCO does; both are clipped to the image alike.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from yolov3.boxes import cxcywh_to_xyxy
+from yolov3.metrics import DetectionEvaluator
+from yolov3.postprocess import non_max_suppression, scale_boxes
+
+LOSS_TERMS = ("box", "obj", "noobj", "cls")
+
+
+def _check_batch(batch: Any, batch_index: int) -> tuple:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 4:
+        raise ValueError(f"evaluate: batch {batch_index} must be (images, targets, paths, shapes) as in CONTRACTS.md, "
+                         f"got {type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}")
+    images, targets, paths, shapes = batch
+    if images.ndim != 4:
+        raise ValueError(f"evaluate: batch {batch_index} images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if targets.ndim != 2 or targets.shape[1] != 6:
+        raise ValueError(f"evaluate: batch {batch_index} targets must be (N, 6) [image, class, cx, cy, w, h], "
+                         f"got {tuple(targets.shape)}")
+    if len(shapes) != images.shape[0] or any(s is None for s in shapes):
+        raise ValueError(f"evaluate: batch {batch_index} needs one letterbox shape ((h, w), (ratio_w, ratio_h), "
+                         f"(pad_w, pad_h)) per image (un-augmented loader), got {shapes!r:.200}")
+    return images, targets, paths, shapes
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    names: Sequence[str],
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+    device: Union[str, torch.device] = "cpu",
+    loss_fn: Optional[Callable] = None,
+    save_dir: Optional[Union[str, Path]] = None,
+    plots: bool = False,
+    half: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run ``model`` over ``loader`` and compute detection metrics (and validation losses when ``loss_fn`` is given).
+
+    Args:
+        model: a Darknet-like module, already on ``device``; in eval mode it returns ``(B, N, 5 + C)`` decoded
+            predictions, and with ``return_raw=True`` also the raw maps (needed only for ``loss_fn``). Its
+            train/eval mode is restored afterwards.
+        loader: iterable of ``(images, targets, paths, shapes)`` batches (CONTRACTS.md), un-augmented.
+        names: class names; ``len(names)`` is the number of classes.
+        conf_thres, iou_thres, max_det: NMS settings (the low default confidence keeps the PR curve's tail).
+        device: where images go.
+        loss_fn: ``YOLOLoss``-like ``(raw_maps, targets) -> (total, terms)``; its ``box obj noobj cls`` terms are
+            averaged over batches into ``val_box`` ...; without it those are NaN.
+        save_dir, plots: write PR/F1/P/R curves and the confusion matrix PNGs to ``save_dir``.
+        half: feed fp16 images (the caller converts the model); CUDA only, ignored on CPU.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``precision, recall, mAP50, mAP50_95`` (floats), ``val_box val_obj val_noobj val_cls``, ``per_class``
+        (list of dicts ``name, images, instances, precision, recall, mAP50, mAP50_95`` in class order),
+        ``num_images``, ``num_instances``, ``confusion_matrix``, ``speed_ms`` (per image: ``inference``, ``loss``,
+        ``nms``, ``metrics``), ``plots`` (written paths) and ``details`` (the full
+        :meth:`~yolov3.metrics.DetectionEvaluator.compute` dict).
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
+        raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "
+                         "argument (Darknet's forward(x, return_raw=True) returns (decoded, raw_maps) in eval mode)")
+    use_half = half and device.type != "cpu"
+    evaluator = DetectionEvaluator(len(names))
+    loss_sums = {term: 0.0 for term in LOSS_TERMS}
+    loss_batches = 0
+    seconds = {"inference": 0.0, "loss": 0.0, "nms": 0.0, "metrics": 0.0}
+    was_training = model.training
+    model.eval()
+    image_id = 0
+    try:
+        bar = tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False)
+        with torch.inference_mode():
+            for batch_index, batch in enumerate(bar):
+                images, targets, paths, shapes = _check_batch(batch, batch_index)
+                images = images.to(device, non_blocking=True)
+                images = images.half() if use_half else images.float()
+                targets = targets.to(device)
+                height, width = images.shape[-2:]
+
+                start = time.perf_counter()
+                if loss_fn is not None:
+                    decoded, raw_maps = model(images, return_raw=True)
+                else:
+                    decoded = model(images)
+                seconds["inference"] += time.perf_counter() - start
+
+                if loss_fn is not None:
+                    start = time.perf_counter()
+                    _, terms = loss_fn([m.float() for m in raw_maps], targets)
+                    for term in LOSS_TERMS:
+                        loss_sums[term] += float(terms[term])
+                    loss_batches += 1
+                    seconds["loss"] += time.perf_counter() - start
+
+                start = time.perf_counter()
+                detections = non_max_suppression(decoded.float(), conf_thres, iou_thres, max_det=max_det)
+                seconds["nms"] += time.perf_counter() - start
+
+                start = time.perf_counter()
+                targets = targets.float().cpu()
+                # normalised cxcywh on the network input -> xyxy network pixels
+                target_boxes_xyxy = cxcywh_to_xyxy(targets[:, 2:6] * torch.tensor([width, height, width, height]))
+                for i, image_detections in enumerate(detections):
+                    orig_shape, ratio, pad = shapes[i]
+                    image_detections = image_detections.cpu()
+                    in_image = targets[:, 0] == i
+                    truths = torch.cat(
+                        (targets[in_image, 1:2], scale_boxes(target_boxes_xyxy[in_image], ratio, pad, orig_shape)), 1
+                    )  # (m, 5) [class, x1, y1, x2, y2] original pixels
+                    preds = torch.cat(
+                        (scale_boxes(image_detections[:, :4], ratio, pad, orig_shape), image_detections[:, 4:]), 1
+                    )  # (n, 6) original pixels
+                    evaluator.update(preds, truths, image_id)
+                    image_id += 1
+                seconds["metrics"] += time.perf_counter() - start
+    finally:
+        model.train(was_training)
+
+    start = time.perf_counter()
+    metrics = evaluator.compute()
+    seconds["metrics"] += time.perf_counter() - start
+
+    per_class = [
+        {
+            "name": names[c],
+            "images": int(metrics["num_images_with_class"][c]),
+            "instances": int(metrics["num_instances"][c]),
+            "precision": float(metrics["precision_per_class"][c]),
+            "recall": float(metrics["recall_per_class"][c]),
+            "mAP50": float(metrics["ap50"][c]),
+            "mAP50_95": float(metrics["ap50_95"][c]),
+        }
+        for c in range(len(names))
+    ]
+    written: list = []
+    if plots and save_dir is not None:
+        from yolov3.plots import plot_validation
+
+        written = plot_validation(metrics, names, save_dir)
+    num_images = max(evaluator.num_images, 1)
+    result = {
+        "precision": metrics["precision"],
+        "recall": metrics["recall"],
+        "mAP50": metrics["mAP50"],
+        "mAP50_95": metrics["mAP50_95"],
+        "per_class": per_class,
+        "num_images": evaluator.num_images,
+        "num_instances": int(metrics["num_instances"].sum()),
+        "confusion_matrix": metrics["confusion_matrix"],
+        "speed_ms": {key: 1000.0 * value / num_images for key, value in seconds.items()},
+        "plots": written,
+        "details": metrics,
+    }
+    for term in LOSS_TERMS:
+        result[f"val_{term}"] = loss_sums[term] / loss_batches if loss_batches else float("nan")
+    return result

@@ -1,0 +1,190 @@
+"""Post-processing of decoded model outputs: confidence filtering, greedy NMS in plain torch, letterbox inversion.
+
+The model in eval mode returns ``(B, N, 5 + C)`` rows ``cx, cy, w, h, objectness, class probs...`` with boxes in
+network-input pixels (see CONTRACTS.md). :func:`non_max_suppression` turns that into one ``(n, 6)`` tensor per image,
+rows ``[x1, y1, x2, y2, score, class]`` with ``score = objectness * class probability`` (YOLOv3 paper, sec. 2.2:
+class-specific confidence). :func:`scale_boxes` maps boxes back to the original image.
+
+No torchvision: :func:`nms` is a greedy suppression over a precomputed boolean "overlaps too much" matrix, processed
+in score-sorted blocks so memory stays bounded for tens of thousands of candidates, and stopping as soon as enough
+boxes are kept.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from yolov3.boxes import box_iou, clip_boxes_, cxcywh_to_xyxy
+
+# Candidates compared against each other at once inside nms(): a (block x block) bool matrix plus a float IoU
+# matrix of the same size, i.e. ~5 MB at 1024, small enough to stay in cache-friendly territory on a CPU.
+NMS_BLOCK_SIZE = 1024
+
+
+def nms(
+    boxes_xyxy: Tensor,
+    scores: Tensor,
+    iou_thres: float,
+    classes: Optional[Tensor] = None,
+    max_keep: Optional[int] = None,
+) -> Tensor:
+    """Greedy non-maximum suppression.
+
+    Boxes are visited in decreasing score order (ties keep input order); a box is kept unless a previously *kept*
+    box overlaps it with IoU strictly greater than ``iou_thres`` (the rule of ``cv2.dnn.NMSBoxes``; IoU without
+    the +1-pixel convention). With ``classes`` given, only boxes of the same class suppress each other (batched
+    NMS, done with a same-class mask rather than the coordinate-offset trick so IoUs stay exact in float32).
+
+    Args:
+        boxes_xyxy: ``(N, 4)`` corners.
+        scores: ``(N,)``.
+        iou_thres: suppression threshold in [0, 1].
+        classes: optional ``(N,)`` class ids (any numeric dtype).
+        max_keep: stop after this many boxes are kept (the result is then the first ``max_keep`` of the full
+            greedy result, since kept boxes come out in score order).
+
+    Returns:
+        ``(K,)`` int64 indices into the inputs, in decreasing score order.
+    """
+    num_boxes = boxes_xyxy.shape[0]
+    device = boxes_xyxy.device
+    if num_boxes == 0 or (max_keep is not None and max_keep <= 0):
+        return torch.zeros(0, dtype=torch.long, device=device)
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
+    boxes_sorted = boxes_xyxy[order]  # (N, 4)
+    classes_sorted = classes[order] if classes is not None else None
+
+    kept_positions: list[Tensor] = []  # positions in the sorted order, per block
+    kept_count = 0
+    for start in range(0, num_boxes, NMS_BLOCK_SIZE):
+        stop = min(start + NMS_BLOCK_SIZE, num_boxes)
+        block_boxes = boxes_sorted[start:stop]  # (K, 4)
+        block_classes = classes_sorted[start:stop] if classes_sorted is not None else None
+        alive = torch.ones(stop - start, dtype=torch.bool, device=device)  # (K,)
+        if kept_count:
+            # Boxes already kept in earlier blocks outrank everything here: suppress against them in one shot.
+            kept_index = torch.cat(kept_positions)  # (P,)
+            overlaps = box_iou(boxes_sorted[kept_index], block_boxes) > iou_thres  # (P, K)
+            if classes_sorted is not None:
+                overlaps &= classes_sorted[kept_index][:, None] == block_classes[None, :]
+            alive &= ~overlaps.any(0)
+        # Within the block: row i says which later boxes i would suppress if i survives.
+        suppresses = box_iou(block_boxes, block_boxes) > iou_thres  # (K, K)
+        if block_classes is not None:
+            suppresses &= block_classes[:, None] == block_classes[None, :]
+        suppresses = torch.triu(suppresses, diagonal=1)
+        removed = (~alive).cpu().numpy()  # (K,) numpy: the greedy pass is sequential, numpy keeps it cheap
+        suppress_rows = suppresses.cpu().numpy()
+        remaining = None if max_keep is None else max_keep - kept_count
+        # Only rows that suppress something need visiting; the others are kept iff not removed.
+        for i in np.flatnonzero(suppress_rows.any(1)):
+            if not removed[i]:
+                removed |= suppress_rows[i]
+        block_kept = np.flatnonzero(~removed)
+        if remaining is not None:
+            block_kept = block_kept[:remaining]
+        kept_positions.append(torch.as_tensor(block_kept + start, dtype=torch.long, device=device))
+        kept_count += len(block_kept)
+        if max_keep is not None and kept_count >= max_keep:
+            break
+    return order[torch.cat(kept_positions)]
+
+
+def non_max_suppression(
+    pred: Tensor,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: Optional[Sequence[int]] = None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    max_det: int = 300,
+    max_candidates: int = 30000,
+) -> list[Tensor]:
+    """Confidence filtering and per-class greedy NMS of decoded YOLO outputs.
+
+    Args:
+        pred: ``(B, N, 5 + C)`` rows ``cx, cy, w, h, objectness, class probs`` (eval-mode model output; boxes in
+            network-input pixels).
+        conf_thres: keep (box, class) pairs whose ``objectness * class probability`` exceeds this.
+        iou_thres: boxes of the same class overlapping a better one by IoU > this are removed.
+        classes: keep only these class ids (None = all).
+        agnostic: suppress across classes (one box per location whatever its class).
+        multi_label: a box may appear once for every class whose score passes ``conf_thres``; otherwise only its
+            best class is considered.
+        max_det: detections kept per image, best first.
+        max_candidates: at most this many highest-scoring (box, class) pairs enter NMS — a speed cap for the
+            low ``conf_thres`` used by mAP evaluation of an untrained model.
+
+    Returns:
+        ``B`` tensors ``(n, 6)``: ``[x1, y1, x2, y2, score, class]`` in network-input pixels, sorted by score.
+    """
+    if pred.ndim != 3 or pred.shape[-1] < 6:
+        raise ValueError(f"non_max_suppression: expected pred of shape (B, N, 5 + C) with C >= 1, got {tuple(pred.shape)}")
+    if not 0.0 <= iou_thres <= 1.0:
+        raise ValueError(f"non_max_suppression: iou_thres must be in [0, 1], got {iou_thres}")
+    wanted_classes = (
+        torch.as_tensor(list(classes), device=pred.device) if classes is not None else None
+    )
+    outputs: list[Tensor] = []
+    for image_pred in pred:  # (N, 5 + C)
+        # Objectness bounds every class score from above, so it is a cheap first filter.
+        image_pred = image_pred[image_pred[:, 4] > conf_thres]
+        if image_pred.shape[0] == 0:
+            outputs.append(pred.new_zeros((0, 6)))
+            continue
+        boxes_xyxy = cxcywh_to_xyxy(image_pred[:, :4])  # (n, 4)
+        class_scores = image_pred[:, 5:] * image_pred[:, 4:5]  # (n, C)
+        if multi_label:
+            box_index, class_index = (class_scores > conf_thres).nonzero(as_tuple=True)
+            scores = class_scores[box_index, class_index]
+        else:
+            scores, class_index = class_scores.max(1)
+            box_index = torch.arange(scores.shape[0], device=pred.device)
+            passing = scores > conf_thres
+            box_index, class_index, scores = box_index[passing], class_index[passing], scores[passing]
+        if wanted_classes is not None:
+            in_wanted = (class_index[:, None] == wanted_classes[None, :]).any(1)
+            box_index, class_index, scores = box_index[in_wanted], class_index[in_wanted], scores[in_wanted]
+        if scores.shape[0] > max_candidates:
+            top = scores.topk(max_candidates).indices
+            box_index, class_index, scores = box_index[top], class_index[top], scores[top]
+        candidate_boxes = boxes_xyxy[box_index]  # (n', 4)
+        keep = nms(candidate_boxes, scores, iou_thres, None if agnostic else class_index, max_keep=max_det)
+        outputs.append(
+            torch.cat(
+                (candidate_boxes[keep], scores[keep, None], class_index[keep, None].to(pred.dtype)), dim=1
+            )  # (k, 6)
+        )
+    return outputs
+
+
+def scale_boxes(
+    boxes_xyxy: Tensor,
+    ratio: Sequence[float],
+    pad: Sequence[float],
+    orig_shape: Sequence[int],
+) -> Tensor:
+    """Undo the letterbox: network-input pixels -> original-image pixels, clipped to the image.
+
+    The letterbox maps ``x_net = x_orig * ratio_w + pad_w`` (CONTRACTS.md), so ``x_orig = (x_net - pad_w) / ratio_w``.
+
+    Args:
+        boxes_xyxy: ``(n, 4)`` (or ``(..., 4)``) corners in network-input pixels.
+        ratio: ``(ratio_w, ratio_h)``.
+        pad: ``(pad_w, pad_h)``.
+        orig_shape: ``(orig_h, orig_w)``.
+
+    Returns:
+        A new tensor of the same shape, in original pixels.
+    """
+    ratio_w, ratio_h = float(ratio[0]), float(ratio[1])
+    pad_w, pad_h = float(pad[0]), float(pad[1])
+    if ratio_w <= 0 or ratio_h <= 0:
+        raise ValueError(f"scale_boxes: letterbox ratios must be positive, got {tuple(ratio)}")
+    boxes = boxes_xyxy.clone()
+    boxes[..., 0::2] = (boxes[..., 0::2] - pad_w) / ratio_w
+    boxes[..., 1::2] = (boxes[..., 1::2] - pad_h) / ratio_h
+    return clip_boxes_(boxes, int(orig_shape[0]), int(orig_shape[1]))

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Run an ablation study described by a YAML spec: many train.py runs, then a report.
+
+    python ablate.py cfg/ablation/objectness.yaml --dry-run       # validate, list runs and exact commands
+    python ablate.py cfg/ablation/objectness.yaml                 # run (skips finished, resumes partial runs)
+    python ablate.py cfg/ablation/focal_grid.yaml --jobs 2        # two runs at a time (CPU cores split)
+    python ablate.py cfg/ablation/voc_yolov3.yaml --device 0,1    # one run per GPU
+    python ablate.py cfg/ablation/objectness.yaml --report-only   # rebuild the report from the run folders
+
+The spec schema is documented at the top of yolov3/ablation.py and in each cfg/ablation/*.yaml. Everything lands
+in <project>/<study>/: spec.yaml, runs.json, runs/<run>/ (train.py's folder + ablation.json + train.log),
+summary.csv, summary.md and the plots. Exit status: 0 when every run finished, 1 when any failed, 2 for a bad spec.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
+                             plan_runs, stale_run_folders, study_paths, write_study_files)
+from yolov3.config import ConfigError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="ablation spec YAML (see cfg/ablation/)")
+    parser.add_argument("--dry-run", action="store_true", help="validate, list the runs and their commands, exit")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs in parallel (default: 1, or one per GPU listed in --device)")
+    parser.add_argument("--device", default="", help="passed to train.py: '' (auto), cpu, or GPU indices such as "
+                                                     "0,1 (then each parallel run gets one GPU)")
+    parser.add_argument("--name", help="study name (default: the spec's name, else its file stem)")
+    parser.add_argument("--project", default="runs/ablate", help="parent folder of study folders")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report without running anything")
+    parser.add_argument("--no-report", action="store_true", help="run without building the report afterwards")
+    parser.add_argument("--verbose", action="store_true", help="echo train.py's output (with --jobs 1)")
+    parser.add_argument("--train-script", default=None, help=argparse.SUPPRESS)  # tests inject a fake train.py
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        study = load_spec(args.spec, name=args.name)
+        study_dir, _ = study_paths(args.project, study.name)
+        if args.report_only:
+            return report(study_dir)
+        gpus = parse_devices(args.device)
+        jobs = args.jobs if args.jobs is not None else max(1, len(gpus))
+        if jobs < 1:
+            raise AblationError(f"--jobs must be at least 1, got {jobs}")
+        planned = plan_runs(study, study_dir, device=args.device, train_script=args.train_script)
+        missing = check_paths(study)
+        stale = stale_run_folders(study, study_dir)
+        if args.dry_run:
+            print(describe_plan(study, planned))
+            print(f"study folder: {study_dir}")
+            if gpus:
+                print(f"each run sees one GPU of {gpus} through CUDA_VISIBLE_DEVICES (hence --device 0)")
+            for line in missing:
+                print(f"warning: {line}")
+            for name in stale:
+                print(f"note: {study_dir / 'runs' / name} is not a run of this spec; the report leaves it out")
+            return 0
+        if missing:
+            raise AblationError(f"{args.spec}: " + "; ".join(missing))
+    except (AblationError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    write_study_files(study, study_dir, planned)
+    counts = {a: sum(p.action == a for p in planned) for a in ("start", "resume", "skip")}
+    print(f"study {study.name}: {len(planned)} runs in {study_dir} ({counts['skip']} finished, "
+          f"{counts['resume']} to resume, {counts['start']} to start; jobs={jobs})")
+    try:
+        outcomes = execute(study, planned, jobs=jobs, device=args.device, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume (finished runs are kept)", file=sys.stderr)
+        return 130
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not args.no_report:
+        report(study_dir)
+    if failed:
+        print(f"{len(failed)} of {len(outcomes)} runs failed: " + ", ".join(o.run_name for o in failed) +
+              " (logs: <run>/train.log); rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(study_dir) -> int:
+    from yolov3.report import build_report  # matplotlib and numpy only when a report is made
+
+    if not study_dir.is_dir():
+        print(f"error: no study folder at {study_dir}; run the study first (or pass its --project/--name)",
+              file=sys.stderr)
+        return 2
+    result = build_report(study_dir)
+    print(f"report: {result.files['summary.md']}")
+    for note in result.study.notes:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

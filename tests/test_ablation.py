@@ -1,0 +1,436 @@
+"""Ablation specs: validation (errors name the key path), expansion, run naming, planning, running, dry run."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ablate
+from yolov3 import config as config_lib
+from yolov3.ablation import (AblationError, arm_of, check_paths, config_differences, execute, format_value,
+                             grid_labels, load_spec, make_run_name, plan_runs, train_command, yaml_value)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+
+BASE_SPEC = {
+    "base": {"cfg": "cfg/yolov3-small.cfg", "data": "data/shapes.yaml", "train.epochs": 3},
+    "variants": {"bce": {"loss.objectness.name": "bce"},
+                 "focal": {"loss.objectness.name": "focal", "loss.objectness.gamma": 2}},
+    "seeds": [0, 1],
+    "baseline": "bce",
+}
+
+
+def write_spec(tmp_path: Path, spec: dict, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def with_changes(**changes) -> dict:
+    spec = json.loads(json.dumps(BASE_SPEC))
+    spec.update(changes)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation: every error names the spec file and the key path
+# ---------------------------------------------------------------------------------------------------------------
+BAD_SPECS = [
+    # dotted typo -> full key path, the bad part and the valid keys at that level
+    (with_changes(variants={"bce": {}, "focal": {"loss.objectness.gama": 2}}),
+     "x.yaml: variants.focal.loss.objectness.gama: unknown key 'gama' (valid keys under 'loss.objectness': "
+     "name, gamma, alpha)"),
+    # the same typo written nested gives the same path
+    (with_changes(variants={"bce": {}, "focal": {"loss": {"objectness": {"gama": 2}}}}),
+     "x.yaml: variants.focal.loss.objectness.gama: unknown key 'gama'"),
+    (with_changes(variants={"bce": {}, "focal": {"loss.objectness.gamma": "two"}}),
+     "x.yaml: variants.focal.loss.objectness.gamma: 'loss.objectness.gamma' expects a number, got 'two'"),
+    (with_changes(base={"epochs": 3}), "x.yaml: base.epochs: unknown key 'epochs'"),
+    (with_changes(base={"epochs": 3}), "did you mean 'train.epochs'?"),
+    (with_changes(base={"loss": 3}), "x.yaml: base.loss: 'loss' is a section"),
+    (with_changes(base={"loss.box.x": 3}), "x.yaml: base.loss.box.x: unknown key 'x' ('loss.box' is a value"),
+    (with_changes(variant={}), "x.yaml: variant: unknown key (valid top-level keys:"),
+    (with_changes(baseline="nope"), "x.yaml: baseline: 'nope' is not a variant (variants: bce, focal)"),
+    (with_changes(baseline=None), "x.yaml: baseline: missing"),
+    (with_changes(variants={}), "x.yaml: variants: expected a non-empty mapping"),
+    (with_changes(seeds=[]), "x.yaml: seeds: expected a non-empty list of integers"),
+    (with_changes(seeds=3), "x.yaml: seeds: expected a non-empty list of integers, got 3"),
+    (with_changes(seeds=[0, 1, 1]), "x.yaml: seeds: duplicate seeds [1]"),
+    (with_changes(seeds=[0, "1"]), "x.yaml: seeds[1]: expected a non-negative integer, got '1'"),
+    (with_changes(seeds=[0, True]), "x.yaml: seeds[1]: expected a non-negative integer, got True"),
+    (with_changes(grid={"loss.objectness.gamma": 2}),
+     "x.yaml: grid.loss.objectness.gamma: expected a non-empty list of values, got 2"),
+    (with_changes(grid={"loss.objectness.gama": [1, 2]}), "x.yaml: grid.loss.objectness.gama: unknown key 'gama'"),
+    (with_changes(grid={"loss.objectness.alpha": [0.25, "x"]}),
+     "x.yaml: grid.loss.objectness.alpha[1].loss.objectness.alpha: 'loss.objectness.alpha' expects float or null"),
+    (with_changes(grid={"loss.objectness.alpha": [0.5, 0.50]}), "x.yaml: grid.loss.objectness.alpha: duplicate"),
+    # a grid key the gridded variant also sets would make the variant's value dead
+    (with_changes(grid={"loss.objectness.gamma": [1, 2]}),
+     "x.yaml: variants.focal.loss.objectness.gamma: also swept by grid.loss.objectness.gamma"),
+    (with_changes(grid={"loss.objectness.alpha": [0.25]}, grid_variants=["bce", "focal"]),
+     "x.yaml: grid_variants: the baseline 'bce' cannot be gridded"),
+    (with_changes(grid={"loss.objectness.alpha": [0.25]}, grid_variants=["focl"]),
+     "x.yaml: grid_variants[0]: 'focl' is not a variant"),
+    (with_changes(grid_variants=["focal"]), "x.yaml: grid_variants: given but there is no grid"),
+    (with_changes(variants={"bce": {}, "focal": {"train.seed": 3}}),
+     "x.yaml: variants.focal.train.seed: set seeds with the top-level 'seeds' list"),
+    (with_changes(variants={"bce": {}, "a b": {}}), "x.yaml: variants.a b: 'a b' is not a valid name"),
+    (with_changes(variants={"bce": {}, "a__b": {}}), "x.yaml: variants.a__b: 'a__b' is not a valid name"),
+    (with_changes(name="my study"), "x.yaml: name: 'my study' is not a valid name"),
+    (with_changes(base={"hyp": "nowhere/hyp.yaml"}), "x.yaml: base.hyp: nowhere/hyp.yaml: file not found"),
+]
+
+
+@pytest.mark.parametrize("spec, message", BAD_SPECS, ids=[m[:60] for _, m in BAD_SPECS])
+def test_invalid_spec_error_names_key_path(tmp_path, spec, message):
+    path = write_spec(tmp_path, spec)
+    with pytest.raises(AblationError) as info:
+        load_spec(path)
+    assert message in str(info.value).replace(str(tmp_path) + "/", "")
+
+
+def test_unknown_loss_name_fails_before_any_run(tmp_path):
+    pytest.importorskip("yolov3.loss")
+    path = write_spec(tmp_path, with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focall"}}))
+    with pytest.raises(AblationError, match=r"variants\.focal: 'loss\.objectness\.name' is 'focall'; choices: "
+                                            r"bce, focal"):
+        load_spec(path)
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("variants:\n  bce: {\n")
+    with pytest.raises(AblationError, match=r"broken\.yaml line \d+: invalid YAML"):
+        load_spec(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------------------------------------------
+def test_expansion_variants_grid_seeds(tmp_path):
+    spec = {
+        "base": {"train.epochs": 3, "loss.lambda_noobj": 2.0},
+        "variants": {"bce": {}, "focal": {"loss.objectness.name": "focal", "loss.lambda_noobj": 0.5},
+                     "focal_cls": {"loss.cls.name": "focal"}},
+        "grid": {"loss.objectness.gamma": [0, 2, 5], "loss.objectness.alpha": [0.25, None]},
+        "grid_variants": ["focal"],
+        "seeds": [3, 7],
+        "baseline": "bce",
+    }
+    study = load_spec(write_spec(tmp_path, spec, "grid.yaml"))
+    assert study.name == "grid"  # default: the file stem
+    # bce: 1 arm, focal: 3 gammas x 2 alphas = 6 arms, focal_cls: 1 arm -> 8 arms x 2 seeds = 16 runs
+    assert len(study.runs) == 16
+    assert len({r.arm for r in study.runs}) == 8
+    assert [r.index for r in study.runs] == list(range(16))
+    names = [r.run_name for r in study.runs]
+    assert names[:4] == ["bce__seed3", "bce__seed7", "focal__gamma=0_alpha=0.25__seed3",
+                         "focal__gamma=0_alpha=0.25__seed7"]  # variants in order, first grid key slowest, seeds last
+    assert names[5] == "focal__gamma=0_alpha=none__seed7"
+    assert names[-1] == "focal_cls__seed7"
+    run = next(r for r in study.runs if r.run_name == "focal__gamma=5_alpha=none__seed7")
+    assert run.grid == {"loss.objectness.gamma": 5, "loss.objectness.alpha": None}
+    # resolution order: base < variant < grid < seed
+    assert run.config.loss.lambda_noobj == 0.5  # variant beats base's 2.0
+    assert run.config.loss.objectness.name == "focal"
+    assert run.config.loss.objectness.gamma == 5.0 and run.config.loss.objectness.alpha is None
+    assert run.config.train.seed == 7 and run.config.train.epochs == 3
+    assert run.overrides == {"train.epochs": 3, "loss.lambda_noobj": 0.5, "loss.objectness.name": "focal",
+                             "loss.objectness.gamma": 5, "loss.objectness.alpha": None}
+    bce = study.runs[0]
+    assert bce.grid == {} and bce.config.loss.lambda_noobj == 2.0 and bce.config.loss.objectness.name == "bce"
+    # default grid_variants: every variant but the baseline
+    spec.pop("grid_variants")
+    study = load_spec(write_spec(tmp_path, spec, "grid2.yaml"))
+    assert len(study.runs) == 2 * (1 + 6 + 6) and study.grid_variants == ["focal", "focal_cls"]
+
+
+def test_nested_and_dotted_keys_resolve_the_same(tmp_path):
+    dotted = load_spec(write_spec(tmp_path, with_changes(
+        variants={"bce": {}, "focal": {"loss.objectness.name": "focal", "loss.objectness.alpha": None}}), "a.yaml"))
+    nested = load_spec(write_spec(tmp_path, with_changes(
+        variants={"bce": {}, "focal": {"loss": {"objectness": {"name": "focal", "alpha": None}}}}), "b.yaml"))
+    assert [config_lib.to_dict(r.config) for r in dotted.runs] == [config_lib.to_dict(r.config) for r in nested.runs]
+
+
+def test_hyp_applies_before_base(tmp_path):
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text("train: {lr0: 0.02, momentum: 0.9}\n")
+    study = load_spec(write_spec(tmp_path, with_changes(base={"hyp": str(hyp), "train.lr0": 0.005})))
+    assert study.runs[0].config.train.lr0 == 0.005  # base wins over hyp
+    assert study.runs[0].config.train.momentum == 0.9  # hyp wins over defaults
+    cmd = train_command(study.runs[0], tmp_path / "runs", study.hyp)
+    assert cmd[cmd.index("--hyp") + 1] == str(hyp)
+
+
+def parse_like_train_py(cmd: list) -> config_lib.Config:
+    """What train.py resolves from our argv: defaults <- --hyp <- flags <- key=value (train.py's documented order)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*")
+    for flag in ("--cfg", "--data", "--hyp", "--project", "--name", "--device", "--resume"):
+        parser.add_argument(flag)
+    for flag in ("--epochs", "--batch-size", "--img-size", "--seed", "--workers"):
+        parser.add_argument(flag, type=int)
+    parser.add_argument("--exist-ok", action="store_true")
+    args = parser.parse_args(cmd[2:])
+    cfg = config_lib.load_config(args.hyp)
+    flags = {"cfg": args.cfg, "data": args.data,
+             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
+                       "seed": args.seed, "workers": args.workers}}
+    cfg = config_lib.from_dict(flags, "flags", cfg)
+    return config_lib.apply_overrides(cfg, args.overrides)
+
+
+@pytest.mark.parametrize("spec_file", sorted((ROOT / "cfg" / "ablation").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
+    study = load_spec(spec_file)
+    expected_runs = {"objectness": 6, "focal_grid": 42, "fairness": 20, "objectness_vs_class": 12, "voc_yolov3": 6}
+    assert len(study.runs) == expected_runs[study.name]
+    names = [r.run_name for r in study.runs]
+    assert len(set(names)) == len(names) and all(SAFE.match(n) for n in names)
+    assert spec_file.read_text().lstrip().startswith("#")  # each spec explains its question and cost
+    for run in study.runs:
+        # the exact argv, read back the way train.py reads it, gives the config the planner expects
+        cmd = train_command(run, "runs/ablate/x/runs", study.hyp)
+        assert config_differences(run.config, config_lib.to_dict(parse_like_train_py(cmd))) == []
+
+
+def test_objectness_spec_compares_bce_with_retinanet_focal():
+    study = load_spec(ROOT / "cfg" / "ablation" / "objectness.yaml")
+    focal = next(r for r in study.runs if r.variant == "focal").config.loss.objectness
+    bce = next(r for r in study.runs if r.variant == "bce").config.loss.objectness
+    assert (focal.name, focal.gamma, focal.alpha) == ("focal", 2.0, 0.25) and bce.name == "bce"
+    assert study.baseline == "bce" and study.seeds == [0, 1, 2]
+    assert study.runs[0].config.cfg == "cfg/yolov3-small.cfg" and study.runs[0].config.data == "data/shapes.yaml"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Naming
+# ---------------------------------------------------------------------------------------------------------------
+def test_run_names_deterministic_and_safe():
+    point = {"loss.objectness.gamma": 2.0, "loss.objectness.alpha": 0.25}
+    assert make_run_name("focal", point, 0) == "focal__gamma=2_alpha=0.25__seed0"
+    assert make_run_name("focal", point, 0) == make_run_name("focal", dict(point), 0)
+    assert make_run_name("bce", {}, 12) == "bce__seed12"
+    assert make_run_name("v", {"loss.objectness.alpha": None, "train.ema": True}, 1) == "v__alpha=none_ema=true__seed1"
+    # characters outside [A-Za-z0-9._=-] become '-'
+    assert make_run_name("v", {"weights": "w/x y.pt"}, 0) == "v__weights=w-x-y.pt__seed0"
+    assert arm_of("focal__gamma=2_alpha=0.25__seed10") == "focal__gamma=2_alpha=0.25"
+    assert format_value(1e-5) == "1e-05" and format_value(0.5) == "0.5" and format_value(5) == "5"
+
+
+def test_grid_labels_disambiguate_same_leaf_names():
+    labels = grid_labels(["loss.objectness.gamma", "loss.cls.gamma", "loss.objectness.alpha"])
+    assert labels == {"loss.objectness.gamma": "objectness-gamma", "loss.cls.gamma": "cls-gamma",
+                      "loss.objectness.alpha": "alpha"}
+
+
+def test_colliding_run_names_are_an_error(tmp_path):
+    spec = with_changes(grid={"weights": ["a b", "a-b"]}, variants={"bce": {}, "v": {}})
+    with pytest.raises(AblationError, match=r"both get the run name 'v__weights=a-b__seed0'"):
+        load_spec(write_spec(tmp_path, spec))
+
+
+def test_yaml_value_round_trips_through_safe_load():
+    for value in (None, 0.25, 2, True, "focal", "a b", "1", [0.8, 0.9], "null"):
+        assert yaml.safe_load(yaml_value(value)) == value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning: skip / resume / start, and a changed spec
+# ---------------------------------------------------------------------------------------------------------------
+def fake_finished(run_dir: Path, cfg: config_lib.Config) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
+    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+
+
+def test_plan_skip_resume_start_and_changed_config(tmp_path):
+    study = load_spec(write_spec(tmp_path, with_changes(seeds=[0])))
+    assert [r.run_name for r in study.runs] == ["bce__seed0", "focal__seed0"]
+    study_dir = tmp_path / "study"
+    bce, focal = study.runs
+    fake_finished(study_dir / "runs" / bce.run_name, bce.config)
+    (study_dir / "runs" / focal.run_name).mkdir(parents=True)
+    (study_dir / "runs" / focal.run_name / "last.pt").write_bytes(b"x")
+    plan = plan_runs(study, study_dir)
+    assert [p.action for p in plan] == ["skip", "resume"]
+    assert plan[1].command[2:4] == ["--resume", str(study_dir / "runs" / "focal__seed0" / "last.pt")]
+    # a missing run is started with the full command
+    (study_dir / "runs" / focal.run_name / "last.pt").unlink()
+    plan = plan_runs(study, study_dir)
+    assert [p.action for p in plan] == ["skip", "start"] and "--name" in plan[1].command
+    # workers may differ (does not change results); anything else is a changed spec
+    changed = config_lib.apply_overrides(bce.config, ["train.workers=7"])
+    fake_finished(study_dir / "runs" / bce.run_name, changed)
+    assert plan_runs(study, study_dir)[0].action == "skip"
+    changed = config_lib.apply_overrides(bce.config, ["loss.objectness.gamma=3"])
+    fake_finished(study_dir / "runs" / bce.run_name, changed)
+    with pytest.raises(AblationError) as info:
+        plan_runs(study, study_dir)
+    message = str(info.value)
+    assert "the spec changed" in message and "bce__seed0" in message
+    assert "loss.objectness.gamma: run has 3.0, spec gives 2.0" in message and "another --name" in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running with a fake train.py
+# ---------------------------------------------------------------------------------------------------------------
+FAKE_TRAIN = r'''
+import argparse, json, os, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import numpy as np, yaml
+from yolov3 import config as C
+
+p = argparse.ArgumentParser()
+p.add_argument("overrides", nargs="*")
+for f in ("--cfg", "--data", "--hyp", "--project", "--name", "--device", "--resume"):
+    p.add_argument(f)
+for f in ("--epochs", "--batch-size", "--img-size", "--seed", "--workers"):
+    p.add_argument(f, type=int)
+p.add_argument("--exist-ok", action="store_true")
+a = p.parse_args()
+if a.resume:
+    run_dir = Path(a.resume).parent
+    cfg = C.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+else:
+    cfg = C.load_config(a.hyp)
+    cfg = C.from_dict({{"cfg": a.cfg, "data": a.data, "train": {{"epochs": a.epochs, "batch_size": a.batch_size,
+                      "img_size": a.img_size, "seed": a.seed, "workers": a.workers}}}}, "flags", cfg)
+    cfg = C.apply_overrides(cfg, a.overrides)
+    run_dir = Path(a.project) / a.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
+with open(os.environ["FAKE_TRAIN_CALLS"], "a") as fh:
+    fh.write(json.dumps({{"name": run_dir.name, "resume": bool(a.resume),
+                         "omp": os.environ.get("OMP_NUM_THREADS")}}) + "\n")
+print("fake training", run_dir.name)
+if run_dir.name in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
+    print("fake failure: loss is nan", file=sys.stderr)
+    sys.exit(3)
+if run_dir.name in os.environ.get("FAKE_TRAIN_PARTIAL", "").split(",") and not a.resume:
+    (run_dir / "last.pt").write_bytes(b"partial")
+    sys.exit(1)
+focal = cfg.loss.objectness.name == "focal"
+map50 = 0.5 + 0.01 * cfg.train.seed + (0.03 if focal else 0.0)
+rows = ["epoch,train_obj,train_noobj,mAP50,mAP50_95,epoch_time_s"]
+rows += [f"{{e}},{{1.0 / e}},{{4.0 / e}},{{map50 * e / 2}},{{map50 / 2 * e / 2}},1.5" for e in (1, 2)]
+(run_dir / "results.csv").write_text("\n".join(rows) + "\n")
+np.savez(run_dir / "objectness_losses.npz", pos=np.array([1.0, 1.0, 2.0]), neg=np.array([0.1, 0.1, 3.8]))
+(run_dir / "last.pt").write_bytes(b"done")
+final = {{"mAP50": map50, "mAP50_95": map50 / 2, "precision": 0.7, "recall": 0.6, "train_obj": 0.5,
+         "train_noobj": 2.0}}
+(run_dir / "summary.json").write_text(json.dumps({{"status": "finished", "epochs": 2, "final": final,
+                                                  "wall_time_s": 3.0}}))
+'''
+
+
+@pytest.fixture
+def fake_train(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN.format(root=str(ROOT)))
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_TRAIN_CALLS", str(calls))
+
+    def read_calls():
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        return [json.loads(line) for line in lines]
+    return script, read_calls
+
+
+def runner_spec(tmp_path: Path) -> Path:
+    (tmp_path / "model.cfg").write_text("[net]\n")
+    (tmp_path / "data.yaml").write_text("nc: 1\n")
+    spec = with_changes(base={"cfg": str(tmp_path / "model.cfg"), "data": str(tmp_path / "data.yaml"),
+                              "train.epochs": 2}, name="fake")
+    return write_spec(tmp_path, spec, "fake.yaml")
+
+
+def test_runner_failure_logging_rerun_and_resume(tmp_path, fake_train, monkeypatch, capsys):
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    project = tmp_path / "ablate"
+    argv = [str(spec), "--project", str(project), "--train-script", str(script)]
+    monkeypatch.setenv("FAKE_TRAIN_FAIL", "focal__seed1")
+    monkeypatch.setenv("FAKE_TRAIN_PARTIAL", "bce__seed1")
+    # bce__seed1 stops after writing last.pt, focal__seed1 fails: both reported, the others still finish
+    assert ablate.main(argv) == 1
+    calls = read_calls()
+    assert sorted(c["name"] for c in calls) == ["bce__seed0", "bce__seed1", "focal__seed0", "focal__seed1"]
+    study_dir = project / "fake"
+    runs_dir = study_dir / "runs"
+    assert (runs_dir / "focal__seed0" / "summary.json").is_file()
+    log = (runs_dir / "focal__seed1" / "train.log").read_text()
+    assert "fake failure: loss is nan" in log and "--name focal__seed1" in log
+    identity = json.loads((runs_dir / "focal__seed1" / "ablation.json").read_text())
+    assert identity["exit_code"] == 3 and identity["variant"] == "focal" and identity["seed"] == 1
+    assert "focal__seed1 failed (exit code 3)" in capsys.readouterr().err
+    assert yaml.safe_load((study_dir / "spec.yaml").read_text()) == yaml.safe_load(spec.read_text())
+    planned = json.loads((study_dir / "runs.json").read_text())
+    assert [r["run_name"] for r in planned["runs"]] == ["bce__seed0", "bce__seed1", "focal__seed0", "focal__seed1"]
+    summary = (study_dir / "summary.csv").read_text()
+    assert "focal__seed1,focal,focal,1,failed" in summary
+    assert "bce__seed1,bce,bce,1,failed" in summary  # exited 1 after writing last.pt: failed but resumable
+
+    # rerun: finished runs skipped, the partial one resumed, the failed one started again
+    monkeypatch.setenv("FAKE_TRAIN_FAIL", "")
+    assert ablate.main(argv) == 0
+    calls = {c["name"]: c for c in read_calls()}
+    assert sorted(calls) == ["bce__seed1", "focal__seed1"]
+    assert calls["bce__seed1"]["resume"] is True and calls["focal__seed1"]["resume"] is False
+    assert (study_dir / "summary.md").is_file()
+    # third time: nothing to do
+    assert ablate.main(argv) == 0 and read_calls() == []
+
+
+def test_parallel_jobs_split_cpu_threads(tmp_path, fake_train, monkeypatch):
+    script, read_calls = fake_train
+    study = load_spec(runner_spec(tmp_path))
+    planned = plan_runs(study, tmp_path / "study", train_script=script)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    outcomes = execute(study, planned, jobs=2, progress=False)
+    assert [o.status for o in outcomes] == ["finished"] * 4
+    # 4 cores / 2 jobs -> 2 threads per run
+    assert {c["omp"] for c in read_calls()} == {"2"}
+
+
+def test_dry_run_lists_runs_and_commands_without_running(tmp_path, fake_train, capsys):
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    project = tmp_path / "ablate"
+    assert ablate.main([str(spec), "--dry-run", "--project", str(project), "--train-script", str(script)]) == 0
+    out = capsys.readouterr().out
+    assert "study fake: 4 runs (2 variants, seeds [0, 1]); baseline bce; 4 to start, 0 to resume, 0 to skip" in out
+    assert "[4/4] focal__seed1  (start)" in out
+    assert "variant: focal  grid: -  seed: 1" in out
+    assert "overrides (on top of base): loss.objectness.name=focal loss.objectness.gamma=2" in out
+    command = next(line for line in out.splitlines() if "--name focal__seed1" in line).split("command: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[0] == "python" and Path(argv[1]).resolve() == script.resolve()
+    cfg = parse_like_train_py([sys.executable] + argv[1:])
+    assert cfg.train.seed == 1 and cfg.loss.objectness.name == "focal" and cfg.train.epochs == 2
+    assert not project.exists() and read_calls() == []  # nothing written, nothing run
+
+
+def test_bad_spec_exits_2_with_message(tmp_path, capsys):
+    spec = write_spec(tmp_path, with_changes(variants={"bce": {}, "focal": {"loss.objectness.gama": 2}}))
+    assert ablate.main([str(spec), "--dry-run", "--project", str(tmp_path / "p")]) == 2
+    assert "variants.focal.loss.objectness.gama: unknown key 'gama'" in capsys.readouterr().err
+
+
+def test_missing_files_block_a_real_run(tmp_path, capsys):
+    spec = write_spec(tmp_path, with_changes(base={"cfg": "nowhere.cfg"}))
+    study = load_spec(spec)
+    assert check_paths(study)[0].startswith("cfg = nowhere.cfg (needed by 4 run(s), e.g. bce__seed0)")
+    assert ablate.main([str(spec), "--project", str(tmp_path / "p")]) == 2
+    assert "nowhere.cfg" in capsys.readouterr().err and not (tmp_path / "p").exists()

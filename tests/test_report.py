@@ -1,0 +1,209 @@
+"""The ablation report from fake run folders with known numbers: statistics, tables and the data behind the plots."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from yolov3 import config as config_lib
+from yolov3.report import (build_report, cumulative_loss_curve, mean_sd, paired_difference, student_t_cdf,
+                           t_quantile)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Student t
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("df, table", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (10, 2.228), (30, 2.042)])
+def test_t_quantile_matches_table(df, table):
+    assert t_quantile(0.975, df) == pytest.approx(table, abs=5e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-table, abs=5e-4)  # symmetry
+
+
+def test_t_cdf_closed_forms():
+    # df 1 is the Cauchy distribution: F(t) = 1/2 + atan(t)/pi -> F(1) = 0.75
+    assert student_t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)
+    # df 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)) -> F(1) = 0.5 + 1/(2 sqrt 3) = 0.7886751
+    assert student_t_cdf(1.0, 2) == pytest.approx(0.5 + 1 / (2 * math.sqrt(3)), abs=1e-12)
+    assert student_t_cdf(0.0, 7) == 0.5
+    assert student_t_cdf(-1.3, 5) == pytest.approx(1 - student_t_cdf(1.3, 5), abs=1e-12)
+    # large df approaches the normal: t_{0.975, 1000} = 1.962
+    assert t_quantile(0.975, 1000) == pytest.approx(1.962, abs=1e-3)
+
+
+def test_paired_difference_hand_computed():
+    base = {0: 0.50, 1: 0.52, 2: 0.54}
+    var = {0: 0.53, 1: 0.56, 2: 0.55}
+    diff = paired_difference(base, var)
+    # diffs [0.03, 0.04, 0.01]: mean 0.026667; deviations .00333, .01333, -.01667 -> squares sum 4.6667e-4,
+    # / 2 = 2.3333e-4 -> sd 0.015275; half-width 4.3027 * 0.015275 / sqrt(3) = 0.037946
+    assert diff.n == 3 and diff.seeds == [0, 1, 2]
+    assert diff.mean == pytest.approx(0.0266667, abs=1e-6)
+    assert diff.sd == pytest.approx(0.0152753, abs=1e-6)
+    assert diff.half_width == pytest.approx(0.037946, abs=1e-5)
+    assert diff.low == pytest.approx(-0.011279, abs=1e-5) and diff.excludes_zero is False
+    # only seeds present in both are paired; one pair -> interval undefined
+    one = paired_difference({0: 0.5, 1: 0.6}, {1: 0.7, 2: 0.1})
+    assert one.n == 1 and one.mean == pytest.approx(0.1) and one.half_width is None and one.excludes_zero is None
+    assert mean_sd([1.0]) [0] == 1.0 and math.isnan(mean_sd([1.0])[1])
+
+
+def test_cumulative_loss_curve():
+    fractions = np.array([0.0, 1 / 3, 0.5, 2 / 3, 1.0])
+    # sorted [1, 1, 2], total 4: (1/3, .25), (2/3, .5), (1, 1); at 0.5 halfway between .25 and .5 -> .375
+    curve = cumulative_loss_curve(np.array([2.0, 1.0, 1.0]), fractions)
+    assert curve == pytest.approx([0.0, 0.25, 0.375, 0.5, 1.0])
+    assert cumulative_loss_curve(np.zeros(5), fractions) is None  # no loss to distribute
+    assert cumulative_loss_curve(np.array([]), fractions) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fake study folder
+# ---------------------------------------------------------------------------------------------------------------
+def make_run(study_dir: Path, index: int, variant: str, seed: int, map50: float, map50_95: float, *,
+             grid: dict | None = None, finished: bool = True, curve=(0.1, 0.2), obj=(1.0, 0.5), noobj=(8.0, 2.0),
+             pos=None, neg=None, exit_code=None, objectness="bce") -> Path:
+    grid = grid or {}
+    arm = variant + ("__" + "_".join(f"{k.split('.')[-1]}={'none' if v is None else format(v, 'g')}"
+                                     for k, v in grid.items()) if grid else "")
+    name = f"{arm}__seed{seed}"
+    run_dir = study_dir / "runs" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "ablation.json").write_text(json.dumps({
+        "study": study_dir.name, "baseline": "bce", "index": index, "run_name": name, "variant": variant,
+        "arm": arm, "grid": grid, "seed": seed, "overrides": {}, "command": [], "exit_code": exit_code}))
+    cfg = config_lib.apply_overrides(config_lib.Config(), [f"loss.objectness.name={objectness}"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_lib.to_dict(cfg)))
+    with open(run_dir / "results.csv", "w") as fh:
+        fh.write("epoch,train_box,train_obj,train_noobj,train_cls,mAP50,mAP50_95,epoch_time_s\n")
+        for epoch, (m, o, n) in enumerate(zip(curve, obj, noobj), start=1):
+            fh.write(f"{epoch},0.1,{o},{n},0.1,{m},{m / 2},10\n")
+    if finished:
+        final = {"precision": 0.8, "recall": 0.7, "mAP50": map50, "mAP50_95": map50_95, "train_obj": obj[-1],
+                 "train_noobj": noobj[-1]}
+        (run_dir / "summary.json").write_text(json.dumps({"status": "finished", "epochs": len(curve),
+                                                          "final": final, "wall_time_s": 120.0}))
+        if pos is not None:
+            np.savez(run_dir / "objectness_losses.npz", pos=np.asarray(pos), neg=np.asarray(neg))
+    return run_dir
+
+
+def test_report_statistics_tables_and_plots(tmp_path):
+    study_dir = tmp_path / "objectness"
+    base_map = [0.50, 0.52, 0.54]
+    focal_map = [0.53, 0.56, 0.55]
+    base_map95 = [0.30, 0.31, 0.32]
+    focal_map95 = [0.35, 0.36, 0.38]
+    curves = [(0.1, 0.4), (0.2, 0.5), (0.3, 0.6)]
+    for seed in range(3):
+        make_run(study_dir, seed, "bce", seed, base_map[seed], base_map95[seed], curve=curves[seed],
+                 pos=[2.0, 1.0, 1.0] if seed == 0 else [1.0, 1.0, 1.0, 1.0], neg=[0.0, 0.0, 0.0, 4.0])
+        make_run(study_dir, 3 + seed, "focal", seed, focal_map[seed], focal_map95[seed], objectness="focal",
+                 obj=(0.2, 0.1), noobj=(0.4, 0.1), pos=[1.0, 3.0] if seed != 2 else None, neg=[1.0, 1.0])
+    # a run still going (no summary.json) and a failed one: reported, never a crash, not in the statistics
+    make_run(study_dir, 6, "focal_noobj", 0, 0.0, 0.0, finished=False)
+    make_run(study_dir, 7, "focal_noobj", 1, 0.0, 0.0, finished=False, exit_code=1)
+
+    report = build_report(study_dir)
+    arms = {a.arm: a for a in report.arms}
+    assert list(arms) == ["bce", "focal", "focal_noobj"]
+    bce, focal, unfinished = arms["bce"], arms["focal"], arms["focal_noobj"]
+    assert (bce.n, focal.n, unfinished.n) == (3, 3, 0)
+    # bce mAP50 mean 0.52, sd sqrt((.02^2 + 0 + .02^2) / 2) = 0.02
+    assert bce.mean["mAP50"] == pytest.approx(0.52) and bce.sd["mAP50"] == pytest.approx(0.02)
+    # focal mAP50 [.53, .56, .55]: mean .546667, sd .015275
+    assert focal.mean["mAP50"] == pytest.approx(0.546667, abs=1e-6)
+    assert focal.sd["mAP50"] == pytest.approx(0.015275, abs=1e-6)
+    d50 = focal.vs_baseline["mAP50"]
+    assert d50.mean == pytest.approx(0.026667, abs=1e-6) and d50.half_width == pytest.approx(0.037946, abs=1e-5)
+    assert d50.excludes_zero is False
+    # mAP50_95 diffs [.05, .05, .06]: mean .053333; deviations -.00333, -.00333, .00667 -> squares sum 6.6667e-5,
+    # / 2 -> sd .0057735; half-width 4.3027 * .0057735 / sqrt 3 = .014342 -> [.0390, .0677] excludes 0
+    d95 = focal.vs_baseline["mAP50_95"]
+    assert d95.mean == pytest.approx(0.053333, abs=1e-6) and d95.half_width == pytest.approx(0.014342, abs=1e-5)
+    assert d95.excludes_zero is True
+    # final noobj/obj ratio: bce 2.0 / 0.5 = 4, focal 0.1 / 0.1 = 1
+    assert bce.mean["noobj_obj_ratio"] == pytest.approx(4.0) and focal.mean["noobj_obj_ratio"] == pytest.approx(1.0)
+
+    # summary.csv: one row per run with identity, status and the final numbers
+    with open(report.files["summary.csv"]) as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert len(rows) == 8
+    assert rows["focal__seed1"]["mAP50"] == "0.56" and rows["focal__seed1"]["status"] == "finished"
+    assert rows["focal__seed1"]["obj_loss"] == "focal" and rows["focal__seed1"]["wall_time_s"] == "120"
+    assert rows["focal_noobj__seed0"]["status"] == "partial" and rows["focal_noobj__seed1"]["status"] == "failed"
+    assert rows["focal_noobj__seed0"]["wall_time_s"] == "20"  # partial: sum of epoch times 10 + 10
+
+    md = report.files["summary.md"].read_text()
+    assert "| bce | 3 | 0.5200 ± 0.0200 | (baseline) |" in md
+    assert "| focal | 3 | 0.5467 ± 0.0153 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no |" in md
+    assert "| focal | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes |" in md
+    assert "focal_noobj__seed0: partial; left out of the statistics" in md
+    assert "focal_noobj__seed1: failed; left out of the statistics" in md
+    assert "focal__seed2: no objectness_losses.npz" in md
+
+    # plots written, and the data behind them
+    for name in ("map_per_variant.png", "val_map_per_epoch.png", "objectness_losses.png", "objectness_cdf.png"):
+        assert report.files[name].is_file() and report.files[name].stat().st_size > 1000
+    assert "grid_gamma_alpha.png" not in report.files  # no gamma x alpha grid in this study
+    per_arm = report.plots["map_per_variant"]["mAP50"]
+    assert per_arm["focal"]["seeds"] == {0: 0.53, 1: 0.56, 2: 0.55} and "focal_noobj" not in per_arm
+    # per-epoch mAP, bce: epoch 1 seeds [.1, .2, .3] -> mean .2, band [.1, .3]; epoch 2 [.4, .5, .6] -> .5
+    epochs = report.plots["val_map_per_epoch"]["bce"]
+    assert epochs["epoch"].tolist() == [1, 2]
+    assert epochs["mean"] == pytest.approx([0.2, 0.5]) and epochs["min"] == pytest.approx([0.1, 0.4])
+    assert epochs["max"] == pytest.approx([0.3, 0.6])
+    # losses per epoch: bce noobj/obj = 8/1 then 2/0.5 -> [8, 4]; focal 0.4/0.2, 0.1/0.1 -> [2, 1]
+    losses = report.plots["objectness_losses"]
+    assert losses["ratio"]["bce"]["mean"] == pytest.approx([8.0, 4.0])
+    assert losses["ratio"]["focal"]["mean"] == pytest.approx([2.0, 1.0])
+    assert losses["train_noobj"]["bce"]["mean"] == pytest.approx([8.0, 2.0])
+    # loss distribution at fraction 0.5 (index 100 of 201): bce pos seed 0 [1, 1, 2] -> .375 (see the curve test);
+    # seeds 1, 2 [1, 1, 1, 1] -> .5; mean (.375 + .5 + .5) / 3 = .458333
+    cdf = report.plots["objectness_cdf"]
+    assert cdf["fraction"][100] == pytest.approx(0.5)
+    assert cdf["pos"]["bce"][100] == pytest.approx(0.458333, abs=1e-6)
+    # bce negatives [0, 0, 0, 4]: three quarters of the samples carry no loss -> 0 up to fraction .75
+    assert cdf["neg"]["bce"][150] == pytest.approx(0.0) and cdf["neg"]["bce"][-1] == pytest.approx(1.0)
+    # focal pos [1, 3]: (0.5, .25) -> .25; averaged over the 2 seeds that have an npz
+    assert cdf["pos"]["focal"][100] == pytest.approx(0.25)
+
+
+def test_gamma_alpha_grid_plot_data(tmp_path):
+    study_dir = tmp_path / "focal_grid"
+    index = 0
+    make_run(study_dir, index, "bce", 0, 0.40, 0.2)
+    values = {(0, 0.25): 0.41, (2, 0.25): 0.45, (0, None): 0.40, (2, None): 0.38}
+    for gamma in (2, 0):  # written out of order: the plot sorts by gamma
+        for alpha in (0.25, None):
+            index += 1
+            make_run(study_dir, index, "focal", 0, values[(gamma, alpha)], 0.2,
+                     grid={"loss.objectness.gamma": gamma, "loss.objectness.alpha": alpha})
+    report = build_report(study_dir)
+    grid = report.plots["grid_gamma_alpha"]
+    assert report.files["grid_gamma_alpha.png"].is_file()
+    assert grid["focal"]["0.25"]["gamma"] == [0.0, 2.0] and grid["focal"]["0.25"]["mean"] == [0.41, 0.45]
+    assert grid["focal"]["none"]["mean"] == [0.40, 0.38]
+    md = report.files["summary.md"].read_text()
+    # one seed: the difference is shown, its interval is undefined
+    assert "| focal__gamma=2_alpha=0.25 | 1 | 0.4500 (n=1) | +0.0500 | undefined (n=1) |" in md
+    with open(report.files["summary.csv"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[1]["loss.objectness.gamma"] == "2" and rows[2]["loss.objectness.alpha"] == "none"
+
+
+def test_report_on_empty_or_unstarted_study(tmp_path):
+    study_dir = tmp_path / "s"
+    (study_dir / "runs" / "stranger").mkdir(parents=True)  # a folder not made by ablate.py
+    (study_dir / "runs.json").write_text(json.dumps({"baseline": "bce", "grid_keys": [], "runs": [
+        {"run_name": "bce__seed0", "index": 0, "variant": "bce", "arm": "bce", "grid": {}, "seed": 0}]}))
+    report = build_report(study_dir)
+    assert [r.status for r in report.study.runs] == ["not started"]
+    md = report.files["summary.md"].read_text()
+    assert "no finished run yet; plots skipped" in md
+    assert "stranger: not in the current runs.json" in md
+    assert not any(name.endswith(".png") for name in report.files)

@@ -1,0 +1,167 @@
+"""Augmentation: geometry round trips, boxes that stay consistent with the pixels they describe."""
+import numpy as np
+import pytest
+
+from yolov3.augment import (PAD_COLOR, augment_hsv, box_candidates, fliplr, letterbox, mosaic4,
+                            normalised_to_pixels, pixels_to_normalised, random_affine)
+
+BACKGROUND = (30, 30, 30)
+# distinct, saturated colours, far from the background and from the grey padding
+OBJECT_COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0),
+                  (0, 128, 255), (255, 128, 0)]
+
+
+def _scene(height, width, boxes_xyxy, colour_ids):
+    """Flat background with solid rectangles; returns the image and (n, 5) pixel labels whose class = colour id."""
+    img = np.full((height, width, 3), BACKGROUND, np.uint8)
+    for (x1, y1, x2, y2), c in zip(boxes_xyxy, colour_ids):
+        img[y1:y2, x1:x2] = OBJECT_COLOURS[c]
+    labels = np.array([[c, *b] for b, c in zip(boxes_xyxy, colour_ids)], np.float32).reshape(-1, 5)
+    return img, labels
+
+
+def _is_colour(pixels, colour, tol=2):
+    return np.all(np.abs(pixels.astype(int) - np.array(colour)) <= tol, axis=-1)
+
+
+def _assert_boxes_match_pixels(img, labels, margin=2):
+    """Each box's interior (inset by ``margin``) has its object's colour, every pixel of that colour lies inside the
+    box (outset by ``margin``), and the box touches that colour on every side (so it is not too large)."""
+    height, width = img.shape[:2]
+    for c, x1, y1, x2, y2 in labels:
+        colour = OBJECT_COLOURS[int(c)]
+        ix1, iy1, ix2, iy2 = int(np.ceil(x1)) + margin, int(np.ceil(y1)) + margin, int(x2) - margin, int(y2) - margin
+        if ix2 > ix1 and iy2 > iy1:
+            assert _is_colour(img[iy1:iy2, ix1:ix2], colour).all(), (c, x1, y1, x2, y2)
+        ys, xs = np.nonzero(_is_colour(img, colour))
+        assert len(xs) > 0
+        # tight: the colour reaches within `margin` px of each side, and never beyond `margin` px outside
+        assert xs.min() >= x1 - margin and xs.max() + 1 <= x2 + margin
+        assert ys.min() >= y1 - margin and ys.max() + 1 <= y2 + margin
+        assert xs.min() <= x1 + margin and xs.max() + 1 >= x2 - margin
+        assert ys.min() <= y1 + margin and ys.max() + 1 >= y2 - margin
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+
+
+def test_letterbox_hand_computed_and_inverse_within_one_pixel():
+    img, labels = _scene(50, 80, [(10, 5, 50, 45)], [0])
+    out, (ratio_w, ratio_h), (pad_w, pad_h) = letterbox(img, 64)
+    # 80x50 -> gain min(64/80, 64/50) = 0.8 -> 64x40, padded (64-40)/2 = 12 rows top and bottom
+    assert out.shape == (64, 64, 3)
+    assert (ratio_w, ratio_h, pad_w, pad_h) == (0.8, 0.8, 0.0, 12.0)
+    assert _is_colour(out[:12], PAD_COLOR, 0).all() and _is_colour(out[52:], PAD_COLOR, 0).all()
+    boxes_net = labels[:, 1:] * [ratio_w, ratio_h, ratio_w, ratio_h] + [pad_w, pad_h, pad_w, pad_h]
+    _assert_boxes_match_pixels(out, np.concatenate([labels[:, :1], boxes_net], 1))
+    boxes_back = (boxes_net - [pad_w, pad_h, pad_w, pad_h]) / [ratio_w, ratio_h, ratio_w, ratio_h]
+    assert np.abs(boxes_back - labels[:, 1:]).max() < 1.0
+
+
+@pytest.mark.parametrize("shape", [(37, 91), (91, 37), (64, 64), (100, 7)])
+def test_letterbox_inverse_odd_shapes(shape):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    out, (rw, rh), (pw, ph) = letterbox(img, (64, 96))
+    assert out.shape == (64, 96, 3)
+    corners = np.array([[0, 0], [shape[1], shape[0]]], float)  # the whole image maps onto the unpadded area
+    net = corners * [rw, rh] + [pw, ph]
+    assert np.all(net[0] >= 0) and net[1, 0] <= 96 + 1e-6 and net[1, 1] <= 64 + 1e-6
+    assert np.abs((net - [pw, ph]) / [rw, rh] - corners).max() < 1e-6
+    # the unpadded area is exactly the resized image: the pad colour surrounds it
+    if pw >= 1:
+        assert _is_colour(out[:, : int(pw)], PAD_COLOR, 0).all()
+    if ph >= 1:
+        assert _is_colour(out[: int(ph)], PAD_COLOR, 0).all()
+
+
+def test_letterbox_auto_pads_to_stride_only():
+    img = np.zeros((50, 100, 3), np.uint8)
+    out, _, (pw, ph) = letterbox(img, 128, auto=True, stride=32)
+    # 100x50 -> 128x64 exactly, 64 % 32 == 0 -> no padding
+    assert out.shape == (64, 128, 3) and (pw, ph) == (0.0, 0.0)
+
+
+def test_flip_twice_is_identity_and_once_mirrors():
+    img, labels = _scene(40, 60, [(5, 10, 20, 30)], [1])
+    flipped, flipped_labels = fliplr(img, labels)
+    # x1' = 60 - 20 = 40, x2' = 60 - 5 = 55
+    np.testing.assert_allclose(flipped_labels, [[1, 40, 10, 55, 30]])
+    _assert_boxes_match_pixels(flipped, flipped_labels)
+    back, back_labels = fliplr(flipped, flipped_labels)
+    assert np.array_equal(back, img) and np.array_equal(back_labels, labels)
+
+
+def test_affine_identity_leaves_everything_unchanged():
+    img, labels = _scene(64, 64, [(5, 10, 20, 30)], [2])
+    out, out_labels = random_affine(img, labels, np.random.default_rng(0), degrees=0, translate=0, scale=0, shear=0)
+    assert np.array_equal(out, img) and np.array_equal(out_labels, labels)
+
+
+def test_affine_keeps_boxes_inside_the_image():
+    img, labels = _scene(64, 64, [(0, 0, 30, 20), (40, 40, 64, 64), (20, 25, 45, 35)], [0, 1, 2])
+    for seed in range(30):
+        out, out_labels = random_affine(img, labels, np.random.default_rng(seed), degrees=30, translate=0.3,
+                                        scale=0.6, shear=10)
+        assert out.shape == img.shape
+        assert np.all(out_labels[:, 1:] >= 0) and np.all(out_labels[:, [1, 3]] <= 64) and np.all(out_labels[:, [2, 4]] <= 64)
+        assert np.all(out_labels[:, 3] > out_labels[:, 1]) and np.all(out_labels[:, 4] > out_labels[:, 2])
+
+
+def test_affine_without_rotation_keeps_boxes_on_their_pixels():
+    img, labels = _scene(64, 64, [(4, 6, 30, 22), (36, 30, 60, 58)], [3, 4])
+    for seed in range(10):
+        out, out_labels = random_affine(img, labels, np.random.default_rng(seed), translate=0.2, scale=0.4)
+        _assert_boxes_match_pixels(out, out_labels)
+
+
+def test_mosaic_boxes_stay_consistent_with_pixels():
+    size = 64
+    scenes = [
+        _scene(64, 64, [(4, 4, 28, 24), (34, 36, 60, 60)], [0, 1]),
+        _scene(48, 64, [(10, 8, 40, 40)], [2]),  # a wide image: mosaic tiles need not be square
+        _scene(64, 40, [(2, 30, 30, 60), (5, 2, 35, 20)], [3, 4]),
+        _scene(64, 64, [(20, 20, 44, 44), (0, 50, 16, 64)], [5, 6]),
+    ]
+    kept = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        canvas, labels = mosaic4([s[0] for s in scenes], [s[1] for s in scenes], size, rng)
+        assert canvas.shape == (2 * size, 2 * size, 3)
+        _assert_boxes_match_pixels(canvas, labels[(labels[:, 3] > labels[:, 1]) & (labels[:, 4] > labels[:, 2])])
+        out, out_labels = random_affine(canvas, labels, rng, translate=0.1, scale=0.5, border=(-size // 2, -size // 2))
+        assert out.shape == (size, size, 3)
+        _assert_boxes_match_pixels(out, out_labels)
+        kept += len(out_labels)
+    assert kept > 12  # the check above ran on real boxes, not on empty outputs
+
+
+def test_box_candidates_thresholds():
+    before = np.array([[0, 0, 10, 10]] * 4, float)
+    after = np.array([
+        [0, 0, 10, 10],  # untouched: kept
+        [0, 0, 1.5, 10],  # 1.5 px wide < MIN_BOX_SIDE_PX = 2: dropped
+        [0, 0, 3, 3],  # 9 / 100 = 0.09 of its area < 0.1: dropped
+        [0, 0, 3, 4],  # 12 / 100 = 0.12 of its area, aspect 1.33: kept
+    ], float)
+    assert box_candidates(before, after).tolist() == [True, False, False, True]
+    sliver_before = np.array([[0, 0, 100, 100]], float)
+    sliver_after = np.array([[0, 0, 100, 4]], float)  # aspect 25 > MAX_ASPECT_RATIO = 20 (area ratio 0.04 too)
+    assert not box_candidates(sliver_before, sliver_after, min_area_ratio=0)[0]
+
+
+def test_hsv_value_gain_on_grey_keeps_it_grey_and_within_range():
+    img = np.full((8, 8, 3), 100, np.uint8)
+    for seed in range(5):
+        out = augment_hsv(img.copy(), np.random.default_rng(seed), hue=0.5, saturation=0.7, value=0.4)
+        # grey has no saturation: hue and saturation gains change nothing; value gain in [0.6, 1.4]
+        assert np.all(out == out[0, 0, 0]) and 60 - 1 <= out[0, 0, 0] <= 140 + 1
+    untouched = augment_hsv(img.copy(), np.random.default_rng(0), hue=0, saturation=0, value=0)
+    assert np.array_equal(untouched, img)
+
+
+def test_normalised_pixels_round_trip():
+    labels = np.array([[2, 0.5, 0.25, 0.2, 0.1]], np.float32)
+    pixels = normalised_to_pixels(labels, 200, 100, pad_w=3, pad_h=4)
+    # cx 100, cy 25, w 40, h 10 -> x 80..120, y 20..30, then + pad (3, 4)
+    np.testing.assert_allclose(pixels, [[2, 83, 24, 123, 34]], atol=1e-4)
+    back = pixels_to_normalised(pixels - np.float32([0, 3, 4, 3, 4]), 200, 100)
+    np.testing.assert_allclose(back, labels, atol=1e-6)

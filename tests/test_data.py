@@ -1,0 +1,285 @@
+"""Data YAML, label validation and its cache, the dataset and the loader."""
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolov3.config import AugmentConfig
+from yolov3.data import (DataError, create_dataloader, label_path_for, load_data_yaml, parse_label_text, scan_split,
+                         YOLODataset)
+
+NAMES = ["a", "b", "c"]
+
+
+def _write_image(path: Path, height=32, width=32, value=(40, 80, 120)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((height, width, 3), value, np.uint8)
+    assert cv2.imwrite(str(path), img)
+
+
+def _write_label(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _make_dataset(root: Path, labels: dict, split="train", shape=(32, 32), yaml_extra=""):
+    """Images ``img{i}.png`` with the given label texts (None = no label file); returns the loaded data dict."""
+    for name, text in labels.items():
+        _write_image(root / "images" / split / f"{name}.png", *shape)
+        if text is not None:
+            _write_label(root / "labels" / split / f"{name}.txt", text)
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text(f"path: .\ntrain: images/{split}\nval: images/{split}\nnames: {NAMES}\n{yaml_extra}")
+    return load_data_yaml(yaml_path)
+
+
+@pytest.fixture
+def info_logs(caplog):
+    caplog.set_level(logging.INFO, logger="yolov3")
+    return caplog
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YAML
+# ----------------------------------------------------------------------------------------------------------------
+def test_yaml_resolves_paths_relative_to_yaml_and_root(tmp_path):
+    (tmp_path / "cfgs").mkdir()
+    yaml_path = tmp_path / "cfgs" / "d.yaml"
+    yaml_path.write_text("path: ../ds\ntrain: [images/t1, list.txt]\nval: images/v\nnames: {0: x, 1: y}\n")
+    data = load_data_yaml(yaml_path)
+    root = (tmp_path / "ds").resolve()
+    assert data["path"] == str(root)
+    assert data["train"] == [str(root / "images/t1"), str(root / "list.txt")]
+    assert data["val"] == [str(root / "images/v")] and data["test"] == []
+    assert data["names"] == ["x", "y"] and data["nc"] == 2
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("train: a\nval: a\nnc: 3\nnames: [x, y]\n", "'nc' is 3 but 'names' lists 2"),
+    ("train: a\nval: a\nnames: [x]\nepochs: 3\n", "unknown key 'epochs'"),
+    ("train: a\nval: a\n", "missing key 'names'"),
+    ("train: a\nval: a\nnames: {0: x, 2: y}\n", "keys 0..1"),
+    ("train: [a\n", "invalid YAML"),
+])
+def test_yaml_errors_name_file_and_key(tmp_path, text, fragment):
+    yaml_path = tmp_path / "bad.yaml"
+    yaml_path.write_text(text)
+    with pytest.raises(DataError) as info:
+        load_data_yaml(yaml_path)
+    assert fragment in str(info.value) and "bad.yaml" in str(info.value)
+
+
+def test_label_path_replaces_last_images_component():
+    assert label_path_for("/d/images/x/images/train/a.jpg") == "/d/images/x/labels/train/a.txt"
+    assert label_path_for("/d/imgs/a.png") == "/d/imgs/a.txt"  # no images/ folder: label beside the image
+    assert label_path_for("/d/images/images.jpg") == "/d/labels/images.txt"  # the file name is never swapped
+
+
+def test_txt_list_split_resolves_against_root(tmp_path, info_logs):
+    _write_image(tmp_path / "images" / "all" / "p.png")
+    _write_image(tmp_path / "images" / "all" / "q.png")
+    _write_label(tmp_path / "labels" / "all" / "q.txt", "1 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "list.txt").write_text("images/all/q.png\n")
+    (tmp_path / "d.yaml").write_text("train: list.txt\nval: list.txt\nnames: [a, b]\n")
+    entries = scan_split(load_data_yaml(tmp_path / "d.yaml"), "train", progress=False)
+    assert [Path(p).name for p in entries.paths] == ["q.png"]
+    np.testing.assert_allclose(entries.labels[0], [[1, 0.5, 0.5, 0.5, 0.5]])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label rows
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("row, fragment", [
+    ("0 0.5 0.5 0.2", "expected 5 values 'class cx cy w h', got 4"),
+    ("0 0.5 0.5 0.2 0.2 0.9", "expected 5 values 'class cx cy w h', got 6"),
+    ("0 0.5 abc 0.2 0.2", "non-numeric value 'abc'"),
+    ("3 0.5 0.5 0.2 0.2", "class 3 out of range [0, 3)"),
+    ("-1 0.5 0.5 0.2 0.2", "class -1 out of range [0, 3)"),
+    ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not an integer"),
+    ("0 1.2 0.5 0.2 0.2", "cx=1.2 outside [0, 1]"),
+    ("0 0.5 -0.01 0.2 0.2", "cy=-0.01 outside [0, 1]"),
+    ("0 0.5 0.5 0 0.2", "width and height must be positive, got w=0 h=0.2"),
+    ("0 0.5 0.5 0.2 -0.1", "h=-0.1 outside [0, 1]; width and height must be positive"),
+    ("0 0.5 nan 0.2 0.2", "non-finite value"),
+])
+def test_bad_label_rows_report_file_line_and_problem(row, fragment):
+    text = "1 0.5 0.5 0.1 0.1\n\n" + row + "\n"  # the bad row is on line 3 (line 2 is blank)
+    labels, errors, _ = parse_label_text(text, "lbl/x.txt", num_classes=3)
+    assert len(errors) == 1 and errors[0].startswith("lbl/x.txt:3: ") and fragment in errors[0], errors
+    assert labels.shape == (0, 5)  # a file with a bad row yields nothing: the image is skipped
+
+
+def test_good_rows_tolerance_clipping_and_duplicates():
+    text = ("2 0.25 0.5 0.5 0.2\n"
+            "0 1.0005 0.5 0.2 0.2\n"  # within the 1e-3 tolerance: accepted, then clipped
+            "2 0.25 0.5 0.5 0.2\n")  # duplicate of line 1
+    labels, errors, warnings = parse_label_text(text, "y.txt", num_classes=3)
+    assert errors == [] and warnings == ["y.txt:3: duplicate of line 1, dropped"]
+    # line 2: x from 1.0005 - 0.1 = 0.9005 to 1.1005 -> clipped to 1: cx = 0.95025, w = 0.0995
+    np.testing.assert_allclose(labels, [[2, 0.25, 0.5, 0.5, 0.2], [0, 0.95025, 0.5, 0.0995, 0.2]], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scanning a split
+# ----------------------------------------------------------------------------------------------------------------
+def test_scan_skips_corrupt_image_and_bad_labels_and_summarises(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {
+        "good": "0 0.5 0.5 0.5 0.5\n1 0.25 0.25 0.1 0.1\n",
+        "empty": None,  # no label file: an image without objects
+        "badlabel": "0 0.5 0.5 0.5\n",
+        "dup": "2 0.5 0.5 0.2 0.2\n2 0.5 0.5 0.2 0.2\n",
+    })
+    corrupt = tmp_path / "images" / "train" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    entries = scan_split(data, "train", progress=False)
+    assert sorted(Path(p).stem for p in entries.paths) == ["dup", "empty", "good"]
+    text = info_logs.text
+    assert f"{corrupt}: cannot read or decode the image" in text
+    assert f"{tmp_path / 'labels' / 'train' / 'badlabel.txt'}:1: expected 5 values" in text and "image skipped" in text
+    assert "dup.txt:2: duplicate of line 1, dropped" in text
+    summary = [r.message for r in info_logs.records if r.message.startswith("train:")]
+    assert summary == ["train: 3 images, 3 boxes, 1 empty, 2 skipped (1 unreadable, 1 bad labels), "
+                       "1 duplicate rows dropped"]
+
+
+def test_cache_is_used_then_rebuilt_when_a_label_changes(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n", "b": "1 0.5 0.5 0.2 0.2\n"})
+    first = scan_split(data, "train", progress=False)
+    assert not first.from_cache and Path(first.cache_path) == tmp_path / "labels" / "train.cache"
+    assert scan_split(data, "train", progress=False).from_cache
+    label = tmp_path / "labels" / "train" / "b.txt"
+    label.write_text("2 0.5 0.5 0.3 0.3\n2 0.1 0.1 0.1 0.1\n")
+    stat = label.stat()
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a visible mtime change on any filesystem
+    rebuilt = scan_split(data, "train", progress=False)
+    assert not rebuilt.from_cache
+    index = [Path(p).stem for p in rebuilt.paths].index("b")
+    np.testing.assert_allclose(rebuilt.labels[index], [[2, 0.5, 0.5, 0.3, 0.3], [2, 0.1, 0.1, 0.1, 0.1]])
+    # problems found at scan time are reported again when the cache is reused
+    label.write_text("7 0.5 0.5 0.3 0.3\n")
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    scan_split(data, "train", progress=False)
+    info_logs.clear()
+    assert scan_split(data, "train", progress=False).from_cache
+    assert "b.txt:1: class 7 out of range [0, 3)" in info_logs.text
+
+
+def test_split_without_usable_image_is_an_error(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": "5 0.5 0.5 0.5 0.5\n"})
+    with pytest.raises(DataError) as info:
+        scan_split(data, "train", progress=False)
+    assert "split 'train' has no usable image" in str(info.value) and "data.yaml" in str(info.value)
+
+
+def test_empty_or_missing_split_is_an_error(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "d.yaml").write_text("train: images/train\nval: images/nowhere\nnames: [a]\n")
+    data = load_data_yaml(tmp_path / "d.yaml")
+    with pytest.raises(DataError, match="split 'train' has no images"):
+        scan_split(data, "train", progress=False)
+    with pytest.raises(DataError, match="split 'val': .*nowhere is not a folder"):
+        scan_split(data, "val", progress=False)
+    with pytest.raises(DataError, match="split 'test' is not defined"):
+        scan_split(data, "test", progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset and loader
+# ----------------------------------------------------------------------------------------------------------------
+def test_val_batch_letterbox_targets_and_shapes(tmp_path):
+    # a 64x32 (w x h) image letterboxed to 64: no scaling, 16 grey rows above and below
+    data = _make_dataset(tmp_path, {"a": "1 0.5 0.5 0.5 0.5\n", "b": None}, shape=(32, 64))
+    loader, dataset = create_dataloader(data, "val", 64, 2, None, workers=0, seed=0, shuffle=False, progress=False)
+    images, targets, paths, shapes = next(iter(loader))
+    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.float32
+    # the picture is BGR (40, 80, 120) -> RGB (120, 80, 40) / 255 inside, grey 114 / 255 in the padding
+    np.testing.assert_allclose(images[0, :, 32, 32].numpy(), np.array([120, 80, 40]) / 255, atol=1e-6)
+    np.testing.assert_allclose(images[0, :, 0, 0].numpy(), np.full(3, 114 / 255), atol=1e-6)
+    # box: cx 0.5*64 = 32 -> 0.5; cy 0.5*32 + 16 = 32 -> 0.5; w 32/64 = 0.5; h 16/64 = 0.25
+    np.testing.assert_allclose(targets.numpy(), [[0, 1, 0.5, 0.5, 0.5, 0.25]], atol=1e-6)
+    assert shapes[0] == ((32, 64), (1.0, 1.0), (0.0, 16.0)) and Path(paths[1]).stem == "b"
+
+
+def test_shapes_map_original_pixels_when_resizing(tmp_path):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"}, shape=(40, 100))
+    dataset = YOLODataset(data, "val", 64, progress=False)
+    _, labels, _, ((h0, w0), (rw, rh), (pw, ph)) = dataset[0]
+    assert (h0, w0) == (40, 100)
+    # original box x 25..75, y 10..30; net = orig * ratio + pad must equal the returned label in pixels
+    x1, y1 = 25 * rw + pw, 10 * rh + ph
+    cx, cy, w, h = labels[0, 1:].numpy() * 64
+    assert abs((cx - w / 2) - x1) < 1e-3 and abs((cy - h / 2) - y1) < 1e-3
+
+
+@pytest.fixture
+def augmented_data(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = {}
+    for i in range(6):
+        (tmp_path / "images" / "train").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "images" / "train" / f"i{i}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+        labels[f"i{i}"] = f"{i % 3} 0.5 0.5 0.4 0.3\n{(i + 1) % 3} 0.3 0.6 0.2 0.2\n"
+        _write_label(tmp_path / "labels" / "train" / f"i{i}.txt", labels[f"i{i}"])
+    (tmp_path / "data.yaml").write_text(f"train: images/train\nval: images/train\nnames: {NAMES}\n")
+    return load_data_yaml(tmp_path / "data.yaml")
+
+
+def _first_batch(data, seed, workers, epoch=0, cache=False):
+    loader, dataset = create_dataloader(data, "train", 64, 4, AugmentConfig(), workers=workers, seed=seed,
+                                        shuffle=True, cache=cache, progress=False)
+    dataset.set_epoch(epoch)
+    return next(iter(loader))
+
+
+def test_loader_is_reproducible_and_independent_of_workers(augmented_data):
+    images_a, targets_a, paths_a, _ = _first_batch(augmented_data, seed=3, workers=0)
+    images_b, targets_b, paths_b, _ = _first_batch(augmented_data, seed=3, workers=2)
+    assert paths_a == paths_b and torch.equal(images_a, images_b) and torch.equal(targets_a, targets_b)
+    images_c, _, _, _ = _first_batch(augmented_data, seed=4, workers=0)
+    assert not torch.equal(images_a, images_c)
+    images_d, _, _, _ = _first_batch(augmented_data, seed=3, workers=0, epoch=1)  # a new epoch, new augmentation
+    assert not torch.equal(images_a, images_d)
+    images_e, targets_e, _, _ = _first_batch(augmented_data, seed=3, workers=0, cache=True)  # RAM cache: same data
+    assert torch.equal(images_a, images_e) and torch.equal(targets_a, targets_e)
+    # targets are normalised boxes inside the image, image indices within the batch
+    assert targets_a.shape[1] == 6 and set(targets_a[:, 0].long().tolist()) <= {0, 1, 2, 3}
+    assert torch.all(targets_a[:, 2:] >= 0) and torch.all(targets_a[:, 2:] <= 1)
+
+
+def test_set_epoch_reaches_persistent_workers(augmented_data):
+    loader, dataset = create_dataloader(augmented_data, "train", 64, 6, AugmentConfig(), workers=1, seed=0,
+                                        shuffle=False, progress=False)
+    first = next(iter(loader))[0]
+    dataset.set_epoch(5)
+    fifth = next(iter(loader))[0]  # same persistent worker process, new epoch
+    reference = YOLODataset(augmented_data, "train", 64, AugmentConfig(), seed=0, progress=False)
+    reference.set_epoch(5)
+    expected = torch.stack([reference[i][0] for i in range(6)]).float() / 255
+    assert not torch.equal(first, fifth) and torch.equal(fifth, expected)
+
+
+def test_distributed_sampler_splits_the_data(augmented_data):
+    seen = []
+    for rank in (0, 1):
+        loader, _ = create_dataloader(augmented_data, "train", 64, 2, None, workers=0, seed=0, shuffle=True,
+                                      rank=rank, world_size=2, progress=False)
+        seen.append([p for batch in loader for p in batch[2]])
+    assert len(seen[0]) == len(seen[1]) == 3 and not set(seen[0]) & set(seen[1])
+
+
+def test_plot_batch_draws_boxes_in_class_colours(tmp_path):
+    from yolov3.draw import class_colour, plot_batch
+
+    images = torch.zeros(2, 3, 64, 64)
+    # image 1, class 3, box x 16..48, y 8..40 (cx 0.5, cy 0.375, w 0.5, h 0.5)
+    targets = torch.tensor([[1, 3, 0.5, 0.375, 0.5, 0.5]])
+    grid = plot_batch(images, targets, ["a.jpg", "b.jpg"], None, tmp_path / "batch.png")
+    saved = cv2.imread(str(tmp_path / "batch.png"))
+    assert saved.shape == (64, 128, 3) and np.array_equal(saved, grid)  # 2 tiles side by side, lossless PNG
+    # the left edge of the box in the second tile (x = 64 + 16), halfway down, has the class colour
+    assert tuple(int(v) for v in saved[30, 64 + 16]) == class_colour(3)
+    assert saved[30, 16].max() == 0  # nothing drawn on the first (empty) tile there

@@ -1,0 +1,108 @@
+"""Drawing boxes on images and saving a batch mosaic (what train.py shows of its first batch)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+from yolov3.boxes import cxcywh_to_xyxy
+
+# 20 well-separated colours (BGR); class c uses entry c mod 20, so the same class keeps its colour in every figure
+PALETTE_BGR = (
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72), (23, 204, 146),
+    (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100),
+    (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
+)
+MAX_MOSAIC_SIDE_PX = 1920  # larger batch mosaics are shrunk: big enough to read, small enough to open anywhere
+
+
+def class_colour(class_id: int) -> Tuple[int, int, int]:
+    """BGR colour of a class."""
+    return PALETTE_BGR[int(class_id) % len(PALETTE_BGR)]
+
+
+def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Optional[Sequence[str]] = None,
+               line_thickness: int = 2, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
+    """Draw boxes **in place** on a ``(H, W, 3)`` BGR uint8 image and return it.
+
+    Args:
+        boxes_xyxy: ``(n, 4)`` pixel corners (array or tensor).
+        classes: ``(n,)`` class indices.
+        scores: optional ``(n,)`` confidences, appended to the label unless ``hide_conf``.
+        names: class names; the index is shown when missing.
+    """
+    boxes = np.asarray(boxes_xyxy.detach().cpu() if torch.is_tensor(boxes_xyxy) else boxes_xyxy,
+                       dtype=np.float64).reshape(-1, 4)
+    class_ids = np.asarray(classes.detach().cpu() if torch.is_tensor(classes) else classes).reshape(-1).astype(int)
+    if scores is not None:
+        scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores).reshape(-1)
+    font_scale = max(line_thickness / 3, 0.35)
+    font_thickness = max(line_thickness - 1, 1)
+    for i, (box, class_id) in enumerate(zip(boxes, class_ids)):
+        colour = class_colour(class_id)
+        top_left = (int(round(box[0])), int(round(box[1])))
+        bottom_right = (int(round(box[2])), int(round(box[3])))
+        cv2.rectangle(img_bgr, top_left, bottom_right, colour, line_thickness)  # crisp, exact pixels
+        if hide_labels:
+            continue
+        text = names[class_id] if names is not None and 0 <= class_id < len(names) else str(class_id)
+        if scores is not None and not hide_conf:
+            text = f"{text} {scores[i]:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
+        # label above the box, or inside it when the box touches the top edge
+        above = top_left[1] - text_h - baseline >= 0
+        y_text = top_left[1] - baseline if above else top_left[1] + text_h + baseline
+        cv2.rectangle(img_bgr, (top_left[0], y_text - text_h - baseline), (top_left[0] + text_w, y_text + baseline),
+                      colour, -1)
+        cv2.putText(img_bgr, text, (top_left[0], y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+                    font_thickness, cv2.LINE_AA)
+    return img_bgr
+
+
+def plot_batch(images, targets, paths: Sequence[str], names: Optional[Sequence[str]], out_path: Union[str, Path],
+               max_images: int = 16) -> np.ndarray:
+    """Save a grid of a batch with its ground-truth boxes and class names; returns the grid (BGR uint8).
+
+    Args:
+        images: ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8 (tensor or array).
+        targets: ``(N, 6)`` ``[image_index, class, cx, cy, w, h]`` normalised to ``(W, H)``; an optional 7th column
+            is taken as a score.
+        paths: image paths (file names are written on the tiles).
+        out_path: ``.jpg`` or ``.png``.
+    """
+    images = images.detach().cpu() if torch.is_tensor(images) else torch.as_tensor(np.asarray(images))
+    targets = targets.detach().cpu().float() if torch.is_tensor(targets) else torch.as_tensor(np.asarray(targets))
+    targets = targets.float().reshape(-1, targets.shape[-1] if targets.numel() else 6)
+    if images.dtype.is_floating_point:
+        images = (images.clamp(0, 1) * 255).round()
+    images = images.to(torch.uint8)
+    batch, _, height, width = images.shape
+    count = min(batch, max_images)
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.full((rows * height, columns * width, 3), 255, dtype=np.uint8)
+    line_thickness = max(1, round(min(height, width) / 200))
+    for i in range(count):
+        tile = np.ascontiguousarray(images[i].permute(1, 2, 0).numpy()[:, :, ::-1])  # (H, W, 3) RGB -> BGR
+        rows_i = targets[targets[:, 0] == i]
+        boxes_xyxy = cxcywh_to_xyxy(rows_i[:, 2:6]) * torch.tensor([width, height, width, height])
+        scores = rows_i[:, 6] if rows_i.shape[1] > 6 else None
+        draw_boxes(tile, boxes_xyxy, rows_i[:, 1].long(), scores, names, line_thickness)
+        if i < len(paths):
+            cv2.putText(tile, Path(paths[i]).name[:40], (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX,
+                        max(line_thickness / 3, 0.35), (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(tile, (0, 0), (width - 1, height - 1), (255, 255, 255), 1)
+        row, col = divmod(i, columns)
+        grid[row * height:(row + 1) * height, col * width:(col + 1) * width] = tile
+    scale = MAX_MOSAIC_SIDE_PX / max(grid.shape[:2])
+    if scale < 1:
+        grid = cv2.resize(grid, (int(grid.shape[1] * scale), int(grid.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out_path), grid):
+        raise ValueError(f"{out_path}: could not write the image (use a .jpg or .png name)")
+    return grid

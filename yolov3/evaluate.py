@@ -49,6 +49,7 @@ def evaluate(
     plots: bool = False,
     half: bool = False,
     progress: bool = True,
+    records: Optional[list] = None,
 ) -> dict:
     """Run ``model`` over ``loader`` and compute detection metrics (and validation losses when ``loss_fn`` is given).
 
@@ -65,6 +66,9 @@ def evaluate(
         save_dir, plots: write PR/F1/P/R curves and the confusion matrix PNGs to ``save_dir``.
         half: feed fp16 images (the caller converts the model); CUDA only, ignored on CPU.
         progress: show a tqdm bar.
+        records: if a list is given, one dict per image is appended: ``path``, ``orig_shape`` ``(h, w)``,
+            ``preds`` ``(n, 6)`` and ``truths`` ``(m, 5)`` in original pixels — exactly what was scored (val.py
+            writes its COCO JSON files from these).
 
     Returns:
         ``precision, recall, mAP50, mAP50_95`` (floats), ``val_box val_obj val_noobj val_cls``, ``per_class``
@@ -131,6 +135,9 @@ def evaluate(
                         (scale_boxes(image_detections[:, :4], ratio, pad, orig_shape), image_detections[:, 4:]), 1
                     )  # (n, 6) original pixels
                     evaluator.update(preds, truths, image_id)
+                    if records is not None:
+                        records.append({"path": paths[i], "orig_shape": tuple(int(v) for v in orig_shape),
+                                        "preds": preds.numpy(), "truths": truths.numpy()})
                     image_id += 1
                 seconds["metrics"] += time.perf_counter() - start
     finally:
@@ -174,3 +181,38 @@ def evaluate(
     for term in LOSS_TERMS:
         result[f"val_{term}"] = loss_sums[term] / loss_batches if loss_batches else float("nan")
     return result
+
+
+@torch.no_grad()
+def objectness_loss_samples(model: nn.Module, loader: Any, loss_cfg: Any, device: Union[str, torch.device] = "cpu",
+                            seed: int = 0, max_negatives: int = 1_000_000) -> tuple:
+    """Per-element objectness losses of ``model`` over ``loader``: (positives, negatives) as float32 numpy arrays.
+
+    The losses are the unweighted ones of the configured objectness function (what Fig. 4 of Lin et al. 2017
+    plots): positives with their target, negatives (non-positive, non-ignored cells) with target 0. Negatives
+    outnumber positives by orders of magnitude, so they are subsampled uniformly (seeded) to ``max_negatives``.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from yolov3.loss import YOLOLoss
+
+    recording_cfg = dataclasses.replace(loss_cfg, record_elementwise=True)
+    loss_fn = YOLOLoss.from_model(model, recording_cfg)
+    was_training = model.training
+    model.eval()
+    positives, negatives = [], []
+    try:
+        for images, targets, *_ in loader:
+            _decoded, raw_maps = model(images.to(device), return_raw=True)
+            _total, terms = loss_fn([m.float() for m in raw_maps], targets.to(device))
+            positives.append(terms["obj_elementwise"]["pos"].cpu())
+            negatives.append(terms["obj_elementwise"]["neg"].cpu())
+    finally:
+        model.train(was_training)
+    pos = torch.cat(positives).numpy().astype(np.float32) if positives else np.zeros(0, np.float32)
+    neg = torch.cat(negatives).numpy().astype(np.float32) if negatives else np.zeros(0, np.float32)
+    if neg.size > max_negatives:
+        neg = np.random.default_rng(seed).choice(neg, size=max_negatives, replace=False)
+    return pos, neg

@@ -12,6 +12,13 @@ import numpy as np
 import torch
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp creates 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
     path = Path(path)
@@ -22,6 +29,7 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -41,6 +49,7 @@ def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

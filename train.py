@@ -1,0 +1,414 @@
+#!/usr/bin/env python
+"""Train a YOLOv3-family detector described by a Darknet .cfg.
+
+    python train.py                                    # small model, built-in shapes dataset, CPU-friendly defaults
+    python train.py --cfg cfg/yolov3-tiny.cfg --data data/voc.yaml --img-size 416 --epochs 100
+    python train.py loss.objectness.name=focal loss.objectness.gamma=2 loss.objectness.alpha=0.25
+    python train.py --resume                           # continue the most recent run (or --resume runs/train/exp/last.pt)
+    torchrun --nproc_per_node 2 train.py ...           # DDP: NCCL on GPUs, gloo on CPU
+
+Configuration: defaults (yolov3/config.py) <- --hyp YAML <- the flags below <- dotted key=value overrides.
+The run folder (runs/train/<name>/) gets config.yaml, results.csv, results.png, last.pt, best.pt, summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from yolov3 import config as config_lib
+from yolov3.config import Config, ConfigError
+from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.draw import plot_batch
+from yolov3.evaluate import evaluate, objectness_loss_samples
+from yolov3.loss import YOLOLoss, apply_objectness_prior
+from yolov3.model import Darknet
+from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
+from yolov3.plots import plot_results_csv
+from yolov3.utils import (atomic_torch_save, atomic_write_text, increment_path, save_rng_state, seed_everything,
+                          select_device, restore_rng_state, user_errors)
+from yolov3.checkpoint import load_initial_weights
+
+RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
+                  "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
+                  "epoch_time_s"]
+LOSS_TERMS = ("box", "obj", "noobj", "cls")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the message names the images of the batch."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted config overrides, e.g. loss.objectness.name=focal train.lr0=0.005")
+    parser.add_argument("--cfg", help="Darknet model cfg (default: cfg/yolov3-small.cfg)")
+    parser.add_argument("--data", help="dataset YAML (default: data/shapes.yaml, generated on first use)")
+    parser.add_argument("--hyp", help="YAML of config overrides (hyperparameters)")
+    parser.add_argument("--weights", help="initial weights: a .pt from train.py, a Darknet .weights, or a backbone "
+                                          "such as darknet53.conv.74 (with --cutoff)")
+    parser.add_argument("--cutoff", type=int, help="load only the first N layers of a Darknet weights file")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="total batch size over all processes")
+    parser.add_argument("--img-size", type=int, help="train and val image size (multiple of 32)")
+    parser.add_argument("--device", default="", help="'' (auto), cpu, 0, 0,1 or cuda:0")
+    parser.add_argument("--workers", type=int, help="dataloader workers per process")
+    parser.add_argument("--project", default="runs/train", help="parent folder of run folders")
+    parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... unless --exist-ok)")
+    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing run folder instead of a new one")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                        help="continue a run from its last.pt (default: the most recent run under --project)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--multi-scale", action="store_true", default=None, help="vary image size +-50%% per batch")
+    parser.add_argument("--cache", action="store_true", default=None, help="cache decoded images in RAM")
+    parser.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    parser.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """defaults <- --hyp <- flags <- dotted overrides; every path checked here so errors come before any work."""
+    cfg = config_lib.load_config(args.hyp)
+    flags = {"cfg": args.cfg, "data": args.data, "weights": args.weights, "cutoff": args.cutoff,
+             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
+                       "workers": args.workers, "seed": args.seed, "multi_scale": args.multi_scale,
+                       "cache": args.cache}}
+    flags["train"] = {key: value for key, value in flags["train"].items() if value is not None}
+    flags = {key: value for key, value in flags.items() if value not in (None, {})}
+    cfg = config_lib.from_dict(flags, source="command line", base=cfg)
+    cfg = config_lib.apply_overrides(cfg, args.overrides)
+    for key in ("cfg", "data"):
+        if not Path(getattr(cfg, key)).is_file():
+            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)}")
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise ConfigError(f"'weights': file not found: {cfg.weights}")
+    if cfg.train.img_size % 32:
+        raise ConfigError(f"'train.img_size' must be a multiple of 32, got {cfg.train.img_size}")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("'train.epochs' and 'train.batch_size' must be at least 1")
+    return cfg
+
+
+def find_resume_checkpoint(resume: str, project: str) -> Path:
+    """--resume PATH (a last.pt or its run folder), or the newest last.pt under --project."""
+    if resume:
+        path = Path(resume)
+        path = path / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {path}")
+        return path
+    candidates = sorted(Path(project).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"--resume: no run with a last.pt under {project}")
+    return candidates[-1]
+
+
+def setup_distributed(device_arg: str) -> tuple[int, int, int, torch.device]:
+    """(rank, local_rank, world_size, device). Under torchrun: NCCL on CUDA, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", -1))
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if world_size == 1:
+        return -1, -1, 1, select_device(device_arg)
+    use_cuda = torch.cuda.is_available() and device_arg.strip().lower() != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, local_rank, world_size, device
+
+
+def write_results_csv(path: Path, rows: list) -> None:
+    lines = [",".join(RESULT_COLUMNS)]
+    for row in rows:
+        lines.append(",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in RESULT_COLUMNS))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def make_checkpoint(model, ema, optimizer, scaler, cfg, names, epoch, best_fitness, history, full: bool) -> dict:
+    """The checkpoint dict; 'model' holds the weights that were validated (the EMA when enabled)."""
+    bare = unwrap(model)
+    ckpt = {
+        "model": (ema.ema if ema else bare).state_dict(),
+        "cfg_text": bare.cfg_text,
+        "names": list(names),
+        "config": config_lib.to_dict(cfg),
+        "epoch": epoch,  # number of completed epochs
+        "best_fitness": best_fitness,
+        "history": history,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if full:  # what resuming needs; best.pt stays lean
+        ckpt.update({"train_model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                     "ema": ema.state_dict() if ema else None, "scaler": scaler.state_dict(),
+                     "rng": save_rng_state()})
+    return ckpt
+
+
+def fitness(metrics: dict) -> float:
+    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting)."""
+    return 0.1 * metrics["mAP50"] + 0.9 * metrics["mAP50_95"]
+
+
+def train(args: argparse.Namespace) -> dict:
+    rank, local_rank, world_size, device = setup_distributed(args.device)
+    is_main = rank in (-1, 0)
+
+    # ---- configuration and run folder ----
+    ckpt = None
+    if args.resume is not None:
+        if args.overrides or args.hyp:
+            raise ConfigError("--resume continues a run with its saved config; overrides and --hyp are not allowed")
+        ckpt_path = find_resume_checkpoint(args.resume, args.project)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if "optimizer" not in ckpt:
+            raise ConfigError(f"--resume: {ckpt_path} is not a resumable checkpoint (use a run's last.pt)")
+        cfg = config_lib.from_dict(ckpt["config"], source=str(ckpt_path))
+        if args.workers is not None:
+            cfg = config_lib.apply_overrides(cfg, [f"train.workers={args.workers}"])
+        run_dir = ckpt_path.parent
+        if (run_dir / "summary.json").exists():
+            raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
+    else:
+        cfg = resolve_config(args)
+        run_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
+    tcfg = cfg.train
+    seed_everything(tcfg.seed + max(rank, 0))
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save_config(cfg, run_dir / "config.yaml")
+        print(f"run folder: {run_dir}  device: {device}  world size: {world_size}")
+
+    # ---- data ----
+    data = load_data_yaml(cfg.data)
+    names = data["names"]
+    batch_per_process = max(tcfg.batch_size // world_size, 1)
+    train_loader, train_set = create_dataloader(data, "train", tcfg.img_size, batch_per_process, cfg.augment,
+                                                tcfg.workers, tcfg.seed, shuffle=True, cache=tcfg.cache,
+                                                rank=rank, world_size=world_size)
+    val_loader = None
+    if is_main:
+        val_loader, _ = create_dataloader(data, "val", tcfg.img_size, batch_per_process, None, tcfg.workers,
+                                          tcfg.seed, shuffle=False, cache=tcfg.cache)
+
+    # ---- model, loss, optimiser ----
+    model = Darknet(ckpt["cfg_text"] if ckpt else cfg.cfg, num_classes=len(names))
+    if ckpt is None and cfg.weights:
+        print(load_initial_weights(model, cfg.weights, cutoff=cfg.cutoff, cfg_path=cfg.cfg))
+    if ckpt is None and cfg.loss.obj_prior is not None:
+        apply_objectness_prior(model, cfg.loss.obj_prior)
+    model.to(device)
+    if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loss_fn = YOLOLoss.from_model(model, cfg.loss)
+    accumulate = max(round(tcfg.nominal_batch / tcfg.batch_size), 1)  # optimiser step every `accumulate` batches
+    # decay is specified per nominal batch; scale it with the batch actually seen per optimiser step
+    tcfg_scaled = config_lib.merge_dict(tcfg, {"weight_decay": tcfg.weight_decay * tcfg.batch_size * accumulate
+                                               / tcfg.nominal_batch}, "derived")
+    optimizer = build_optimizer(model, tcfg_scaled)
+    use_amp = tcfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ema = ModelEMA(model, tcfg.ema_decay, tcfg.ema_tau) if (tcfg.ema and is_main) else None
+
+    start_epoch, best_fitness, history = 0, -1.0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["train_model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        start_epoch, best_fitness, history = ckpt["epoch"], ckpt["best_fitness"], ckpt["history"]
+        restore_rng_state(ckpt["rng"])
+        if is_main:
+            print(f"resuming {run_dir} from epoch {start_epoch + 1}/{tcfg.epochs}")
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    iters_per_epoch = len(train_loader)
+    warmup_iters = round(tcfg.warmup_epochs * iters_per_epoch)
+    started = time.time() - (history[-1]["elapsed_s"] if history else 0.0) - (ckpt or {}).get("partial_s", 0.0)
+    results_csv = run_dir / "results.csv"
+    evaluated = ema.ema if ema is not None else unwrap(model)  # what is validated, saved as 'model' and reported
+    # Where training stands; a checkpoint saved at any point (epoch end or Ctrl-C) records it, and resuming from it
+    # replays the rest exactly: the data order and augmentation depend only on (seed, epoch, index).
+    state = {"completed_epochs": start_epoch, "batches_done": 0, "sums": torch.zeros(len(LOSS_TERMS) + 1),
+             "epoch_started": time.time(), "best_unsaved": False}
+    if ckpt is not None and ckpt.get("batches_done"):
+        state["batches_done"] = ckpt["batches_done"]
+        state["sums"] = ckpt["partial_sums"].clone()
+        for parameter, grad in zip(unwrap(model).parameters(), ckpt["pending_grads"]):
+            parameter.grad = None if grad is None else grad.to(device)
+
+    def checkpoint(full: bool) -> dict:
+        extra = {"batches_done": state["batches_done"]}
+        if full and state["batches_done"]:  # mid-epoch: what the rest of the epoch needs
+            extra.update({"partial_sums": state["sums"].clone(), "partial_s": time.time() - state["epoch_started"],
+                          "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
+                                            for p in unwrap(model).parameters()]})
+        return {**make_checkpoint(model, ema, optimizer, scaler, cfg, names, state["completed_epochs"],
+                                  best_fitness, history, full=full), **extra}
+
+    # ---- the loop ----
+    try:
+        for epoch in range(start_epoch, tcfg.epochs):
+            state["epoch_started"] = time.time() - (ckpt or {}).get("partial_s", 0.0) * (epoch == start_epoch)
+            unwrap(model).train()
+            train_set.set_epoch(epoch)
+            skip = state["batches_done"]  # > 0 only when resuming inside this epoch
+            train_loader.sampler.skip = skip * batch_per_process
+            bar = tqdm(train_loader, total=iters_per_epoch, initial=skip, disable=not is_main,
+                       dynamic_ncols=True, desc=f"epoch {epoch + 1}/{tcfg.epochs}")
+            if not skip:
+                optimizer.zero_grad(set_to_none=True)
+            lr = optimizer.param_groups[0]["lr"]
+            for batch_index, (images, targets, paths, _shapes) in enumerate(bar, start=skip):
+                iteration = batch_index + iters_per_epoch * epoch
+                lr = set_learning_rates(optimizer, tcfg, iteration, iters_per_epoch, warmup_iters)
+                images = images.to(device, non_blocking=True)
+                targets = targets.to(device)
+                if tcfg.multi_scale:
+                    images = random_rescale(images, tcfg.img_size, seed=tcfg.seed * 1_000_003 + iteration)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    raw_maps = model(images)
+                loss, terms = loss_fn([m.float() for m in raw_maps], targets)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
+                                        f"images: {', '.join(str(p) for p in paths)}")
+                scaler.scale(loss).backward()
+                if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=tcfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    if ema is not None:
+                        ema.update(model)
+                state["sums"] += torch.tensor([float(terms[t]) for t in LOSS_TERMS] + [float(loss.detach())])
+                state["batches_done"] = batch_index + 1
+                means = state["sums"] / (batch_index + 1)
+                bar.set_postfix_str(" ".join(f"{t} {means[k]:.3f}" for k, t in enumerate(LOSS_TERMS))
+                                    + f" lr {lr:.2e}")
+                if is_main and epoch == 0 and batch_index == 0 and ckpt is None:
+                    plot_batch(images.detach().cpu(), targets.cpu(), paths, names, run_dir / "train_batch0.png")
+            train_loader.sampler.skip = 0
+
+            # ---- end of epoch: validate, log, save (main process only) ----
+            means = state["sums"] / max(iters_per_epoch, 1)
+            final_epoch = epoch + 1 == tcfg.epochs
+            if not is_main:
+                state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+                continue
+            if not args.noval or final_epoch:
+                metrics = evaluate(evaluated, val_loader, names, conf_thres=cfg.val.conf_thres,
+                                   iou_thres=cfg.val.iou_thres, max_det=cfg.val.max_det, device=device,
+                                   loss_fn=loss_fn, save_dir=run_dir if final_epoch else None, plots=final_epoch)
+            else:
+                metrics = {k: float("nan") for k in ("precision", "recall", "mAP50", "mAP50_95", "val_box",
+                                                      "val_obj", "val_noobj", "val_cls")}
+            row = {"epoch": epoch + 1, **{f"train_{t}": float(means[k]) for k, t in enumerate(LOSS_TERMS)},
+                   "train_total": float(means[-1]), "lr": float(lr),
+                   **{k: float(metrics[k]) for k in ("precision", "recall", "mAP50", "mAP50_95")},
+                   **{k: float(metrics.get(k, float("nan"))) for k in ("val_box", "val_obj", "val_noobj",
+                                                                        "val_cls")},
+                   "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started}
+            score = fitness(row) if not math.isnan(row["mAP50"]) else -1.0
+            state["best_unsaved"] = score > best_fitness or not (run_dir / "best.pt").exists()
+            best_fitness = max(best_fitness, score)
+            history.append(row)
+            state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+            write_results_csv(results_csv, history)
+            plot_results_csv(results_csv, run_dir / "results.png")
+            print(f"epoch {epoch + 1}: P {row['precision']:.3f} R {row['recall']:.3f} "
+                  f"mAP@.5 {row['mAP50']:.3f} mAP@.5:.95 {row['mAP50_95']:.3f}  ({row['epoch_time_s']:.0f} s)")
+            if not args.nosave or final_epoch:
+                atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
+                if state["best_unsaved"]:
+                    atomic_torch_save(checkpoint(full=False), run_dir / "best.pt")
+                    state["best_unsaved"] = False
+            if tcfg.patience and len(history) - best_epoch(history) > tcfg.patience:
+                print(f"stopping early: no improvement for {tcfg.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        if is_main:
+            atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
+            if state["best_unsaved"]:
+                atomic_torch_save(checkpoint(full=False), run_dir / "best.pt")
+            print(f"\ninterrupted: saved {run_dir / 'last.pt'} ({state['completed_epochs']} epochs and "
+                  f"{state['batches_done']} batches done); continue with: python train.py --resume {run_dir}",
+                  file=sys.stderr)
+        raise
+
+    summary = {}
+    if is_main:
+        summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, history, started)
+    if world_size > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def best_epoch(history: list) -> int:
+    scores = [fitness(r) if not math.isnan(r["mAP50"]) else -1.0 for r in history]
+    return int(np.argmax(scores)) + 1 if scores else 0
+
+
+def random_rescale(images: torch.Tensor, img_size: int, seed: int) -> torch.Tensor:
+    """Multi-scale training: resize the batch to a random multiple of 32 in [0.5, 1.5] x img_size (darknet random=1).
+
+    Seeded by the iteration so a resumed run draws the same sizes.
+    """
+    rng = random.Random(seed)
+    size = max(32, int(rng.uniform(0.5, 1.5) * img_size) // 32 * 32)
+    if size == images.shape[-1] and size == images.shape[-2]:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started) -> dict:
+    """summary.json and the objectness-loss distributions of the final model (read by the ablation report)."""
+    pos, neg = objectness_loss_samples(model, val_loader, cfg.loss, device, seed=cfg.train.seed)
+    np.savez_compressed(run_dir / "objectness_losses.npz", pos=pos, neg=neg)
+    final = history[-1] if history else {}
+    best = best_epoch(history)
+    summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
+               "best_fitness": fitness(history[best - 1]) if best else None,
+               "final": {k: v for k, v in final.items() if k != "epoch"},
+               "wall_time_s": time.time() - started}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
+          f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}; weights in {run_dir}")
+    return summary
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        train(args)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}\nthe last good checkpoint was kept; lower train.lr0 or check these images' labels",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

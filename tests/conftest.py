@@ -69,3 +69,64 @@ def randomize() -> Callable[..., torch.nn.Module]:
 @pytest.fixture(scope="session")
 def cfg_dir() -> Path:
     return CFG_DIR
+
+
+EASY_SHAPES = {"train_images": 8, "val_images": 4, "img_size": 128, "min_objects": 1, "max_objects": 2, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def easy_data(tmp_path_factory) -> Path:
+    """A tiny generated shapes dataset (8 train, 4 val images of 128 px, 1-2 objects each): its data YAML."""
+    import yaml
+
+    from yolov3.data import load_data_yaml
+
+    root = tmp_path_factory.mktemp("easy")
+    data_yaml = root / "easy.yaml"
+    data_yaml.write_text(yaml.safe_dump({"path": "shapes", "train": "images/train", "val": "images/val", "nc": 5,
+                                         "names": ["circle", "rectangle", "triangle", "star", "cross"],
+                                         "generate": EASY_SHAPES}))
+    load_data_yaml(data_yaml)
+    return data_yaml
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(easy_data, tmp_path_factory) -> Path:
+    """A .pt (train.py's checkpoint format) of the small model fitted to ``easy_data``'s 8 training images:
+    a real detector of those images for detect/val tests, in a few seconds of CPU. train.py itself is covered by
+    test_train.py; here the project's own model, loss and loader are driven directly to keep the fixture fast."""
+    from yolov3.config import Config, apply_overrides, to_dict
+    from yolov3.data import create_dataloader, load_data_yaml
+    from yolov3.loss import YOLOLoss, apply_objectness_prior
+    from yolov3.model import Darknet
+
+    torch.manual_seed(0)
+    data = load_data_yaml(easy_data)
+    config = apply_overrides(Config(), ["train.img_size=128"])
+    model = Darknet(str(CFG_DIR / "yolov3-small.cfg"), num_classes=len(data["names"]))
+    apply_objectness_prior(model, 0.01)  # skips the phase where the no-object term first pushes every cell down
+    loss_fn = YOLOLoss.from_model(model, config.loss)
+    loader, _ = create_dataloader(data, "train", 128, 8, None, workers=0, seed=0, shuffle=False, progress=False)
+    images, targets, _, _ = next(iter(loader))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(TRAIN_STEPS):
+        optimizer.zero_grad()
+        loss, _terms = loss_fn(model(images), targets)
+        loss.backward()
+        optimizer.step()
+    # 80 steps leave BatchNorm's running statistics (momentum .03) mostly at their initial values; recompute them
+    # exactly on the batch (momentum None = cumulative average over one pass) so eval mode matches training
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None
+        model(images)
+    path = tmp_path_factory.mktemp("trained") / "easy.pt"
+    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": data["names"],
+                "config": to_dict(config), "epoch": TRAIN_STEPS}, path)
+    return path
+
+
+TRAIN_STEPS = 80  # enough for the small model to fit 8 easy images (final loss well below 1% of the initial)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Validate a detector on a dataset split: per-class table, summary line, metrics.json, plots.
+
+    python val.py --data data/shapes.yaml --weights runs/train/exp/best.pt
+    python val.py --data data/coco.yaml --weights weights/yolov3.weights --cfg cfg/yolov3.cfg --img-size 416 \\
+                  --save-json          # predictions.json + annotations.json, readable by pycocotools' COCOeval
+
+Metrics: COCO 101-point AP at IoU .50:.05:.95 (mAP@.5 and mAP@.5:.95), precision and recall at the best-F1
+confidence. This is the same evaluation code that train.py runs after every epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.evaluate import evaluate
+from yolov3.metrics import to_coco_json
+from yolov3.model import load_model
+from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
+
+
+class ValError(ValueError):
+    """A validation set-up that cannot work (class count mismatch, missing split)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset YAML")
+    parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
+    parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
+    parser.add_argument("--img-size", type=int, default=None, help="letterbox size (default: the training size "
+                                                                    "stored in a .pt, else 416)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--conf-thres", type=float, default=0.001, help="low: the PR curve needs the low-score tail")
+    parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--task", default="val", choices=["val", "test"], help="which split of the data YAML")
+    parser.add_argument("--save-json", action="store_true",
+                        help="write predictions.json (COCO results) and annotations.json (COCO ground truth)")
+    parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--project", default="runs/val")
+    parser.add_argument("--name", default="exp")
+    parser.add_argument("--exist-ok", action="store_true")
+    return parser.parse_args(argv)
+
+
+def format_table(result: dict) -> str:
+    header = f"{'class':>16} {'images':>8} {'instances':>10} {'P':>8} {'R':>8} {'mAP@.5':>8} {'mAP@.5:.95':>11}"
+    rows = [header]
+    total = {"name": "all", "images": result["num_images"], "instances": result["num_instances"],
+             "precision": result["precision"], "recall": result["recall"], "mAP50": result["mAP50"],
+             "mAP50_95": result["mAP50_95"]}
+    for row in [total] + result["per_class"]:
+        cells = [f"{v:8.3f}" if not math.isnan(v) else f"{'-':>8}"
+                 for v in (row["precision"], row["recall"], row["mAP50"])]
+        last = f"{row['mAP50_95']:11.3f}" if not math.isnan(row["mAP50_95"]) else f"{'-':>11}"
+        rows.append(f"{row['name']:>16} {row['images']:8d} {row['instances']:10d} {' '.join(cells)} {last}")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = load_data_yaml(args.data)
+    if not data.get(args.task):
+        raise ValError(f"--task {args.task}: {args.data} has no '{args.task}' split")
+    device = select_device(args.device)
+    model, ckpt = load_model(args.weights, cfg=args.cfg, device=device)
+    if model.num_classes != len(data["names"]):
+        raise ValError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has nc "
+                       f"{len(data['names'])}: use the data YAML the model was trained on, or retrain")
+    img_size = args.img_size or (ckpt["config"]["train"]["img_size"] if ckpt and "config" in ckpt else 416)
+    if img_size % 32:
+        raise ValError(f"--img-size must be a multiple of 32, got {img_size}")
+    loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
+                                         shuffle=False)
+    save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    records = [] if args.save_json else None
+    result = evaluate(model, loader, data["names"], conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                      max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records)
+    print(format_table(result))
+    speed = result["speed_ms"]
+    print(f"speed per image: {speed['inference']:.1f} ms inference, {speed['nms']:.1f} ms NMS, "
+          f"{speed['metrics']:.1f} ms metrics at {img_size}")
+    summary = {k: result[k] for k in ("precision", "recall", "mAP50", "mAP50_95", "num_images", "num_instances")}
+    summary.update({"per_class": result["per_class"], "weights": str(args.weights), "data": str(args.data),
+                    "task": args.task, "img_size": img_size, "conf_thres": args.conf_thres,
+                    "iou_thres": args.iou_thres, "max_det": args.max_det})
+    atomic_write_text(save_dir / "metrics.json", json.dumps(summary, indent=2, default=_json_default))
+    if records is not None:
+        to_coco_json([r["preds"] for r in records], [r["truths"] for r in records],
+                     image_ids=list(range(1, len(records) + 1)),
+                     image_sizes=[r["orig_shape"] for r in records], names=data["names"],
+                     pred_json=save_dir / "predictions.json", gt_json=save_dir / "annotations.json",
+                     file_names=[Path(r["path"]).name for r in records])
+        print(f"COCO files: {save_dir / 'predictions.json'}, {save_dir / 'annotations.json'}")
+    print(f"{args.task}: {result['num_images']} images, {result['num_instances']} instances: "
+          f"P {result['precision']:.3f} R {result['recall']:.3f} mAP@.5 {result['mAP50']:.3f} "
+          f"mAP@.5:.95 {result['mAP50_95']:.3f}; results in {save_dir}")
+    return summary
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ValError, *user_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

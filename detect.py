@@ -28,13 +28,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import yaml
+
 from yolov3.augment import letterbox
+from yolov3.data import IMAGE_SUFFIXES, read_image
 from yolov3.draw import draw_boxes
-from yolov3.model import load_model
-from yolov3.postprocess import non_max_suppression, scale_boxes
+from yolov3.model import default_img_size, load_model
+from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
 from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
 
-IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 COCO_NAMES = Path(__file__).resolve().parent / "data" / "coco.names"
@@ -119,6 +121,7 @@ class Detector:
     def __init__(self, model, device, img_size: int, conf_thres: float, iou_thres: float, max_det: int,
                  classes: Optional[list], agnostic: bool):
         self.model, self.device, self.img_size = model, device, img_size
+        self.stride = getattr(model, "max_stride", 32)  # letterbox pads to a multiple of the deepest stride
         self.nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, classes=classes,
                         agnostic=agnostic)
         self.times = np.zeros(3)  # pre-processing, inference, NMS (seconds, summed)
@@ -128,7 +131,7 @@ class Detector:
     def __call__(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, tuple, np.ndarray]:
         """-> (detections (n, 6) xyxy score class in original pixels, network input (h, w), per-stage ms)."""
         t0 = time.perf_counter()
-        boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True)
+        boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride)
         tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(self.device)
         tensor = tensor.unsqueeze(0).float().div_(255)  # (1, 3, h, w) RGB in [0, 1]
         t1 = time.perf_counter()
@@ -214,7 +217,7 @@ def show(window: str, image_bgr: np.ndarray, state: dict) -> None:
 
 
 def run_image(item: Source, index: int, total: int, detector: Detector, writer: Writer, args, view: dict) -> int:
-    image = cv2.imread(item.location)
+    image = read_image(item.location)
     if image is None:
         print(f"warning: image {index}/{total} {item.location}: cannot be read, skipped", file=sys.stderr)
         return 0
@@ -288,7 +291,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--names", help="class names, one per line (default: from the .pt, or COCO for 80 classes)")
     parser.add_argument("--source", required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
     parser.add_argument("--img-size", type=int, default=None, help="inference size (default: the training size "
-                                                                    "for a .pt, else 416)")
+                                                                    "for a .pt, else the cfg's width)")
     parser.add_argument("--conf-thres", type=float, default=0.25)
     parser.add_argument("--iou-thres", type=float, default=0.45)
     parser.add_argument("--max-det", type=int, default=300)
@@ -311,8 +314,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.img_size is not None and args.img_size % 32:
-        raise SourceError(f"--img-size must be a multiple of 32, got {args.img_size}")
     items, warnings = resolve_sources(args.source)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -321,9 +322,15 @@ def run(args: argparse.Namespace) -> int:
     model.fuse()
     model.eval()
     names = load_names(args.names, ckpt, model.num_classes)
-    img_size = args.img_size or (ckpt["config"]["train"]["img_size"] if ckpt and "config" in ckpt else 416)
+    img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
+    check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
+    bad_classes = [c for c in args.classes or [] if not 0 <= c < model.num_classes]
+    if bad_classes:
+        raise SourceError(f"--classes {bad_classes}: the model has classes 0..{model.num_classes - 1}")
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},
+                                                                sort_keys=False))
     detector = Detector(model, device, img_size, args.conf_thres, args.iou_thres, args.max_det, args.classes,
                         args.agnostic_nms)
     writer = Writer(save_dir, args, names)

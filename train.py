@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from yolov3 import config as config_lib
 from yolov3.config import Config, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
 from yolov3.draw import plot_batch
-from yolov3.evaluate import evaluate, objectness_loss_samples
+from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_loss_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
 from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
@@ -39,11 +40,12 @@ from yolov3.plots import plot_results_csv
 from yolov3.utils import (atomic_torch_save, atomic_write_text, increment_path, save_rng_state, seed_everything,
                           select_device, restore_rng_state, user_errors)
 from yolov3.checkpoint import load_initial_weights
+from yolov3.weights import read_checkpoint
 
+RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
                   "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
                   "epoch_time_s"]
-LOSS_TERMS = ("box", "obj", "noobj", "cls")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -63,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="total batch size over all processes")
     parser.add_argument("--img-size", type=int, help="train and val image size (multiple of 32)")
-    parser.add_argument("--device", default="", help="'' (auto), cpu, 0, 0,1 or cuda:0")
+    parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0; under torchrun each process "
+                                                      "takes the GPU of its LOCAL_RANK (or cpu)")
     parser.add_argument("--workers", type=int, help="dataloader workers per process")
     parser.add_argument("--project", default="runs/train", help="parent folder of run folders")
     parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... unless --exist-ok)")
@@ -94,11 +97,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
             raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)}")
     if cfg.weights and not Path(cfg.weights).is_file():
         raise ConfigError(f"'weights': file not found: {cfg.weights}")
-    if cfg.train.img_size % 32:
-        raise ConfigError(f"'train.img_size' must be a multiple of 32, got {cfg.train.img_size}")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("'train.epochs' and 'train.batch_size' must be at least 1")
-    return cfg
+    return config_lib.validate(cfg)
 
 
 def find_resume_checkpoint(resume: str, project: str) -> Path:
@@ -128,8 +127,18 @@ def setup_distributed(device_arg: str) -> tuple[int, int, int, torch.device]:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    # the other ranks wait while rank 0 validates; a COCO-sized validation outlasts the default timeout
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=3))
     return rank, local_rank, world_size, device
+
+
+def all_ranks_agree(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (so every process stops together, none hangs)."""
+    if world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def write_results_csv(path: Path, rows: list) -> None:
@@ -171,11 +180,16 @@ def train(args: argparse.Namespace) -> dict:
     # ---- configuration and run folder ----
     ckpt = None
     if args.resume is not None:
-        if args.overrides or args.hyp:
-            raise ConfigError("--resume continues a run with its saved config; overrides and --hyp are not allowed")
+        changed = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                   if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok") and v is not None]
+        changed += ["--name"] * (args.name != "exp") + ["--exist-ok"] * args.exist_ok
+        if args.overrides or changed:
+            raise ConfigError(f"--resume continues a run with its saved config; {', '.join(changed + args.overrides)}"
+                              f" cannot change it (allowed with --resume: "
+                              f"{', '.join('--' + f for f in RESUME_FLAGS)})")
         ckpt_path = find_resume_checkpoint(args.resume, args.project)
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if "optimizer" not in ckpt:
+        ckpt = read_checkpoint(ckpt_path)
+        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
             raise ConfigError(f"--resume: {ckpt_path} is not a resumable checkpoint (use a run's last.pt)")
         cfg = config_lib.from_dict(ckpt["config"], source=str(ckpt_path))
         if args.workers is not None:
@@ -196,7 +210,9 @@ def train(args: argparse.Namespace) -> dict:
     # ---- data ----
     data = load_data_yaml(cfg.data)
     names = data["names"]
-    batch_per_process = max(tcfg.batch_size // world_size, 1)
+    if tcfg.batch_size % world_size:
+        raise ConfigError(f"'train.batch_size' {tcfg.batch_size} must be divisible by the {world_size} processes")
+    batch_per_process = tcfg.batch_size // world_size
     train_loader, train_set = create_dataloader(data, "train", tcfg.img_size, batch_per_process, cfg.augment,
                                                 tcfg.workers, tcfg.seed, shuffle=True, cache=tcfg.cache,
                                                 rank=rank, world_size=world_size)
@@ -207,10 +223,11 @@ def train(args: argparse.Namespace) -> dict:
 
     # ---- model, loss, optimiser ----
     model = Darknet(ckpt["cfg_text"] if ckpt else cfg.cfg, num_classes=len(names))
+    if ckpt is None and cfg.loss.obj_prior is not None:
+        # before loading weights: heads that come from the weights keep their trained biases, fresh heads get pi
+        apply_objectness_prior(model, cfg.loss.obj_prior)
     if ckpt is None and cfg.weights:
         print(load_initial_weights(model, cfg.weights, cutoff=cfg.cutoff, cfg_path=cfg.cfg))
-    if ckpt is None and cfg.loss.obj_prior is not None:
-        apply_objectness_prior(model, cfg.loss.obj_prior)
     model.to(device)
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -228,7 +245,8 @@ def train(args: argparse.Namespace) -> dict:
     if ckpt is not None:
         model.load_state_dict(ckpt["train_model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if use_amp and ckpt["scaler"]:  # a CPU run saved an empty scaler; a GPU run resumed on CPU needs none
+            scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         start_epoch, best_fitness, history = ckpt["epoch"], ckpt["best_fitness"], ckpt["history"]
@@ -286,7 +304,7 @@ def train(args: argparse.Namespace) -> dict:
                 with torch.autocast(device_type=device.type, enabled=use_amp):
                     raw_maps = model(images)
                 loss, terms = loss_fn([m.float() for m in raw_maps], targets)
-                if not torch.isfinite(loss):
+                if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
                     raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
                                         f"images: {', '.join(str(p) for p in paths)}")
                 scaler.scale(loss).backward()
@@ -312,8 +330,10 @@ def train(args: argparse.Namespace) -> dict:
             final_epoch = epoch + 1 == tcfg.epochs
             if not is_main:
                 state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+                if all_ranks_agree(False, world_size, device):  # rank 0 decides on early stopping
+                    break
                 continue
-            if not args.noval or final_epoch:
+            if final_epoch or (not args.noval and (epoch + 1) % cfg.val.interval == 0):
                 metrics = evaluate(evaluated, val_loader, names, conf_thres=cfg.val.conf_thres,
                                    iou_thres=cfg.val.iou_thres, max_det=cfg.val.max_det, device=device,
                                    loss_fn=loss_fn, save_dir=run_dir if final_epoch else None, plots=final_epoch)
@@ -340,8 +360,10 @@ def train(args: argparse.Namespace) -> dict:
                 if state["best_unsaved"]:
                     atomic_torch_save(checkpoint(full=False), run_dir / "best.pt")
                     state["best_unsaved"] = False
-            if tcfg.patience and len(history) - best_epoch(history) > tcfg.patience:
-                print(f"stopping early: no improvement for {tcfg.patience} epochs")
+            stop = bool(tcfg.patience) and epochs_without_improvement(history) > tcfg.patience
+            if stop:
+                print(f"stopping early: no improvement for {tcfg.patience} validated epochs")
+            if all_ranks_agree(stop, world_size, device):
                 break
     except KeyboardInterrupt:
         if is_main:
@@ -359,6 +381,15 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1:
         dist.destroy_process_group()
     return summary
+
+
+def epochs_without_improvement(history: list) -> int:
+    """Validated epochs since the best one (epochs without validation do not count either way)."""
+    validated = [r for r in history if not math.isnan(r["mAP50"])]
+    if not validated:
+        return 0
+    scores = [fitness(r) for r in validated]
+    return len(validated) - 1 - int(np.argmax(scores))
 
 
 def best_epoch(history: list) -> int:

@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from yolov3.data import create_dataloader, load_data_yaml
 from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
-from yolov3.model import load_model
+from yolov3.model import default_img_size, load_model
+from yolov3.postprocess import check_inference_args
 from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
 
 
@@ -35,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--img-size", type=int, default=None, help="letterbox size (default: the training size "
-                                                                    "stored in a .pt, else 416)")
+                                                                    "stored in a .pt, else the cfg's width)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--conf-thres", type=float, default=0.001, help="low: the PR curve needs the low-score tail")
     parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
@@ -74,13 +76,17 @@ def run(args: argparse.Namespace) -> dict:
     if model.num_classes != len(data["names"]):
         raise ValError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has nc "
                        f"{len(data['names'])}: use the data YAML the model was trained on, or retrain")
-    img_size = args.img_size or (ckpt["config"]["train"]["img_size"] if ckpt and "config" in ckpt else 416)
-    if img_size % 32:
-        raise ValError(f"--img-size must be a multiple of 32, got {img_size}")
+    if ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
+        raise ValError(f"{args.weights} was trained with classes {list(ckpt['names'])} but {args.data} names "
+                       f"{list(data['names'])}: same count, different classes or order")
+    img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
+    check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
                                          shuffle=False)
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},
+                                                                sort_keys=False))
     records = [] if args.save_json else None
     result = evaluate(model, loader, data["names"], conf_thres=args.conf_thres, iou_thres=args.iou_thres,
                       max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records)

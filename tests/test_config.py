@@ -89,3 +89,30 @@ def test_get_dotted():
     assert C.get_dotted(C.Config(), "loss.objectness.name") == "bce"
     with pytest.raises(C.ConfigError, match="unknown key 'loss.nope'"):
         C.get_dotted(C.Config(), "loss.nope")
+
+
+def test_yaml_1_1_exponent_strings_are_numbers_and_nan_is_refused():
+    assert C.apply_overrides(C.Config(), ["train.lr0=1e-3"]).train.lr0 == 0.001
+    with pytest.raises(C.ConfigError, match="'loss.objectness.gamma' expects a finite number"):
+        C.apply_overrides(C.Config(), ["loss.objectness.gamma=.nan"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.nominal_batch=0", "'train.nominal_batch' must be at least 1, got 0"),
+    ("train.img_size=100", "'train.img_size' must be a positive multiple of 32, got 100"),
+    ("train.lr0=-0.1", "'train.lr0' must be greater than 0"),
+    ("train.ema_tau=0", "'train.ema_tau' must be greater than 0"),
+    ("train.step_milestones=[a]", "'train.step_milestones' must be a list of fractions in (0, 1]"),
+    ("val.iou_thres=1.5", "'val.iou_thres' must be in (0, 1]"),
+    ("augment.mosaic=2", "'augment.mosaic' must be a probability in [0, 1]"),
+    ("train.optimizer=rmsprop", "'train.optimizer' must be one of sgd, adamw"),
+    ("loss.box=l1", "'loss.box'"),
+])
+def test_validate_names_the_key_and_the_range(override, message):
+    with pytest.raises(C.ConfigError) as info:
+        C.validate(C.apply_overrides(C.Config(), [override]))
+    assert message in str(info.value)
+
+
+def test_defaults_are_valid():
+    assert C.validate(C.Config()) == C.Config()

@@ -105,6 +105,8 @@ def test_txt_list_split_resolves_against_root(tmp_path, info_logs):
     ("0 0.5 0.5 0 0.2", "width and height must be positive, got w=0 h=0.2"),
     ("0 0.5 0.5 0.2 -0.1", "h=-0.1 outside [0, 1]; width and height must be positive"),
     ("0 0.5 nan 0.2 0.2", "non-finite value"),
+    # inside the 1e-3 tolerance, yet wholly beyond the right edge: nothing is left after clipping
+    ("0 1.0005 0.5 0.0005 0.2", "the box lies outside the image (no area left after clipping to [0, 1])"),
 ])
 def test_bad_label_rows_report_file_line_and_problem(row, fragment):
     text = "1 0.5 0.5 0.1 0.1\n\n" + row + "\n"  # the bad row is on line 3 (line 2 is blank)

@@ -137,6 +137,12 @@ def test_truncated_video_keeps_what_was_written(trained_checkpoint, tmp_path, ca
     assert f"{written} frames" in out
 
 
+def test_class_indices_outside_the_model(easy_data, trained_checkpoint, tmp_path, capsys):
+    code, _, err = run(["--weights", trained_checkpoint, "--source", train_images(easy_data)[0],
+                        "--project", tmp_path, "--classes", "7"], capsys)
+    assert code == 2 and "--classes [7]: the model has classes 0..4" in err
+
+
 @pytest.mark.parametrize("source, message, code", [
     ("missing_folder", "no such file or folder", 2),
     ("file.xyz", "unknown extension '.xyz'", 2),

@@ -176,3 +176,36 @@ def test_ddp_two_processes_gloo(tiny_data, tmp_path):
     rows = read_rows(tmp_path / "ddp")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train_total"]))
     assert (tmp_path / "ddp" / "summary.json").is_file()
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    assert train.main(["--resume", str(tmp_path), "--epochs", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs cannot change it" in err and "--workers" in err
+
+
+def test_patience_counts_validated_epochs_only():
+    nan = float("nan")
+    rows = [{"mAP50": m, "mAP50_95": m / 2} for m in (0.2, nan, 0.5, nan, 0.4, 0.3)]
+    # validated: 0.2, 0.5, 0.4, 0.3 -> the best is the 2nd validated one, 2 validated epochs since
+    assert train.epochs_without_improvement(rows) == 2
+    assert train.epochs_without_improvement([{"mAP50": nan, "mAP50_95": nan}] * 5) == 0
+
+
+def test_corrupt_or_foreign_weights_are_one_line_errors(tmp_path, capsys):
+    from yolov3.checkpoint import load_initial_weights
+    from yolov3.model import Darknet
+    from yolov3.weights import WeightsError
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00not a checkpoint")
+    data = tmp_path / "d.yaml"
+    assert train.main(["--weights", str(broken), "--data", str(data), "--project", str(tmp_path)]) == 2
+    assert "'data': file not found" in capsys.readouterr().err  # paths are checked before anything is loaded
+    model = Darknet(str(REPO / "cfg" / "yolov3-tiny.cfg"), num_classes=2)
+    with pytest.raises(WeightsError, match="cannot be read as a PyTorch checkpoint"):
+        load_initial_weights(model, str(broken))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {"backbone.weight": torch.zeros(3)}}, foreign)
+    with pytest.raises(WeightsError, match="no tensor matches this model"):
+        load_initial_weights(model, str(foreign))

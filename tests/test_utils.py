@@ -40,9 +40,13 @@ def test_rng_round_trip():
 
 
 def test_select_device_errors():
+    from yolov3.config import ConfigError
+
     assert select_device("cpu").type == "cpu"
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ConfigError, match="--device 'tpu': expected"):
         select_device("tpu")
+    with pytest.raises(ConfigError, match="use torchrun"):
+        select_device("0,1")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             select_device("0")

@@ -88,3 +88,31 @@ def test_weights_that_do_not_fit_the_cfg(easy_data, tmp_path, capsys):
     code, _, err = run(["--data", easy_data, "--weights", tmp_path / "t.weights", "--cfg",
                         REPO / "cfg" / "yolov3-small.cfg", "--project", tmp_path], capsys)
     assert code == 2 and "floats" in err and "Traceback" not in err
+
+
+def test_same_count_different_names_is_refused(easy_data, trained_checkpoint, tmp_path, capsys):
+    config = yaml.safe_load(easy_data.read_text())
+    config.pop("generate")
+    config["path"] = str(easy_data.parent / "shapes")
+    config["names"] = list(reversed(config["names"]))
+    data_yaml = tmp_path / "reversed.yaml"
+    data_yaml.write_text(yaml.safe_dump(config))
+    code, _, err = run(["--data", data_yaml, "--weights", trained_checkpoint, "--project", tmp_path], capsys)
+    assert code == 2 and "different classes or order" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--iou-thres", "1.5"], "--iou-thres must be in (0, 1]"),
+    (["--conf-thres", "-1"], "--conf-thres must be in [0, 1]"),
+    (["--img-size", "100"], "--img-size must be a positive multiple of the model's stride 32, got 100"),
+])
+def test_bad_thresholds_and_sizes(easy_data, trained_checkpoint, tmp_path, capsys, flags, message):
+    code, _, err = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, *flags], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint(easy_data, tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = run(["--data", easy_data, "--weights", broken, "--project", tmp_path], capsys)
+    assert code == 2 and "cannot be read as a PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1

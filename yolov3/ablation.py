@@ -226,6 +226,10 @@ def _check_loss_names(cfg: Config, label: str) -> None:
         name = config_lib.get_dotted(cfg, key)
         if name not in OBJECTNESS_LOSSES:
             raise AblationError(f"{label}: '{key}' is {name!r}; choices: {', '.join(sorted(OBJECTNESS_LOSSES))}")
+    try:  # value ranges and the other choices, as train.py will check them
+        config_lib.validate(cfg, source=label)
+    except ConfigError as exc:
+        raise AblationError(str(exc)) from None
 
 
 def _check_name(value: Any, label: str) -> str:
@@ -285,16 +289,8 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
     """
     path = Path(path)
     src = str(path)
-    try:
-        spec_text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AblationError(f"{src}: file not found") from None
-    try:
-        spec = yaml.safe_load(spec_text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise AblationError(f"{src}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    spec = config_lib.read_yaml(path, error=AblationError)
+    spec_text = path.read_text(encoding="utf-8")  # copied verbatim into the study folder (comments included)
     if not isinstance(spec, dict):
         raise AblationError(f"{src}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = [k for k in spec if k not in SPEC_KEYS]

@@ -5,10 +5,8 @@ transferred and the heads that differ keep their fresh initialisation; the messa
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
-import torch
 from torch import nn
 
 
@@ -30,15 +28,17 @@ def load_initial_weights(model: nn.Module, path: str, cutoff: Optional[int] = No
     ``cfg_path`` as written and the matching tensors are transferred.
     """
     from yolov3.model import Darknet
-    from yolov3.weights import WeightsError
+    from yolov3.weights import WeightsError, read_checkpoint
 
     path = str(path)
     if path.endswith(".pt"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise WeightsError(f"{path}: not a train.py checkpoint or a state dict")
         copied, total = transfer_matching(model, state)
+        if copied == 0:  # training from scratch by accident would waste a whole run
+            raise WeightsError(f"{path}: no tensor matches this model by name and shape; is it for another cfg?")
         return f"weights: {path}: transferred {copied}/{total} tensors"
     try:
         model.load_darknet_weights(path, cutoff=cutoff)
@@ -46,7 +46,7 @@ def load_initial_weights(model: nn.Module, path: str, cutoff: Optional[int] = No
     except WeightsError:
         if cutoff is not None or cfg_path is None:
             raise
-        as_written = Darknet(Path(cfg_path).read_text())
+        as_written = Darknet(cfg_path)
         as_written.load_darknet_weights(path)  # raises a clear error if the file fits neither
         copied, total = transfer_matching(model, as_written.state_dict())
         return f"weights: {path}: transferred {copied}/{total} tensors (heads re-initialised for the new classes)"

@@ -10,6 +10,7 @@ command line), so a typo never silently trains the wrong model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -169,8 +170,15 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 pass
         raise ConfigError(f"{source}: '{key}' expects {_type_name(tp)}, got {value!r}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what parses as a number
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{key}' expects a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -253,18 +261,18 @@ def apply_overrides(cfg: Config, overrides: list, source: str = "command line") 
     return cfg
 
 
-def read_yaml(path: Union[str, Path]) -> Any:
-    """Load a YAML file with a clear error for a missing or malformed file."""
+def read_yaml(path: Union[str, Path], error: type = ConfigError, what: str = "file") -> Any:
+    """Load a YAML file; a missing file or a syntax error raises ``error`` naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+        raise error(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise error(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
 
 
 def load_config(hyp: Union[str, Path, None] = None, overrides: Optional[list] = None,
@@ -292,3 +300,57 @@ def get_dotted(cfg: Any, key: str) -> Any:
             raise ConfigError(f"unknown key '{key}'")
         obj = getattr(obj, part)
     return obj
+
+
+# (dotted key, check, what is expected): the value ranges that types alone cannot express
+_RANGES = [
+    ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.nominal_batch", lambda v: v >= 1, "at least 1"),
+    ("train.img_size", lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32"),
+    ("train.optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw"),
+    ("train.schedule", lambda v: v in ("cosine", "step"), "one of cosine, step"),
+    ("train.lr0", lambda v: v > 0, "greater than 0"),
+    ("train.lrf", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.weight_decay", lambda v: v >= 0, "at least 0"),
+    ("train.warmup_epochs", lambda v: v >= 0, "at least 0"),
+    ("train.warmup_momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.warmup_bias_lr", lambda v: v >= 0, "at least 0"),
+    ("train.step_milestones", lambda v: all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                                            and 0 < m <= 1 for m in v), "a list of fractions in (0, 1]"),
+    ("train.step_gamma", lambda v: v > 0, "greater than 0"),
+    ("train.ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("train.ema_tau", lambda v: v > 0, "greater than 0"),
+    ("train.workers", lambda v: v >= 0, "at least 0"),
+    ("train.grad_clip", lambda v: v > 0, "greater than 0"),
+    ("train.patience", lambda v: v >= 0, "at least 0"),
+    ("val.conf_thres", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("val.iou_thres", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("val.max_det", lambda v: v >= 1, "at least 1"),
+    ("val.interval", lambda v: v >= 1, "at least 1"),
+    ("augment.hsv_h", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("augment.hsv_s", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("augment.hsv_v", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("augment.degrees", lambda v: 0 <= v <= 180, "in [0, 180]"),
+    ("augment.translate", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("augment.scale", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("augment.shear", lambda v: 0 <= v < 90, "in [0, 90)"),
+    ("augment.fliplr", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augment.mosaic", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+]
+
+
+def validate(cfg: Config, source: str = "config") -> Config:
+    """Check value ranges and choices of every section (types are already checked); returns ``cfg``.
+
+    The loss section is checked by :func:`yolov3.loss.validate_loss_config`, which knows the loss choices.
+    """
+    for key, check, expected in _RANGES:
+        value = get_dotted(cfg, key)
+        if not check(value):
+            raise ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}")
+    from yolov3.loss import validate_loss_config  # local import: the loss module imports torch
+
+    validate_loss_config(cfg.loss)
+    return cfg

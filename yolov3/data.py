@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, mosaic4, normalised_to_pixels,
                             pixels_to_normalised, random_affine)
-from yolov3.config import AugmentConfig
+from yolov3.config import AugmentConfig, read_yaml
 from yolov3.utils import atomic_write_text
 
 LOGGER = logging.getLogger("yolov3.data")
@@ -67,7 +67,7 @@ LOGGER = logging.getLogger("yolov3.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 YAML_KEYS = ("path", "train", "val", "test", "nc", "names", "download", "generate")
 SPLIT_KEYS = ("train", "val", "test")
-CACHE_VERSION = 1  # bump when the scan's rules or the cache layout change
+CACHE_VERSION = 2  # bump when the scan's rules or the cache layout change
 COORD_TOLERANCE = 1e-3  # label writers round; a coordinate further than this outside [0, 1] is wrong, not rounded
 MAX_LOGGED_PROBLEMS = 30  # beyond this many problems in a split, only the count is logged
 SCAN_THREADS = 8  # image decoding releases the GIL; threads overlap file reads with decoding
@@ -103,14 +103,7 @@ _ensure_log_output()
 # Data YAML
 # --------------------------------------------------------------------------------------------------------------------
 def _read_yaml_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: data YAML not found")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    content = read_yaml(path, error=DataError, what="data YAML")
     if not isinstance(content, dict):
         raise DataError(f"{path}: a data YAML must be a mapping with keys {', '.join(YAML_KEYS)}")
     return content
@@ -222,6 +215,7 @@ def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.n
     errors: List[str] = []
     warnings: List[str] = []
     rows: List[Tuple[float, ...]] = []
+    row_lines: List[int] = []
     first_line: Dict[Tuple[float, ...], int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -260,6 +254,7 @@ def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.n
             continue
         first_line[key] = line_no
         rows.append(key)
+        row_lines.append(line_no)
     if errors or not rows:
         return np.zeros((0, 5), dtype=np.float32), errors, warnings
     labels = np.asarray(rows, dtype=np.float64)  # (n, 5)
@@ -269,6 +264,12 @@ def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.n
     x2 = np.clip(labels[:, 1] + labels[:, 3] / 2, 0, 1)
     y2 = np.clip(labels[:, 2] + labels[:, 4] / 2, 0, 1)
     labels[:, 1:] = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], axis=1)
+    # a box that only touches the image within the tolerance has no area left: its label is wrong, not trimmed
+    for index in np.flatnonzero((labels[:, 3] <= 0) | (labels[:, 4] <= 0)):
+        errors.append(f"{label_file}:{row_lines[index]}: the box lies outside the image (no area left after "
+                      f"clipping to [0, 1])")
+    if errors:
+        return np.zeros((0, 5), dtype=np.float32), errors, warnings
     return labels.astype(np.float32), errors, warnings
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from yolov3.boxes import cxcywh_to_xyxy, elementwise_iou
 from yolov3.config import ConfigError, LossConfig
+from yolov3.model import decode_boxes
 from yolov3.targets import assign_targets, ignore_mask, pad_truths_per_image
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -324,15 +325,8 @@ class YOLOLoss(nn.Module):
                 grid_y, grid_x = torch.meshgrid(
                     torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij"
                 )
-                pred_cxcywh = torch.stack(
-                    (
-                        (raw[..., 0].sigmoid() + grid_x) * stride,
-                        (raw[..., 1].sigmoid() + grid_y) * stride,
-                        raw[..., 2].exp() * anchors_wh[:, 0, None, None],
-                        raw[..., 3].exp() * anchors_wh[:, 1, None, None],
-                    ),
-                    dim=-1,
-                )  # (B, A, H, W, 4) pixels
+                grid_xy = torch.stack((grid_x, grid_y), dim=-1)  # (H, W, 2)
+                pred_cxcywh = decode_boxes(raw[..., :4], grid_xy, anchors_wh[:, None, None, :], stride)  # (B,A,H,W,4)
                 ignored = ignore_mask(cxcywh_to_xyxy(pred_cxcywh), truths_xyxy, self.ignore_thresh[layer])
                 positive = torch.zeros_like(ignored)
                 positive[b, a, gy, gx] = True
@@ -342,15 +336,7 @@ class YOLOLoss(nn.Module):
             truth_wh_norm = truths[:, 4:6]
             small_box_weight = 2.0 - truth_wh_norm[:, 0] * truth_wh_norm[:, 1]  # (P,) darknet's (2 - w*h)
             # decoded positives (pixels), for giou/ciou and IoU-valued objectness targets
-            pred_pos_cxcywh = torch.stack(
-                (
-                    (pred[:, 0].sigmoid() + gx) * stride,
-                    (pred[:, 1].sigmoid() + gy) * stride,
-                    pred[:, 2].exp() * anchors_wh[a, 0],
-                    pred[:, 3].exp() * anchors_wh[a, 1],
-                ),
-                dim=-1,
-            )  # (P, 4)
+            pred_pos_cxcywh = decode_boxes(pred[:, :4], torch.stack((gx, gy), dim=1), anchors_wh[a], stride)  # (P, 4)
             truth_cxcywh = truths[:, 2:6] * truths.new_tensor([image_w, image_h, image_w, image_h])  # (P, 4) pixels
             if cfg.box == "mse":
                 target_txy = truths[:, 2:4] * truths.new_tensor([grid_w, grid_h]) - torch.stack((gx, gy), 1)  # in-cell

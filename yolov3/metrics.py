@@ -474,6 +474,7 @@ def to_coco_json(
     results = [d for preds, image_id in zip(preds_per_image, image_ids)
                for d in detections_to_coco(preds, image_id, category_ids)]
     dataset = ground_truth_to_coco(truths_per_image, image_ids, image_sizes, names, file_names, category_ids)
+    from yolov3.utils import atomic_write_text  # local import: metrics stays free of torch-heavy helpers
+
     for path, obj in ((pred_json, results), (gt_json, dataset)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj), encoding="utf-8")
+        atomic_write_text(path, json.dumps(obj))

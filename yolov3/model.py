@@ -115,6 +115,16 @@ class ShortcutLayer(nn.Module):
         self.activation = activation
 
 
+def decode_boxes(raw_xywh: Tensor, grid_xy: Tensor, anchors_wh: Tensor, stride: float) -> Tensor:
+    """YOLOv3's box decode: logits ``(..., 4)`` (tx, ty, tw, th) -> ``(..., 4)`` cxcywh in input pixels.
+
+    ``cx = (sigmoid(tx) + cell_x) * stride``, ``w = exp(tw) * anchor_w``. ``grid_xy`` (cell x, y) and
+    ``anchors_wh`` (pixels) broadcast against ``raw_xywh[..., :2]``; used by the model and by the loss.
+    """
+    return torch.cat(((torch.sigmoid(raw_xywh[..., :2]) + grid_xy) * stride,
+                      torch.exp(raw_xywh[..., 2:4]) * anchors_wh), dim=-1)
+
+
 class YOLOLayer(nn.Module):
     """``[yolo]``: reshapes the head conv output and, in eval mode, decodes it.
 
@@ -160,10 +170,8 @@ class YOLOLayer(nn.Module):
         batch, _, height, width, channels = raw.shape
         grid = self._grid(height, width, raw.device, raw.dtype)
         anchors_wh = self.anchors.to(raw.dtype).view(1, self.num_anchors, 1, 1, 2)
-        centres_xy = (torch.sigmoid(raw[..., :2]) + grid) * self.stride
-        sizes_wh = torch.exp(raw[..., 2:4]) * anchors_wh
-        probs = torch.sigmoid(raw[..., 4:])
-        decoded = torch.cat((centres_xy, sizes_wh, probs), dim=-1)  # (B, A, H, W, 5+C)
+        boxes_cxcywh = decode_boxes(raw[..., :4], grid, anchors_wh, self.stride)
+        decoded = torch.cat((boxes_cxcywh, torch.sigmoid(raw[..., 4:])), dim=-1)  # (B, A, H, W, 5+C)
         return decoded.view(batch, -1, channels)  # (B, A*H*W, 5+C), order (A, H, W)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -360,6 +368,13 @@ class Darknet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+def default_img_size(model: "Darknet", checkpoint: Optional[Dict[str, Any]]) -> int:
+    """Inference size when none is given: the training size stored in a train.py checkpoint, else the cfg's width."""
+    if checkpoint and isinstance(checkpoint.get("config"), dict):
+        return int(checkpoint["config"].get("train", {}).get("img_size", model.input_size[1]))
+    return int(model.input_size[1])
+
+
 def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, num_classes: Optional[int] = None,
                device: Union[str, torch.device] = "cpu") -> Tuple[Darknet, Optional[Dict[str, Any]]]:
     """Build a model from a checkpoint or Darknet weights; returns ``(model in eval mode on device, checkpoint|None)``.
@@ -370,13 +385,13 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
     * anything else is read as a Darknet ``.weights`` file and needs ``cfg``.
     Problems with the file or the arguments raise ``yolov3.weights.WeightsError`` (a ValueError) naming the file.
     """
-    from .weights import WeightsError
+    from .weights import WeightsError, read_checkpoint
 
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights not found: {weights}")
     if weights.suffix == ".pt":
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(weights)
         if not isinstance(checkpoint, dict) or "model" not in checkpoint or "cfg_text" not in checkpoint:
             found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
             raise WeightsError(f"{weights}: not a yolov3-focal checkpoint; expected a dict with 'model' and 'cfg_text', "
@@ -393,7 +408,11 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
         state = checkpoint["model"]
         if isinstance(state, nn.Module):
             state = state.state_dict()
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        try:
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as exc:
+            raise WeightsError(f"{weights}: the weights do not fit the checkpoint's own cfg "
+                               f"({str(exc).splitlines()[0]})") from None
     else:
         if cfg is None:
             raise WeightsError(f"{weights}: Darknet weights need the model cfg too (pass cfg=... / --cfg path/to/model.cfg)")

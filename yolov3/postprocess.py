@@ -188,3 +188,17 @@ def scale_boxes(
     boxes[..., 0::2] = (boxes[..., 0::2] - pad_w) / ratio_w
     boxes[..., 1::2] = (boxes[..., 1::2] - pad_h) / ratio_h
     return clip_boxes_(boxes, int(orig_shape[0]), int(orig_shape[1]))
+
+
+def check_inference_args(conf_thres: float, iou_thres: float, max_det: int, img_size: int, stride: int) -> None:
+    """Command-line sanity for val.py and detect.py: one ConfigError naming the flag, before any work."""
+    from yolov3.config import ConfigError
+
+    if not 0.0 <= conf_thres <= 1.0:
+        raise ConfigError(f"--conf-thres must be in [0, 1], got {conf_thres}")
+    if not 0.0 < iou_thres <= 1.0:
+        raise ConfigError(f"--iou-thres must be in (0, 1], got {iou_thres}")
+    if max_det < 1:
+        raise ConfigError(f"--max-det must be at least 1, got {max_det}")
+    if img_size < stride or img_size % stride:
+        raise ConfigError(f"--img-size must be a positive multiple of the model's stride {stride}, got {img_size}")

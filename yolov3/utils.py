@@ -6,7 +6,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Callable, Union
 
 import numpy as np
 import torch
@@ -19,14 +19,17 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A crash leaves either the old file or the new one, never half of one (checkpoints, results, weights).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
@@ -37,24 +40,17 @@ def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
         raise
 
 
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(path: Union[str, Path], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def increment_path(path: Union[str, Path], exist_ok: bool = False) -> Path:
@@ -77,19 +73,26 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(device: str = "") -> torch.device:
-    """'' picks CUDA when available else CPU; 'cpu', '0', 'cuda:1' are taken literally. Clear error if CUDA is absent."""
-    device = str(device).strip().lower()
-    if device in ("", "auto"):
+    """'' picks CUDA when available else CPU; 'cpu', '0', 'cuda:1' are taken literally.
+
+    A device that does not exist here is a ConfigError naming the --device value (one line, no traceback).
+    """
+    from yolov3.config import ConfigError
+
+    text = str(device).strip().lower()
+    if text in ("", "auto"):
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
+    if text == "cpu":
         return torch.device("cpu")
-    if device.isdigit():
-        device = f"cuda:{device}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        return torch.device(device)
-    raise ValueError(f"--device {device!r}: expected '', 'cpu', a GPU index such as 0, or 'cuda:N'")
+    index_text = text.split(":", 1)[1] if text.startswith("cuda:") else ("0" if text == "cuda" else text)
+    if not index_text.isdigit():
+        raise ConfigError(f"--device {device!r}: expected '', 'cpu', a GPU index such as 0, or 'cuda:N' "
+                          f"(for several GPUs use torchrun, one process per GPU)")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if int(index_text) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device(f"cuda:{index_text}")
 
 
 def save_rng_state() -> dict:
@@ -105,7 +108,9 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a run may resume on a machine with fewer GPUs (or move from CPU to GPU): restore what exists here
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def user_errors() -> tuple:
@@ -117,8 +122,7 @@ def user_errors() -> tuple:
 
     classes = [FileNotFoundError]
     for module_name, class_names in (("yolov3.config", ("ConfigError",)), ("yolov3.cfgparse", ("CfgError",)),
-                                     ("yolov3.weights", ("WeightsError",)), ("yolov3.data", ("DataError",)),
-                                     ("yolov3.loss", ("LossConfigError",))):
+                                     ("yolov3.weights", ("WeightsError",)), ("yolov3.data", ("DataError",))):
         try:
             module = importlib.import_module(module_name)
         except ImportError:

@@ -13,15 +13,15 @@ count: a file for another cfg or class count is caught by its length, and the er
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from yolov3.utils import atomic_write_bytes
 
 if TYPE_CHECKING:  # imported for annotations only; model.py imports this module lazily
     from .model import Darknet
@@ -182,18 +182,19 @@ def save_darknet_weights(model: "Darknet", path: Union[str, Path], cutoff: Optio
     major, minor, revision, seen = header if header is not None else model.darknet_header
     parts = [np.array([major, minor, revision], dtype="<i4").tobytes(),
              np.array([seen], dtype="<i8" if _seen_is_int64(major, minor) else "<i4").tobytes()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    for _, tensors in darknet_weight_tensors(model, cutoff):
+        parts += [tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
+                  for tensor in tensors]
+    atomic_write_bytes(path, b"".join(parts))  # all or nothing: a crash never leaves half a weights file
+
+
+def read_checkpoint(path: Union[str, Path]) -> Any:
+    """``torch.load`` a ``.pt`` on the CPU; a corrupt, truncated or foreign file is a WeightsError naming it.
+
+    Loaded with ``weights_only=False`` because train.py checkpoints hold RNG states: only load files you trust.
+    """
     try:
-        with os.fdopen(fd, "wb") as fh:
-            for part in parts:
-                fh.write(part)
-            for _, tensors in darknet_weight_tensors(model, cutoff):
-                for tensor in tensors:
-                    fh.write(tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
-                             .tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle, zip and torch errors all mean the same thing to a user
+        raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no details'})") from None

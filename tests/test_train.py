@@ -128,7 +128,7 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, stop):
     (["train.epochs=two"], "'train.epochs' expects an integer"),
     (["loss.objectness.name=focl"], "focl"),
     (["--cfg", "cfg/missing.cfg"], "'cfg': file not found: cfg/missing.cfg"),
-    (["--img-size", "100"], "'train.img_size' must be a multiple of 32"),
+    (["--img-size", "100"], "'train.img_size' must be a positive multiple of 32, got 100"),
 ])
 def test_config_errors_name_the_key(tiny_data, tmp_path, capsys, extra, message):
     assert run_train(tiny_data, tmp_path, "bad", *extra) == 2

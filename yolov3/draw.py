@@ -56,9 +56,11 @@ def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Opt
         # label above the box, or inside it when the box touches the top edge
         above = top_left[1] - text_h - baseline >= 0
         y_text = top_left[1] - baseline if above else top_left[1] + text_h + baseline
-        cv2.rectangle(img_bgr, (top_left[0], y_text - text_h - baseline), (top_left[0] + text_w, y_text + baseline),
+        # shift left when the label would run past the right edge, so it stays readable
+        x_text = max(0, min(top_left[0], img_bgr.shape[1] - text_w))
+        cv2.rectangle(img_bgr, (x_text, y_text - text_h - baseline), (x_text + text_w, y_text + baseline),
                       colour, -1)
-        cv2.putText(img_bgr, text, (top_left[0], y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+        cv2.putText(img_bgr, text, (x_text, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
                     font_thickness, cv2.LINE_AA)
     return img_bgr
 

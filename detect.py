@@ -134,6 +134,7 @@ class Detector:
         boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride)
         tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(self.device)
         tensor = tensor.unsqueeze(0).float().div_(255)  # (1, 3, h, w) RGB in [0, 1]
+        tensor = tensor.contiguous(memory_format=torch.channels_last)  # matches the weights' layout (see run())
         t1 = time.perf_counter()
         prediction = self.model(tensor)  # (1, N, 5 + C)
         t2 = time.perf_counter()
@@ -320,6 +321,9 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model, ckpt = load_model(args.weights, cfg=args.cfg, device=device)
     model.fuse()
+    # NHWC convolutions are faster on CPU (benchmarks/bench_inference.py: 1.06x -> 1.00x OpenCV for yolov3,
+    # 1.52x -> 1.11x for yolov3-tiny) and on tensor-core GPUs
+    model.to(memory_format=torch.channels_last)
     model.eval()
     names = load_names(args.names, ckpt, model.num_classes)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)

@@ -169,7 +169,9 @@ def make_checkpoint(model, ema, optimizer, scaler, cfg, names, epoch, best_fitne
 
 
 def fitness(metrics: dict) -> float:
-    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting)."""
+    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting); -1 if not validated."""
+    if math.isnan(metrics["mAP50"]):
+        return -1.0
     return 0.1 * metrics["mAP50"] + 0.9 * metrics["mAP50_95"]
 
 
@@ -346,7 +348,7 @@ def train(args: argparse.Namespace) -> dict:
                    **{k: float(metrics.get(k, float("nan"))) for k in ("val_box", "val_obj", "val_noobj",
                                                                         "val_cls")},
                    "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started}
-            score = fitness(row) if not math.isnan(row["mAP50"]) else -1.0
+            score = fitness(row)
             state["best_unsaved"] = score > best_fitness or not (run_dir / "best.pt").exists()
             best_fitness = max(best_fitness, score)
             history.append(row)
@@ -393,7 +395,7 @@ def epochs_without_improvement(history: list) -> int:
 
 
 def best_epoch(history: list) -> int:
-    scores = [fitness(r) if not math.isnan(r["mAP50"]) else -1.0 for r in history]
+    scores = [fitness(r) for r in history]
     return int(np.argmax(scores)) + 1 if scores else 0
 
 

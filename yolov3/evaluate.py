@@ -5,11 +5,13 @@ metrics are computed in original-image pixels, as COCO does; both are clipped to
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -192,11 +194,7 @@ def objectness_loss_samples(model: nn.Module, loader: Any, loss_cfg: Any, device
     plots): positives with their target, negatives (non-positive, non-ignored cells) with target 0. Negatives
     outnumber positives by orders of magnitude, so they are subsampled uniformly (seeded) to ``max_negatives``.
     """
-    import dataclasses
-
-    import numpy as np
-
-    from yolov3.loss import YOLOLoss
+    from yolov3.loss import YOLOLoss  # local import: loss imports model, which evaluate need not load
 
     recording_cfg = dataclasses.replace(loss_cfg, record_elementwise=True)
     loss_fn = YOLOLoss.from_model(model, recording_cfg)

@@ -127,14 +127,18 @@ class Detector:
         self.times = np.zeros(3)  # pre-processing, inference, NMS (seconds, summed)
         self.count = 0
 
+    def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, float, tuple]:
+        """BGR uint8 (H, W, 3) -> ((1, 3, h, w) RGB float in [0, 1] on the device, letterbox ratio, padding)."""
+        boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride)
+        rgb = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)  # (h, w, 3) uint8: HWC is already the channels_last layout
+        tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).unsqueeze(0)  # (1, 3, h, w) view, no copy
+        return tensor.float().div_(255), ratio, pad  # float() keeps the channels_last strides the model wants
+
     @torch.inference_mode()
     def __call__(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, tuple, np.ndarray]:
         """-> (detections (n, 6) xyxy score class in original pixels, network input (h, w), per-stage ms)."""
         t0 = time.perf_counter()
-        boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride)
-        tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(self.device)
-        tensor = tensor.unsqueeze(0).float().div_(255)  # (1, 3, h, w) RGB in [0, 1]
-        tensor = tensor.contiguous(memory_format=torch.channels_last)  # matches the weights' layout (see run())
+        tensor, ratio, pad = self.preprocess(image_bgr)
         t1 = time.perf_counter()
         prediction = self.model(tensor)  # (1, N, 5 + C)
         t2 = time.perf_counter()
@@ -320,11 +324,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     device = select_device(args.device)
     model, ckpt = load_model(args.weights, cfg=args.cfg, device=device)
-    model.fuse()
-    # NHWC convolutions are faster on CPU (benchmarks/bench_inference.py: 1.06x -> 1.00x OpenCV for yolov3,
-    # 1.52x -> 1.11x for yolov3-tiny) and on tensor-core GPUs
-    model.to(memory_format=torch.channels_last)
-    model.eval()
+    model.optimize_for_inference()  # fused, channels_last, Winograd/oneDNN convs on CPU (bench_inference.py)
     names = load_names(args.names, ckpt, model.num_classes)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)

@@ -1,7 +1,7 @@
 """detect.py's per-image path end to end against the forward pass alone.
 
 End to end is exactly what ``detect.py`` does per image once it is read from disk: its ``Detector`` (letterbox,
-BGR->RGB, to tensor, forward of the fused model, ``non_max_suppression``, ``scale_boxes``) and its ``annotate``
+BGR->RGB, to tensor, forward of the model after ``optimize_for_inference()``, ``non_max_suppression``, ``scale_boxes``) and its ``annotate``
 (``draw_boxes`` with the default line thickness and labels), on a fresh copy of a 640x480 image. The peer is the
 forward pass alone on the tensor the Detector feeds the model. Ratio end-to-end / forward, target <= 1.25: the
 work around the network must stay a small fraction of it.
@@ -26,7 +26,6 @@ import torch
 import cv2
 from detect import Detector, annotate, load_names
 from detect import parse_args as detect_defaults
-from yolov3.augment import letterbox
 from yolov3.model import Darknet, load_model
 from yolov3.postprocess import non_max_suppression
 from yolov3.synthetic import render_image
@@ -99,14 +98,11 @@ def calibrate_objectness(model: Darknet, tensor: torch.Tensor, nms_options: dict
 
 def bench_model(model: Darknet, label: str, img_size: int, image: np.ndarray, calibrate: bool, ckpt, args):
     defaults = detect_defaults(["--weights", "unused", "--source", "unused"])  # detect.py's own defaults
-    model.fuse().eval()  # as detect.py
+    model.optimize_for_inference()  # as detect.py
     names = load_names(None, ckpt, model.num_classes)  # as detect.py: the checkpoint's, COCO's or class<i>
     detector = Detector(model, torch.device("cpu"), img_size, defaults.conf_thres, defaults.iou_thres,
                         defaults.max_det, None, defaults.agnostic_nms)
-
-    # the tensor the Detector builds, for the forward-only peer
-    boxed, _ratio, _pad = letterbox(image, img_size, auto=True)
-    tensor = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).unsqueeze(0).float() / 255
+    tensor, _ratio, _pad = detector.preprocess(image)  # exactly what the Detector feeds the model, for the peer
     info = {"model": label, "img_size": img_size, "image_hw": list(image.shape[:2]),
             "network_input_hw": list(tensor.shape[2:])}
     if calibrate:

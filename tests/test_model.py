@@ -2,6 +2,7 @@
 class-count rewrite, fusion, checkpoint loading."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -185,3 +186,109 @@ def test_load_model_checkpoint_and_errors(cfg_dir, tmp_path, randomize):
         torch.testing.assert_close(from_darknet(images), model(images), rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("size, stride, padding", [(2, 2, 1), (2, 2, 0), (2, 1, 1), (3, 2, 2), (5, 1, 4), (13, 1, 12),
+                                                   (3, 1, 1), (1, 1, 0)])
+@pytest.mark.parametrize("height, width", [(26, 26), (13, 13), (8, 9), (5, 7)])
+def test_maxpool_fast_paths_equal_explicit_neg_inf_padding(size, stride, padding, height, width):
+    # the layer avoids padding copies (max_pool2d's own padding, ceil_mode, strided maxima at inference); every
+    # path must equal the definition: pad -inf (before = padding // 2, the rest after), then max_pool2d
+    pool = MaxPoolLayer(size, stride, padding)
+    if height + padding < size or width + padding < size:
+        pytest.skip("window larger than the padded map")
+    x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(height * width)) - 1
+    expected = F.max_pool2d(F.pad(x, pool.pad, value=float("-inf")), size, stride)
+    for tensor in (x, x.contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            assert torch.equal(pool(tensor), expected)
+        grad_input = tensor.clone().requires_grad_(True)
+        assert torch.equal(pool(grad_input), expected)  # the autograd path (training)
+
+
+def _assert_same_outputs(got: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-4) -> None:
+    """Decoded outputs agree: boxes (pixels) within ``tolerance`` of the largest box value, probabilities absolutely."""
+    torch.testing.assert_close(got[..., :4], expected[..., :4], rtol=0,
+                               atol=tolerance * expected[..., :4].abs().max().item())
+    torch.testing.assert_close(got[..., 4:], expected[..., 4:], rtol=0, atol=tolerance)
+
+
+def _optimized_pair(cfg_dir, randomize, name, images, **kwargs):
+    model = randomize(Darknet(cfg_dir / name), images, seed=2)
+    plain = copy.deepcopy(model).fuse()
+    return plain, model.optimize_for_inference(**kwargs)
+
+
+@pytest.mark.parametrize("name, height, width, kinds", [
+    ("yolov3-tiny.cfg", 416, 320, {"winograd4", "winograd2", "onednn"}),  # every kind of fast conv
+    ("yolov3-small.cfg", 256, 192, {"onednn"}),  # narrow convs: Winograd would not pay
+])
+def test_optimize_for_inference_keeps_outputs(cfg_dir, randomize, name, height, width, kinds):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, height, width)
+    plain, fast = _optimized_pair(cfg_dir, randomize, name, images)
+    convs = [m for m in fast.module_list if isinstance(m, ConvLayer)]
+    with torch.inference_mode():
+        expected = plain(images)
+        got = fast(images)
+        again = fast(images.contiguous(memory_format=torch.channels_last))
+    assert fast.is_fused and not fast.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    methods = [set(m.__dict__.get("_fast_cache", {})) for m in convs]  # the weight layouts each conv built
+    assert all(methods)  # every conv took a fast path
+    assert set().union(*methods) == kinds
+    _assert_same_outputs(got, expected)
+    assert torch.equal(again, got)
+
+
+def test_optimize_for_inference_falls_back_to_plain_path(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 64)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-small.cfg", images)
+    with torch.inference_mode():
+        reference = fast(images)
+    # autograd on: the plain path, so gradients reach the input
+    wanted = images.clone().requires_grad_(True)
+    out = fast(wanted)
+    out[..., 4].sum().backward()
+    assert wanted.grad is not None and wanted.grad.abs().sum() > 0
+    _assert_same_outputs(out.detach(), reference)
+    # float64 input: the plain path in float64
+    with torch.inference_mode():
+        double = copy.deepcopy(plain).double()(images.double())
+        fast_double = copy.deepcopy(fast).double()(images.double())
+    torch.testing.assert_close(fast_double, double)
+
+
+def test_optimized_model_copies_pickles_and_follows_weight_changes(cfg_dir, randomize, tmp_path):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 96, 96)
+    _plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-small.cfg", images)
+    with torch.inference_mode():
+        before = fast(images)
+    clone = copy.deepcopy(fast)  # the derived weights (oneDNN's have no storage) are dropped and rebuilt
+    torch.save(fast, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with torch.inference_mode():
+        assert torch.equal(clone(images), before) and torch.equal(loaded(images), before)
+        # weights edited in place after the first call: the derived weights must follow, not serve stale results
+        for module in fast.module_list:
+            if isinstance(module, ConvLayer):
+                module.conv.weight.mul_(0.5)
+        halved_fast = fast(images)
+        for module in clone.module_list:
+            if isinstance(module, ConvLayer):
+                module._use_onednn = module._use_winograd = False
+                module.conv.weight.mul_(0.5)
+        halved_plain = clone(images)
+    assert not torch.allclose(halved_fast, before, atol=1e-2)
+    _assert_same_outputs(halved_fast, halved_plain)
+
+
+def test_optimize_for_inference_without_fast_paths_is_fuse_and_channels_last(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 96)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, onednn=False, winograd=False)
+    with torch.inference_mode():
+        _assert_same_outputs(fast(images), plain(images), tolerance=1e-5)  # NHWC vs NCHW: float32 rounding only
+    assert not any("_fast_cache" in m.__dict__ for m in fast.module_list)

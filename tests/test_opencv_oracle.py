@@ -30,7 +30,7 @@ PROB_ATOL = 1e-4
 
 CASES = [  # (cfg, (height, width)): small inputs keep the big models fast; all non-square except the small cfg
     pytest.param("yolov3.cfg", (128, 160), marks=pytest.mark.slow),
-    pytest.param("yolov3-tiny.cfg", (160, 128)),
+    pytest.param("yolov3-tiny.cfg", (320, 416)),  # large enough that optimized runs Winograd F(4x4) and F(2x2)
     pytest.param("yolov3-spp.cfg", (160, 128), marks=pytest.mark.slow),
     pytest.param("yolov3-small.cfg", (256, 256)),
 ]
@@ -50,8 +50,11 @@ def _pool_inputs(model: Darknet, images: torch.Tensor) -> list:
     return captured
 
 
+@pytest.mark.parametrize("optimized", [False, True], ids=["plain", "optimized"])
 @pytest.mark.parametrize("cfg_name, size", CASES)
-def test_matches_opencv(cfg_dir, tmp_path, randomize, cfg_name, size):
+def test_matches_opencv(cfg_dir, tmp_path, randomize, cfg_name, size, optimized):
+    """``optimized``: after ``optimize_for_inference()`` (fused BN, channels_last, Winograd and oneDNN convs), what
+    detect.py and val.py run, against the same OpenCV outputs with the same tolerances."""
     torch.manual_seed(0)
     height, width = size
     images = torch.rand(2, 3, height, width)
@@ -68,9 +71,11 @@ def test_matches_opencv(cfg_dir, tmp_path, randomize, cfg_name, size):
             zero_padded = F.max_pool2d(F.pad(pool_input, pool.pad, value=0.0), pool.size, pool.stride)
             assert not torch.equal(zero_padded, pool(pool_input)), f"pool of size {pool.size} never sees an all-negative edge"
 
-    with torch.no_grad():
+    model.save_darknet_weights(tmp_path / "random.weights")  # before optimizing: fused weights cannot be saved
+    if optimized:
+        model.optimize_for_inference()
+    with torch.inference_mode():
         ours = model(images).numpy()  # (B, N, 5+C)
-    model.save_darknet_weights(tmp_path / "random.weights")
     net = cv2.dnn.readNetFromDarknet(str(cfg_dir / cfg_name), str(tmp_path / "random.weights"))
     net.setInput(images.numpy())
     cv_outputs = net.forward(net.getUnconnectedOutLayersNames())

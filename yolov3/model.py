@@ -21,12 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cfgparse import CfgBlock, DarknetCfg, parse_cfg, with_num_classes
+from .winograd import transform_weights, winograd_conv3x3
 
 __all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model"]
 
 BN_EPS = 1e-5  # Darknet's cuDNN path and OpenCV's importer use 1e-5
 BN_MOMENTUM = 0.03  # torch convention (weight of the new batch); Darknet uses .01, .03 tracks faster in short CPU runs
 LEAKY_SLOPE = 0.1  # Darknet's leaky activation
+# optimize_for_inference: Winograd for 3x3 stride-1 convs with H * W * C_in * C_out >= WINOGRAD_MIN_WORK on maps of
+# at least WINOGRAD_MIN_SIZE cells a side; F(4x4, 3x3) from WINOGRAD_F4_MIN_SIZE cells, F(2x2, 3x3) below
+WINOGRAD_MIN_WORK = 10_000_000
+WINOGRAD_MIN_SIZE = 8
+WINOGRAD_F4_MIN_SIZE = 26
 
 
 def _activate(x: Tensor, activation: str) -> Tensor:
@@ -53,11 +59,79 @@ class ConvLayer(nn.Module):
                                              if batch_normalize else None)
         self.activation = activation
 
+    # set by Darknet.optimize_for_inference(): which fast inference paths this conv may take
+    _use_onednn: bool = False
+    _use_winograd: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
+        if (self._use_onednn or self._use_winograd) and self._fast_path_applies(x):
+            return self._fast_forward(x)
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
         return _activate(x, self.activation)
+
+    # inference paths ------------------------------------------------------------------------------------------------
+    def _fast_path_applies(self, x: Tensor) -> bool:
+        """Fused conv, CPU float32, no autograd, no autocast: the fast paths give the plain path's numbers (within
+        float32 rounding, tests/test_model.py checks it); otherwise the plain path runs."""
+        return (self.bn is None and not self.training and not torch.is_grad_enabled() and x.device.type == "cpu"
+                and x.dtype == torch.float32 and self.conv.weight.dtype == torch.float32
+                and self.conv.weight.device.type == "cpu" and not _cpu_autocast_enabled())
+
+    def _fast_method(self, x: Tensor) -> str:
+        """'winograd2' / 'winograd4' (F(2x2) / F(4x4, 3x3)), 'onednn' or 'plain' for this input.
+
+        Winograd pays for 3x3 stride-1 convs big enough that its three large matrix products beat one direct
+        convolution: H * W * C_in * C_out >= 1e7 on a map of at least 8 x 8 cells; F(4x4) when the map is at least
+        26 cells on each side, F(2x2) (less work lost to padded tiles) below. Measured per shape against oneDNN's
+        direct convolution on 2 AVX2 cores (see benchmarks/README.md); a miss costs speed, never accuracy."""
+        conv = self.conv
+        height, width = x.shape[-2:]
+        if (self._use_winograd and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+                and conv.dilation == (1, 1) and conv.groups == 1 and min(height, width) >= WINOGRAD_MIN_SIZE
+                and height * width * conv.in_channels * conv.out_channels >= WINOGRAD_MIN_WORK):
+            return "winograd4" if min(height, width) >= WINOGRAD_F4_MIN_SIZE else "winograd2"
+        return "onednn" if self._use_onednn else "plain"
+
+    def _weights_key(self) -> tuple:
+        weight, bias = self.conv.weight, self.conv.bias
+        return (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
+
+    def _prepared_weight(self, method: str, x: Tensor) -> Tensor:
+        """The weights in the layout ``method`` wants, rebuilt when the conv's weights changed since last time."""
+        cache: Dict[str, Tuple[Tensor, tuple]] = self.__dict__.setdefault("_fast_cache", {})
+        key = self._weights_key()
+        entry = cache.get(method)
+        if entry is None or entry[1] != key:
+            conv = self.conv
+            if method == "onednn":  # reordered once into oneDNN's blocked layout instead of on every call
+                weight = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+                prepared = torch.ops.mkldnn._reorder_convolution_weight(
+                    weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+            else:
+                prepared = transform_weights(conv.weight, int(method[-1]))
+            entry = cache[method] = (prepared, key)
+        return entry[0]
+
+    def _fast_forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        method = self._fast_method(x)
+        bias = None if conv.bias is None else conv.bias.detach()
+        if method.startswith("winograd"):
+            return _activate(winograd_conv3x3(x, self._prepared_weight(method, x), bias, int(method[-1])),
+                             self.activation)
+        if method == "onednn" and self.activation in _ONEDNN_ACTIVATIONS:
+            attr, scalars = _ONEDNN_ACTIVATIONS[self.activation]  # applied inside the convolution
+            return torch.ops.mkldnn._convolution_pointwise(x, self._prepared_weight(method, x), bias,
+                                                           list(conv.padding), list(conv.stride),
+                                                           list(conv.dilation), conv.groups, attr, scalars, "")
+        return _activate(conv(x), self.activation)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_fast_cache", None)  # derived weights (oneDNN's have no storage to copy or pickle): rebuilt on demand
+        return state
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -71,6 +145,31 @@ class ConvLayer(nn.Module):
         self.bn = None
 
 
+# Darknet activations oneDNN applies inside the convolution: name -> (oneDNN post-op, its scalars)
+_ONEDNN_ACTIVATIONS: Dict[str, Tuple[str, List[float]]] = {
+    "leaky": ("leaky_relu", [LEAKY_SLOPE]), "linear": ("none", []), "relu": ("relu", []), "logistic": ("sigmoid", []),
+}
+
+
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
+def onednn_available() -> bool:
+    """True when this torch build has oneDNN (MKL-DNN) and the packed-weight convolution ops the inference path uses."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._convolution_pointwise
+        torch.ops.mkldnn._reorder_convolution_weight
+    except (AttributeError, RuntimeError):  # a build without them: the plain path is used
+        return False
+    return True
+
+
 class MaxPoolLayer(nn.Module):
     """``[maxpool]`` with Darknet's padding: ``padding // 2`` before, the rest after, padded cells never win."""
 
@@ -82,9 +181,32 @@ class MaxPoolLayer(nn.Module):
         self.pad = (before, after, before, after)  # F.pad order: left, right, top, bottom
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.padding:
-            x = F.pad(x, self.pad, value=float("-inf"))  # -inf: a window's max is over the cells that exist
+        before, after = self.pad[0], self.pad[1]
+        height, width = x.shape[-2:]
+        if (self.size == self.stride == 2 and before == 0 and height % 2 == 0 and width % 2 == 0
+                and not (x.requires_grad and torch.is_grad_enabled())):
+            # the stride-2 pools at inference: two elementwise maxima of strided views, ~4x faster on CPU than
+            # max_pool2d, which also writes the argmax indices that only its backward needs (no padded cell is read)
+            rows = torch.maximum(x[:, :, 0::2], x[:, :, 1::2])  # (B, C, H/2, W)
+            return torch.maximum(rows[..., 0::2], rows[..., 1::2])  # (B, C, H/2, W/2)
+        if before == after and before <= self.size // 2:
+            # symmetric (no padding, SPP's pools): max_pool2d's own padding never wins a window, as Darknet's
+            return F.max_pool2d(x, self.size, self.stride, before)
+        if before == 0 and all(_ceil_mode_size(n, self.size, self.stride) == (n + after - self.size) // self.stride + 1
+                               for n in x.shape[-2:]):
+            # pad only after (the stride-2 pools): ceil_mode's last window hangs over the edge and takes the max of the
+            # cells that exist, the same output without writing a padded copy of the map (5 % of tiny's forward)
+            return F.max_pool2d(x, self.size, self.stride, ceil_mode=True)
+        x = F.pad(x, self.pad, value=float("-inf"))  # -inf: a window's max is over the cells that exist
         return F.max_pool2d(x, self.size, self.stride)
+
+
+def _ceil_mode_size(n: int, size: int, stride: int) -> int:
+    """Output length of ``max_pool2d(..., ceil_mode=True)`` without padding: the last window must start inside."""
+    out = -(-(n - size) // stride) + 1
+    if (out - 1) * stride >= n:
+        out -= 1
+    return out
 
 
 class UpsampleLayer(nn.Module):
@@ -301,6 +423,35 @@ class Darknet(nn.Module):
         for module in self.module_list:
             if isinstance(module, ConvLayer):
                 module.fuse()
+        return self
+
+    def optimize_for_inference(self, onednn: Optional[bool] = None, winograd: bool = True) -> "Darknet":
+        """Make this model as fast as it gets for inference; it cannot be trained or saved as Darknet weights after.
+
+        Folds BatchNorm into the convs (:meth:`fuse`), switches to eval mode and to the channels_last memory format
+        (NHWC: faster convolutions on CPU and on tensor-core GPUs; feed channels_last input to avoid a copy). Then,
+        for float32 CPU input without autograd or autocast (any other call takes the plain path):
+          * ``winograd``: the large 3x3 stride-1 convs run as Winograd F(4x4, 3x3) or F(2x2, 3x3)
+            (:mod:`yolov3.winograd`, choice in ``ConvLayer._fast_method``): 2.25-4x fewer multiplies, float32
+            results within ~1e-5 of the direct conv;
+          * ``onednn`` (default: when :func:`onednn_available`): every other conv runs as one oneDNN convolution
+            with its activation applied inside and its weights reordered once into oneDNN's layout instead of on
+            every call.
+        The derived weights are built on first use, rebuilt if the conv's weights change, and cost memory: about
+        3x the weights' size for yolov3. Returns self. benchmarks/bench_inference.py measures the effect against
+        OpenCV DNN on the same weights.
+        """
+        if onednn is None:
+            onednn = onednn_available()
+        elif onednn and not onednn_available():
+            raise RuntimeError("optimize_for_inference(onednn=True): this torch build has no oneDNN convolution ops")
+        self.fuse().eval()
+        self.to(memory_format=torch.channels_last)
+        for module in self.module_list:
+            if isinstance(module, ConvLayer):
+                module._use_onednn = bool(onednn)
+                module._use_winograd = bool(winograd)
+                module.__dict__.pop("_fast_cache", None)
         return self
 
     @property

@@ -1,0 +1,59 @@
+"""Winograd F(m x m, 3 x 3) against torch's direct convolution (an independent implementation), and by hand."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolov3.winograd import TILE_SIZES, transform_weights, winograd_conv3x3
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("m", TILE_SIZES)
+@pytest.mark.parametrize("batch, channels, filters, height, width", [
+    (1, 64, 32, 26, 26),  # whole tiles for m = 2, padded tiles for m = 4
+    (2, 16, 24, 13, 13),  # odd sizes: padded tiles in both, batch > 1
+    (1, 8, 8, 5, 19),  # non-square, one tile row for m = 4
+    (3, 3, 5, 1, 1),  # a single cell
+])
+def test_matches_direct_convolution(m, batch, channels, filters, height, width):
+    generator = torch.Generator().manual_seed(m * 100 + channels)
+    x = torch.randn(batch, channels, height, width, generator=generator)
+    weight = torch.randn(filters, channels, 3, 3, generator=generator) / (9 * channels) ** 0.5
+    bias = torch.randn(filters, generator=generator)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)  # float64 reference
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = winograd_conv3x3(x.contiguous(memory_format=layout), transform_weights(weight, m), bias, m)
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        # float32 Winograd: a few 1e-6 of the output scale for F(2x2), ~1e-5 for F(4x4) (entries up to 8)
+        assert _relative_error(out.double(), ref) < (2e-6 if m == 2 else 2e-5)
+    no_bias = winograd_conv3x3(x, transform_weights(weight, m), None, m)
+    assert _relative_error(no_bias.double(), ref - bias.double().view(1, -1, 1, 1)) < (2e-6 if m == 2 else 2e-5)
+
+
+def test_by_hand_single_channel():
+    # all-ones 3x3 filter on a 2x2 input of 1..4 with zero padding: every output is the sum of the whole input (10);
+    # a centre-only filter returns the input itself
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+    ones = torch.ones(1, 1, 3, 3)
+    centre = torch.zeros(1, 1, 3, 3)
+    centre[0, 0, 1, 1] = 1
+    for m in TILE_SIZES:
+        assert torch.allclose(winograd_conv3x3(x, transform_weights(ones, m), None, m), torch.full((1, 1, 2, 2), 10.0))
+        assert torch.allclose(winograd_conv3x3(x, transform_weights(centre, m), torch.tensor([0.5]), m), x + 0.5)
+
+
+def test_weight_transform_shape_and_errors():
+    weight = torch.randn(7, 5, 3, 3)
+    assert transform_weights(weight, 2).shape == (16, 5, 7)
+    assert transform_weights(weight, 4).shape == (36, 5, 7)
+    with pytest.raises(ValueError, match="one of"):
+        transform_weights(weight, 3)
+    with pytest.raises(ValueError, match="3x3 filters"):
+        transform_weights(torch.randn(7, 5, 1, 1), 2)
+    with pytest.raises(ValueError, match="do not match"):
+        winograd_conv3x3(torch.randn(1, 4, 8, 8), transform_weights(weight, 2), None, 2)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import yolov3.postprocess as postprocess
+from yolov3.boxes import box_iou
 from yolov3.postprocess import nms, non_max_suppression, scale_boxes
 
 
@@ -110,7 +111,7 @@ def test_per_class_nms_is_opencv_nms_within_each_class():
         # same-class boxes never overlap above the threshold afterwards; other classes may
         for c in range(3):
             same = out[out[:, 5] == c, :4]
-            iou = postprocess.box_iou(same, same).fill_diagonal_(0)
+            iou = box_iou(same, same).fill_diagonal_(0)
             assert (iou <= iou_thres).all()
 
 

@@ -14,7 +14,7 @@ constants below.
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ def _as_hw(new_shape: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 
 def letterbox(img: np.ndarray, new_shape: Union[int, Sequence[int]] = 640, color: Tuple[int, int, int] = PAD_COLOR,
-              scaleup: bool = True, stride: int = 32, auto: bool = False):
+              scaleup: bool = True, stride: int = 32, auto: bool = False, interpolation: Optional[int] = None):
     """Resize ``img`` keeping its aspect ratio and pad it, centred, to ``new_shape``.
 
     Args:
@@ -48,6 +48,8 @@ def letterbox(img: np.ndarray, new_shape: Union[int, Sequence[int]] = 640, color
         scaleup: allow enlarging; False only shrinks (better mAP for val at large sizes, no blur).
         stride: with ``auto``, pad only up to the next multiple of ``stride`` instead of to ``new_shape``.
         auto: minimal rectangle padding (see ``stride``).
+        interpolation: an OpenCV ``INTER_*`` flag; None: ``INTER_AREA`` when shrinking (no aliasing, what training
+            and validation use), ``INTER_LINEAR`` when enlarging.
 
     Returns:
         ``(img, (ratio_w, ratio_h), (pad_w, pad_h))`` with ``x_net = x_orig * ratio_w + pad_w`` and
@@ -65,7 +67,8 @@ def letterbox(img: np.ndarray, new_shape: Union[int, Sequence[int]] = 640, color
         pad_total_w, pad_total_h = pad_total_w % stride, pad_total_h % stride
     if (resized_w, resized_h) != (width0, height0):
         # INTER_AREA averages when shrinking (no aliasing); INTER_LINEAR is the fast, smooth choice when enlarging
-        interpolation = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
+        if interpolation is None:
+            interpolation = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
         img = cv2.resize(img, (resized_w, resized_h), interpolation=interpolation)
     left, top = pad_total_w // 2, pad_total_h // 2
     right, bottom = pad_total_w - left, pad_total_h - top

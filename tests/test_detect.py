@@ -198,3 +198,23 @@ def test_help_lists_every_flag(capsys):
                  "--classes", "--agnostic-nms", "--max-det", "--conf-thres", "--iou-thres", "--img-size",
                  "--line-thickness", "--hide-labels", "--hide-conf", "--device", "--names", "--cfg"):
         assert flag in text, flag
+
+
+def test_preprocess_is_letterboxed_rgb_in_unit_range_and_channels_last():
+    # a 100x60 BGR image with distinct channel values: the tensor must be RGB / 255, letterboxed to a multiple of
+    # the stride, in channels_last memory (the layout optimize_for_inference gives the weights) without a copy
+    from yolov3.augment import letterbox
+
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 10, 120, 250  # B, G, R
+    image[20:40, 30:70] = (200, 0, 50)
+    detector = detect.Detector(torch.nn.Identity(), torch.device("cpu"), 64, 0.25, 0.45, 300, None, False)
+    tensor, ratio, pad = detector.preprocess(image)
+    boxed, expected_ratio, expected_pad = letterbox(image, 64, auto=True, stride=32, interpolation=cv2.INTER_LINEAR)
+    assert tensor.shape == (1, 3, *boxed.shape[:2]) and boxed.shape[0] % 32 == 0 and boxed.shape[1] % 32 == 0
+    assert tensor.is_contiguous(memory_format=torch.channels_last) and tensor.dtype == torch.float32
+    expected = torch.from_numpy(boxed[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-7)
+    assert (ratio, pad) == (expected_ratio, expected_pad)
+    corner = tensor[0, :, boxed.shape[0] // 2, boxed.shape[1] // 2 - 20]  # inside the image, left of the patch
+    torch.testing.assert_close(corner, torch.tensor([250, 120, 10]) / 255)

@@ -217,11 +217,11 @@ def train(args: argparse.Namespace) -> dict:
     batch_per_process = tcfg.batch_size // world_size
     train_loader, train_set = create_dataloader(data, "train", tcfg.img_size, batch_per_process, cfg.augment,
                                                 tcfg.workers, tcfg.seed, shuffle=True, cache=tcfg.cache,
-                                                rank=rank, world_size=world_size)
+                                                rank=rank, world_size=world_size, device=device)
     val_loader = None
     if is_main:
         val_loader, _ = create_dataloader(data, "val", tcfg.img_size, batch_per_process, None, tcfg.workers,
-                                          tcfg.seed, shuffle=False, cache=tcfg.cache)
+                                          tcfg.seed, shuffle=False, cache=tcfg.cache, device=device)
 
     # ---- model, loss, optimiser ----
     model = Darknet(ckpt["cfg_text"] if ckpt else cfg.cfg, num_classes=len(names))

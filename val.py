@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict:
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
-                                         shuffle=False)
+                                         shuffle=False, device=device)
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},

@@ -206,6 +206,20 @@ def test_val_batch_letterbox_targets_and_shapes(tmp_path):
     assert shapes[0] == ((32, 64), (1.0, 1.0), (0.0, 16.0)) and Path(paths[1]).stem == "b"
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="converting on the GPU needs one"))])
+def test_loader_on_a_device_gives_the_same_batch(tmp_path, device):
+    # with a device the uint8 batch goes there before the float conversion; values must not change
+    data = _make_dataset(tmp_path, {"a": "1 0.5 0.5 0.5 0.5\n", "b": None}, shape=(32, 64))
+    plain, _ = create_dataloader(data, "val", 64, 2, None, workers=0, seed=0, shuffle=False, progress=False)
+    moved, _ = create_dataloader(data, "val", 64, 2, None, workers=0, seed=0, shuffle=False, progress=False,
+                                 device=device)
+    (images, targets, _, _), (moved_images, moved_targets, _, _) = next(iter(plain)), next(iter(moved))
+    assert moved_images.device.type == device and moved_images.dtype == torch.float32
+    assert moved.pin_memory == (device == "cuda")
+    assert torch.equal(moved_images.cpu(), images) and torch.equal(moved_targets, targets)
+
+
 def test_shapes_map_original_pixels_when_resizing(tmp_path):
     data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"}, shape=(40, 100))
     dataset = YOLODataset(data, "val", 64, progress=False)

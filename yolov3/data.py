@@ -545,10 +545,21 @@ def collate_batch(batch):
 
 
 class YOLODataLoader(DataLoader):
-    """A DataLoader whose batches carry float32 images in [0, 1]: workers ship uint8, the conversion runs here."""
+    """A DataLoader whose batches carry float32 images in [0, 1]: workers ship uint8, the conversion runs here.
+
+    With ``device`` a GPU, the uint8 batch (pinned by the loader) is copied to it first, asynchronously, and
+    converted there: a quarter of float32's bytes over the bus and no float conversion on the CPU. Images then
+    arrive on ``device``; targets stay on the CPU.
+    """
+
+    def __init__(self, *args, device: Optional[Union[str, torch.device]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.device = None if device is None else torch.device(device)
 
     def __iter__(self) -> Iterator:
         for images, targets, paths, shapes in super().__iter__():
+            if self.device is not None and self.device.type != "cpu":
+                images = images.to(self.device, non_blocking=True)  # uint8 from pinned memory
             yield images.float().div_(255.0), targets, paths, shapes
 
 
@@ -599,8 +610,11 @@ def seed_worker(worker_id: int) -> None:
 
 def create_dataloader(data: dict, split: str, img_size: int, batch_size: int, augment: Optional[AugmentConfig],
                       workers: int, seed: int, shuffle: bool, cache: bool = False, rank: int = -1,
-                      world_size: int = 1, progress: bool = True) -> Tuple[YOLODataLoader, YOLODataset]:
+                      world_size: int = 1, progress: bool = True,
+                      device: Optional[Union[str, torch.device]] = None) -> Tuple[YOLODataLoader, YOLODataset]:
     """Build the dataset of ``split`` and its loader (see CONTRACTS.md "Data").
+
+    ``device``: where the training/validation runs; on a GPU the images are converted there (see YOLODataLoader).
 
     ``batch_size`` is per process. With ``world_size > 1`` a :class:`DistributedEpochSampler` splits the data by
     ``rank``. Call ``dataset.set_epoch(epoch)`` before each epoch.
@@ -621,9 +635,10 @@ def create_dataloader(data: dict, split: str, img_size: int, batch_size: int, au
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_batch,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() and device is not None and torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed),
+        device=device,
     )
     return loader, dataset

@@ -31,6 +31,7 @@ from tqdm import tqdm
 import yaml
 
 from yolov3.augment import letterbox
+from yolov3.boxes import yolo_label_row
 from yolov3.data import IMAGE_SUFFIXES, read_image
 from yolov3.draw import draw_boxes
 from yolov3.model import default_img_size, load_model
@@ -168,8 +169,7 @@ class Writer:
         height, width = shape
         rows = []
         for x1, y1, x2, y2, score, cls in detections.tolist():
-            row = f"{int(cls)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} " \
-                  f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
+            row = yolo_label_row(cls, x1, y1, x2, y2, width, height)
             rows.append(row + (f" {score:.5f}" if self.args.save_conf else ""))
         return "\n".join(rows) + ("\n" if rows else "")
 

@@ -21,6 +21,13 @@ def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
+def yolo_label_row(class_index: int, x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> str:
+    """One YOLO label line (no newline) for a pixel xyxy box in a ``width`` x ``height`` image:
+    ``class cx cy w h``, normalised, 6 decimals (used by detect.py --save-txt and the COCO/VOC converters)."""
+    return (f"{int(class_index)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+            f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+
+
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """(..., 4) corners -> (..., 4) centre-size."""
     x1, y1, x2, y2 = boxes.unbind(-1)

@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from yolov3.boxes import yolo_label_row
+
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -37,8 +39,7 @@ def _yolo_row(class_index: int, x1: float, y1: float, x2: float, y2: float, widt
     y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
     if x2 <= x1 or y2 <= y1:
         return None
-    return (f"{class_index} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-            f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return yolo_label_row(class_index, x1, y1, x2, y2, width, height)
 
 
 def _write_names(names: Sequence[str], names_path: Path) -> None:

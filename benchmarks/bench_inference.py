@@ -97,7 +97,6 @@ def build_modes(model: Darknet, image: torch.Tensor, modes, bf16: bool) -> Tuple
     image_cl = image.contiguous(memory_format=torch.channels_last)
     fused = copy.deepcopy(model).fuse().eval()
     fused_cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
-    optimized = copy.deepcopy(model).optimize_for_inference()
 
     def plain(net, x):
         def call():
@@ -109,7 +108,7 @@ def build_modes(model: Darknet, image: torch.Tensor, modes, bf16: bool) -> Tuple
         "eager": lambda: plain(model, image),
         "fused": lambda: plain(fused, image),
         "fused_cl": lambda: plain(fused_cl, image_cl),
-        "optimized": lambda: plain(optimized, image_cl),
+        "optimized": lambda: plain(copy.deepcopy(model).optimize_for_inference(), image_cl),
         "jit": lambda: plain(_jit_frozen(fused, image, notes), image),
         "compile": lambda: plain(torch.compile(copy.deepcopy(fused)), image),
     }

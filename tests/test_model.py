@@ -292,3 +292,22 @@ def test_optimize_for_inference_without_fast_paths_is_fuse_and_channels_last(cfg
     with torch.inference_mode():
         _assert_same_outputs(fast(images), plain(images), tolerance=1e-5)  # NHWC vs NCHW: float32 rounding only
     assert not any("_fast_cache" in m.__dict__ for m in fast.module_list)
+
+
+def test_optimized_model_built_in_inference_mode_and_replaced_weights(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 64)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, winograd=True)
+    with torch.inference_mode():
+        # weights created inside inference_mode have no version counter: the fast path must cope
+        inside = copy.deepcopy(plain).optimize_for_inference()
+        _assert_same_outputs(inside(images), plain(images))
+        fast(images)  # derived weights built
+        # replace a conv's weight twice before the next call: the new tensor may reuse the old one's memory,
+        # so only identity (not the address) tells that the derived weights are stale
+        first_conv = fast.module_list[0].conv
+        replacement = first_conv.weight.detach().clone() * -1
+        first_conv.weight = torch.nn.Parameter(first_conv.weight.detach().clone(), requires_grad=False)
+        first_conv.weight = torch.nn.Parameter(replacement, requires_grad=False)
+        plain.module_list[0].conv.weight = torch.nn.Parameter(replacement.contiguous(), requires_grad=False)
+        _assert_same_outputs(fast(images), plain(images))

@@ -635,7 +635,9 @@ def create_dataloader(data: dict, split: str, img_size: int, batch_size: int, au
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_batch,
-        pin_memory=torch.cuda.is_available() and device is not None and torch.device(device).type == "cuda",
+        # pinned batches copy to a GPU asynchronously; without a device, pin whenever CUDA is there (the caller may
+        # move the batch itself)
+        pin_memory=torch.cuda.is_available() if device is None else torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed),

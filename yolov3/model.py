@@ -95,15 +95,18 @@ class ConvLayer(nn.Module):
         return "onednn" if self._use_onednn else "plain"
 
     def _weights_key(self) -> tuple:
-        weight, bias = self.conv.weight, self.conv.bias
-        return (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
+        """What the derived weights were built from: the tensors themselves (held, so a replaced weight's memory
+        cannot be reused by its successor) and their version counters (bumped by in-place edits; tensors made
+        under inference_mode have none). Edits through ``.data`` bypass the counter and are not seen."""
+        return tuple((tensor, None if tensor.is_inference() else tensor._version)
+                     for tensor in (self.conv.weight, self.conv.bias) if tensor is not None)
 
     def _prepared_weight(self, method: str, x: Tensor) -> Tensor:
         """The weights in the layout ``method`` wants, rebuilt when the conv's weights changed since last time."""
         cache: Dict[str, Tuple[Tensor, tuple]] = self.__dict__.setdefault("_fast_cache", {})
         key = self._weights_key()
         entry = cache.get(method)
-        if entry is None or entry[1] != key:
+        if entry is None or not _same_key(entry[1], key):
             conv = self.conv
             if method == "onednn":  # reordered once into oneDNN's blocked layout instead of on every call
                 weight = conv.weight.detach().contiguous(memory_format=torch.channels_last)
@@ -143,6 +146,11 @@ class ConvLayer(nn.Module):
         self.conv.weight.mul_(gain.view(-1, 1, 1, 1))
         self.conv.bias = nn.Parameter(bn.bias - bn.running_mean * gain)
         self.bn = None
+
+
+def _same_key(old: tuple, new: tuple) -> bool:
+    """Two ``ConvLayer._weights_key`` results name the same tensors (identity, not values) at the same versions."""
+    return len(old) == len(new) and all(a is b and va == vb for (a, va), (b, vb) in zip(old, new))
 
 
 # Darknet activations oneDNN applies inside the convolution: name -> (oneDNN post-op, its scalars)
@@ -437,8 +445,10 @@ class Darknet(nn.Module):
           * ``onednn`` (default: when :func:`onednn_available`): every other conv runs as one oneDNN convolution
             with its activation applied inside and its weights reordered once into oneDNN's layout instead of on
             every call.
-        The derived weights are built on first use, rebuilt if the conv's weights change, and kept beside the
-        originals: 2.2x the weights' size for yolov3 at 416 (+550 MB), 2.1x for tiny (measured). Returns self. benchmarks/bench_inference.py measures the effect against
+        The derived weights are built on first use, rebuilt if the conv's weights are replaced or edited in place
+        (not through ``.data``), and kept beside the originals, one copy per path a conv has taken: 2.2x the
+        weights' size for yolov3 at 416 (+550 MB), 2.1x for tiny (measured); more when input sizes vary enough
+        that a conv takes both Winograd and oneDNN. Returns self. benchmarks/bench_inference.py measures the effect against
         OpenCV DNN on the same weights.
         """
         if onednn is None:

@@ -71,7 +71,8 @@ def _iou_matrix(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray, eps: float = 1
     inter_h = (np.minimum(boxes1_xyxy[:, None, 3], boxes2_xyxy[None, :, 3])
                - np.maximum(boxes1_xyxy[:, None, 1], boxes2_xyxy[None, :, 1])).clip(min=0)
     inter = inter_w * inter_h
-    return inter / (area1[:, None] + area2[None, :] - inter + np.asarray(eps, dtype=inter.dtype))
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf/NaN boxes (exp overflow): NaN IoU, never suppresses
+        return inter / (area1[:, None] + area2[None, :] - inter + np.asarray(eps, dtype=inter.dtype))
 
 
 def _nms_numpy(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_thres: float, classes: Optional[np.ndarray],
@@ -146,7 +147,8 @@ def non_max_suppression(
         ``B`` tensors ``(n, 6)``: ``[x1, y1, x2, y2, score, class]`` in network-input pixels, sorted by score,
         on ``pred``'s device and in its dtype.
 
-    The objectness filter runs on ``pred``'s device; the few rows that pass continue in NumPy (see :func:`nms`).
+    The objectness filter runs on ``pred``'s device; the few rows that pass continue in NumPy (see :func:`nms`),
+    in float32 for float16/bfloat16 predictions (class scores and IoUs are then more exact than in half precision).
     """
     if pred.ndim != 3 or pred.shape[-1] < 6:
         raise ValueError(f"non_max_suppression: expected pred of shape (B, N, 5 + C) with C >= 1, got {tuple(pred.shape)}")

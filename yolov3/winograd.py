@@ -16,7 +16,9 @@ added to the one entry of M that A^T M A spreads with weight 1 over every output
 ones). Transform matrices are those of Lavin & Gray (interpolation points 0, +-1, +-2 for m = 4).
 
 Float32 error grows with m (the F(4x4) matrices hold entries up to 8): measured against ``F.conv2d`` it stays
-around 1e-5 relative to the output scale (tests/test_winograd.py). Used by :meth:`yolov3.model.Darknet.
+around 1e-5 relative to the output scale (tests/test_winograd.py). Every output of a tile mixes every input of
+it, so a non-finite or huge input spoils its whole m x m tile, not only the outputs whose window holds it (a
+trained network's activations are finite and moderate). Used by :meth:`yolov3.model.Darknet.
 optimize_for_inference`; training never takes this path.
 """
 from __future__ import annotations

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np

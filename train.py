@@ -13,7 +13,6 @@ The run folder (runs/train/<name>/) gets config.yaml, results.csv, results.png, 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import math

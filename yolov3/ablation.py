@@ -573,9 +573,9 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
         planned.append(PlannedRun(run=run, run_dir=run_dir, action=action, command=cmd))
     if conflicts:
         raise AblationError(f"{study.spec_path}: the spec changed since these runs were made (their config.yaml "
-                            f"differs from what the spec now resolves to):\n" + "\n".join(conflicts) +
-                            f"\ndelete those run folders to redo them, or run the changed spec under another "
-                            f"--name")
+                            "differs from what the spec now resolves to):\n" + "\n".join(conflicts) +
+                            "\ndelete those run folders to redo them, or run the changed spec under another "
+                            "--name")
     return planned
 
 

@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
     else:
         jobs = []
         for name, size in zip(args.cfgs, args.img_sizes):
-            path = Path(name) if Path(name).is_file() else common.CFG_DIR / name
+            path = common.resolve_cfg(name)
             calibration = torch.rand(2, 3, size, size)
             model = common.randomize_weights(Darknet(path), calibration, seed=args.seed)
             jobs.append((model, path.stem, size, True, None))

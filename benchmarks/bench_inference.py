@@ -60,15 +60,6 @@ def parse_args(argv=None):
     return args
 
 
-def resolve_cfg(name: str) -> Path:
-    path = Path(name)
-    if not path.is_file():
-        path = common.CFG_DIR / name
-    if not path.is_file():
-        raise SystemExit(f"error: cfg {name} not found (looked in the working directory and {common.CFG_DIR})")
-    return path
-
-
 def opencv_net(cfg_path: Path, weights_path: Path):
     net = cv2.dnn.readNetFromDarknet(str(cfg_path), str(weights_path))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -224,7 +215,7 @@ def main(argv=None) -> dict:
     common.warn_if_busy(args.threads)
     figures, timings, details = [], {}, {}
     for name in args.cfgs:
-        cfg_path = resolve_cfg(name)
+        cfg_path = common.resolve_cfg(name)
         print(f"{cfg_path.name} at {args.img_size}x{args.img_size}: building, saving and loading random weights...",
               flush=True)
         cfg_figures, times, info = bench_cfg(cfg_path, args)

@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     common.warn_if_busy(args.threads)
     figures, timings, details = [], {}, {}
     for name in args.cfgs:
-        cfg_path = Path(name) if Path(name).is_file() else common.CFG_DIR / name
+        cfg_path = common.resolve_cfg(name)
         print(f"{cfg_path.name} at {args.img_size}, batch {args.batch}: timing bare / BCE / focal steps...", flush=True)
         cfg_figures, times, info = bench_cfg(cfg_path, args)
         figures += cfg_figures

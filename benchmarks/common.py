@@ -68,6 +68,16 @@ def apply_smoke(parser: argparse.ArgumentParser, args: argparse.Namespace, **smo
             setattr(args, key, value)
 
 
+def resolve_cfg(name: str) -> Path:
+    """A cfg given as a path, or a name looked up in cfg/; exits with a message when neither exists."""
+    path = Path(name)
+    if not path.is_file():
+        path = CFG_DIR / name
+    if not path.is_file():
+        raise SystemExit(f"error: cfg {name} not found (looked in the working directory and {CFG_DIR})")
+    return path
+
+
 def setup_threads(threads: int) -> None:
     """Pin torch (intra- and inter-op) and OpenCV to ``threads`` threads."""
     if threads < 1:

@@ -92,7 +92,7 @@ class ConvLayer(nn.Module):
                 and conv.dilation == (1, 1) and conv.groups == 1 and min(height, width) >= WINOGRAD_MIN_SIZE
                 and height * width * conv.in_channels * conv.out_channels >= WINOGRAD_MIN_WORK):
             return "winograd4" if min(height, width) >= WINOGRAD_F4_MIN_SIZE else "winograd2"
-        return "onednn" if self._use_onednn else "plain"
+        return "onednn" if self._use_onednn and self.activation in _ONEDNN_ACTIVATIONS else "plain"
 
     def _weights_key(self) -> tuple:
         """What the derived weights were built from: the tensors themselves (held, so a replaced weight's memory
@@ -124,7 +124,7 @@ class ConvLayer(nn.Module):
         if method.startswith("winograd"):
             return _activate(winograd_conv3x3(x, self._prepared_weight(method, x), bias, int(method[-1])),
                              self.activation)
-        if method == "onednn" and self.activation in _ONEDNN_ACTIVATIONS:
+        if method == "onednn":
             attr, scalars = _ONEDNN_ACTIVATIONS[self.activation]  # applied inside the convolution
             return torch.ops.mkldnn._convolution_pointwise(x, self._prepared_weight(method, x), bias,
                                                            list(conv.padding), list(conv.stride),

@@ -5,8 +5,17 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import pytest
-import torch
+import os
+
+# One thread per test process, set before torch starts its pools: on a 2-core machine two busy processes with two
+# threads each made a 4 s fixture take 150 s (OpenMP threads spin-waiting for a core). Subprocesses inherit this.
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # let `pytest tests/...` import the package from any working directory

@@ -61,6 +61,9 @@ def main(argv=None) -> int:
                 print(f"warning: {line}")
             for name in stale:
                 print(f"note: {study_dir / 'runs' / name} is not a run of this spec; the report leaves it out")
+            for item in planned:
+                if item.note:
+                    print(f"warning: {item.note}")
             return 0
         if missing:
             raise AblationError(f"{args.spec}: " + "; ".join(missing))
@@ -68,6 +71,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    for item in planned:
+        if item.note:
+            print(f"warning: {item.note}", file=sys.stderr)
     write_study_files(study, study_dir, planned)
     counts = {a: sum(p.action == a for p in planned) for a in ("start", "resume", "skip")}
     print(f"study {study.name}: {len(planned)} runs in {study_dir} ({counts['skip']} finished, "
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
     try:
         outcomes = execute(study, planned, jobs=jobs, device=args.device, verbose=args.verbose)
     except KeyboardInterrupt:
-        print("\ninterrupted; rerun the same command to resume (finished runs are kept)", file=sys.stderr)
+        print("\ninterrupted; rerun the same command to resume (finished runs are kept, interrupted ones continue "
+              "from their last.pt)", file=sys.stderr)
         return 130
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:

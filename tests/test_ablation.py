@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +90,19 @@ BAD_SPECS = [
     (with_changes(variants={"bce": {}, "a__b": {}}), "x.yaml: variants.a__b: 'a__b' is not a valid name"),
     (with_changes(name="my study"), "x.yaml: name: 'my study' is not a valid name"),
     (with_changes(base={"hyp": "nowhere/hyp.yaml"}), "x.yaml: base.hyp: nowhere/hyp.yaml: file not found"),
+    # arms that resolve to the same config would compare a config with itself
+    (with_changes(variants={"bce": {}, "bce_explicit": {"loss.objectness.name": "bce"}}),
+     "x.yaml: variants.bce and variants.bce_explicit resolve to the same training config"),
+    (with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focal"},
+                            "focal_again": {"loss": {"objectness": {"name": "focal"}}}}),
+     "x.yaml: variants.focal and variants.focal_again resolve to the same training config"),
+    (with_changes(variants={"bce": {}, "w4": {"train.workers": 4}}),  # workers do not change what is computed
+     "x.yaml: variants.bce and variants.w4 resolve to the same training config"),
+    (with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focal"},
+                            "focal_g1": {"loss.objectness.name": "focal", "loss.objectness.gamma": 1}},
+                  grid={"loss.objectness.gamma": [1, 2]}, grid_variants=["focal"]),
+     "x.yaml: variants.focal with grid {'loss.objectness.gamma': 1} and variants.focal_g1 resolve to the same "
+     "training config"),
 ]
 
 
@@ -103,6 +120,14 @@ def test_unknown_loss_name_fails_before_any_run(tmp_path):
     with pytest.raises(AblationError, match=r"variants\.focal: 'loss\.objectness\.name' is 'focall'; choices: "
                                             r"bce, focal"):
         load_spec(path)
+
+
+def test_spec_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(yaml.safe_dump(BASE_SPEC).encode() + "description: réglage\n".encode("latin-1"))
+    with pytest.raises(AblationError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ablation spec is not UTF-8 text") and "\n" not in str(info.value)
 
 
 def test_invalid_yaml_names_line(tmp_path):
@@ -281,6 +306,39 @@ def test_plan_skip_resume_start_and_changed_config(tmp_path):
     assert "loss.objectness.gamma: run has 3.0, spec gives 2.0" in message and "another --name" in message
 
 
+@pytest.mark.parametrize("content, problem", [
+    ('{"status": "finished", "epo', "unreadable"),  # truncated
+    ("[1, 2]", "expected a JSON mapping, got list"),
+    ('{"epochs": 3}', "status is None, not 'finished'"),
+    (b"\xff\xfe{", "unreadable"),
+])
+def test_plan_names_a_damaged_summary_and_does_not_count_the_run_as_finished(tmp_path, content, problem):
+    study = load_spec(write_spec(tmp_path, with_changes(seeds=[0])))
+    study_dir = tmp_path / "study"
+    bce, focal = study.runs
+    for run in (bce, focal):
+        fake_finished(study_dir / "runs" / run.run_name, run.config)
+        summary = study_dir / "runs" / run.run_name / "summary.json"
+        summary.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (study_dir / "runs" / bce.run_name / "last.pt").write_bytes(b"x")
+    plan = plan_runs(study, study_dir)
+    assert [p.action for p in plan] == ["resume", "start"]
+    bce_summary = study_dir / "runs" / bce.run_name / "summary.json"
+    assert plan[0].note.startswith(f"{bce_summary}: {problem}")
+    assert plan[0].note.endswith("the run counts as not finished and is resumed from its last.pt")
+    assert plan[1].note.endswith("the run counts as not finished and is started again")
+
+
+def test_plan_names_a_config_yaml_that_is_not_utf8(tmp_path):
+    study = load_spec(write_spec(tmp_path, with_changes(seeds=[0])))
+    run_dir = tmp_path / "study" / "runs" / study.runs[0].run_name
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"x")
+    (run_dir / "config.yaml").write_bytes(b"train: {epochs: 3}  # \xff\n")
+    with pytest.raises(AblationError, match=re.escape(f"{run_dir / 'config.yaml'}: unreadable or invalid YAML")):
+        plan_runs(study, tmp_path / "study")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running with a fake train.py
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,6 +375,10 @@ print("fake training", run_dir.name)
 if run_dir.name in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
     print("fake failure: loss is nan", file=sys.stderr)
     sys.exit(3)
+if run_dir.name in os.environ.get("FAKE_TRAIN_BAD_SUMMARY", "").split(","):
+    (run_dir / "last.pt").write_bytes(b"done")
+    (run_dir / "summary.json").write_text('{{"status": "fini')  # truncated, yet the exit status is 0
+    sys.exit(0)
 if run_dir.name in os.environ.get("FAKE_TRAIN_PARTIAL", "").split(",") and not a.resume:
     (run_dir / "last.pt").write_bytes(b"partial")
     sys.exit(1)
@@ -434,3 +496,116 @@ def test_missing_files_block_a_real_run(tmp_path, capsys):
     assert check_paths(study)[0].startswith("cfg = nowhere.cfg (needed by 4 run(s), e.g. bce__seed0)")
     assert ablate.main([str(spec), "--project", str(tmp_path / "p")]) == 2
     assert "nowhere.cfg" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def test_runner_names_a_damaged_summary_and_resumes_the_run(tmp_path, fake_train, monkeypatch, capsys):
+    script, read_calls = fake_train
+    argv = [str(runner_spec(tmp_path)), "--project", str(tmp_path / "ablate"), "--train-script", str(script),
+            "--no-report"]
+    summary = tmp_path / "ablate" / "fake" / "runs" / "bce__seed1" / "summary.json"
+    monkeypatch.setenv("FAKE_TRAIN_BAD_SUMMARY", "bce__seed1")
+    assert ablate.main(argv) == 1  # exit 0 with a truncated summary.json is no finished run
+    assert f"bce__seed1 failed (exit code 0 but {summary}: unreadable" in capsys.readouterr().err
+    read_calls()
+    monkeypatch.setenv("FAKE_TRAIN_BAD_SUMMARY", "")
+    assert ablate.main(argv) == 0
+    assert [(c["name"], c["resume"]) for c in read_calls()] == [("bce__seed1", True)]
+    assert f"warning: {summary}: unreadable" in capsys.readouterr().err
+    assert json.loads(summary.read_text())["status"] == "finished"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ctrl-C: the runner forwards one SIGINT and waits for train.py to save
+# ---------------------------------------------------------------------------------------------------------------
+FAKE_INTERRUPTIBLE_TRAIN = r'''
+import os, signal, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+run_dir = Path(args[args.index("--project") + 1]) / args[args.index("--name") + 1]
+run_dir.mkdir(parents=True, exist_ok=True)
+received = []
+signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))  # count, like train.py would notice
+(run_dir / "started").write_text(str(os.getpid()))
+while not received:
+    time.sleep(0.01)
+(run_dir / "saving").write_text("")
+time.sleep(float(os.environ["FAKE_SAVE_S"]))  # writing last.pt takes a while; a second SIGINT would cut it short
+(run_dir / "last.pt").write_text(f"saved after {len(received)} SIGINT")
+print("interrupted: saved", run_dir / "last.pt", flush=True)
+sys.exit(130)
+'''
+
+
+def _wait_for(path: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def _start_interruptible_study(tmp_path: Path, save_s: float):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_INTERRUPTIBLE_TRAIN)
+    env = dict(os.environ, FAKE_SAVE_S=str(save_s))
+    # a session of its own stands for the terminal's foreground process group
+    runner = subprocess.Popen([sys.executable, str(ROOT / "ablate.py"), str(runner_spec(tmp_path)), "--project",
+                               str(tmp_path / "ablate"), "--train-script", str(script), "--no-report"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    run_dir = tmp_path / "ablate" / "fake" / "runs" / "bce__seed0"
+    try:
+        _wait_for(run_dir / "started")
+    except AssertionError:
+        runner.kill()
+        raise
+    return runner, run_dir
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to one process is POSIX")
+@pytest.mark.parametrize("whole_group", [False, True], ids=["runner-only", "terminal-group"])
+def test_interrupt_waits_for_the_child_to_save_its_checkpoint(tmp_path, whole_group):
+    runner, run_dir = _start_interruptible_study(tmp_path, save_s=0.5)
+    try:
+        if whole_group:  # Ctrl-C at a terminal signals the whole foreground process group
+            os.killpg(runner.pid, signal.SIGINT)
+        else:
+            runner.send_signal(signal.SIGINT)
+        _, err = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, err
+    # the child got exactly one SIGINT and had time to save; the runner launched nothing after it
+    assert (run_dir / "last.pt").read_text() == "saved after 1 SIGINT"
+    assert "interrupted: saved" in (run_dir / "train.log").read_text()
+    assert "waiting for 1 run(s) to save last.pt" in err
+    assert not (run_dir.parent / "bce__seed1").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to one process is POSIX")
+def test_second_interrupt_kills_the_child_at_once(tmp_path):
+    runner, run_dir = _start_interruptible_study(tmp_path, save_s=120)
+    child_pid = int((run_dir / "started").read_text())
+    try:
+        runner.send_signal(signal.SIGINT)
+        _wait_for(run_dir / "saving")
+        runner.send_signal(signal.SIGINT)
+        _, err = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        child_alive = _alive(child_pid)
+        if child_alive:  # never leave the sleeping fake behind, whatever the runner did
+            os.kill(child_pid, signal.SIGKILL)
+    assert runner.returncode == 130, err
+    assert not child_alive  # killed and reaped by the runner, not left running
+    assert not (run_dir / "last.pt").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

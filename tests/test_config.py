@@ -99,7 +99,14 @@ def test_yaml_1_1_exponent_strings_are_numbers_and_nan_is_refused():
 
 @pytest.mark.parametrize("override, message", [
     ("train.nominal_batch=0", "'train.nominal_batch' must be at least 1, got 0"),
-    ("train.img_size=100", "'train.img_size' must be a positive multiple of 32, got 100"),
+    ("train.img_size=100", "'train.img_size' must be a multiple of 32 in [32, 8192], got 100"),
+    # an extra 0 must fail here, not as an out-of-memory minutes later
+    ("train.img_size=100000", "'train.img_size' must be a multiple of 32 in [32, 8192], got 100000"),
+    ("train.img_size=8224", "'train.img_size' must be a multiple of 32 in [32, 8192], got 8224"),
+    # train.py --seed -5 used to die with a traceback inside numpy's seeding
+    ("train.seed=-5", "'train.seed' must be an integer in [0, 4294967295], got -5"),
+    ("train.seed=4294967296", "'train.seed' must be an integer in [0, 4294967295], got 4294967296"),
+    ("cutoff=0", "'cutoff' must be null or a number of layers, at least 1, got 0"),
     ("train.lr0=-0.1", "'train.lr0' must be greater than 0"),
     ("train.ema_tau=0", "'train.ema_tau' must be greater than 0"),
     ("train.step_milestones=[a]", "'train.step_milestones' must be a list of fractions in (0, 1]"),
@@ -116,3 +123,31 @@ def test_validate_names_the_key_and_the_range(override, message):
 
 def test_defaults_are_valid():
     assert C.validate(C.Config()) == C.Config()
+
+
+def test_img_size_seed_and_cutoff_ranges_are_closed_intervals():
+    for key, last_good, first_bad in (("train.img_size", 8192, 8224), ("train.seed", 2**32 - 1, 2**32),
+                                      ("train.seed", 0, -1), ("cutoff", 1, 0)):
+        assert C.validate(C.apply_overrides(C.Config(), [f"{key}={last_good}"]))
+        with pytest.raises(C.ConfigError, match=f"'{key}' must be"):
+            C.validate(C.apply_overrides(C.Config(), [f"{key}={first_bad}"]))
+
+
+def test_yaml_that_is_not_utf8_is_a_one_line_error_naming_the_file(tmp_path):
+    latin1 = tmp_path / "hyp.latin1.yaml"
+    latin1.write_bytes("train:\n  lr0: 0.02  # réglé\n".encode("latin-1"))
+    with pytest.raises(C.ConfigError) as info:
+        C.load_config(latin1)
+    message = str(info.value)
+    assert message.startswith(f"{latin1}: ") and "is not UTF-8 text" in message and "\n" not in message
+    utf16 = tmp_path / "hyp.utf16.yaml"
+    utf16.write_bytes("train:\n  lr0: 0.02\n".encode("utf-16"))
+    with pytest.raises(C.ConfigError, match="hyp.utf16.yaml: file is not UTF-8 text"):
+        C.load_config(utf16)
+    # read_yaml serves every YAML reader and raises the caller's error class
+    class SpecError(Exception):
+        pass
+
+    with pytest.raises(SpecError, match="spec is not UTF-8 text"):
+        C.read_yaml(latin1, error=SpecError, what="spec")
+

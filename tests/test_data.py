@@ -1,6 +1,8 @@
 """Data YAML, label validation and its cache, the dataset and the loader."""
+import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -170,6 +172,17 @@ def test_cache_is_used_then_rebuilt_when_a_label_changes(tmp_path, info_logs):
     assert "b.txt:1: class 7 out of range [0, 3)" in info_logs.text
 
 
+def test_damaged_label_cache_is_scanned_again(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    cache = Path(scan_split(data, "train", progress=False).cache_path)
+    payload = json.loads(cache.read_text())
+    del payload["labels"]  # right version and hash, yet incomplete
+    cache.write_text(json.dumps(payload))
+    entries = scan_split(data, "train", progress=False)
+    assert not entries.from_cache
+    np.testing.assert_allclose(entries.labels[0], [[0, 0.5, 0.5, 0.5, 0.5]])
+
+
 def test_split_without_usable_image_is_an_error(tmp_path, info_logs):
     data = _make_dataset(tmp_path, {"a": "5 0.5 0.5 0.5 0.5\n"})
     with pytest.raises(DataError) as info:
@@ -187,6 +200,98 @@ def test_empty_or_missing_split_is_an_error(tmp_path):
         scan_split(data, "val", progress=False)
     with pytest.raises(DataError, match="split 'test' is not defined"):
         scan_split(data, "test", progress=False)
+
+
+def _write_image_bytes_name(folder: Path, name: bytes, height=32, width=32):
+    """An image whose file name is raw bytes (not always UTF-8): returns the path as Python shows it."""
+    ok, png = cv2.imencode(".png", np.full((height, width, 3), (40, 80, 120), np.uint8))
+    assert ok
+    folder.mkdir(parents=True, exist_ok=True)
+    path = os.path.join(os.fsencode(folder), name)
+    with open(path, "wb") as fh:
+        fh.write(png.tobytes())
+    return os.fsdecode(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a file system that takes any bytes as names")
+def test_file_names_that_are_not_utf8_scan_cache_and_load(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"ok": "0 0.5 0.5 0.5 0.5\n"})
+    images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
+    odd = _write_image_bytes_name(images, b"caf\xff.png")  # Python shows the byte 0xff as '\udcff'
+    with open(os.path.join(os.fsencode(labels), b"caf\xff.txt"), "wb") as fh:
+        fh.write(b"2 0.25 0.25 0.1 0.1\n")
+    bad = _write_image_bytes_name(images, b"bad\xff.png")  # a bad label: named in the warning, skipped
+    with open(os.path.join(os.fsencode(labels), b"bad\xff.txt"), "wb") as fh:
+        fh.write(b"7 0.5 0.5 0.1 0.1\n")
+    entries = scan_split(data, "train", progress=False)
+    assert "caf\udcff" in odd and sorted(Path(p).name for p in entries.paths) == ["caf\udcff.png", "ok.png"]
+    np.testing.assert_allclose(entries.labels[entries.paths.index(odd)], [[2, 0.25, 0.25, 0.1, 0.1]])
+    assert f"{label_path_for(bad)}:1: class 7 out of range [0, 3)" in info_logs.text
+    # the cache round-trips the name
+    cached = scan_split(data, "train", progress=False)
+    assert cached.from_cache and cached.paths == entries.paths
+    np.testing.assert_array_equal(cached.labels[cached.paths.index(odd)], entries.labels[entries.paths.index(odd)])
+    # and the loader reads the image and hands its path back
+    loader, _ = create_dataloader(data, "val", 64, 2, None, workers=0, seed=0, shuffle=False, progress=False)
+    batch_images, targets, paths, _ = next(iter(loader))
+    assert odd in paths and batch_images.shape == (2, 3, 64, 64)
+    assert sorted(targets[:, 1].tolist()) == [0.0, 2.0]
+
+
+def _no_label_warnings(caplog) -> list:
+    return [r.message for r in caplog.records if "no label file found" in r.message]
+
+
+def test_no_label_file_for_any_image_warns_once_per_split(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": None, "b": None})  # train and val both read images/train
+    first_label = tmp_path / "labels" / "train" / "a.txt"
+    first_image = tmp_path / "images" / "train" / "a.png"
+    for split in ("train", "val"):
+        info_logs.clear()
+        scan_split(data, split, progress=False)
+        assert _no_label_warnings(info_logs) == [
+            f"WARNING {split}: no label file found for any of 2 images; expected them at {first_label} (for "
+            f"{first_image}: the last 'images' folder of the path becomes 'labels'), so every image trains as "
+            "background"]
+    assert not (tmp_path / "labels").exists()  # no labels/ folder appears that the user did not make
+    # an empty labels/ folder (the files went elsewhere): the warning comes back with the cached scan too
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    assert not scan_split(data, "train", progress=False).from_cache
+    info_logs.clear()
+    assert scan_split(data, "train", progress=False).from_cache
+    assert len(_no_label_warnings(info_logs)) == 1
+    # one label file is enough: images without one are simply empty
+    _write_label(tmp_path / "labels" / "train" / "b.txt", "0 0.5 0.5 0.5 0.5\n")
+    info_logs.clear()
+    scan_split(data, "train", progress=False)
+    assert _no_label_warnings(info_logs) == []
+
+
+def test_label_file_and_image_list_with_a_utf8_byte_order_mark(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": None})
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_bytes(b"\xef\xbb\xbf1 0.5 0.5 0.2 0.2\r\n0 0.1 0.1 0.1 0.1\n")
+    entries = scan_split(data, "train", progress=False)
+    np.testing.assert_allclose(entries.labels[0], [[1, 0.5, 0.5, 0.2, 0.2], [0, 0.1, 0.1, 0.1, 0.1]])
+    assert entries.summary["bad_labels"] == 0
+    (tmp_path / "list.txt").write_bytes(b"\xef\xbb\xbfimages/train/a.png\n")
+    (tmp_path / "l.yaml").write_text(f"train: list.txt\nval: list.txt\nnames: {NAMES}\n")
+    entries = scan_split(load_data_yaml(tmp_path / "l.yaml"), "train", progress=False)
+    assert entries.paths == [str(tmp_path / "images" / "train" / "a.png")]
+
+
+def test_image_list_and_data_yaml_that_are_not_utf8_are_one_line_errors(tmp_path):
+    _write_image(tmp_path / "images" / "café.png")
+    (tmp_path / "list.txt").write_bytes("images/café.png\n".encode("latin-1"))
+    (tmp_path / "d.yaml").write_text(f"train: list.txt\nval: list.txt\nnames: {NAMES}\n")
+    with pytest.raises(DataError) as info:
+        scan_split(load_data_yaml(tmp_path / "d.yaml"), "train", progress=False)
+    message = str(info.value)
+    assert f"split 'train': {tmp_path / 'list.txt'} is not UTF-8 text" in message and "\n" not in message
+    latin1_yaml = tmp_path / "latin1.yaml"
+    latin1_yaml.write_bytes(f"train: images  # données\nval: images\nnames: {NAMES}\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.yaml: data YAML is not UTF-8 text"):
+        load_data_yaml(latin1_yaml)
 
 
 # ----------------------------------------------------------------------------------------------------------------

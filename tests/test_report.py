@@ -207,3 +207,37 @@ def test_report_on_empty_or_unstarted_study(tmp_path):
     assert "no finished run yet; plots skipped" in md
     assert "stranger: not in the current runs.json" in md
     assert not any(name.endswith(".png") for name in report.files)
+
+
+@pytest.mark.parametrize("content", ['{"status": "finished", "fin', "[1, 2]", '"finished"', '{"epochs": 2}',
+                                     '{"status": "running"}'])
+def test_damaged_summary_json_is_named_and_not_counted_as_finished(tmp_path, content):
+    study_dir = tmp_path / "s"
+    for seed in range(2):
+        make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
+        make_run(study_dir, 2 + seed, "focal", seed, 0.6, 0.4, objectness="focal")
+    damaged = study_dir / "runs" / "focal__seed1" / "summary.json"
+    damaged.write_text(content)
+    report = build_report(study_dir, plots=False)
+    status = {r.run_name: r.status for r in report.study.runs}
+    assert status["focal__seed1"] == "partial" and status["focal__seed0"] == "finished"  # results.csv, no summary
+    assert {a.arm: a.n for a in report.arms} == {"bce": 2, "focal": 1}
+    md = report.files["summary.md"].read_text()
+    assert f"{damaged}: " in md and "the run counts as not finished" in md
+
+
+def test_damaged_run_files_are_noted_not_fatal(tmp_path):
+    study_dir = tmp_path / "s"
+    kept = make_run(study_dir, 0, "bce", 0, 0.5, 0.3)
+    (kept / "config.yaml").write_bytes(b"loss: {}  # \xff\n")  # not UTF-8
+    (kept / "summary.json").write_text(json.dumps({"status": "finished", "epochs": 2, "final": [0.5]}))  # final: not a mapping
+    broken = make_run(study_dir, 1, "bce", 1, 0.5, 0.3) / "ablation.json"
+    broken.write_text("[]")
+    (study_dir / "runs.json").write_text('["bce__seed0"]')
+    report = build_report(study_dir, plots=False)
+    assert [(r.run_name, r.status) for r in report.study.runs] == [("bce__seed0", "finished")]
+    assert math.isnan(report.study.runs[0].metrics["mAP50"]) and report.study.runs[0].metrics["epochs"] == 2
+    md = report.files["summary.md"].read_text()
+    assert f"{broken}: expected a JSON mapping, got list; ignored" in md
+    assert f"{study_dir / 'runs.json'}: expected a JSON mapping, got list; ignored" in md
+    assert "bce__seed0: config.yaml unreadable" in md

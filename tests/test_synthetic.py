@@ -129,3 +129,10 @@ def test_shipped_yamls_are_valid(name, monkeypatch):
     data = load_data_yaml(REPO / "data" / name)
     assert data["nc"] == len(data["names"]) and data["train"] and data["val"]
     assert Path(data["path"]).parent == (REPO / "datasets").resolve()
+
+
+def test_manifest_that_is_not_utf8_regenerates_the_dataset(tmp_path):
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True
+    (tmp_path / "manifest.json").write_bytes(b"\xff\xfe\x00{")  # damaged: used to end in a UnicodeDecodeError
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True  # an unknown dataset: made again
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is False

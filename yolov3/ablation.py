@@ -29,7 +29,11 @@ Resolution of one run's config: defaults <- ``base.hyp`` <- ``base`` <- the vari
 The grid is applied *on top of* each variant in ``grid_variants``: a gridded variant becomes one arm per grid point
 (``focal__gamma=2_alpha=0.25``); the other variants stay single arms. A grid key may not also be set by a variant it
 multiplies (the variant's value would be silently dead), the baseline may not be gridded (comparisons need one
-reference arm), and ``train.seed`` is set only through ``seeds``.
+reference arm), ``train.seed`` is set only through ``seeds``, and no two arms may resolve to the same config (the
+comparison would be meaningless).
+
+Ctrl-C while runs are going forwards one SIGINT to each train.py (they run in sessions of their own, so the terminal
+does not signal them twice) and waits for them to save last.pt and exit; a second Ctrl-C kills them.
 
 Runs and folders
 ----------------
@@ -45,10 +49,11 @@ each grid key (``gamma``; ``objectness.gamma`` when ``loss.cls.gamma`` is swept 
                                            grid, seed, overrides, command, and after it ends: exit_code
         train.log                          the run's stdout and stderr (appended to on resume)
 
-A rerun skips finished runs (summary.json present and config.yaml equal to the expected resolved config, ignoring
-keys in :data:`IGNORED_CONFIG_KEYS`), resumes partial ones (last.pt without summary.json: ``train.py --resume``) and
-starts missing ones; a finished or partial run whose config.yaml differs is an error naming the keys (the spec
-changed: delete those run folders or use another --name).
+A rerun skips finished runs (a summary.json with ``"status": "finished"`` and config.yaml equal to the expected
+resolved config, ignoring keys in :data:`IGNORED_CONFIG_KEYS`), resumes partial ones (last.pt without such a
+summary: ``train.py --resume``; a damaged summary.json is named and does not count) and starts missing ones; a
+finished or partial run whose config.yaml differs is an error naming the keys (the spec changed: delete those run
+folders or use another --name).
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -135,6 +141,7 @@ class PlannedRun:
     run_dir: Path
     action: str
     command: list  # argv (train.py invocation), empty for 'skip'
+    note: str = ""  # why a run folder is not what it seems (e.g. a damaged summary.json), for the user
 
 
 @dataclass
@@ -289,7 +296,7 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
     """
     path = Path(path)
     src = str(path)
-    spec = config_lib.read_yaml(path, error=AblationError)
+    spec = config_lib.read_yaml(path, error=AblationError, what="ablation spec")
     spec_text = path.read_text(encoding="utf-8")  # copied verbatim into the study folder (comments included)
     if not isinstance(spec, dict):
         raise AblationError(f"{src}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
@@ -407,6 +414,7 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
     grid_points = [dict(zip(study.grid, combo)) for combo in itertools.product(*study.grid.values())]
     runs: list = []
     seen: dict = {}
+    arms: list = []  # (where, resolved config) per arm, to find arms that would train the same thing
     for vname, voverrides in study.variants.items():
         variant_cfg = apply_flat(base_cfg, voverrides, f"variants.{vname}", src)
         points = grid_points if vname in study.grid_variants else [{}]
@@ -414,6 +422,7 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
             where = f"variants.{vname}" + (f" with grid {point}" if point else "")
             point_cfg = apply_flat(variant_cfg, point, "grid", src)
             _check_loss_names(point_cfg, f"{src}: {where}")
+            arms.append((where, point_cfg))
             for seed in study.seeds:
                 cfg = config_lib.merge_dict(point_cfg, {"train": {"seed": seed}}, f"{src}: seeds")
                 name = make_run_name(vname, point, seed, labels)
@@ -424,7 +433,23 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
                 merged = {**study.base, **voverrides, **point}
                 runs.append(RunSpec(index=len(runs), run_name=name, variant=vname, arm=arm_of(name),
                                     grid=dict(point), seed=seed, overrides=merged, config=cfg))
+    _check_distinct_arms(arms, src)
     return runs
+
+
+def _check_distinct_arms(arms: Sequence[tuple], src: str) -> None:
+    """Two arms resolving to the same training config (``loss.objectness.name: bce`` spelled out next to a baseline
+    that has it by default, or one override set given twice) would compare a config with itself: an error naming
+    both. Keys that do not change results (:data:`IGNORED_CONFIG_KEYS`) are left out of the comparison."""
+    flat = []
+    for where, cfg in arms:
+        values = _flatten_dict(config_lib.to_dict(cfg))
+        flat.append((where, {k: v for k, v in values.items() if k not in IGNORED_CONFIG_KEYS}))
+    for i, (where_a, a) in enumerate(flat):
+        for where_b, b in flat[i + 1:]:
+            if a.keys() == b.keys() and all(_same_value(key, a[key], b[key]) for key in a):
+                raise AblationError(f"{src}: {where_a} and {where_b} resolve to the same training config, so "
+                                    "comparing them would only measure seed noise; make them differ or remove one")
 
 
 def check_paths(study: Study) -> list:
@@ -547,15 +572,16 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
     planned, conflicts = [], []
     for run in study.runs:
         run_dir = runs_dir / run.run_name
-        finished = (run_dir / "summary.json").is_file()
+        summary, problem = read_summary(run_dir)
+        finished = summary is not None
         partial = (run_dir / "last.pt").is_file()
         if finished or partial:
             config_path = run_dir / "config.yaml"
             if config_path.is_file():
                 try:
                     saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-                except yaml.YAMLError as exc:
-                    raise AblationError(f"{config_path}: invalid YAML: {exc}") from None
+                except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+                    raise AblationError(f"{config_path}: unreadable or invalid YAML: {exc}") from None
                 diffs = config_differences(run.config, saved)
                 if diffs:
                     conflicts.append(f"  {run_dir}: " + "; ".join(diffs[:5]) +
@@ -570,13 +596,34 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
         else:
             action = "start"
             cmd = train_command(run, runs_dir, study.hyp, device, train_script)
-        planned.append(PlannedRun(run=run, run_dir=run_dir, action=action, command=cmd))
+        done = {"resume": "resumed from its last.pt", "start": "started again"}.get(action, "")
+        note = f"{problem}; the run counts as not finished and is {done}" if problem else ""
+        planned.append(PlannedRun(run=run, run_dir=run_dir, action=action, command=cmd, note=note))
     if conflicts:
         raise AblationError(f"{study.spec_path}: the spec changed since these runs were made (their config.yaml "
                             "differs from what the spec now resolves to):\n" + "\n".join(conflicts) +
                             "\ndelete those run folders to redo them, or run the changed spec under another "
                             "--name")
     return planned
+
+
+def read_summary(run_dir: Union[str, Path]) -> tuple:
+    """``(summary, problem)`` for ``<run_dir>/summary.json``, which train.py writes when a run finished:
+    ``(dict, None)`` for a finished run's summary, ``(None, None)`` when there is none, and ``(None, problem)``
+    (naming the file) when it is there but is no finished run's summary — truncated, not JSON, not a mapping, or
+    without ``"status": "finished"``. Such a run is not finished: counting it would drop it from being redone."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None, None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None, f"{path}: unreadable ({exc})"
+    if not isinstance(summary, dict):
+        return None, f"{path}: expected a JSON mapping, got {type(summary).__name__}"
+    if summary.get("status") != "finished":
+        return None, f"{path}: status is {summary.get('status')!r}, not 'finished'"
+    return summary, None
 
 
 def stale_run_folders(study: Study, study_dir: Union[str, Path]) -> list:
@@ -670,6 +717,8 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
 
     Each run's stdout/stderr go to ``<run>/train.log``; a failed run does not stop the others. With GPUs listed in
     ``device`` each job sees one GPU (CUDA_VISIBLE_DEVICES) and gets ``--device 0``; on CPU the cores are split.
+    On Ctrl-C (KeyboardInterrupt) the running children get one SIGINT and are waited for (see
+    :func:`interrupt_and_wait`), then the KeyboardInterrupt propagates; no further run is started.
     """
     from tqdm import tqdm
 
@@ -696,8 +745,11 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"# ablate.py {time.strftime('%Y-%m-%d %H:%M:%S')} {item.action}"
                       f"{' on GPU ' + gpu if gpu is not None else ''}: {display_command(cmd)}\n")
+        # a session of its own: a Ctrl-C at the terminal reaches only this runner, which forwards exactly one
+        # SIGINT; a second one, from the terminal's process group, would cut train.py's checkpoint save short
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=child_environment(jobs, gpu), errors="replace")
+                                env=child_environment(jobs, gpu), errors="replace",
+                                start_new_session=os.name == "posix")
         pump = threading.Thread(target=_pump, args=(proc.stdout, log_path, echo), daemon=True)
         pump.start()
         active[slot] = (item, proc, pump, time.time())
@@ -709,10 +761,11 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
         code = proc.returncode
         _write_identity(study, item, exit_code=code)
         seconds = time.time() - started
-        if code == 0 and (item.run_dir / "summary.json").is_file():
+        summary, problem = read_summary(item.run_dir)
+        if code == 0 and summary is not None:
             outcomes[item.run.run_name] = RunOutcome(item.run.run_name, item.action, "finished", code, seconds)
         else:
-            why = f"exit code {code}" if code else "exit code 0 but no summary.json was written"
+            why = f"exit code {code}" if code else f"exit code 0 but {problem or 'no summary.json was written'}"
             message = f"{item.run.run_name} failed ({why}); log: {item.run_dir / 'train.log'}\n" + \
                       _tail(item.run_dir / "train.log")
             outcomes[item.run.run_name] = RunOutcome(item.run.run_name, item.action, "failed", code, seconds,
@@ -731,17 +784,43 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
             if active:
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        for item, proc, _, _ in active.values():  # stop only the processes this function started
-            proc.terminate()
-        for item, proc, _, _ in active.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # stop only the processes this function started, and let each save its last.pt first
+        procs = [proc for _, proc, _, _ in active.values()]
+        interrupt_and_wait(procs, say=lambda text: bar.write(text, file=sys.stderr))
+        for _, _, pump, _ in active.values():
+            pump.join(timeout=5)  # the child's last words ("saved ... last.pt") belong in its train.log
         raise
     finally:
         bar.close()
     return [outcomes[p.run.run_name] for p in planned]
+
+
+def _send_interrupt(proc: subprocess.Popen) -> None:
+    if os.name == "posix":
+        proc.send_signal(signal.SIGINT)  # what a Ctrl-C gives train.py: it saves last.pt and exits 130
+    else:  # pragma: no cover - Windows cannot send SIGINT to one process
+        proc.terminate()
+
+
+def interrupt_and_wait(procs: Sequence[subprocess.Popen], say=print) -> None:
+    """Forward one SIGINT to each running child and wait until it exits (train.py saves ``last.pt`` first, however
+    long that takes); a second Ctrl-C while waiting kills the children still running."""
+    running = [proc for proc in procs if proc.poll() is None]
+    if not running:
+        return
+    for proc in running:
+        _send_interrupt(proc)
+    say(f"interrupted: waiting for {len(running)} run(s) to save last.pt; press Ctrl-C again to kill them")
+    try:
+        for proc in running:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in running:
+            proc.wait()
+        say("killed the running run(s); their last.pt may be older than this interrupt")
 
 
 def _replace_device(cmd: list, device: str) -> list:

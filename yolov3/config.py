@@ -262,13 +262,17 @@ def apply_overrides(cfg: Config, overrides: list, source: str = "command line") 
 
 
 def read_yaml(path: Union[str, Path], error: type = ConfigError, what: str = "file") -> Any:
-    """Load a YAML file; a missing file or a syntax error raises ``error`` naming the file (and the line)."""
+    """Load a YAML file; a missing file, text that is not UTF-8 or a syntax error raises ``error`` naming the file
+    (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text (undecodable byte at offset {exc.start}); save it as "
+                    "UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -302,12 +306,20 @@ def get_dotted(cfg: Any, key: str) -> Any:
     return obj
 
 
+MAX_IMG_SIZE = 8192  # the largest train.img_size accepted (see _RANGES)
+MAX_SEED = 2**32 - 1  # the largest train.seed accepted (see _RANGES)
+
 # (dotted key, check, what is expected): the value ranges that types alone cannot express
 _RANGES = [
+    ("cutoff", lambda v: v is None or v >= 1, "null or a number of layers, at least 1"),
     ("train.epochs", lambda v: v >= 1, "at least 1"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.nominal_batch", lambda v: v >= 1, "at least 1"),
-    ("train.img_size", lambda v: v >= 32 and v % 32 == 0, "a positive multiple of 32"),
+    # at most 8192, as in detect.py and val.py: there yolov3.cfg's first feature map alone takes 8.6 GB per image,
+    # so a larger value is a typo (an extra 0) that would otherwise end in an out-of-memory minutes later
+    ("train.img_size", lambda v: 32 <= v <= MAX_IMG_SIZE and v % 32 == 0, f"a multiple of 32 in [32, {MAX_IMG_SIZE}]"),
+    # numpy seeds (np.random.seed, the loader's SeedSequence) lie in [0, 2**32); a negative one fails deep inside
+    ("train.seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
     ("train.optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw"),
     ("train.schedule", lambda v: v in ("cosine", "step"), "one of cosine, step"),
     ("train.lr0", lambda v: v > 0, "greater than 0"),

@@ -16,7 +16,8 @@ Lines of a .txt list are image paths relative to ``path`` (or absolute). Any oth
 Labels: the label file of ``.../images/<rest>/x.jpg`` is ``.../labels/<rest>/x.txt`` (the *last* ``images`` folder in
 the path becomes ``labels``; an image path without one has its label file beside it). One row per object,
 ``class cx cy w h``, box normalised to [0, 1] by the image width and height. A missing label file means an image
-with no objects.
+with no objects; when no image of a split has one (a missing or misnamed ``labels`` folder), a warning says where
+they were expected. Label files and .txt lists are UTF-8 (a byte-order mark is fine); file names may be any bytes.
 
 Validation (once, then cached in ``<split>.cache`` beside the label folder, keyed by a hash over every image and
 label path, size and mtime, plus the cache version and ``nc``):
@@ -66,7 +67,7 @@ LOGGER = logging.getLogger("yolov3.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 YAML_KEYS = ("path", "train", "val", "test", "nc", "names", "download", "generate")
 SPLIT_KEYS = ("train", "val", "test")
-CACHE_VERSION = 2  # bump when the scan's rules or the cache layout change
+CACHE_VERSION = 3  # bump when the scan's rules or the cache layout change (3: label_files in the summary)
 COORD_TOLERANCE = 1e-3  # label writers round; a coordinate further than this outside [0, 1] is wrong, not rounded
 MAX_LOGGED_PROBLEMS = 30  # beyond this many problems in a split, only the count is logged
 SCAN_THREADS = 8  # image decoding releases the GIL; threads overlap file reads with decoding
@@ -193,7 +194,7 @@ def list_images(sources: Sequence[str], root: str, split: str, yaml_file: str = 
         if source_path.is_dir():
             images += [str(p) for p in sorted(source_path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
         elif source_path.is_file() and source_path.suffix == ".txt":
-            for line in source_path.read_text(encoding="utf-8").splitlines():
+            for line in _read_text_list(source_path, yaml_file, split).splitlines():
                 line = line.strip()
                 if line:
                     line_path = Path(line)
@@ -203,6 +204,16 @@ def list_images(sources: Sequence[str], root: str, split: str, yaml_file: str = 
         else:
             raise DataError(f"{yaml_file}: split '{split}': {source} is not a folder, a .txt list or an image")
     return list(dict.fromkeys(os.path.normpath(p) for p in images))
+
+
+def _read_text_list(path: Path, yaml_file: str, split: str) -> str:
+    """The text of a .txt image list; one that is not UTF-8 is a one-line DataError naming it (a BOM is fine:
+    Windows editors add one)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{yaml_file}: split '{split}': {path} is not UTF-8 text (undecodable byte at offset "
+                        f"{exc.start}); save the image list as UTF-8") from None
 
 
 def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.ndarray, List[str], List[str]]:
@@ -315,27 +326,32 @@ def _stat_signature(path: str) -> Tuple[int, int]:
 def _scan_hash(image_paths: Sequence[str], label_paths: Sequence[str], num_classes: int) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION} nc{num_classes} tol{COORD_TOLERANCE}".encode())
     for image_path, label_path in zip(image_paths, label_paths):
-        digest.update(f"{image_path}|{_stat_signature(image_path)}|{label_path}|{_stat_signature(label_path)}\n".encode())
+        line = f"{image_path}|{_stat_signature(image_path)}|{label_path}|{_stat_signature(label_path)}\n"
+        # file names that are not valid UTF-8 arrive as surrogate escapes ('\udcff'); hash the bytes the OS gave
+        digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
 def _scan_one(image_path: str, label_path: str, num_classes: int):
-    """Returns ``(shape or None, labels, errors, warnings, duplicates)`` for one image."""
+    """Returns ``(shape or None, labels, errors, warnings, duplicates, has_label_file)`` for one image."""
+    has_label_file = os.path.isfile(label_path)  # checked first: it counts even for an unreadable image
     img = read_image(image_path)
     if img is None:
-        return None, None, [f"{image_path}: cannot read or decode the image (corrupt or unsupported), skipped"], [], 0
+        return (None, None, [f"{image_path}: cannot read or decode the image (corrupt or unsupported), skipped"], [],
+                0, has_label_file)
     shape = img.shape[:2]
-    if not os.path.isfile(label_path):
-        return shape, np.zeros((0, 5), np.float32), [], [], 0
+    if not has_label_file:
+        return shape, np.zeros((0, 5), np.float32), [], [], 0, False
     try:
-        text = Path(label_path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors) must not turn the first row into a bad row
+        text = Path(label_path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        return shape, None, [f"{label_path}: cannot read the label file ({exc}); image skipped"], [], 0
+        return shape, None, [f"{label_path}: cannot read the label file ({exc}); image skipped"], [], 0, True
     labels, errors, warnings = parse_label_text(text, label_path, num_classes)
     if errors:
         errors = [f"{e}; image skipped" for e in errors]
-        return shape, None, errors, warnings, len(warnings)
-    return shape, labels, [], warnings, len(warnings)
+        return shape, None, errors, warnings, len(warnings), True
+    return shape, labels, [], warnings, len(warnings), True
 
 
 def _cache_path_for(label_paths: Sequence[str], split: str) -> Path:
@@ -369,13 +385,20 @@ def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
     entries = _load_cache(cache_path, scan_hash)
     if entries is None:
         entries = _scan(image_paths, label_paths, num_classes, split, progress)
-        _save_cache(cache_path, scan_hash, entries)
+        if cache_path.parent.is_dir():  # never create a labels/ folder: next to a misnamed one it would look right
+            _save_cache(cache_path, scan_hash, entries)
     entries.cache_path = str(cache_path)
     _log_messages(entries.messages)
     s = entries.summary
     LOGGER.info("%s: %d images, %d boxes, %d empty, %d skipped (%d unreadable, %d bad labels), %d duplicate rows "
                 "dropped%s", split, s["images"], s["boxes"], s["empty"], s["skipped"], s["unreadable"],
                 s["bad_labels"], s["duplicates"], " [cached]" if entries.from_cache else "")
+    if s.get("label_files") == 0:
+        # once per split and scan, cached or not: a missing or misnamed labels/ folder would otherwise train every
+        # image as background without a word
+        LOGGER.warning("WARNING %s: no label file found for any of %d images; expected them at %s (for %s: the last "
+                       "'images' folder of the path becomes 'labels'), so every image trains as background",
+                       split, len(image_paths), label_paths[0], image_paths[0])
     if not entries.paths:
         raise DataError(f"{yaml_file}: split '{split}' has no usable image ({len(image_paths)} found, all skipped; "
                         "see the warnings above)")
@@ -384,14 +407,16 @@ def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
 
 def _scan(image_paths, label_paths, num_classes, split, progress) -> SplitEntries:
     entries = SplitEntries([], [], [], messages=[])
-    counts = {"images": 0, "boxes": 0, "empty": 0, "skipped": 0, "unreadable": 0, "bad_labels": 0, "duplicates": 0}
+    counts = {"images": 0, "boxes": 0, "empty": 0, "skipped": 0, "unreadable": 0, "bad_labels": 0, "duplicates": 0,
+              "label_files": 0}
     with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
         results = pool.map(_scan_one, image_paths, label_paths, [num_classes] * len(image_paths))
-        for image_path, (shape, labels, errors, warnings, duplicates) in tqdm(
+        for image_path, (shape, labels, errors, warnings, duplicates, has_label_file) in tqdm(
                 zip(image_paths, results), total=len(image_paths), desc=f"scanning {split}", disable=not progress,
                 unit="img", leave=False):
             entries.messages += errors + warnings
             counts["duplicates"] += duplicates
+            counts["label_files"] += int(has_label_file)
             if labels is None:
                 counts["skipped"] += 1
                 counts["unreadable" if shape is None else "bad_labels"] += 1
@@ -424,14 +449,17 @@ def _save_cache(cache_path: Path, scan_hash: str, entries: SplitEntries) -> None
 
 def _load_cache(cache_path: Path, scan_hash: str) -> Optional[SplitEntries]:
     try:
-        payload = json.loads(cache_path.read_text())
+        payload = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(payload, dict) or payload.get("version") != CACHE_VERSION or payload.get("hash") != scan_hash:
         return None
-    labels = [np.asarray(l, dtype=np.float32).reshape(-1, 5) for l in payload["labels"]]
-    return SplitEntries(payload["paths"], labels, [tuple(s) for s in payload["shapes"]], payload["summary"],
-                        payload["messages"], from_cache=True)
+    try:  # a damaged cache is only a reason to scan again
+        labels = [np.asarray(l, dtype=np.float32).reshape(-1, 5) for l in payload["labels"]]
+        return SplitEntries(list(payload["paths"]), labels, [tuple(s) for s in payload["shapes"]],
+                            dict(payload["summary"]), list(payload["messages"]), from_cache=True)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

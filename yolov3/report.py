@@ -16,9 +16,10 @@ arm, grid values, seed, baseline, planned index, exit code), ``config.yaml``, ``
     objectness_cdf.png          (e) cumulative normalised objectness loss of the final model over positives and over
                                 negatives, samples sorted by loss (Lin et al. 2017, Fig. 4)
 
-Run status: ``finished`` (summary.json), ``failed`` (ablation.json records a non-zero exit, or exit 0 without a
-summary), ``partial`` (results.csv or last.pt but no summary: running or interrupted), ``not started``. Only finished
-runs enter the statistics and plots; everything missing is skipped with a note in summary.md, never an exception.
+Run status: ``finished`` (summary.json with ``"status": "finished"``; a damaged one is named in a note and does not
+count), ``failed`` (ablation.json records a non-zero exit, or exit 0 without a summary), ``partial`` (results.csv or
+last.pt but no summary: running or interrupted), ``not started``. Only finished runs enter the statistics and
+plots; everything missing is skipped with a note in summary.md, never an exception.
 Seeds pair runs: the baseline's seed k run is compared with each arm's seed k run.
 """
 from __future__ import annotations
@@ -32,6 +33,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import yaml
+
+from yolov3.ablation import read_summary
 
 METRICS = ("mAP50", "mAP50_95", "precision", "recall")
 METRIC_TITLES = {"mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "precision": "precision", "recall": "recall"}
@@ -155,11 +158,16 @@ class RunResult:
 
 
 def _read_json(path: Path, notes: list) -> Optional[dict]:
+    """A JSON mapping, or None with a note naming the file (unreadable, truncated, or not a mapping)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         notes.append(f"{path}: unreadable ({exc}); ignored")
         return None
+    if not isinstance(content, dict):
+        notes.append(f"{path}: expected a JSON mapping, got {type(content).__name__}; ignored")
+        return None
+    return content
 
 
 def read_results_csv(path: Union[str, Path]) -> dict:
@@ -197,7 +205,9 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
     identity = _read_json(identity_path, notes)
     if identity is None:
         return None
-    summary = _read_json(run_dir / "summary.json", notes) if (run_dir / "summary.json").is_file() else None
+    summary, problem = read_summary(run_dir)
+    if problem:
+        notes.append(f"{problem}; the run counts as not finished")
     history = None
     if (run_dir / "results.csv").is_file():
         try:
@@ -208,11 +218,11 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
     if (run_dir / "config.yaml").is_file():
         try:
             config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not UTF-8
             notes.append(f"{run_dir.name}: config.yaml unreadable ({exc})")
 
     exit_code = identity.get("exit_code")
-    if summary is not None and summary.get("status", "finished") == "finished":
+    if summary is not None:  # read_summary returns only a finished run's summary
         status = "finished"
     elif exit_code is not None:
         status = "failed"  # a non-zero exit, or exit 0 without summary.json
@@ -223,7 +233,7 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
 
     metrics = {key: float("nan") for key in METRICS + ("train_obj", "train_noobj", "epochs", "wall_time_s")}
     if summary is not None:
-        final = summary.get("final") or {}
+        final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
         for key in METRICS + ("train_obj", "train_noobj"):
             metrics[key] = _finite(final.get(key))
         metrics["epochs"] = _finite(summary.get("epochs"))

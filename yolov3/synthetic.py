@@ -281,9 +281,9 @@ def ensure_shapes_dataset(root: Union[str, Path], block: Optional[dict] = None, 
         try:
             if manifest_path.is_file():
                 try:
-                    if json.loads(manifest_path.read_text()) == wanted:
+                    if json.loads(manifest_path.read_text(encoding="utf-8")) == wanted:
                         return False
-                except json.JSONDecodeError:
+                except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
                     pass  # a damaged manifest means an unknown dataset: regenerate
             manifest_path.unlink(missing_ok=True)  # an interrupted run must not look finished
             for split in SPLITS:

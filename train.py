@@ -36,10 +36,11 @@ from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
 from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
 from yolov3.plots import plot_results_csv
-from yolov3.utils import (atomic_torch_save, atomic_write_text, increment_path, save_rng_state, seed_everything,
-                          select_device, restore_rng_state, user_errors)
-from yolov3.checkpoint import load_initial_weights
-from yolov3.weights import read_checkpoint
+from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, ensure_dir, atomic_write_text, increment_path, remove_stale_temporaries,
+                          save_rng_state, seed_everything, select_device, restore_rng_state, user_errors)
+from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
+                               prepare_new_run_dir)
+from yolov3.weights import first_non_finite, read_checkpoint
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
@@ -48,7 +49,7 @@ RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls",
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message names the images of the batch."""
+    """The loss or the weights became NaN or infinite; the message names the batch and what was kept."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", help="initial weights: a .pt from train.py, a Darknet .weights, or a backbone "
                                           "such as darknet53.conv.74 (with --cutoff)")
     parser.add_argument("--cutoff", type=int, help="load only the first N layers of a Darknet weights file")
+    parser.add_argument("--allow-partial-weights", action="store_true",
+                        help="accept a --weights .pt that fits fewer than half of the model's tensors")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="total batch size over all processes")
     parser.add_argument("--img-size", type=int, help="train and val image size (multiple of 32)")
@@ -182,8 +185,10 @@ def train(args: argparse.Namespace) -> dict:
     ckpt = None
     if args.resume is not None:
         changed = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                   if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok") and v is not None]
+                   if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok", "allow_partial_weights")
+                   and v is not None]
         changed += ["--name"] * (args.name != "exp") + ["--exist-ok"] * args.exist_ok
+        changed += ["--allow-partial-weights"] * args.allow_partial_weights
         if args.overrides or changed:
             raise ConfigError(f"--resume continues a run with its saved config; {', '.join(changed + args.overrides)}"
                               f" cannot change it (allowed with --resume: "
@@ -196,17 +201,15 @@ def train(args: argparse.Namespace) -> dict:
         if args.workers is not None:
             cfg = config_lib.apply_overrides(cfg, [f"train.workers={args.workers}"])
         run_dir = ckpt_path.parent
-        if (run_dir / "summary.json").exists():
+        if finished_summary(run_dir) is not None:
             raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
     else:
         cfg = resolve_config(args)
         run_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
+        if is_main and run_dir.exists():
+            prepare_new_run_dir(run_dir)  # refuses a folder holding another run before any work is done
     tcfg = cfg.train
     seed_everything(tcfg.seed + max(rank, 0))
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.save_config(cfg, run_dir / "config.yaml")
-        print(f"run folder: {run_dir}  device: {device}  world size: {world_size}")
 
     # ---- data ----
     data = load_data_yaml(cfg.data)
@@ -227,8 +230,10 @@ def train(args: argparse.Namespace) -> dict:
     if ckpt is None and cfg.loss.obj_prior is not None:
         # before loading weights: heads that come from the weights keep their trained biases, fresh heads get pi
         apply_objectness_prior(model, cfg.loss.obj_prior)
+    weights_note = None
     if ckpt is None and cfg.weights:
-        print(load_initial_weights(model, cfg.weights, cutoff=cfg.cutoff, cfg_path=cfg.cfg))
+        weights_note = load_initial_weights(model, cfg.weights, cutoff=cfg.cutoff, cfg_path=cfg.cfg,
+                                            allow_partial=args.allow_partial_weights)
     model.to(device)
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -242,7 +247,17 @@ def train(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ema = ModelEMA(model, tcfg.ema_decay, tcfg.ema_tau) if (tcfg.ema and is_main) else None
 
-    start_epoch, best_fitness, history = 0, -1.0, []
+    # Every input is valid now: only from here on does the run leave anything on disk.
+    if is_main:
+        if ckpt is None:
+            ensure_dir(run_dir)
+            config_lib.save_config(cfg, run_dir / "config.yaml")
+        stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
+        print(f"run folder: {run_dir}  device: {device}  world size: {world_size}"
+              + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
+        if weights_note:
+            print(weights_note)
+    start_epoch, best_fitness, history, best_epoch_done = 0, -1.0, [], 0
     if ckpt is not None:
         model.load_state_dict(ckpt["train_model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -251,8 +266,13 @@ def train(args: argparse.Namespace) -> dict:
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
         start_epoch, best_fitness, history = ckpt["epoch"], ckpt["best_fitness"], ckpt["history"]
+        best_epoch_done = ckpt.get("best_epoch", best_epoch(history))
         restore_rng_state(ckpt["rng"])
         if is_main:
+            if best_checkpoint_needs_repair(ckpt, run_dir / "best.pt"):  # killed between last.pt and best.pt
+                atomic_torch_save(lean_checkpoint(ckpt), run_dir / "best.pt")
+                print(f"best.pt restored from last.pt (epoch {best_epoch_done}): the process had stopped between "
+                      "the two writes")
             print(f"resuming {run_dir} from epoch {start_epoch + 1}/{tcfg.epochs}")
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -265,8 +285,11 @@ def train(args: argparse.Namespace) -> dict:
     evaluated = ema.ema if ema is not None else unwrap(model)  # what is validated, saved as 'model' and reported
     # Where training stands; a checkpoint saved at any point (epoch end or Ctrl-C) records it, and resuming from it
     # replays the rest exactly: the data order and augmentation depend only on (seed, epoch, index).
+    # 'saved' describes the newest last.pt on disk (for truthful messages); 'best_pending' is a validated best
+    # checkpoint not written yet (with --nosave it waits for the end); 'in_step' is True while a batch is half done.
     state = {"completed_epochs": start_epoch, "batches_done": 0, "sums": torch.zeros(len(LOSS_TERMS) + 1),
-             "epoch_started": time.time(), "best_unsaved": False}
+             "epoch_started": time.time(), "best_pending": None, "in_step": False,
+             "saved": (ckpt["epoch"], ckpt.get("batches_done", 0)) if ckpt is not None else None}
     if ckpt is not None and ckpt.get("batches_done"):
         state["batches_done"] = ckpt["batches_done"]
         state["sums"] = ckpt["partial_sums"].clone()
@@ -274,7 +297,7 @@ def train(args: argparse.Namespace) -> dict:
             parameter.grad = None if grad is None else grad.to(device)
 
     def checkpoint(full: bool) -> dict:
-        extra = {"batches_done": state["batches_done"]}
+        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done}
         if full and state["batches_done"]:  # mid-epoch: what the rest of the epoch needs
             extra.update({"partial_sums": state["sums"].clone(), "partial_s": time.time() - state["epoch_started"],
                           "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
@@ -282,7 +305,32 @@ def train(args: argparse.Namespace) -> dict:
         return {**make_checkpoint(model, ema, optimizer, scaler, cfg, names, state["completed_epochs"],
                                   best_fitness, history, full=full), **extra}
 
+    def non_finite_weights() -> str | None:
+        """The first NaN/inf tensor of the trained or the evaluated model: such weights are never saved."""
+        broken = first_non_finite(unwrap(model).state_dict())
+        return broken or (first_non_finite(evaluated.state_dict()) if evaluated is not unwrap(model) else None)
+
+    def save_last() -> None:
+        try:
+            atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
+        except OutputError as exc:  # disk full, folder made read-only: the previous last.pt is untouched
+            raise OutputError(f"{exc}; {what_was_kept()}", exc.errno) from None
+        state["saved"] = (state["completed_epochs"], state["batches_done"])
+
+    def save_pending_best() -> None:
+        if state["best_pending"] is not None:
+            atomic_torch_save(state["best_pending"], run_dir / "best.pt")
+            state["best_pending"] = None
+
+    def what_was_kept() -> str:
+        if state["saved"] is None:
+            return "no checkpoint had been written yet, so there is nothing to resume"
+        epochs, batches = state["saved"]
+        where = f"epoch {epochs}" + (f" and {batches} batches" if batches else "")
+        return f"{run_dir / 'last.pt'} ({where}, written before the problem) was kept"
+
     # ---- the loop ----
+    stop_request = StopRequest("finishing this batch, then saving last.pt").install()
     try:
         for epoch in range(start_epoch, tcfg.epochs):
             state["epoch_started"] = time.time() - (ckpt or {}).get("partial_s", 0.0) * (epoch == start_epoch)
@@ -298,6 +346,7 @@ def train(args: argparse.Namespace) -> dict:
             for batch_index, (images, targets, paths, _shapes) in enumerate(bar, start=skip):
                 iteration = batch_index + iters_per_epoch * epoch
                 lr = set_learning_rates(optimizer, tcfg, iteration, iters_per_epoch, warmup_iters)
+                state["busy"] = True  # from here until the batch is recorded, memory is not a checkpoint
                 images = images.to(device, non_blocking=True)
                 targets = targets.to(device)
                 if tcfg.multi_scale:
@@ -307,7 +356,7 @@ def train(args: argparse.Namespace) -> dict:
                 loss, terms = loss_fn([m.float() for m in raw_maps], targets)
                 if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
                     raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
-                                        f"images: {', '.join(str(p) for p in paths)}")
+                                        f"images: {', '.join(str(p) for p in paths)}; {what_was_kept()}")
                 scaler.scale(loss).backward()
                 if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
                     scaler.unscale_(optimizer)
@@ -319,6 +368,9 @@ def train(args: argparse.Namespace) -> dict:
                         ema.update(model)
                 state["sums"] += torch.tensor([float(terms[t]) for t in LOSS_TERMS] + [float(loss.detach())])
                 state["batches_done"] = batch_index + 1
+                state["busy"] = False
+                if all_ranks_agree(stop_request.requested, world_size, device):
+                    raise KeyboardInterrupt  # Ctrl-C arrived during the batch: stop here, between batches
                 means = state["sums"] / (batch_index + 1)
                 bar.set_postfix_str(" ".join(f"{t} {means[k]:.3f}" for k, t in enumerate(LOSS_TERMS))
                                     + f" lr {lr:.2e}")
@@ -331,9 +383,16 @@ def train(args: argparse.Namespace) -> dict:
             final_epoch = epoch + 1 == tcfg.epochs
             if not is_main:
                 state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+                if all_ranks_agree(stop_request.requested, world_size, device):
+                    raise KeyboardInterrupt
                 if all_ranks_agree(False, world_size, device):  # rank 0 decides on early stopping
                     break
                 continue
+            broken = non_finite_weights()
+            if broken is not None:  # a diverged model must be neither validated nor saved
+                raise NonFiniteLoss(f"the weights became NaN or infinite during epoch {epoch + 1} (first in "
+                                    f"'{broken}') although each batch's loss was finite; nothing of this epoch was "
+                                    f"saved; {what_was_kept()}")
             if final_epoch or (not args.noval and (epoch + 1) % cfg.val.interval == 0):
                 metrics = evaluate(evaluated, val_loader, names, conf_thres=cfg.val.conf_thres,
                                    iou_thres=cfg.val.iou_thres, max_det=cfg.val.max_det, device=device,
@@ -348,33 +407,51 @@ def train(args: argparse.Namespace) -> dict:
                                                                         "val_cls")},
                    "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started}
             score = fitness(row)
-            state["best_unsaved"] = score > best_fitness or not (run_dir / "best.pt").exists()
+            improved = score > best_fitness or best_epoch_done == 0
+            state["busy"] = True  # the epoch's record is being committed
             best_fitness = max(best_fitness, score)
             history.append(row)
+            best_epoch_done = epoch + 1 if improved else best_epoch_done
             state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+            state["busy"] = False
+            stop = bool(tcfg.patience) and epochs_without_improvement(history) > tcfg.patience
+            save_now = not args.nosave or final_epoch or stop
+            if improved:  # best.pt-to-be: kept in memory (a copy, as training goes on) until it may be written
+                best = checkpoint(full=False)
+                state["best_pending"] = best if save_now else {**best, "model": {
+                    key: value.detach().clone() for key, value in best["model"].items()}}
             write_results_csv(results_csv, history)
             plot_results_csv(results_csv, run_dir / "results.png")
             print(f"epoch {epoch + 1}: P {row['precision']:.3f} R {row['recall']:.3f} "
                   f"mAP@.5 {row['mAP50']:.3f} mAP@.5:.95 {row['mAP50_95']:.3f}  ({row['epoch_time_s']:.0f} s)")
-            if not args.nosave or final_epoch:
-                atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
-                if state["best_unsaved"]:
-                    atomic_torch_save(checkpoint(full=False), run_dir / "best.pt")
-                    state["best_unsaved"] = False
-            stop = bool(tcfg.patience) and epochs_without_improvement(history) > tcfg.patience
+            if save_now:
+                # last.pt first: it records best_epoch, so a process killed before best.pt is written gets
+                # best.pt back from last.pt on --resume (checkpoint.best_checkpoint_needs_repair)
+                save_last()
+                save_pending_best()
             if stop:
                 print(f"stopping early: no improvement for {tcfg.patience} validated epochs")
+            if all_ranks_agree(stop_request.requested, world_size, device):
+                raise KeyboardInterrupt  # Ctrl-C during validation or saving: the epoch is complete
             if all_ranks_agree(stop, world_size, device):
                 break
     except KeyboardInterrupt:
         if is_main:
-            atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
-            if state["best_unsaved"]:
-                atomic_torch_save(checkpoint(full=False), run_dir / "best.pt")
-            print(f"\ninterrupted: saved {run_dir / 'last.pt'} ({state['completed_epochs']} epochs and "
-                  f"{state['batches_done']} batches done); continue with: python train.py --resume {run_dir}",
-                  file=sys.stderr)
+            if state["busy"]:  # a second Ctrl-C inside a batch: its gradients or weights are half updated
+                note = f"stopped at once inside a batch, so nothing was saved; {what_was_kept()}"
+            elif non_finite_weights() is not None:
+                note = f"the weights are NaN or infinite, so they were not saved; {what_was_kept()}"
+            else:
+                save_pending_best()  # mid-epoch, last.pt cannot restore it (its weights moved on): best.pt first
+                save_last()
+                note = (f"saved {run_dir / 'last.pt'} ({state['completed_epochs']} epochs and "
+                        f"{state['batches_done']} batches done)")
+            resumable = state["saved"] is not None
+            print(f"\ninterrupted: {note}" + (f"; continue with: python train.py --resume {run_dir}" if resumable
+                                                else ""), file=sys.stderr)
         raise
+    finally:
+        stop_request.restore()
 
     summary = {}
     if is_main:
@@ -410,10 +487,19 @@ def random_rescale(images: torch.Tensor, img_size: int, seed: int) -> torch.Tens
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
+def finished_summary(run_dir: Path) -> dict | None:
+    """summary.json of a finished run, or None (absent, or damaged: then resuming rewrites it)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
+
+
 def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started) -> dict:
     """summary.json and the objectness-loss distributions of the final model (read by the ablation report)."""
     pos, neg = objectness_loss_samples(model, val_loader, cfg.loss, device, seed=cfg.train.seed)
-    np.savez_compressed(run_dir / "objectness_losses.npz", pos=pos, neg=neg)
+    atomic_write(run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, pos=pos, neg=neg))
     final = history[-1] if history else {}
     best = best_epoch(history)
     summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
@@ -434,8 +520,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLoss as exc:
-        print(f"error: {exc}\nthe last good checkpoint was kept; lower train.lr0 or check these images' labels",
-              file=sys.stderr)
+        print(f"error: {exc}\nlower train.lr0, or check the labels of the images named above", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -186,6 +187,32 @@ def test_load_model_checkpoint_and_errors(cfg_dir, tmp_path, randomize):
         torch.testing.assert_close(from_darknet(images), model(images), rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("where", ["pt", "darknet"])
+def test_load_model_refuses_non_finite_weights_by_name(cfg_dir, tmp_path, where):
+    """A diverged model would only give garbage boxes or NaN metrics: val.py and detect.py must not use it."""
+    model = Darknet(cfg_dir / "yolov3-small.cfg", num_classes=2)
+    broken = [name for name, _ in model.named_buffers() if name.endswith("running_var")][3]
+    model.get_buffer(broken)[5] = float("nan")
+    if where == "pt":
+        path = tmp_path / "best.pt"
+        torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text}, path)
+        args = {}
+    else:
+        path = tmp_path / "diverged.weights"
+        model.save_darknet_weights(path)
+        args = {"cfg": cfg_dir / "yolov3-small.cfg", "num_classes": 2}
+    with pytest.raises(ValueError, match=rf"{path.name}: the weights hold NaN or infinite values \(first in '"
+                                         rf"{re.escape(broken)}'\)"):
+        load_model(path, **args)
+
+
+def test_load_model_refuses_a_model_entry_that_is_not_a_state_dict(cfg_dir, tmp_path):
+    model = Darknet(cfg_dir / "yolov3-small.cfg", num_classes=2)
+    torch.save({"model": {"weights": [1, 2]}, "cfg_text": model.cfg_text}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="odd.pt: 'model' is not a state dict of tensors"):
+        load_model(tmp_path / "odd.pt")
 
 
 @pytest.mark.parametrize("size, stride, padding", [(2, 2, 1), (2, 2, 0), (2, 1, 1), (3, 2, 2), (5, 1, 4), (13, 1, 12),

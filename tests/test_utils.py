@@ -50,3 +50,52 @@ def test_select_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             select_device("0")
+
+
+def test_stop_request_turns_the_first_sigint_into_a_flag_and_the_second_into_an_interrupt(capsys):
+    import os
+    import signal
+
+    from yolov3.utils import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopRequest("saving") as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested  # no exception: the code in progress goes on
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert "Ctrl-C: saving (Ctrl-C again to stop at once)" in capsys.readouterr().err
+
+
+def test_remove_stale_temporaries_touches_only_atomic_write_leftovers(tmp_path):
+    from yolov3.utils import remove_stale_temporaries
+
+    for name in (".last.pt.k2j3h4.tmp", ".results.csv.abc.tmp", "notes.tmp", "last.pt", ".hidden"):
+        (tmp_path / name).write_text("x")
+    assert sorted(remove_stale_temporaries(tmp_path)) == [".last.pt.k2j3h4.tmp", ".results.csv.abc.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "last.pt", "notes.tmp"]
+
+
+def test_failed_writes_are_output_errors_naming_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from yolov3.utils import OutputError, atomic_write_bytes
+
+    target = tmp_path / "results.csv"
+    atomic_write_bytes(target, b"old")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OutputError) as info:
+        atomic_write_bytes(target, b"new")
+    assert str(info.value) == f"cannot write {target}: the disk is full (No space left on device)"
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+    (tmp_path / "file.txt").write_text("a file where a folder should be")
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'file.txt'}: "):
+        atomic_write_bytes(tmp_path / "file.txt" / "below", b"x")

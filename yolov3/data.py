@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import random
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -629,7 +630,12 @@ class DistributedEpochSampler(DistributedSampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in a worker from torch's per-worker seed (derived from the loader's seeded generator)."""
+    """Seed numpy and random in a worker from torch's per-worker seed (derived from the loader's seeded generator).
+
+    Workers also ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and a worker that died of it
+    would break the main process, which finishes its batch and saves a checkpoint before it stops.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

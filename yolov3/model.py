@@ -542,11 +542,11 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
 
     * ``.pt`` (from train.py): a dict with ``model`` (state_dict) and ``cfg_text`` (plus names, config, ...). The cfg
       inside wins; a ``cfg``/``num_classes`` that disagrees with it is an error rather than a silent choice.
-      Loaded with ``weights_only=False`` because checkpoints hold RNG states: only load checkpoints you trust.
+      Loaded with ``weights_only=True``: a file that would need to run code to load is refused.
     * anything else is read as a Darknet ``.weights`` file and needs ``cfg``.
     Problems with the file or the arguments raise ``yolov3.weights.WeightsError`` (a ValueError) naming the file.
     """
-    from .weights import WeightsError, read_checkpoint
+    from .weights import WeightsError, first_non_finite, read_checkpoint
 
     weights = Path(weights)
     if not weights.is_file():
@@ -567,8 +567,8 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
                 raise WeightsError(f"{weights}: the checkpoint was trained with a different cfg than {cfg}; "
                                  "drop the cfg argument to use the checkpoint's own")
         state = checkpoint["model"]
-        if isinstance(state, nn.Module):
-            state = state.state_dict()
+        if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+            raise WeightsError(f"{weights}: 'model' is not a state dict of tensors")
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as exc:
@@ -580,4 +580,8 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
         checkpoint = None
         model = Darknet(cfg, num_classes=num_classes)
         model.load_darknet_weights(weights)
+    broken = first_non_finite(model.state_dict())
+    if broken is not None:  # a diverged run's weights would only give garbage detections or NaN metrics
+        raise WeightsError(f"{weights}: the weights hold NaN or infinite values (first in '{broken}'); "
+                           "the model is unusable: use an earlier checkpoint or retrain with a lower train.lr0")
     return model.to(device).eval(), checkpoint

@@ -6,15 +6,20 @@
     python detect.py --weights best.pt --source 0                       # webcam 0
     python detect.py --weights best.pt --source rtsp://host/stream --view-img
 
-Outputs go to runs/detect/<name>/: annotated images and videos (same fps and size as the source), and on request
-YOLO txt rows (labels/), one JSON of all detections, and crops (crops/<class>/).
-The exit status is non-zero only when nothing could be processed.
+Outputs go to runs/detect/<name>/ (created once the first input is read): annotated images and videos (same fps and
+size as the source), and on request YOLO txt rows (labels/), crops (crops/<class>/) and detections.json, one entry
+per image or frame naming its source and its output files. Each input's outputs share one name: its stem, or
+<stem>_2, <stem>_3... when inputs share a stem (a/x.jpg and b/x.jpg, x.jpg and x.png).
+The exit status is non-zero only when nothing could be processed; Ctrl-C stops the run with status 130, keeping
+everything written so far (detections.json included).
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import os
+import re
 import sys
 import time
 from collections import Counter
@@ -31,15 +36,20 @@ import yaml
 
 from yolov3.augment import letterbox
 from yolov3.boxes import yolo_label_row
+from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
 from yolov3.draw import draw_boxes
 from yolov3.model import default_img_size, load_model
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
-from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
+from yolov3.utils import atomic_write_bytes, atomic_write_text, increment_path, select_device, user_errors
+from yolov3.weights import WeightsError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 COCO_NAMES = Path(__file__).resolve().parent / "data" / "coco.names"
+JSON_FLUSH_S = 30.0  # rewrite detections.json at least this often: a killed run (not just Ctrl-C) loses little,
+# and a long video does not spend its time re-serialising a growing list after every frame
+FRAME_TAG = re.compile(r"^(.*)_(\d+)$")  # "<video stem>_<frame>": the names a video's frames take
 
 
 class SourceError(ValueError):
@@ -72,7 +82,9 @@ def resolve_sources(source: str) -> tuple[list, list]:
         if path.is_dir():
             paths = sorted(str(p) for p in path.iterdir() if p.is_file())
         elif path.suffix.lower() == ".txt":
-            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            # surrogateescape: a listed name that is not UTF-8 (Linux allows any bytes) still names its file
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
             paths = [str((path.parent / ln) if not Path(ln).is_absolute() and not Path(ln).exists() else ln)
                      for ln in lines]
             missing = [p for p in paths if not Path(p).exists()]
@@ -97,13 +109,97 @@ def resolve_sources(source: str) -> tuple[list, list]:
     return items, warnings
 
 
+def display(path: str | Path) -> str:
+    """A path as text that can be printed and stored in JSON or YAML.
+
+    Linux file names are bytes; Python decodes the bytes that are not UTF-8 to lone surrogates, which a strict
+    stdout, JSON readers and YAML cannot take. Those bytes are shown as ``\\xNN`` escapes instead; any other name is
+    returned unchanged.
+    """
+    text = os.fspath(path)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def opencv_can_open(path: str | Path) -> bool:
+    """OpenCV's video reader and writer take a path as UTF-8 and crash (segfault) on one that is not."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def natural_stem(item: Source, index: int) -> str:
+    """The name an input's outputs take when no other input claims it: the file's stem, or stream<index>."""
+    return f"stream{index}" if item.kind == "stream" else Path(item.location).stem
+
+
+def output_stems(items: list) -> list:
+    """One output stem per input, in input order, so that no two inputs write the same file.
+
+    An input keeps its stem unless an earlier one took it; then it gets ``<stem>_2``, ``<stem>_3``... skipping every
+    stem some input has of its own, so a later ``x_2.jpg`` still keeps its name. Stems compare case-folded (x.jpg and
+    X.JPG would overwrite each other on macOS and Windows). An image and a video may share a stem (x.jpg, x.mp4,
+    labels/x.txt vs labels/x_<frame>.txt); but a video's frames are named ``<stem>_<frame>``, so an image stem of
+    that form beside that video is taken too, and an image renamed next to a video of its stem becomes
+    ``<stem>-<n>`` (every ``<stem>_<n>`` is one of that video's frames).
+    """
+    natural = [natural_stem(item, index) for index, item in enumerate(items, 1)]
+    own_stems = {stem.casefold() for stem in natural}
+    image_stems, video_stems = set(), set()  # claimed so far, case-folded
+    frame_like = set()  # <p> of every claimed image stem <p>_<digits>: a video stem <p> would reuse its names
+
+    def is_frame_name(key: str) -> bool:
+        match = FRAME_TAG.match(key)
+        return match is not None and match.group(1) in video_stems
+
+    def is_taken(key: str, is_video: bool, renamed: bool) -> bool:
+        if renamed and key in own_stems:
+            return True
+        if is_video:
+            return key in video_stems or key in frame_like
+        return key in image_stems or is_frame_name(key)
+
+    stems = []
+    for item, stem in zip(items, natural):
+        is_video = item.kind != "image"
+        candidate, n = stem, 1
+        while is_taken(candidate.casefold(), is_video, n > 1):
+            n += 1
+            candidate = f"{stem}_{n}"
+            if not is_video and is_frame_name(candidate.casefold()):
+                candidate = f"{stem}-{n}"
+        key = candidate.casefold()
+        if is_video:
+            video_stems.add(key)
+        else:
+            image_stems.add(key)
+            match = FRAME_TAG.match(key)
+            if match is not None:
+                frame_like.add(match.group(1))
+        stems.append(candidate)
+    return stems
+
+
+def read_names_file(names_arg: str) -> list:
+    """The class names in a --names file, one per line."""
+    path = Path(names_arg)
+    if not path.is_file():
+        raise SourceError(f"--names {display(names_arg)}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"--names {display(names_arg)}: not UTF-8 text (expected one class name per line)") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
 def load_names(names_arg: Optional[str], ckpt: Optional[dict], num_classes: int) -> list:
     """Class names: from the checkpoint, a --names file, COCO's for an 80-class model, else class0, class1..."""
     if names_arg:
-        path = Path(names_arg)
-        if not path.is_file():
-            raise SourceError(f"--names {names_arg}: file not found")
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        names = read_names_file(names_arg)
     elif ckpt is not None and ckpt.get("names"):
         names = list(ckpt["names"])
     elif num_classes == 80 and COCO_NAMES.is_file():
@@ -156,13 +252,41 @@ class Detector:
         return detections, tuple(tensor.shape[2:]), stage * 1000
 
 
-class Writer:
-    """Everything detect.py saves for one run folder."""
+def write_image(path: Path, image_bgr: np.ndarray) -> bool:
+    """Encode by the suffix and write atomically; False (after a warning) when OpenCV cannot encode it.
 
-    def __init__(self, save_dir: Path, args, names: list):
-        self.save_dir, self.args, self.names = save_dir, args, names
-        self.json_rows = []
-        self.crop_counts = Counter()
+    Not cv2.imwrite: it takes the path as UTF-8 and crashes (segfault) on a file name that is not; Python writes
+    any name, and a Ctrl-C mid-write leaves no half image.
+    """
+    try:
+        ok, encoded = cv2.imencode(path.suffix.lower(), image_bgr)
+    except cv2.error:
+        ok = False
+    if not ok:
+        print(f"warning: {display(path)}: OpenCV cannot encode '{path.suffix}' images, not saved", file=sys.stderr)
+        return False
+    atomic_write_bytes(path, encoded.tobytes())
+    return True
+
+
+class Writer:
+    """Everything detect.py saves for one run folder, which it creates on first use (a run that cannot process
+    any input leaves no folder behind)."""
+
+    def __init__(self, run_dir: Path, args, names: list, config: dict):
+        self.run_dir, self.args, self.names, self.config = run_dir, args, names, config
+        self.save_dir: Optional[Path] = None
+        self.json_entries = []  # one per image or frame, in processing order
+        self.json_written_at = time.monotonic()
+
+    def open(self) -> Path:
+        """The run folder, created (with config.yaml) on the first call."""
+        if self.save_dir is None:
+            save_dir = increment_path(self.run_dir, exist_ok=self.args.exist_ok)
+            save_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(save_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+            self.save_dir = save_dir
+        return self.save_dir
 
     def txt_rows(self, detections: torch.Tensor, shape: tuple) -> str:
         height, width = shape
@@ -172,30 +296,49 @@ class Writer:
             rows.append(row + (f" {score:.5f}" if self.args.save_conf else ""))
         return "\n".join(rows) + ("\n" if rows else "")
 
-    def record(self, detections: torch.Tensor, image_bgr: np.ndarray, stem: str, source: str,
-               frame: Optional[int]) -> None:
-        """Save txt/json/crops for one image or frame (before drawing on it)."""
-        tag = stem if frame is None else f"{stem}_{frame}"
+    def record(self, detections: torch.Tensor, image_bgr: np.ndarray, tag: str, source: str,
+               frame: Optional[int], annotated: Optional[str]) -> None:
+        """Save txt rows and crops of one image or frame (before drawing on it) and keep its JSON entry.
+
+        ``tag`` names its outputs (unique in the run); ``annotated`` is the annotated image or video it goes to,
+        relative to the run folder (None when not saved).
+        """
+        save_dir = self.open()
+        rows = detections.tolist()
+        labels = None
         if self.args.save_txt:
-            atomic_write_text(self.save_dir / "labels" / f"{tag}.txt", self.txt_rows(detections, image_bgr.shape[:2]))
-        if self.args.save_json:
-            for x1, y1, x2, y2, score, cls in detections.tolist():
-                self.json_rows.append({"source": source, "frame": frame, "class_id": int(cls),
-                                       "class": self.names[int(cls)], "score": round(score, 5),
-                                       "bbox_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)]})
+            labels = f"labels/{tag}.txt"
+            atomic_write_text(save_dir / labels, self.txt_rows(detections, image_bgr.shape[:2]))
+        crops = [None] * len(rows)
         if self.args.save_crop:
-            for x1, y1, x2, y2, _score, cls in detections.tolist():
+            per_class = Counter()
+            for k, (x1, y1, x2, y2, _score, cls) in enumerate(rows):
                 crop = image_bgr[max(int(y1), 0):max(int(y2), 0), max(int(x1), 0):max(int(x2), 0)]
                 if crop.size:
                     name = self.names[int(cls)]
-                    self.crop_counts[name] += 1
-                    folder = self.save_dir / "crops" / name
-                    folder.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(folder / f"{tag}_{self.crop_counts[name]}.jpg"), crop)
+                    per_class[name] += 1
+                    relative = f"crops/{name}/{tag}_{per_class[name]}.jpg"
+                    crops[k] = relative if write_image(save_dir / relative, crop) else None
+        if self.args.save_json:
+            found = [{"class_id": int(cls), "class": self.names[int(cls)], "score": round(score, 5),
+                      "bbox_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)],
+                      "crop": display(crop) if crop else None}
+                     for (x1, y1, x2, y2, score, cls), crop in zip(rows, crops)]
+            self.json_entries.append({"source": display(source), "frame": frame,
+                                      "outputs": {"annotated": display(annotated) if annotated else None,
+                                                  "labels": display(labels) if labels else None},
+                                      "detections": found})
+            if time.monotonic() - self.json_written_at > JSON_FLUSH_S:
+                self.write_json()
+
+    def write_json(self) -> None:
+        # atomic: an interrupted write leaves the previous complete file, never half of one
+        atomic_write_text(self.save_dir / "detections.json", json.dumps(self.json_entries, indent=1))
+        self.json_written_at = time.monotonic()
 
     def close(self) -> None:
-        if self.args.save_json:
-            atomic_write_text(self.save_dir / "detections.json", json.dumps(self.json_rows, indent=1))
+        if self.args.save_json and self.save_dir is not None:
+            self.write_json()
 
 
 def describe(detections: torch.Tensor, names: list) -> str:
@@ -224,71 +367,98 @@ def show(window: str, image_bgr: np.ndarray, state: dict) -> None:
         print("warning: --view-img: no display available, not showing results", file=sys.stderr)
 
 
-def run_image(item: Source, index: int, total: int, detector: Detector, writer: Writer, args, view: dict) -> int:
+def image_suffix(location: str) -> str:
+    """The image's suffix as written (x.JPG stays .JPG), without a URL's query string."""
+    path = location.split("?")[0] if location.lower().startswith(STREAM_PREFIXES) else location
+    return Path(path).suffix
+
+
+def run_image(item: Source, index: int, total: int, tag: str, detector: Detector, writer: Writer, args,
+              view: dict) -> int:
+    shown = display(item.location)
     image = read_image(item.location)
     if image is None:
-        print(f"warning: image {index}/{total} {item.location}: cannot be read, skipped", file=sys.stderr)
+        print(f"warning: image {index}/{total} {shown}: cannot be read, skipped", file=sys.stderr)
         return 0
     detections, net_shape, ms = detector(image)
-    writer.record(detections, image, Path(item.location).stem, item.location, None)
+    annotated = None if args.nosave else f"{tag}{image_suffix(item.location)}"
+    writer.record(detections, image, tag, item.location, None, annotated)
     annotate(image, detections, writer.names, args)
-    if not args.nosave:
-        cv2.imwrite(str(writer.save_dir / Path(item.location).name), image)
+    if annotated is not None and not write_image(writer.save_dir / annotated, image):
+        annotated = None
     if args.view_img:
-        show(item.location, image, view)
-    print(f"image {index}/{total} {item.location}: {net_shape[0]}x{net_shape[1]} "
-          f"{describe(detections, writer.names)}, {ms[0]:.1f}ms pre, {ms[1]:.1f}ms inference, {ms[2]:.1f}ms NMS")
+        show(shown, image, view)
+    renamed = f" -> {display(annotated)}" if annotated and annotated != Path(item.location).name else ""
+    print(f"image {index}/{total} {shown}: {net_shape[0]}x{net_shape[1]} "
+          f"{describe(detections, writer.names)}, {ms[0]:.1f}ms pre, {ms[1]:.1f}ms inference, {ms[2]:.1f}ms NMS"
+          + renamed)
     return 1
 
 
-def run_video(item: Source, index: int, total: int, detector: Detector, writer: Writer, args, view: dict) -> int:
-    """Read frames until the video ends (or breaks off, for a truncated file); returns frames processed."""
+def run_video(item: Source, index: int, total: int, tag: str, detector: Detector, writer: Writer, args,
+              view: dict) -> int:
+    """Read frames until the video ends (or breaks off, for a truncated file); returns frames processed.
+
+    Ctrl-C closes the annotated video (keeping the frames written) and is raised again to stop the run.
+    """
+    shown = display(item.location)
+    if not opencv_can_open(item.location):
+        print(f"warning: {item.kind} {index}/{total} {shown}: OpenCV cannot open a file whose name is not UTF-8; "
+              f"rename it to process it, skipped", file=sys.stderr)
+        return 0
     capture = cv2.VideoCapture(int(item.location) if item.location.isdigit() else item.location)
     if not capture.isOpened():
-        print(f"warning: {item.kind} {item.location}: cannot be opened, skipped", file=sys.stderr)
+        print(f"warning: {item.kind} {index}/{total} {shown}: cannot be opened, skipped", file=sys.stderr)
         return 0
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     fps = fps if 0 < fps < 1000 else 30.0
     frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if item.kind == "video" else 0
-    stem = Path(item.location).stem if item.kind == "video" else f"stream{index}"
-    out_path = writer.save_dir / f"{stem}.mp4"
+    annotated = None if args.nosave else f"{tag}.mp4"
+    out_path = None  # known once the first frame is read and the run folder exists
     video_writer = None
     frames = 0
     counts = Counter()
-    bar = tqdm(total=frame_count or None, desc=f"{item.kind} {index}/{total} {item.location}", unit="frame",
+    bar = tqdm(total=frame_count or None, desc=f"{item.kind} {index}/{total} {shown}", unit="frame",
                dynamic_ncols=True)
     try:
         while True:
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
+            if out_path is None:
+                out_path = writer.open() / f"{tag}.mp4"
+                if annotated is not None and not opencv_can_open(out_path):
+                    print(f"warning: {display(out_path)}: OpenCV cannot write a video whose path is not UTF-8; "
+                          f"not saving the annotated video", file=sys.stderr)
+                    annotated = None
             detections, _net_shape, _ms = detector(frame)
-            writer.record(detections, frame, stem, item.location, frames)
+            writer.record(detections, frame, f"{tag}_{frames}", item.location, frames, annotated)
             counts.update(writer.names[int(c)] for c in detections[:, 5].tolist())
             annotate(frame, detections, writer.names, args)
-            if not args.nosave:
+            if annotated is not None:
                 if video_writer is None:
                     height, width = frame.shape[:2]
                     video_writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                                    (width, height))
                 video_writer.write(frame)
             if args.view_img:
-                show(item.location, frame, view)
+                show(shown, frame, view)
             frames += 1
             bar.update(1)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: keeping the {frames} frames written so far", file=sys.stderr)
+        print(f"\ninterrupted: keeping the {frames} frames of {shown} written so far", file=sys.stderr)
+        raise
     finally:
         bar.close()
         capture.release()
         if video_writer is not None:
             video_writer.release()
     if frame_count and frames < frame_count:
-        print(f"warning: {item.location}: stopped after {frames} of {frame_count} frames (truncated or unreadable); "
+        print(f"warning: {shown}: stopped after {frames} of {frame_count} frames (truncated or unreadable); "
               f"kept what was written", file=sys.stderr)
     found = ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "no detections"
-    print(f"{item.kind} {index}/{total} {item.location}: {frames} frames, {found}"
-          + (f" -> {out_path}" if frames and not args.nosave else ""))
+    print(f"{item.kind} {index}/{total} {shown}: {frames} frames, {found}"
+          + (f" -> {display(out_path)}" if frames and annotated is not None else ""))
     return frames
 
 
@@ -321,12 +491,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags that need no model, checked before loading one; one ConfigError naming the flag."""
+    if args.img_size is not None and args.img_size > MAX_IMG_SIZE:
+        raise ConfigError(f"--img-size must be at most {MAX_IMG_SIZE} (a positive multiple of the model's stride), "
+                          f"got {args.img_size}")
+
+
+def load_detector(weights: str, cfg: Optional[str], names_arg: Optional[str], device) -> tuple:
+    """load_model, with a Darknet model's heads built for the --names count: a .weights file does not record its
+    class count, so the cfg's (often COCO's 80) would not fit weights trained on other classes. A .pt knows its
+    own; a --names that disagrees with it is reported by load_names."""
+    if not names_arg or Path(weights).suffix == ".pt":
+        return load_model(weights, cfg=cfg, device=device)
+    num_classes = len(read_names_file(names_arg))
+    try:
+        return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
+    except WeightsError as error:
+        try:  # do the weights fit the cfg's own class count? then --names is what is wrong
+            model, _ = load_model(weights, cfg=cfg, device=device)
+        except WeightsError:
+            raise error from None
+        raise SourceError(f"--names: {num_classes} names for a model with {model.num_classes} classes") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_flags(args)
     items, warnings = resolve_sources(args.source)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {display(warning)}", file=sys.stderr)
+    tags = output_stems(items)
     device = select_device(args.device)
-    model, ckpt = load_model(args.weights, cfg=args.cfg, device=device)
+    model, ckpt = load_detector(args.weights, args.cfg, args.names, device)
     model.optimize_for_inference()  # fused, channels_last, Winograd/oneDNN convs on CPU (bench_inference.py)
     names = load_names(args.names, ckpt, model.num_classes)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
@@ -334,24 +530,30 @@ def run(args: argparse.Namespace) -> int:
     bad_classes = [c for c in args.classes or [] if not 0 <= c < model.num_classes]
     if bad_classes:
         raise SourceError(f"--classes {bad_classes}: the model has classes 0..{model.num_classes - 1}")
-    save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},
-                                                                sort_keys=False))
+    config = {key: display(value) if isinstance(value, str) else value for key, value in vars(args).items()}
+    writer = Writer(Path(args.project) / args.name, args, names, {**config, "img_size": img_size})
     detector = Detector(model, device, img_size, args.conf_thres, args.iou_thres, args.max_det, args.classes,
                         args.agnostic_nms)
-    writer = Writer(save_dir, args, names)
     view = {}
     processed = 0
-    for index, item in enumerate(items, 1):
-        runner = run_image if item.kind == "image" else run_video
-        processed += runner(item, index, len(items), detector, writer, args, view)
-    writer.close()
+    interrupted = False
+    try:
+        for index, (item, tag) in enumerate(zip(items, tags), 1):
+            runner = run_image if item.kind == "image" else run_video
+            processed += runner(item, index, len(items), tag, detector, writer, args, view)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close()  # detections.json of everything processed, also after Ctrl-C or an error
     if detector.count:
         per = detector.times / detector.count * 1000
         print(f"speed: {per[0]:.1f}ms pre-processing, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
               f"(max side {img_size}); {detector.count} images/frames")
-    print(f"results saved to {save_dir}" if processed else "nothing could be processed")
+    saved = f"results saved to {display(writer.save_dir)}" if writer.save_dir is not None else "nothing saved"
+    if interrupted:
+        print(f"interrupted: {saved}", file=sys.stderr)
+        return 130
+    print(saved if processed else "nothing could be processed")
     return 0 if processed else 1
 
 
@@ -360,8 +562,11 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except (SourceError, *user_errors()) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {display(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before any input was processed (while loading the model)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

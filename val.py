@@ -13,18 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
 from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model
 from yolov3.postprocess import check_inference_args
 from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
+from yolov3.weights import WeightsError
+
 
 
 class ValError(ValueError):
@@ -67,12 +71,39 @@ def format_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags that need no model or data, checked before loading either; one ConfigError naming the flag."""
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 (load in this process) or more, got {args.workers}")
+    if args.img_size is not None and args.img_size > MAX_IMG_SIZE:
+        raise ConfigError(f"--img-size must be at most {MAX_IMG_SIZE} (a positive multiple of the model's stride), "
+                          f"got {args.img_size}")
+
+
+def load_for_data(weights: str, cfg: str | None, num_classes: int, device) -> tuple:
+    """load_model, with a Darknet model's heads built for the data's class count: a .weights file does not record
+    its own, so the cfg's (often COCO's 80) would not fit weights trained on other classes. When the weights fit
+    only the cfg's count, that model is returned and run() reports the mismatch with the data."""
+    if Path(weights).suffix == ".pt":
+        return load_model(weights, cfg=cfg, device=device)
+    try:
+        return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
+    except WeightsError as error:
+        try:
+            return load_model(weights, cfg=cfg, device=device)
+        except WeightsError:
+            raise error from None
+
+
 def run(args: argparse.Namespace) -> dict:
+    check_flags(args)
     data = load_data_yaml(args.data)
     if not data.get(args.task):
         raise ValError(f"--task {args.task}: {args.data} has no '{args.task}' split")
     device = select_device(args.device)
-    model, ckpt = load_model(args.weights, cfg=args.cfg, device=device)
+    model, ckpt = load_for_data(args.weights, args.cfg, len(data["names"]), device)
     if model.num_classes != len(data["names"]):
         raise ValError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has nc "
                        f"{len(data['names'])}: use the data YAML the model was trained on, or retrain")
@@ -85,12 +116,18 @@ def run(args: argparse.Namespace) -> dict:
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
                                          shuffle=False, device=device)
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
+    created = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},
                                                                 sort_keys=False))
     records = [] if args.save_json else None
-    result = evaluate(model, loader, data["names"], conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                      max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records)
+    try:
+        result = evaluate(model, loader, data["names"], conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                          max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records)
+    except BaseException:  # an error or Ctrl-C mid-evaluation: no run folder holding nothing but its config
+        if created and [p.name for p in save_dir.iterdir()] == ["config.yaml"]:
+            shutil.rmtree(save_dir)
+        raise
     print(format_table(result))
     speed = result["speed_ms"]
     print(f"speed per image: {speed['inference']:.1f} ms inference, {speed['nms']:.1f} ms NMS, "
@@ -126,6 +163,9 @@ def main(argv=None) -> int:
     except (ValError, *user_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: no metrics written", file=sys.stderr)
+        return 130
     return 0
 
 

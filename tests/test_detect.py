@@ -1,6 +1,8 @@
 """detect.py on generated images, a generated video, bad inputs, and a briefly trained model finding objects."""
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,11 +88,16 @@ def test_folder_with_images_video_corrupt_and_unknown_files(easy_data, trained_c
         assert len(row) == 6 and 0 <= int(row[0]) < 5
         values = [float(v) for v in row[1:]]
         assert all(0 <= v <= 1 for v in values) and values[4] >= 0.3
-    detections = json.loads((out_dir / "detections.json").read_text())
+    # one JSON entry per image and per frame (3 + 7), even those without detections
+    entries = json.loads((out_dir / "detections.json").read_text())
+    assert len(entries) == 3 + 7
+    assert [e["frame"] for e in entries if e["source"].endswith("clip.avi")] == list(range(7))
+    detections = [d for e in entries for d in e["detections"]]
     assert len(detections) == len(rows)
     assert {d["class"] for d in detections} <= {"circle", "rectangle", "triangle", "star", "cross"}
     crops = list((out_dir / "crops").rglob("*.jpg"))
     assert len(crops) == len(rows)
+    assert sorted(out_dir / d["crop"] for d in detections) == sorted(crops)
 
 
 def test_trained_model_finds_the_objects(easy_data, trained_checkpoint, tmp_path, capsys):
@@ -218,3 +225,161 @@ def test_preprocess_is_letterboxed_rgb_in_unit_range_and_channels_last():
     assert (ratio, pad) == (expected_ratio, expected_pad)
     corner = tensor[0, :, boxed.shape[0] // 2, boxed.shape[1] // 2 - 20]  # inside the image, left of the patch
     torch.testing.assert_close(corner, torch.tensor([250, 120, 10]) / 255)
+
+
+def test_output_stems_are_unique_and_readable():
+    # the stem when no earlier input has it, else <stem>_2, _3... skipping stems other inputs have of their own
+    # (x_2.jpg keeps its name), case-folded; images and videos may share a stem, but an image never takes a
+    # video's frame name <video stem>_<frame>
+    Source = detect.Source
+    items = [Source("image", "a/x.jpg"), Source("image", "b/x.jpg"), Source("image", "a/x.png"),
+             Source("image", "c/X.JPG"), Source("image", "x_2.jpg"), Source("video", "clip.avi"),
+             Source("image", "clip_3.jpg"), Source("image", "clip.jpg"), Source("image", "y_4.jpg"),
+             Source("video", "y.mp4"), Source("stream", "0"), Source("image", "stream11.png"),
+             Source("image", "d/clip.png"), Source("video", "b/clip.avi"), Source("video", "c/clip.mp4")]
+    assert detect.output_stems(items) == ["x", "x_3", "x_4", "X_5", "x_2", "clip", "clip_3_2", "clip", "y_4",
+                                          "y_2", "stream11", "stream11", "clip-2", "clip_2", "clip_4"]
+
+
+def test_inputs_with_the_same_name_keep_their_own_outputs(easy_data, trained_checkpoint, tmp_path, capsys):
+    """a/x.jpg, b/x.jpg and a/x.png: three annotated images, label files and sets of crops, each named in its own
+    JSON entry (they used to overwrite each other)."""
+    inputs = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "x.png"]
+    for image, target in zip(train_images(easy_data)[:3], inputs):
+        target.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(target), cv2.imread(str(image)))
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in inputs))
+    code, out, _ = run(["--weights", trained_checkpoint, "--source", listing, "--project", tmp_path / "out",
+                        "--save-txt", "--save-json", "--save-crop", "--conf-thres", "0.3"], capsys)
+    assert code == 0
+    out_dir = tmp_path / "out" / "exp"
+    entries = json.loads((out_dir / "detections.json").read_text())
+    assert [e["source"] for e in entries] == [str(p) for p in inputs]
+    assert [e["outputs"]["annotated"] for e in entries] == ["x.jpg", "x_2.jpg", "x_3.png"]
+    assert [e["outputs"]["labels"] for e in entries] == ["labels/x.txt", "labels/x_2.txt", "labels/x_3.txt"]
+    assert "-> x_2.jpg" in out and "-> x_3.png" in out
+    originals = [cv2.imread(str(p)).astype(float) for p in inputs]
+    for index, entry in enumerate(entries):
+        # the annotated image is this input's (with boxes drawn), not one of the others
+        annotated = cv2.imread(str(out_dir / entry["outputs"]["annotated"])).astype(float)
+        assert int(np.argmin([np.abs(annotated - original).mean() for original in originals])) == index
+        labels = (out_dir / entry["outputs"]["labels"]).read_text().splitlines()
+        assert len(labels) == len(entry["detections"])
+        assert all((out_dir / d["crop"]).is_file() for d in entry["detections"])
+    crops = sorted((out_dir / "crops").rglob("*.jpg"))
+    assert len(crops) == sum(len(e["detections"]) for e in entries) >= 3
+    assert sorted(out_dir / d["crop"] for e in entries for d in e["detections"]) == crops
+
+
+def test_file_names_that_are_not_utf8(easy_data, trained_checkpoint, tmp_path):
+    """Linux file names are bytes, and b'\\xff\\xfe.jpg' is no UTF-8. OpenCV's imwrite and VideoCapture segfault on
+    such a name, so detect.py runs in a subprocess here: a crash fails this test instead of ending pytest."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image_name, video_name = os.fsdecode(b"\xff\xfe.jpg"), os.fsdecode(b"clip\xff.avi")
+    shutil.copy(train_images(easy_data)[0], folder / image_name)
+    shutil.copy(train_images(easy_data)[1], folder / "plain.jpg")
+    os.rename(write_video(folder / "clip.avi"), folder / video_name)
+    listing = tmp_path / "list.txt"  # a list file may name them too: its bytes are no UTF-8 either
+    listing.write_bytes(b"\n".join(os.fsencode(folder / name) for name in (image_name, "plain.jpg", video_name)))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as a UTF-8 terminal: a lone surrogate can't print
+    result = subprocess.run([sys.executable, str(REPO / "detect.py"), "--weights", str(trained_checkpoint),
+                             "--source", str(listing), "--project", str(tmp_path / "out"), "--save-txt",
+                             "--save-json", "--save-crop", "--conf-thres", "0.3"],
+                            capture_output=True, env=env, cwd=REPO, timeout=600)
+    err = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "clip\\xff.avi" in err and "not UTF-8" in err
+    out_dir = tmp_path / "out" / "exp"
+    entries = json.loads((out_dir / "detections.json").read_bytes().decode("utf-8"))  # strict UTF-8, valid JSON
+    assert [e["source"] for e in entries] == [f"{folder}/\\xff\\xfe.jpg", str(folder / "plain.jpg")]
+    assert entries[0]["outputs"] == {"annotated": "\\xff\\xfe.jpg", "labels": "labels/\\xff\\xfe.txt"}
+    # the outputs keep the input's own name bytes
+    saved = cv2.imdecode(np.fromfile(out_dir / image_name, np.uint8), cv2.IMREAD_COLOR)
+    assert saved is not None and saved.shape == (128, 128, 3)
+    labels = (out_dir / "labels" / os.fsdecode(b"\xff\xfe.txt")).read_text().splitlines()
+    assert len(labels) == len(entries[0]["detections"]) > 0
+    crops = [p for p in (out_dir / "crops").rglob("*.jpg") if os.fsencode(p.name).startswith(b"\xff\xfe_")]
+    assert len(crops) == len(entries[0]["detections"])
+    assert all(d["crop"].endswith(".jpg") and "/\\xff\\xfe_" in d["crop"] for d in entries[0]["detections"])
+
+
+def test_darknet_weights_take_the_class_count_from_names(tmp_path, capsys):
+    # a .weights file does not record its class count: the heads are built for the --names count, not the cfg's
+    from yolov3.model import Darknet
+
+    cfg = REPO / "cfg" / "yolov3-small.cfg"  # 5 classes
+    Darknet(str(cfg), num_classes=2).save_darknet_weights(tmp_path / "two.weights")
+    names = tmp_path / "two.names"
+    names.write_text("cat\ndog\n")
+    image = tmp_path / "im.jpg"
+    cv2.imwrite(str(image), np.full((48, 80, 3), 127, np.uint8))
+    code, out, err = run(["--weights", tmp_path / "two.weights", "--cfg", cfg, "--names", names, "--source", image,
+                          "--project", tmp_path, "--img-size", "64", "--save-json", "--conf-thres", "0"], capsys)
+    assert code == 0, err
+    entries = json.loads((tmp_path / "exp" / "detections.json").read_text())
+    assert {d["class"] for d in entries[0]["detections"]} <= {"cat", "dog"} and entries[0]["detections"]
+    names.write_text("cat\ndog\nbird\n")  # fits neither the file nor the cfg: the weights' own message
+    code, _, err = run(["--weights", tmp_path / "two.weights", "--cfg", cfg, "--names", names, "--source", image,
+                        "--project", tmp_path], capsys)
+    assert code == 2 and "floats" in err and len(err.strip().splitlines()) == 1
+
+
+def test_huge_img_size_is_a_one_line_error(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):
+    # 100000 is a multiple of 32; letterboxing to it would allocate 30 GB: never let a regression get that far
+    monkeypatch.setattr(detect.Detector, "__call__", lambda *a: pytest.fail("inference ran at --img-size 100000"))
+    code, _, err = run(["--weights", trained_checkpoint, "--source", train_images(easy_data)[0],
+                        "--project", tmp_path / "out", "--img-size", "100000"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--img-size must be at most 8192 (a positive multiple of the model's stride), got 100000" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stop_in", ["images", "video"])
+def test_ctrl_c_keeps_what_was_processed(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch, stop_in):
+    """Ctrl-C on the 2nd image (or frame): exit 130, and detections.json is valid and holds the 1st."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if stop_in == "images":
+        for image in train_images(easy_data)[:3]:
+            shutil.copy(image, folder / image.name)
+        first = str(folder / train_images(easy_data)[0].name)
+    else:
+        first = str(write_video(folder / "clip.avi"))
+    calls = []
+    detector_call = detect.Detector.__call__
+
+    def interrupt_second_call(self, image):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return detector_call(self, image)
+
+    monkeypatch.setattr(detect.Detector, "__call__", interrupt_second_call)
+    try:
+        code, _, err = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "out",
+                            "--save-json", "--save-txt"], capsys)
+    except KeyboardInterrupt:
+        pytest.fail("detect.main let Ctrl-C out: a traceback and no detections.json")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    out_dir = tmp_path / "out" / "exp"
+    entries = json.loads((out_dir / "detections.json").read_text())
+    assert [(e["source"], e["frame"]) for e in entries] == [(first, None if stop_in == "images" else 0)]
+    assert [p.name for p in (out_dir / "labels").iterdir()] == [Path(entries[0]["outputs"]["labels"]).name]
+    assert not [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
+    if stop_in == "video":  # the annotated video is closed properly, with the frame written before Ctrl-C
+        assert frame_count(out_dir / "clip.mp4")[0] == 1
+
+
+@pytest.mark.parametrize("case", ["missing source", "only unreadable images", "bad --classes", "bad --names"])
+def test_a_failed_run_leaves_no_run_folder(trained_checkpoint, tmp_path, capsys, case):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"garbage")
+    source = {"missing source": tmp_path / "nothing"}.get(case, folder)
+    extra = {"bad --classes": ["--classes", "9"], "bad --names": ["--names", tmp_path / "missing.names"]}.get(case, [])
+    code, _, err = run(["--weights", trained_checkpoint, "--source", source, "--project", tmp_path / "out", *extra],
+                       capsys)
+    assert code in (1, 2) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -116,3 +117,71 @@ def test_corrupt_checkpoint(easy_data, tmp_path, capsys):
     broken.write_bytes(b"PK\x03\x04 truncated")
     code, _, err = run(["--data", easy_data, "--weights", broken, "--project", tmp_path], capsys)
     assert code == 2 and "cannot be read as a PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--batch-size", "-4"], "--batch-size must be at least 1, got -4"),
+    (["--workers", "-1"], "--workers must be 0 (load in this process) or more, got -1"),
+    (["--img-size", "100000"], "--img-size must be at most 8192 (a positive multiple of the model's stride), "
+                               "got 100000"),
+])
+def test_bad_loader_flags_are_one_line_errors(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch, flags,
+                                              message):
+    # 100000 is a multiple of 32 and would letterbox every image to 30 GB: never let a regression get that far
+    monkeypatch.setattr(val, "create_dataloader", lambda *a, **k: pytest.fail("the loader was built"))
+    code, _, err = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path / "out", *flags],
+                       capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def two_class_data(root: Path) -> Path:
+    """A 2-class data YAML over two grey 64x64 images with one box each."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for index in range(2):
+        cv2.imwrite(str(root / "images" / f"{index}.jpg"), np.full((64, 64, 3), 60 + 80 * index, np.uint8))
+        (root / "labels" / f"{index}.txt").write_text(f"{index} 0.5 0.5 0.4 0.3\n")
+    data_yaml = root / "two.yaml"
+    data_yaml.write_text(yaml.safe_dump({"path": str(root), "train": "images", "val": "images", "nc": 2,
+                                         "names": ["cat", "dog"]}))
+    return data_yaml
+
+
+def test_darknet_weights_take_the_class_count_from_the_data(tmp_path, capsys):
+    # a .weights file does not record its class count: the heads are built for the data's nc, not the cfg's 5
+    from yolov3.model import Darknet
+
+    cfg = REPO / "cfg" / "yolov3-small.cfg"
+    Darknet(str(cfg), num_classes=2).save_darknet_weights(tmp_path / "two.weights")
+    data_yaml = two_class_data(tmp_path / "data")
+    code, out, err = run(["--data", data_yaml, "--weights", tmp_path / "two.weights", "--cfg", cfg,
+                          "--img-size", "64", "--workers", "0", "--project", tmp_path / "out"], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "out" / "exp" / "metrics.json").read_text())
+    assert metrics["num_images"] == 2 and [row["name"] for row in metrics["per_class"]] == ["cat", "dog"]
+    # weights of the cfg's own 5 classes against the 2-class data: the class-count message, not a float count
+    Darknet(str(cfg)).save_darknet_weights(tmp_path / "five.weights")
+    code, _, err = run(["--data", data_yaml, "--weights", tmp_path / "five.weights", "--cfg", cfg,
+                        "--project", tmp_path / "out"], capsys)
+    assert code == 2 and "predicts 5 classes" in err and "nc 2" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("failure, code", [("error", 2), ("ctrl-c", 130)])
+def test_a_failed_evaluation_leaves_no_run_folder(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch,
+                                                   failure, code):
+    from yolov3.data import DataError
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt if failure == "ctrl-c" else DataError("images/val/0.jpg: cannot be read")
+
+    monkeypatch.setattr(val, "evaluate", fail)
+    try:
+        got, _, err = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path / "out",
+                           "--workers", "0"], capsys)
+    except KeyboardInterrupt:
+        pytest.fail("val.main let Ctrl-C out")
+    assert got == code and "Traceback" not in err
+    assert ("interrupted" if failure == "ctrl-c" else "error: images/val/0.jpg: cannot be read") in err
+    assert list((tmp_path / "out").glob("*")) == []

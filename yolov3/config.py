@@ -306,7 +306,10 @@ def get_dotted(cfg: Any, key: str) -> Any:
     return obj
 
 
-MAX_IMG_SIZE = 8192  # the largest train.img_size accepted (see _RANGES)
+# The largest image size accepted (train.img_size, and --img-size of val.py and detect.py). YOLO models run at up to
+# ~1280-1920 px; at 8192 px yolov3.cfg's first feature map alone (32 channels, float32) takes 8.6 GB per image, so a
+# larger value is a typo (an extra zero) that would end in a MemoryError or the OOM killer long after the start.
+MAX_IMG_SIZE = 8192
 MAX_SEED = 2**32 - 1  # the largest train.seed accepted (see _RANGES)
 
 # (dotted key, check, what is expected): the value ranges that types alone cannot express

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from yolov3.boxes import cxcywh_to_xyxy
+from yolov3.utils import atomic_write_bytes
 
 # 20 well-separated colours (BGR); class c uses entry c mod 20, so the same class keeps its colour in every figure
 PALETTE_BGR = (
@@ -17,6 +19,15 @@ PALETTE_BGR = (
     (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100),
     (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
 )
+def printable(text: str) -> str:
+    """``text`` as OpenCV's Hershey fonts can draw it: ASCII only.
+
+    A file name that is not valid UTF-8 reaches Python with surrogate escapes ('\\udcff'), and cv2.putText
+    segfaults on those; other non-ASCII characters would be drawn as '?' anyway.
+    """
+    return os.fsencode(text).decode("ascii", "replace") if isinstance(text, str) else str(text)
+
+
 MAX_MOSAIC_SIDE_PX = 1920  # larger batch mosaics are shrunk: big enough to read, small enough to open anywhere
 
 
@@ -49,7 +60,7 @@ def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Opt
         cv2.rectangle(img_bgr, top_left, bottom_right, colour, line_thickness)  # crisp, exact pixels
         if hide_labels:
             continue
-        text = names[class_id] if names is not None and 0 <= class_id < len(names) else str(class_id)
+        text = printable(names[class_id]) if names is not None and 0 <= class_id < len(names) else str(class_id)
         if scores is not None and not hide_conf:
             text = f"{text} {scores[i]:.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
@@ -95,7 +106,7 @@ def plot_batch(images, targets, paths: Sequence[str], names: Optional[Sequence[s
         scores = rows_i[:, 6] if rows_i.shape[1] > 6 else None
         draw_boxes(tile, boxes_xyxy, rows_i[:, 1].long(), scores, names, line_thickness)
         if i < len(paths):
-            cv2.putText(tile, Path(paths[i]).name[:40], (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX,
+            cv2.putText(tile, printable(Path(paths[i]).name[:40]), (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX,
                         max(line_thickness / 3, 0.35), (255, 255, 255), 1, cv2.LINE_AA)
         cv2.rectangle(tile, (0, 0), (width - 1, height - 1), (255, 255, 255), 1)
         row, col = divmod(i, columns)
@@ -104,7 +115,12 @@ def plot_batch(images, targets, paths: Sequence[str], names: Optional[Sequence[s
     if scale < 1:
         grid = cv2.resize(grid, (int(grid.shape[1] * scale), int(grid.shape[0] * scale)), interpolation=cv2.INTER_AREA)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out_path), grid):
-        raise ValueError(f"{out_path}: could not write the image (use a .jpg or .png name)")
+    # encoded here and written by Python: cv2.imwrite cannot take a path that is not valid UTF-8
+    try:
+        ok, encoded = cv2.imencode(out_path.suffix, grid)
+    except cv2.error:  # no encoder for that suffix
+        ok = False
+    if not ok:
+        raise ValueError(f"{out_path}: could not encode the image (use a .jpg or .png name)")
+    atomic_write_bytes(out_path, encoded.tobytes())
     return grid

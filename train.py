@@ -36,6 +36,7 @@ from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
 from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
 from yolov3.plots import plot_results_csv
+from yolov3.precision import environment_record, resolve_precision
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, ensure_dir, atomic_write_text, increment_path, remove_stale_temporaries,
                           save_rng_state, seed_everything, select_device, restore_rng_state, user_errors)
 from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
@@ -77,7 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="continue a run from its last.pt (default: the most recent run under --project)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--multi-scale", action="store_true", default=None, help="vary image size +-50%% per batch")
-    parser.add_argument("--cache", action="store_true", default=None, help="cache decoded images in RAM")
+    parser.add_argument("--cache", nargs="?", const="ram", choices=("ram", "auto", "off"),
+                        help="decoded images in RAM: --cache (or --cache ram), auto (the default: when they fit in "
+                             "10%% of free memory) or off")
     parser.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     parser.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
     return parser.parse_args(argv)
@@ -243,8 +246,17 @@ def train(args: argparse.Namespace) -> dict:
     tcfg_scaled = config_lib.merge_dict(tcfg, {"weight_decay": tcfg.weight_decay * tcfg.batch_size * accumulate
                                                / tcfg.nominal_batch}, "derived")
     optimizer = build_optimizer(model, tcfg_scaled)
-    use_amp = tcfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # a resumed run keeps the precision it started with, even on a machine where 'auto' would choose otherwise
+    amp_mode = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}.get((ckpt or {}).get("precision"), tcfg.amp)
+    try:
+        precision = resolve_precision(amp_mode, device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    use_amp = precision.dtype is not None
+    autocast_dtype = precision.dtype or torch.float32
+    memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.scaler)
     ema = ModelEMA(model, tcfg.ema_decay, tcfg.ema_tau) if (tcfg.ema and is_main) else None
 
     # Every input is valid now: only from here on does the run leave anything on disk.
@@ -253,7 +265,10 @@ def train(args: argparse.Namespace) -> dict:
             ensure_dir(run_dir)
             config_lib.save_config(cfg, run_dir / "config.yaml")
         stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
-        print(f"run folder: {run_dir}  device: {device}  world size: {world_size}"
+        environment = environment_record(device, precision)
+        atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
+        print(f"run folder: {run_dir}  device: {device}  world size: {world_size}  precision: {precision.name} "
+              f"({precision.reason}; {environment['cpu_line']})"
               + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
         if weights_note:
             print(weights_note)
@@ -261,7 +276,7 @@ def train(args: argparse.Namespace) -> dict:
     if ckpt is not None:
         model.load_state_dict(ckpt["train_model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        if use_amp and ckpt["scaler"]:  # a CPU run saved an empty scaler; a GPU run resumed on CPU needs none
+        if precision.scaler and ckpt["scaler"]:  # a CPU run saved an empty scaler; a GPU run resumed on CPU needs none
             scaler.load_state_dict(ckpt["scaler"])
         if ema is not None and ckpt.get("ema"):
             ema.load_state_dict(ckpt["ema"])
@@ -297,7 +312,7 @@ def train(args: argparse.Namespace) -> dict:
             parameter.grad = None if grad is None else grad.to(device)
 
     def checkpoint(full: bool) -> dict:
-        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done}
+        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done, "precision": precision.name}
         if full and state["batches_done"]:  # mid-epoch: what the rest of the epoch needs
             extra.update({"partial_sums": state["sums"].clone(), "partial_s": time.time() - state["epoch_started"],
                           "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
@@ -347,11 +362,11 @@ def train(args: argparse.Namespace) -> dict:
                 iteration = batch_index + iters_per_epoch * epoch
                 lr = set_learning_rates(optimizer, tcfg, iteration, iters_per_epoch, warmup_iters)
                 state["busy"] = True  # from here until the batch is recorded, memory is not a checkpoint
-                images = images.to(device, non_blocking=True)
+                images = images.to(device, non_blocking=True, memory_format=memory_format)
                 targets = targets.to(device)
                 if tcfg.multi_scale:
                     images = random_rescale(images, tcfg.img_size, seed=tcfg.seed * 1_000_003 + iteration)
-                with torch.autocast(device_type=device.type, enabled=use_amp):
+                with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=use_amp):
                     raw_maps = model(images)
                 loss, terms = loss_fn([m.float() for m in raw_maps], targets)
                 if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
@@ -455,7 +470,7 @@ def train(args: argparse.Namespace) -> dict:
 
     summary = {}
     if is_main:
-        summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, history, started)
+        summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, history, started, precision.name)
     if world_size > 1:
         dist.destroy_process_group()
     return summary
@@ -496,7 +511,7 @@ def finished_summary(run_dir: Path) -> dict | None:
     return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
 
 
-def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started) -> dict:
+def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started, precision: str) -> dict:
     """summary.json and the objectness-loss distributions of the final model (read by the ablation report)."""
     pos, neg = objectness_loss_samples(model, val_loader, cfg.loss, device, seed=cfg.train.seed)
     atomic_write(run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, pos=pos, neg=neg))
@@ -505,7 +520,7 @@ def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, starte
     summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
                "best_fitness": fitness(history[best - 1]) if best else None,
                "final": {k: v for k, v in final.items() if k != "epoch"},
-               "wall_time_s": time.time() - started}
+               "wall_time_s": time.time() - started, "precision": precision}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
           f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}; weights in {run_dir}")

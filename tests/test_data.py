@@ -404,3 +404,29 @@ def test_plot_batch_draws_boxes_in_class_colours(tmp_path):
     # the left edge of the box in the second tile (x = 64 + 16), halfway down, has the class colour
     assert tuple(int(v) for v in saved[30, 64 + 16]) == class_colour(3)
     assert saved[30, 16].max() == 0  # nothing drawn on the first (empty) tile there
+
+
+def test_batches_are_channels_last_with_rgb_pixels(tmp_path):
+    """The collate stacks HWC pixels as they lie: NHWC memory (what the network trains fastest in), RGB order."""
+    data = _make_dataset(tmp_path, {"a": "1 0.5 0.5 0.5 0.5\n", "b": None}, shape=(64, 64))
+    for workers in (0, 1):  # a batch shipped from a worker process keeps its layout
+        loader, _ = create_dataloader(data, "val", 64, 2, None, workers=workers, seed=0, shuffle=False,
+                                      progress=False)
+        images = next(iter(loader))[0]
+        assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+        np.testing.assert_allclose(images[1, :, 10, 20].numpy(), np.array([120, 80, 40]) / 255, atol=1e-6)
+
+
+def test_ram_cache_auto_caches_what_fits_in_a_tenth_of_free_memory(monkeypatch):
+    import yolov3.data as data_module
+
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 10 * 2**30)  # 10 GiB free
+    # 1,750 images at 256 px: 0.34 GB <= 1 GiB -> cached; COCO at 640 px: 145 GB -> not
+    assert data_module.ram_cache_wanted("auto", 1750, 256)
+    assert not data_module.ram_cache_wanted("auto", 118_287, 640)
+    limit = int(0.1 * 10 * 2**30 // (3 * 256 * 256))  # the largest count that fits
+    assert data_module.ram_cache_wanted("auto", limit, 256) and not data_module.ram_cache_wanted("auto", limit + 1, 256)
+    assert data_module.ram_cache_wanted("ram", 10**9, 640) and data_module.ram_cache_wanted(True, 10**9, 640)
+    assert not data_module.ram_cache_wanted("off", 1, 32) and not data_module.ram_cache_wanted(False, 1, 32)
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: None)  # unknown: never cache by itself
+    assert not data_module.ram_cache_wanted("auto", 1, 32)

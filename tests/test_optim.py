@@ -67,3 +67,51 @@ def test_ema_follows_the_ramped_decay():
     other = ModelEMA(nn.Linear(1, 1, bias=False))
     other.load_state_dict(state)
     assert other.updates == 1 and other.ema.weight.item() == pytest.approx(1 - d)
+
+
+def test_ema_of_a_batchnorm_model_averages_floats_copies_counters_and_follows_a_new_model():
+    """The fused lerp must equal decay * ema + (1 - decay) * model on every float tensor, buffers included."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)  # the ramp is over at once: decay 0.5 exactly
+    before = {k: v.clone() for k, v in ema.ema.state_dict().items()}
+    with torch.no_grad():
+        for value in model.state_dict().values():
+            value.add_(torch.randn(value.shape).abs() + 1 if value.is_floating_point() else 3)
+    ema.update(model)
+    source = model.state_dict()
+    for key, value in ema.ema.state_dict().items():
+        expected = 0.5 * before[key] + 0.5 * source[key] if value.is_floating_point() else source[key]
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=key)
+    assert ema.ema.state_dict()["1.num_batches_tracked"].item() == 3
+    replacement = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # another model object: pairs rebuilt
+    with torch.no_grad():
+        for value in replacement.parameters():
+            value.fill_(2.0)
+    previous = ema.ema[0].weight.clone()
+    ema.update(replacement)
+    torch.testing.assert_close(ema.ema[0].weight, 0.5 * previous + 1.0)
+
+
+def test_fused_sgd_steps_exactly_as_the_reference_loop():
+    from yolov3.config import TrainConfig
+    from yolov3.optim import build_optimizer
+
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    config = TrainConfig(lr0=0.01, momentum=0.9, nesterov=True, weight_decay=0.01)
+    fused = build_optimizer(models[0], config)
+    reference = build_optimizer(models[1], config)
+    for group in reference.param_groups:  # the same groups, on the per-tensor loop
+        group["fused"], group["foreach"] = None, False
+    assert fused.param_groups[0]["fused"] in (True, None)  # True where this torch has the CPU kernel
+    for _ in range(3):
+        inputs = torch.randn(2, 3, 8, 8)
+        for model, optimizer in zip(models, (fused, reference)):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # a last-bit rounding difference at most
+    assert not torch.equal(models[0][0].weight, nn.Conv2d(3, 4, 3).weight)  # it did move

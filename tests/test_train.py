@@ -64,6 +64,13 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
     assert saved["train"]["epochs"] == 2 and saved["train"]["nominal_batch"] == 8
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs"] == 2
+    # where and in what precision it ran: 'auto' resolved on this machine's CPU flags
+    from yolov3.precision import resolve_precision
+
+    expected = resolve_precision("auto", torch.device("cpu")).name
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert summary["precision"] == environment["precision"] == expected
+    assert environment["cpu_line"] and environment["amp"] == "auto"
     ckpt = torch.load(run_dir / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["names"][0] == "circle" and "[net]" in ckpt["cfg_text"]
     # the run folder is never overwritten: the same name gives smoke2
@@ -123,6 +130,7 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, stop, s
 
     assert train.main(["--resume", str(tmp_path / "stopped"), "--workers", "0"]) == 0
     resumed_train, resumed_ema, resumed = _final_weights(tmp_path / "stopped")
+    assert resumed["precision"] == partial["precision"]  # a resumed run keeps the precision it started in
     _assert_same_weights(reference_train, resumed_train)
     _assert_same_weights(reference_ema, resumed_ema)
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
@@ -506,3 +514,18 @@ def test_real_full_or_read_only_file_system(tiny_data, tmp_path, capsys, fault):
         assert not list((mount / "full").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_fp32_run_and_a_resume_keep_their_recorded_precision(tiny_data, tmp_path, monkeypatch):
+    """A run made in fp32 resumes in fp32 even where 'auto' now picks bf16 (another machine, say)."""
+    assert run_train(tiny_data, tmp_path, "fp32", "train.amp=off", "--epochs", "1") == 0
+    assert json.loads((tmp_path / "fp32" / "summary.json").read_text())["precision"] == "fp32"
+    seen = []
+    original = train.resolve_precision
+    monkeypatch.setattr(train, "resolve_precision", lambda mode, device: seen.append(mode) or original(mode, device))
+    ckpt = torch.load(tmp_path / "fp32" / "last.pt", weights_only=True)
+    ckpt["epoch"], ckpt["config"]["train"]["amp"] = 0, "auto"  # pretend: unfinished, and asked for auto
+    torch.save(ckpt, tmp_path / "fp32" / "last.pt")
+    (tmp_path / "fp32" / "summary.json").unlink()
+    assert train.main(["--resume", str(tmp_path / "fp32"), "--workers", "0"]) == 0
+    assert seen == ["off"]

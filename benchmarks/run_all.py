@@ -21,7 +21,7 @@ from pathlib import Path
 
 import common  # first: puts the repository root on sys.path
 
-BENCHMARKS = ("inference", "detect", "train_step", "data", "metrics")  # the order of the speed issue
+BENCHMARKS = ("inference", "detect", "train_step", "train_loop", "data", "metrics")  # the order of the speed issues
 HERE = Path(__file__).resolve().parent
 
 

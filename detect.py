@@ -39,7 +39,7 @@ from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
 from yolov3.draw import draw_boxes
-from yolov3.model import default_img_size, load_model
+from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
 from yolov3.utils import atomic_write_bytes, atomic_write_text, increment_path, select_device, user_errors
 from yolov3.weights import WeightsError
@@ -476,6 +476,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, nargs="+", help="keep only these class indices")
     parser.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="run the plain fused channels_last model instead of optimize_for_inference()'s "
+                             "Winograd/oneDNN convs (those are timed per conv at the first image and kept only "
+                             "where faster on this machine)")
     parser.add_argument("--view-img", action="store_true", help="show results in a window")
     parser.add_argument("--save-txt", action="store_true", help="YOLO rows per image/frame in labels/")
     parser.add_argument("--save-conf", action="store_true", help="add the score to --save-txt rows")
@@ -523,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
     tags = output_stems(items)
     device = select_device(args.device)
     model, ckpt = load_detector(args.weights, args.cfg, args.names, device)
-    model.optimize_for_inference()  # fused, channels_last, Winograd/oneDNN convs on CPU (bench_inference.py)
+    prepare_for_inference(model, optimize=not args.no_optimize)
     names = load_names(args.names, ckpt, model.num_classes)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)

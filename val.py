@@ -24,7 +24,7 @@ from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
 from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
-from yolov3.model import default_img_size, load_model
+from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
 from yolov3.weights import WeightsError
@@ -50,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--save-json", action="store_true",
                         help="write predictions.json (COCO results) and annotations.json (COCO ground truth)")
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="run the plain fused channels_last model instead of optimize_for_inference()'s "
+                             "Winograd/oneDNN convs (those are timed per conv at the first image and kept only "
+                             "where faster on this machine)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", default="runs/val")
     parser.add_argument("--name", default="exp")
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     if ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
         raise ValError(f"{args.weights} was trained with classes {list(ckpt['names'])} but {args.data} names "
                        f"{list(data['names'])}: same count, different classes or order")
-    model.optimize_for_inference()  # fused, channels_last, Winograd/oneDNN convs on CPU: same numbers, faster
+    prepare_for_inference(model, optimize=not args.no_optimize)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,

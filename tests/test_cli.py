@@ -14,8 +14,9 @@ FLAGS = {
                  "--workers", "--project", "--name", "--exist-ok", "--resume", "--seed", "--multi-scale", "--cache",
                  "--noval", "--nosave", "key=value"],
     "val.py": ["--data", "--weights", "--cfg", "--img-size", "--batch-size", "--conf-thres", "--iou-thres",
+               "--no-optimize",
                "--task", "--save-json", "--project", "--name"],
-    "detect.py": ["--source", "--weights", "--save-txt", "--view-img"],
+    "detect.py": ["--source", "--weights", "--save-txt", "--view-img", "--no-optimize"],
     "ablate.py": ["--dry-run", "--jobs", "--device", "--report-only"],
 }
 

@@ -241,9 +241,10 @@ def _assert_same_outputs(got: torch.Tensor, expected: torch.Tensor, tolerance: f
 
 
 def _optimized_pair(cfg_dir, randomize, name, images, **kwargs):
+    """The rule's choices by default: these tests check that each kind of fast conv computes the right numbers."""
     model = randomize(Darknet(cfg_dir / name), images, seed=2)
     plain = copy.deepcopy(model).fuse()
-    return plain, model.optimize_for_inference(**kwargs)
+    return plain, model.optimize_for_inference(**{"select": "rule", **kwargs})
 
 
 @pytest.mark.parametrize("name, height, width, kinds", [
@@ -338,3 +339,38 @@ def test_optimized_model_built_in_inference_mode_and_replaced_weights(cfg_dir, r
         first_conv.weight = torch.nn.Parameter(replacement, requires_grad=False)
         plain.module_list[0].conv.weight = torch.nn.Parameter(replacement.contiguous(), requires_grad=False)
         _assert_same_outputs(fast(images), plain(images))
+
+
+def test_measured_selection_takes_the_fastest_candidate_and_remembers_it(cfg_dir, randomize, monkeypatch):
+    """select='measure' times each path once per conv shape and keeps the fastest; here the timings are scripted
+    (plain fastest for 1x1 convs, F(4x4) Winograd for the 3x3 ones) so the test does not depend on the machine."""
+    import yolov3.model as model_module
+
+    monkeypatch.setattr(model_module, "_MEASURED_METHODS", {})
+    speed = {"plain": 1.0, "onednn": 2.0, "winograd2": 3.0, "winograd4": 0.5}
+    timed = []
+
+    def scripted_time(self, method, x):
+        timed.append(method)
+        self._run_method(method, x)  # still computes it: its weights get prepared, as when really timed
+        return speed[method] if method != "plain" or self.conv.kernel_size == (1, 1) else 9.0
+
+    monkeypatch.setattr(ConvLayer, "_time_method", scripted_time)
+    images = torch.rand(1, 3, 160, 160)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, select="measure")
+    convs = [m for m in fast.module_list if isinstance(m, ConvLayer)]
+    with torch.inference_mode():
+        expected, got = plain(images), fast(images)
+        calls = len(timed)
+        fast(images)  # the same shapes again: nothing is timed twice
+    assert calls > 0 and len(timed) == calls
+    _assert_same_outputs(got, expected)
+    kept = [(conv.conv.kernel_size, set(conv.__dict__.get("_fast_cache", {}))) for conv in convs]
+    # 1x1: plain won, and the losers' prepared weights were dropped; 3x3: F(4x4) where the map allows Winograd
+    # (>= 8 cells a side), else oneDNN (the next fastest)
+    assert all(methods == set() for size, methods in kept if size == (1, 1))
+    three = [methods for size, methods in kept if size == (3, 3)]
+    assert all(methods in ({"winograd4"}, {"onednn"}) for methods in three)
+    assert {"winograd4"} in three and {"onednn"} in three
+    with pytest.raises(ValueError, match="select must be 'measure' or 'rule'"):
+        Darknet(cfg_dir / "yolov3-tiny.cfg").optimize_for_inference(select="fast")

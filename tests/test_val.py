@@ -185,3 +185,23 @@ def test_a_failed_evaluation_leaves_no_run_folder(easy_data, trained_checkpoint,
     assert got == code and "Traceback" not in err
     assert ("interrupted" if failure == "ctrl-c" else "error: images/val/0.jpg: cannot be read") in err
     assert list((tmp_path / "out").glob("*")) == []
+
+
+def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):
+    """--no-optimize runs the plain fused channels_last model; optimize_for_inference's paths give the same numbers."""
+    import yolov3.model as model_module
+
+    used = []
+    original = model_module.Darknet.optimize_for_inference
+    monkeypatch.setattr(model_module.Darknet, "optimize_for_inference",
+                        lambda self, *a, **k: used.append(1) or original(self, *a, **k))
+    results = {}
+    for flags in ([], ["--no-optimize"]):
+        name = "plain" if flags else "optimized"
+        code, _, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name", name,
+                          "--img-size", "128", "--workers", "0", *flags], capsys)
+        assert code == 0
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert used == [1]  # only the default run optimised
+    for key in ("precision", "recall", "mAP50", "mAP50_95"):
+        assert results["plain"][key] == pytest.approx(results["optimized"][key], abs=1e-4), key

@@ -13,6 +13,8 @@ Public API: ``Darknet(cfg, num_classes=None)``, ``load_model(weights, cfg=None, 
 """
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from .cfgparse import CfgBlock, DarknetCfg, parse_cfg, with_num_classes
 from .winograd import transform_weights, winograd_conv3x3
 
-__all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model"]
+__all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model", "prepare_for_inference"]
 
 BN_EPS = 1e-5  # Darknet's cuDNN path and OpenCV's importer use 1e-5
 BN_MOMENTUM = 0.03  # torch convention (weight of the new batch); Darknet uses .01, .03 tracks faster in short CPU runs
@@ -33,6 +35,9 @@ LEAKY_SLOPE = 0.1  # Darknet's leaky activation
 WINOGRAD_MIN_WORK = 10_000_000
 WINOGRAD_MIN_SIZE = 8
 WINOGRAD_F4_MIN_SIZE = 26
+# optimize_for_inference(select="measure"): timed runs per candidate path (after one untimed), and the choices made
+MEASURE_REPEATS = 3
+_MEASURED_METHODS: Dict[tuple, str] = {}
 
 
 def _activate(x: Tensor, activation: str) -> Tensor:
@@ -59,9 +64,10 @@ class ConvLayer(nn.Module):
                                              if batch_normalize else None)
         self.activation = activation
 
-    # set by Darknet.optimize_for_inference(): which fast inference paths this conv may take
+    # set by Darknet.optimize_for_inference(): which fast inference paths this conv may take, and how it picks one
     _use_onednn: bool = False
     _use_winograd: bool = False
+    _select: str = "rule"
 
     def forward(self, x: Tensor) -> Tensor:
         if (self._use_onednn or self._use_winograd) and self._fast_path_applies(x):
@@ -80,7 +86,55 @@ class ConvLayer(nn.Module):
                 and self.conv.weight.device.type == "cpu" and not _cpu_autocast_enabled())
 
     def _fast_method(self, x: Tensor) -> str:
-        """'winograd2' / 'winograd4' (F(2x2) / F(4x4, 3x3)), 'onednn' or 'plain' for this input.
+        """The path for this input: measured (``select='measure'``, see :meth:`_measured_method`) or by the rule."""
+        return self._measured_method(x) if self._select == "measure" else self._rule_method(x)
+
+    def _candidates(self, x: Tensor) -> List[str]:
+        """Every path that can compute this conv on ``x``: plain always; oneDNN for its activations; Winograd for
+        3x3 stride-1 convs on maps of at least WINOGRAD_MIN_SIZE cells a side."""
+        conv = self.conv
+        found = ["plain"]
+        if self._use_onednn and self.activation in _ONEDNN_ACTIVATIONS:
+            found.append("onednn")
+        if (self._use_winograd and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+                and conv.dilation == (1, 1) and conv.groups == 1 and min(x.shape[-2:]) >= WINOGRAD_MIN_SIZE):
+            found += ["winograd2", "winograd4"]
+        return found
+
+    def _measured_method(self, x: Tensor) -> str:
+        """The fastest candidate for this conv's shape on this machine, timed once per process and shape.
+
+        Each candidate runs once untimed (its weights are prepared, oneDNN builds its primitive), then
+        MEASURE_REPEATS times; the fastest run decides (the least disturbed by other processes). The choice is kept
+        in ``_MEASURED_METHODS``, keyed by the conv's geometry, the input's shape and layout and the thread count, so
+        other models with the same layers reuse it; the losers' prepared weights are dropped. The rule's thresholds
+        came from one AVX2 CPU and picked paths 1.4-1.6x slower than plain on an AVX-512 one: measuring cannot."""
+        conv = self.conv
+        key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.groups,
+               self.activation, tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last),
+               torch.get_num_threads())
+        method = _MEASURED_METHODS.get(key)
+        if method is None:
+            timings = {candidate: self._time_method(candidate, x) for candidate in self._candidates(x)}
+            method = _MEASURED_METHODS[key] = min(timings, key=timings.get)
+            chosen = self.__dict__.setdefault("_chosen_methods", set())
+            chosen.add(method)
+            cache = self.__dict__.get("_fast_cache", {})
+            for loser in [m for m in cache if m not in chosen]:
+                del cache[loser]
+        return method
+
+    def _time_method(self, method: str, x: Tensor) -> float:
+        self._run_method(method, x)  # untimed: prepares the weights and warms the primitive
+        best = math.inf
+        for _ in range(MEASURE_REPEATS):
+            start = time.perf_counter()
+            self._run_method(method, x)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    def _rule_method(self, x: Tensor) -> str:
+        """'winograd2' / 'winograd4' (F(2x2) / F(4x4, 3x3)), 'onednn' or 'plain' for this input, by thresholds.
 
         Winograd pays for 3x3 stride-1 convs big enough that its three large matrix products beat one direct
         convolution: H * W * C_in * C_out >= 1e7 on a map of at least 8 x 8 cells; F(4x4) when the map is at least
@@ -118,8 +172,10 @@ class ConvLayer(nn.Module):
         return entry[0]
 
     def _fast_forward(self, x: Tensor) -> Tensor:
+        return self._run_method(self._fast_method(x), x)
+
+    def _run_method(self, method: str, x: Tensor) -> Tensor:
         conv = self.conv
-        method = self._fast_method(x)
         bias = None if conv.bias is None else conv.bias.detach()
         if method.startswith("winograd"):
             return _activate(winograd_conv3x3(x, self._prepared_weight(method, x), bias, int(method[-1])),
@@ -433,7 +489,8 @@ class Darknet(nn.Module):
                 module.fuse()
         return self
 
-    def optimize_for_inference(self, onednn: Optional[bool] = None, winograd: bool = True) -> "Darknet":
+    def optimize_for_inference(self, onednn: Optional[bool] = None, winograd: bool = True,
+                               select: str = "measure") -> "Darknet":
         """Make this model as fast as it gets for inference; it cannot be trained or saved as Darknet weights after.
 
         Folds BatchNorm into the convs (:meth:`fuse`), switches to eval mode and to the channels_last memory format
@@ -445,6 +502,10 @@ class Darknet(nn.Module):
           * ``onednn`` (default: when :func:`onednn_available`): every other conv runs as one oneDNN convolution
             with its activation applied inside and its weights reordered once into oneDNN's layout instead of on
             every call.
+        ``select``: ``"measure"`` (default) times every path a conv can take (plain included) at its first input of
+        each shape and keeps the fastest on this machine (``ConvLayer._measured_method``; ~1-3 s once per process
+        for yolov3), so the result is never slower than the plain fused model but for timing noise; ``"rule"``
+        applies fixed thresholds measured once on a 2-core AVX2 CPU (``ConvLayer._rule_method``).
         The derived weights are built on first use, rebuilt if the conv's weights are replaced or edited in place
         (not through ``.data``), and kept beside the originals, one copy per path a conv has taken: 2.2x the
         weights' size for yolov3 at 416 (+550 MB), 2.1x for tiny (measured); more when input sizes vary enough
@@ -455,13 +516,17 @@ class Darknet(nn.Module):
             onednn = onednn_available()
         elif onednn and not onednn_available():
             raise RuntimeError("optimize_for_inference(onednn=True): this torch build has no oneDNN convolution ops")
+        if select not in ("measure", "rule"):
+            raise ValueError(f"optimize_for_inference: select must be 'measure' or 'rule', got {select!r}")
         self.fuse().eval()
         self.to(memory_format=torch.channels_last)
         for module in self.module_list:
             if isinstance(module, ConvLayer):
                 module._use_onednn = bool(onednn)
                 module._use_winograd = bool(winograd)
+                module._select = select
                 module.__dict__.pop("_fast_cache", None)
+                module.__dict__.pop("_chosen_methods", None)
         return self
 
     @property
@@ -529,6 +594,15 @@ class Darknet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+def prepare_for_inference(model: "Darknet", optimize: bool = True) -> "Darknet":
+    """What detect.py and val.py run: :meth:`Darknet.optimize_for_inference` (fast paths chosen by measurement), or
+    with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way."""
+    if optimize:
+        return model.optimize_for_inference()
+    model.fuse().eval()
+    return model.to(memory_format=torch.channels_last)
+
+
 def default_img_size(model: "Darknet", checkpoint: Optional[Dict[str, Any]]) -> int:
     """Inference size when none is given: the training size stored in a train.py checkpoint, else the cfg's width."""
     if checkpoint and isinstance(checkpoint.get("config"), dict):

@@ -14,7 +14,10 @@ summary.csv, summary.md and the plots. Exit status: 0 when every run finished, 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+import torch
 
 from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
@@ -26,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("spec", help="ablation spec YAML (see cfg/ablation/)")
     parser.add_argument("--dry-run", action="store_true", help="validate, list the runs and their commands, exit")
     parser.add_argument("--jobs", type=int, default=None,
-                        help="runs in parallel (default: 1, or one per GPU listed in --device)")
+                        help="runs in parallel (default: one per GPU listed in --device; 1 on a GPU picked "
+                             "automatically; on CPU 2 (with 2+ cores), the cores split between them)")
     parser.add_argument("--device", default="", help="passed to train.py: '' (auto), cpu, or GPU indices such as "
                                                      "0,1 (then each parallel run gets one GPU)")
     parser.add_argument("--name", help="study name (default: the spec's name, else its file stem)")
@@ -38,6 +42,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+CPU_JOBS = 2  # 2 cores: two 1-thread runs finished a 4-run study 1.53-1.55x sooner than one 2-thread run
+# (benchmarks/results/2026-12-01-ablate-jobs-xeon-amx.md)
+
+
+def default_jobs(device: str, gpus: list) -> int:
+    """Parallel runs when --jobs is not given: one per listed GPU; one for a GPU train.py finds itself (they would
+    share it); on CPU, CPU_JOBS when the machine has that many cores (train.py processes scale worse in threads
+    than in processes: the loop's data work and small ops leave cores idle)."""
+    if gpus:
+        return len(gpus)
+    if str(device).strip().lower() != "cpu" and torch.cuda.is_available():
+        return 1
+    return max(1, min(CPU_JOBS, os.cpu_count() or 1))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -46,7 +65,7 @@ def main(argv=None) -> int:
         if args.report_only:
             return report(study_dir)
         gpus = parse_devices(args.device)
-        jobs = args.jobs if args.jobs is not None else max(1, len(gpus))
+        jobs = args.jobs if args.jobs is not None else default_jobs(args.device, gpus)
         if jobs < 1:
             raise AblationError(f"--jobs must be at least 1, got {jobs}")
         planned = plan_runs(study, study_dir, device=args.device, train_script=args.train_script)

@@ -551,7 +551,7 @@ def _start_interruptible_study(tmp_path: Path, save_s: float):
     env = dict(os.environ, FAKE_SAVE_S=str(save_s))
     # a session of its own stands for the terminal's foreground process group
     runner = subprocess.Popen([sys.executable, str(ROOT / "ablate.py"), str(runner_spec(tmp_path)), "--project",
-                               str(tmp_path / "ablate"), "--train-script", str(script), "--no-report"],
+                               str(tmp_path / "ablate"), "--train-script", str(script), "--no-report", "--jobs", "1"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     run_dir = tmp_path / "ablate" / "fake" / "runs" / "bce__seed0"
@@ -610,3 +610,14 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_default_jobs_one_per_gpu_else_two_cpu_runs(monkeypatch):
+    monkeypatch.setattr(ablate.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(ablate.torch.cuda, "is_available", lambda: False)
+    assert ablate.default_jobs("", []) == 2 and ablate.default_jobs("cpu", []) == 2
+    assert ablate.default_jobs("0,1,2", ["0", "1", "2"]) == 3
+    monkeypatch.setattr(ablate.os, "cpu_count", lambda: 1)
+    assert ablate.default_jobs("cpu", []) == 1  # one core: nothing to share
+    monkeypatch.setattr(ablate.torch.cuda, "is_available", lambda: True)
+    assert ablate.default_jobs("", []) == 1  # train.py would put every run on the same GPU

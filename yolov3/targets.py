@@ -25,7 +25,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from yolov3.boxes import cxcywh_to_xyxy, shape_iou
+from yolov3.boxes import cxcywh_to_xyxy, elementwise_iou, shape_iou
 
 
 @dataclass
@@ -136,7 +136,6 @@ def pad_truths_per_image(targets: Tensor, batch_size: int, image_size: Tuple[int
 # the (B, cells, T) IoU temporaries are processed in slices of at most this many elements (~128 MB in float32) so a
 # large batch with many truths (e.g. 608 px, B=64, 100 truths: 1e8 pairs) cannot exhaust memory; results are identical
 IGNORE_CHUNK_ELEMENTS = 1 << 25
-IOU_EPS = 1e-7  # as boxes.elementwise_iou: the same IoU, so the same decisions at the threshold
 
 
 def ignore_mask(pred_boxes_xyxy: Tensor, truths_xyxy: Tensor, ignore_thresh: float) -> Tensor:
@@ -156,20 +155,11 @@ def ignore_mask(pred_boxes_xyxy: Tensor, truths_xyxy: Tensor, ignore_thresh: flo
     num_cells, max_truths = anchors * grid_h * grid_w, truths_xyxy.shape[1]
     if max_truths == 0:
         return torch.zeros((batch, anchors, grid_h, grid_w), dtype=torch.bool, device=pred_boxes_xyxy.device)
-    # coordinate planes, each contiguous: every op below then runs on dense memory (the (..., 4) layout made each of
-    # them a strided gather, 3x slower), and no gradient is needed (the decision is not differentiated)
-    with torch.no_grad():
-        pred_x1, pred_y1, pred_x2, pred_y2 = pred_boxes_xyxy.reshape(batch, num_cells, 4).permute(2, 0, 1).contiguous()
-        truth_x1, truth_y1, truth_x2, truth_y2 = truths_xyxy.permute(2, 0, 1)[:, :, None, :]  # each (B, 1, T)
-        pred_area = ((pred_x2 - pred_x1).clamp_(min=0) * (pred_y2 - pred_y1).clamp_(min=0))[:, :, None]  # (B, cells, 1)
-        truth_area = (truth_x2 - truth_x1).clamp(min=0) * (truth_y2 - truth_y1).clamp(min=0)  # (B, 1, T)
-        cells_per_slice = max(1, IGNORE_CHUNK_ELEMENTS // (batch * max_truths))
-        overlaps = []
-        for start in range(0, num_cells, cells_per_slice):
-            part = slice(start, start + cells_per_slice)
-            inter = (torch.minimum(pred_x2[:, part, None], truth_x2) - torch.maximum(pred_x1[:, part, None], truth_x1))
-            inter.clamp_(min=0).mul_((torch.minimum(pred_y2[:, part, None], truth_y2)
-                                      - torch.maximum(pred_y1[:, part, None], truth_y1)).clamp_(min=0))  # (B, s, T)
-            union = (pred_area[:, part] + truth_area).sub_(inter).add_(IOU_EPS)
-            overlaps.append((inter.div_(union) > ignore_thresh).any(dim=2))  # (B, s): IoU > thresh with any truth
+    preds = pred_boxes_xyxy.reshape(batch, num_cells, 1, 4)  # (B, cells, 1, 4)
+    truths = truths_xyxy[:, None, :, :]  # (B, 1, T, 4)
+    cells_per_slice = max(1, IGNORE_CHUNK_ELEMENTS // (batch * max_truths))
+    overlaps = [
+        elementwise_iou(preds[:, start : start + cells_per_slice], truths, kind="iou").amax(dim=2) > ignore_thresh
+        for start in range(0, num_cells, cells_per_slice)
+    ]  # each (B, slice) bool
     return torch.cat(overlaps, dim=1).reshape(batch, anchors, grid_h, grid_w)

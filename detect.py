@@ -38,10 +38,10 @@ from yolov3.augment import letterbox
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
-from yolov3.draw import draw_boxes
+from yolov3.draw import draw_boxes, write_image
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
-from yolov3.utils import atomic_write_bytes, atomic_write_text, increment_path, select_device, user_errors
+from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
 from yolov3.weights import WeightsError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".asf", ".ts"}
@@ -252,20 +252,13 @@ class Detector:
         return detections, tuple(tensor.shape[2:]), stage * 1000
 
 
-def write_image(path: Path, image_bgr: np.ndarray) -> bool:
-    """Encode by the suffix and write atomically; False (after a warning) when OpenCV cannot encode it.
-
-    Not cv2.imwrite: it takes the path as UTF-8 and crashes (segfault) on a file name that is not; Python writes
-    any name, and a Ctrl-C mid-write leaves no half image.
-    """
+def save_image(path: Path, image_bgr: np.ndarray) -> bool:
+    """:func:`yolov3.draw.write_image`; False (after a warning) when OpenCV cannot encode the suffix."""
     try:
-        ok, encoded = cv2.imencode(path.suffix.lower(), image_bgr)
-    except cv2.error:
-        ok = False
-    if not ok:
+        write_image(path, image_bgr)
+    except ValueError:
         print(f"warning: {display(path)}: OpenCV cannot encode '{path.suffix}' images, not saved", file=sys.stderr)
         return False
-    atomic_write_bytes(path, encoded.tobytes())
     return True
 
 
@@ -318,7 +311,7 @@ class Writer:
                     name = self.names[int(cls)]
                     per_class[name] += 1
                     relative = f"crops/{name}/{tag}_{per_class[name]}.jpg"
-                    crops[k] = relative if write_image(save_dir / relative, crop) else None
+                    crops[k] = relative if save_image(save_dir / relative, crop) else None
         if self.args.save_json:
             found = [{"class_id": int(cls), "class": self.names[int(cls)], "score": round(score, 5),
                       "bbox_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)],
@@ -384,7 +377,7 @@ def run_image(item: Source, index: int, total: int, tag: str, detector: Detector
     annotated = None if args.nosave else f"{tag}{image_suffix(item.location)}"
     writer.record(detections, image, tag, item.location, None, annotated)
     annotate(image, detections, writer.names, args)
-    if annotated is not None and not write_image(writer.save_dir / annotated, image):
+    if annotated is not None and not save_image(writer.save_dir / annotated, image):
         annotated = None
     if args.view_img:
         show(shown, image, view)

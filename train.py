@@ -37,11 +37,13 @@ from yolov3.model import Darknet
 from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
 from yolov3.plots import plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
-from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, ensure_dir, atomic_write_text, increment_path, remove_stale_temporaries,
-                          save_rng_state, seed_everything, select_device, restore_rng_state, user_errors)
+from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, ensure_dir,
+                          increment_path, remove_stale_temporaries, restore_rng_state, save_rng_state,
+                          seed_everything, select_device, user_errors)
 from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
                                prepare_new_run_dir)
 from yolov3.weights import first_non_finite, read_checkpoint
+from yolov3.ablation import read_summary
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
@@ -204,7 +206,7 @@ def train(args: argparse.Namespace) -> dict:
         if args.workers is not None:
             cfg = config_lib.apply_overrides(cfg, [f"train.workers={args.workers}"])
         run_dir = ckpt_path.parent
-        if finished_summary(run_dir) is not None:
+        if read_summary(run_dir)[0] is not None:  # a damaged summary.json does not count: resuming rewrites it
             raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
     else:
         cfg = resolve_config(args)
@@ -301,9 +303,10 @@ def train(args: argparse.Namespace) -> dict:
     # Where training stands; a checkpoint saved at any point (epoch end or Ctrl-C) records it, and resuming from it
     # replays the rest exactly: the data order and augmentation depend only on (seed, epoch, index).
     # 'saved' describes the newest last.pt on disk (for truthful messages); 'best_pending' is a validated best
-    # checkpoint not written yet (with --nosave it waits for the end); 'in_step' is True while a batch is half done.
+    # checkpoint not written yet (with --nosave it waits for the end); 'busy' is True while memory is not a checkpoint
+    # (a batch or the epoch's record half done).
     state = {"completed_epochs": start_epoch, "batches_done": 0, "sums": torch.zeros(len(LOSS_TERMS) + 1),
-             "epoch_started": time.time(), "best_pending": None, "in_step": False,
+             "epoch_started": time.time(), "best_pending": None, "busy": False,
              "saved": (ckpt["epoch"], ckpt.get("batches_done", 0)) if ckpt is not None else None}
     if ckpt is not None and ckpt.get("batches_done"):
         state["batches_done"] = ckpt["batches_done"]
@@ -500,15 +503,6 @@ def random_rescale(images: torch.Tensor, img_size: int, seed: int) -> torch.Tens
     if size == images.shape[-1] and size == images.shape[-2]:
         return images
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def finished_summary(run_dir: Path) -> dict | None:
-    """summary.json of a finished run, or None (absent, or damaged: then resuming rewrites it)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and summary.get("status") == "finished" else None
 
 
 def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started, precision: str) -> dict:

@@ -107,7 +107,7 @@ class TrainConfig:
     seed: int = 0  # everything random is seeded from this
     workers: int = 2  # dataloader worker processes
     cache: str = "auto"  # decoded images in RAM: "ram", "off", or "auto" (when they fit in 10% of free memory)
-    amp: str = "auto"  # auto: bf16 autocast where the CPU/GPU has native bf16 (2-2.7x faster steps), else fp32; off, bf16, fp16 (CUDA)
+    amp: str = "auto"  # bf16 autocast where the CPU/GPU has native bf16 (2-2.7x faster steps), else fp32; off|bf16|fp16
     channels_last: bool = True  # NHWC activations: oneDNN's convolutions run ~1.4x faster than in NCHW on CPU
     sync_bn: bool = False  # synchronise BatchNorm across DDP processes
     grad_clip: float = 10.0  # max gradient norm; a safety net against rare spikes
@@ -206,6 +206,10 @@ def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)
 
 
+# keys that were booleans before they took modes: (mode for true, mode for false), so older config.yaml files load
+_FORMER_SWITCHES = {"train.amp": ("auto", "off"), "train.cache": ("ram", "off")}
+
+
 def merge_dict(obj: Any, updates: dict, source: str, prefix: str = "") -> Any:
     """Return a copy of dataclass ``obj`` with ``updates`` (a nested dict) applied, type-checked."""
     if not isinstance(updates, dict):
@@ -219,10 +223,8 @@ def merge_dict(obj: Any, updates: dict, source: str, prefix: str = "") -> Any:
             choices = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key '{dotted}' (valid keys here: {choices})")
         current = getattr(obj, key)
-        if dotted == "train.amp" and isinstance(value, bool):  # configs written when amp was an on/off switch
-            value = "auto" if value else "off"
-        if dotted == "train.cache" and isinstance(value, bool):  # configs written when cache was an on/off switch
-            value = "ram" if value else "off"
+        if dotted in _FORMER_SWITCHES and isinstance(value, bool):  # a config written when this was on/off
+            value = _FORMER_SWITCHES[dotted][0 if value else 1]
         if dataclasses.is_dataclass(current):
             changes[key] = merge_dict(current, value, source, dotted + ".")
         else:
@@ -323,8 +325,6 @@ _RANGES = [
     ("train.epochs", lambda v: v >= 1, "at least 1"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.nominal_batch", lambda v: v >= 1, "at least 1"),
-    # at most 8192, as in detect.py and val.py: there yolov3.cfg's first feature map alone takes 8.6 GB per image,
-    # so a larger value is a typo (an extra 0) that would otherwise end in an out-of-memory minutes later
     ("train.img_size", lambda v: 32 <= v <= MAX_IMG_SIZE and v % 32 == 0, f"a multiple of 32 in [32, {MAX_IMG_SIZE}]"),
     # numpy seeds (np.random.seed, the loader's SeedSequence) lie in [0, 2**32); a negative one fails deep inside
     ("train.seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),

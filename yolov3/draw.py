@@ -114,13 +114,22 @@ def plot_batch(images, targets, paths: Sequence[str], names: Optional[Sequence[s
     scale = MAX_MOSAIC_SIDE_PX / max(grid.shape[:2])
     if scale < 1:
         grid = cv2.resize(grid, (int(grid.shape[1] * scale), int(grid.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    out_path = Path(out_path)
-    # encoded here and written by Python: cv2.imwrite cannot take a path that is not valid UTF-8
+    write_image(out_path, grid)
+    return grid
+
+
+def write_image(path: Union[str, Path], image_bgr: np.ndarray) -> None:
+    """Encode ``image_bgr`` by the suffix of ``path`` and write it atomically; ValueError naming the path when
+    OpenCV has no encoder for that suffix.
+
+    Not cv2.imwrite: it takes the path as UTF-8 and crashes (segfault) on a file name that is not; Python writes
+    any name, and an interrupted write leaves no half image.
+    """
+    path = Path(path)
     try:
-        ok, encoded = cv2.imencode(out_path.suffix, grid)
+        ok, encoded = cv2.imencode(path.suffix.lower(), image_bgr)
     except cv2.error:  # no encoder for that suffix
         ok = False
     if not ok:
-        raise ValueError(f"{out_path}: could not encode the image (use a .jpg or .png name)")
-    atomic_write_bytes(out_path, encoded.tobytes())
-    return grid
+        raise ValueError(f"{path}: could not encode the image (use a .jpg or .png name)")
+    atomic_write_bytes(path, encoded.tobytes())

@@ -63,8 +63,8 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> N
     is untouched and the temporary file removed.
     """
     path = Path(path)
+    ensure_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     except OSError as exc:
         raise OutputError(describe_write_failure(path.parent, exc), exc.errno) from None
@@ -229,8 +229,8 @@ class StopRequest:
     An exception raised inside ``backward()`` or the optimiser step would leave gradients or weights half-updated,
     and a checkpoint saved then does not resume exactly. Inside ``with StopRequest() as stop:`` the first SIGINT only
     sets ``stop.requested`` (the loop checks it between batches); a second one raises KeyboardInterrupt at once, for
-    a user who cannot wait. The previous handler is restored on exit (or by ``restore()`` after ``install()``). Outside the main thread it does nothing
-    (Python delivers signals to the main thread only).
+    a user who cannot wait. The previous handler is restored on exit (or by ``restore()`` after ``install()``).
+    Outside the main thread it does nothing (Python delivers signals to the main thread only).
     """
 
     def __init__(self, message: str = "stopping at the next safe point") -> None:

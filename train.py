@@ -34,7 +34,8 @@ from yolov3.draw import plot_batch
 from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_loss_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
-from yolov3.optim import ModelEMA, build_optimizer, set_learning_rates, unwrap
+from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, set_learning_rates,
+                          unwrap)
 from yolov3.plots import plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, ensure_dir,
@@ -243,11 +244,10 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = YOLOLoss.from_model(model, cfg.loss)
-    accumulate = max(round(tcfg.nominal_batch / tcfg.batch_size), 1)  # optimiser step every `accumulate` batches
-    # decay is specified per nominal batch; scale it with the batch actually seen per optimiser step
-    tcfg_scaled = config_lib.merge_dict(tcfg, {"weight_decay": tcfg.weight_decay * tcfg.batch_size * accumulate
-                                               / tcfg.nominal_batch}, "derived")
-    optimizer = build_optimizer(model, tcfg_scaled)
+    # optimiser step every `accumulate` batches on the mean gradient of those batches (accumulation_divisor), so
+    # weight decay and lr need no rescaling: a step sees the gradient of one nominal batch whatever the batch size
+    accumulate = accumulation_steps(tcfg.nominal_batch, tcfg.batch_size)
+    optimizer = build_optimizer(model, tcfg)
     # a resumed run keeps the precision it started with, even on a machine where 'auto' would choose otherwise
     amp_mode = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}.get((ckpt or {}).get("precision"), tcfg.amp)
     try:
@@ -375,7 +375,7 @@ def train(args: argparse.Namespace) -> dict:
                 if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
                     raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
                                         f"images: {', '.join(str(p) for p in paths)}; {what_was_kept()}")
-                scaler.scale(loss).backward()
+                scaler.scale(loss / accumulation_divisor(batch_index, accumulate, iters_per_epoch)).backward()
                 if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=tcfg.grad_clip)

@@ -9,6 +9,8 @@ from torch import nn
 
 from yolov3.config import ClassLossConfig, ConfigError, LossConfig, ObjectnessLossConfig
 from yolov3.loss import (
+    darknet_box_distance,
+    varifocal_loss,
     OBJECTNESS_LOSSES,
     YOLOLoss,
     apply_objectness_prior,
@@ -62,11 +64,63 @@ def test_focal_alpha_weights_positives_by_alpha_and_negatives_by_one_minus_alpha
         assert _same_3_significant(weighted, 0.000263)
 
 
-def test_soft_target_alpha_interpolates():
-    # alpha_t = alpha*y + (1-alpha)*(1-y): y = .4, alpha = .25 -> .1 + .45 = .55 (gamma = 0 isolates alpha)
+def test_soft_target_alpha_follows_the_positive_mask_not_the_target_value():
+    # a positive with IoU target .4 gets alpha = .25 (not .25*.4 + .75*.6 = .55); a negative with soft target .4
+    # (label smoothing) gets 1 - alpha = .75. gamma = 0 isolates alpha.
     x = torch.tensor([0.3, -1.2])
     t = torch.tensor([0.4, 0.4])
-    assert torch.allclose(focal_loss(x, t, gamma=0.0, alpha=0.25), 0.55 * bce_loss(x, t))
+    positive = torch.tensor([True, False])
+    got = focal_loss(x, t, gamma=0.0, alpha=0.25, positive=positive)
+    assert torch.allclose(got, torch.tensor([0.25, 0.75]) * bce_loss(x, t))
+    # without a mask, target > 0 decides: both are positives
+    assert torch.allclose(focal_loss(x, t, gamma=0.0, alpha=0.25), 0.25 * bce_loss(x, t))
+    with pytest.raises(ValueError, match="positive mask"):
+        focal_loss(x, t, alpha=0.25, positive=torch.tensor([True]))
+
+
+@pytest.mark.parametrize("logit_value", [-20.0, -30.0, -50.0, -80.0])
+def test_per_element_losses_keep_their_far_tail(logit_value):
+    # torch's fused BCE-with-logits returns exactly 0 here (float32 at -20); the true values are softplus(x):
+    # 2.06e-9 at -20 ... 1.8e-35 at -80, all normal float32 numbers
+    expected = math.log1p(math.exp(logit_value))
+    x = torch.tensor([logit_value])
+    assert bce_loss(x, torch.zeros(1)).item() == pytest.approx(expected, rel=1e-5)
+    assert bce_loss(-x, torch.ones(1)).item() == pytest.approx(expected, rel=1e-5)
+    p = 1 / (1 + math.exp(-logit_value))
+    assert focal_loss(x, torch.zeros(1), gamma=0.5, alpha=None).item() == pytest.approx(p ** 0.5 * expected, rel=1e-4)
+
+
+def test_varifocal_hand_computed_values_and_gradient():
+    # positive, IoU target q = .6, logit .3: q * BCE(p, q); negative, logit -1.2: alpha p^gamma BCE(p, 0)
+    x = torch.tensor([0.3, -1.2], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([0.6, 0.0], dtype=torch.float64)
+    p_pos, p_neg = 1 / (1 + math.exp(-0.3)), 1 / (1 + math.exp(1.2))
+    bce_pos = -(0.6 * math.log(p_pos) + 0.4 * math.log(1 - p_pos))
+    expected = [0.6 * bce_pos, 0.75 * p_neg ** 2 * -math.log(1 - p_neg)]
+    assert expected[0] == pytest.approx(0.404613, abs=1e-6) and expected[1] == pytest.approx(0.0105802, abs=1e-6)
+    got = varifocal_loss(x, q, gamma=2.0, alpha=0.75)
+    assert got.tolist() == pytest.approx(expected, rel=1e-10)
+    got.sum().backward()
+    # d/dx: positive q (p - q) (q is a target); negative alpha [gamma p^gamma (1-p) BCE + p^gamma p]
+    grad_neg = 0.75 * (2 * p_neg ** 2 * (1 - p_neg) * -math.log(1 - p_neg) + p_neg ** 2 * p_neg)
+    assert x.grad.tolist() == pytest.approx([0.6 * (p_pos - 0.6), grad_neg], rel=1e-9)
+    # positives are never down-weighted: target 1 gives plain BCE; gamma 0, alpha None is BCE everywhere
+    assert varifocal_loss(x[:1], torch.ones(1, dtype=torch.float64)).item() == pytest.approx(-math.log(p_pos))
+    both = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    assert torch.allclose(varifocal_loss(both, torch.tensor([1.0, 0.0], dtype=torch.float64), gamma=0, alpha=None),
+                          bce_loss(both, torch.tensor([1.0, 0.0], dtype=torch.float64)))
+
+
+def test_darknet_box_distance_has_darknets_deltas_as_gradient():
+    # row: logits (0, 0, .5, 0) against targets (.25, .5, .1, 0)
+    pred = torch.tensor([[0.0, 0.0, 0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[0.25, 0.5, 0.1, 0.0]], dtype=torch.float64)
+    value = darknet_box_distance(pred, target)
+    # x: BCE(.5, .25) - H(.25) = log 2 - .562335 = .130812; y: log 2 - log 2 = 0; w: (.5 - .1)^2 / 2 = .08; h: 0
+    assert value.item() == pytest.approx(0.130812 + 0.08, abs=1e-6)
+    value.sum().backward()
+    # darknet's deltas with the sign of a gradient: sigmoid(tx) - tx*, tw - tw*
+    assert pred.grad[0].tolist() == pytest.approx([0.5 - 0.25, 0.0, 0.4, 0.0], abs=1e-12)
 
 
 def test_soft_target_focal_is_zero_where_prediction_equals_target():
@@ -107,8 +161,10 @@ def test_focal_matches_its_definition_on_soft_targets():
     x = torch.randn(50, dtype=torch.float64) * 3
     y = torch.rand(50, dtype=torch.float64)
     p = torch.sigmoid(x)
-    expected = (0.3 * y + 0.7 * (1 - y)) * (y - p).abs() ** 1.5 * -(y * p.log() + (1 - y) * (1 - p).log())
-    assert torch.allclose(focal_loss(x, y, gamma=1.5, alpha=0.3), expected)
+    positive = torch.rand(50) < 0.5  # soft targets on both sides: the mask, not the value, picks alpha
+    alpha_t = torch.where(positive, 0.3, 0.7).double()
+    expected = alpha_t * (y - p).abs() ** 1.5 * -(y * p.log() + (1 - y) * (1 - p).log())
+    assert torch.allclose(focal_loss(x, y, gamma=1.5, alpha=0.3, positive=positive), expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -147,12 +203,12 @@ def test_focal_never_exceeds_bce_without_alpha():
 
 
 def test_loss_table_and_selector():
-    assert set(OBJECTNESS_LOSSES) == {"bce", "focal"}
+    assert set(OBJECTNESS_LOSSES) == {"bce", "focal", "varifocal"}
     x = torch.tensor([0.7, -2.0])
     y = torch.tensor([1.0, 0.0])
     assert torch.equal(get_loss_fn("bce", gamma=2.0, alpha=0.25)(x, y), bce_loss(x, y))  # bce drops gamma/alpha
     assert torch.equal(get_loss_fn("focal", gamma=1.0, alpha=None)(x, y), focal_loss(x, y, gamma=1.0, alpha=None))
-    with pytest.raises(ValueError, match=r"unknown loss 'focus'; choose from: bce, focal"):
+    with pytest.raises(ValueError, match=r"unknown loss 'focus'; choose from: bce, focal, varifocal"):
         get_loss_fn("focus")
     with pytest.raises(ValueError, match="gama"):
         get_loss_fn("focal", gama=2.0)
@@ -206,6 +262,21 @@ def test_mse_box_loss_hand_computed_and_counts():
     assert not terms["box"].requires_grad and total.requires_grad
 
 
+def test_darknet_box_loss_hand_computed_with_darknets_gradient():
+    # the zero-map case: sigmoid(0) = .5 against the in-cell offset .4 (x and y), tw = 0 against log(9.6/8)
+    raw = zero_maps()
+    _, terms = make_loss(box="darknet")([raw], TRUTH)
+    xy = 2 * (LOG2 + (0.4 * math.log(0.4) + 0.6 * math.log(0.6)))  # BCE(.5, .4) - H(.4), twice: .040270
+    wh = math.log(1.2) ** 2  # 2 * (log 1.2)^2 / 2
+    assert terms["box"].item() == pytest.approx(1.91 * (xy + wh) / BATCH, rel=1e-5)
+    total, _ = make_loss(box="darknet", lambda_obj=0.0, lambda_noobj=0.0, lambda_cls=0.0)([raw], TRUTH)
+    total.backward()
+    grad = raw.grad[0, 0, 2, 2, :4]  # (2 - w h) * delta / batch
+    expected = [1.91 * (0.5 - 0.4) / BATCH] * 2 + [1.91 * (0 - math.log(1.2)) / BATCH] * 2
+    assert grad.tolist() == pytest.approx(expected, rel=1e-5)
+    assert raw.grad.abs().sum().item() == pytest.approx(sum(abs(g) for g in expected), rel=1e-5)  # nowhere else
+
+
 @pytest.mark.parametrize("normalizer, divisor", [("batch", BATCH), ("positives", 1)])
 def test_normalizer_and_lambdas_scale_each_term_exactly(normalizer, divisor):
     loss = make_loss(normalizer=normalizer, lambda_box=2.0, lambda_obj=3.0, lambda_noobj=5.0, lambda_cls=7.0)
@@ -235,6 +306,18 @@ def test_label_smoothing_targets():
     _, terms = loss([raw], TRUTH)
     softplus1 = math.log1p(math.e)
     assert terms["cls"].item() == pytest.approx(2 * softplus1 - 1.0, rel=1e-5)
+
+
+def test_class_focal_alpha_with_label_smoothing_weights_by_the_truth_class_not_the_soft_target():
+    # eps = .2, focal gamma 0, alpha .25 at logit 1: the truth class (target .9) gets .25, the other (target .1,
+    # a negative despite its non-zero target) gets .75
+    raw = zero_maps(requires_grad=False)
+    raw[0, 0, 2, 2, 5:] = 1.0
+    loss = make_loss(cls=ClassLossConfig(name="focal", gamma=0.0, alpha=0.25, label_smoothing=0.2),
+                     normalizer="positives")
+    _, terms = loss([raw], TRUTH)
+    softplus1 = math.log1p(math.e)
+    assert terms["cls"].item() == pytest.approx(0.25 * (softplus1 - 0.9) + 0.75 * (softplus1 - 0.1), rel=1e-5)
 
 
 def _perfect_centre_raw(tw: float) -> tuple:
@@ -338,7 +421,7 @@ def test_focal_objectness_uses_alpha_on_positives_and_one_minus_alpha_on_negativ
     [
         ({"objectness": ObjectnessLossConfig(name="focus")}, "loss.objectness.name", "bce, focal"),
         ({"cls": ClassLossConfig(name="softmax")}, "loss.cls.name", "bce, focal"),
-        ({"box": "l1"}, "loss.box", "mse, giou, ciou"),
+        ({"box": "l1"}, "loss.box", "mse, darknet, giou, ciou"),
         ({"normalizer": "anchors"}, "loss.normalizer", "batch, positives"),
         ({"obj_target": "giou"}, "loss.obj_target", "one, iou"),
     ],

@@ -115,3 +115,27 @@ def test_fused_sgd_steps_exactly_as_the_reference_loop():
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)  # a last-bit rounding difference at most
     assert not torch.equal(models[0][0].weight, nn.Conv2d(3, 4, 3).weight)  # it did move
+
+
+def test_accumulation_divisor_groups_and_the_short_last_group():
+    from yolov3.optim import accumulation_divisor, accumulation_steps
+    assert accumulation_steps(64, 16) == 4 and accumulation_steps(16, 32) == 1 and accumulation_steps(64, 24) == 3
+    # 10 batches, steps after batches 4, 8 and 10: groups of 4, 4, 2
+    assert [accumulation_divisor(i, 4, 10) for i in range(10)] == [4] * 8 + [2] * 2
+    assert [accumulation_divisor(i, 1, 3) for i in range(3)] == [1, 1, 1]
+    with pytest.raises(ValueError):
+        accumulation_divisor(10, 4, 10)
+
+
+def test_accumulated_gradient_is_the_mean_of_the_steps_batches_not_their_sum():
+    # loss of batch i is w * x_i, so its gradient is x_i; batches x = 1, 2, 3, 6 with accumulate 2 over 3 batches
+    # of an epoch of 3: step 1 averages (1 + 2) / 2 = 1.5, step 2 (the short group) takes 3 alone
+    from yolov3.optim import accumulation_divisor
+    w = torch.zeros((), requires_grad=True)
+    grads = []
+    for i, x in enumerate([1.0, 2.0, 3.0]):
+        (w * x / accumulation_divisor(i, 2, 3)).backward()
+        if (i + 1) % 2 == 0 or i + 1 == 3:
+            grads.append(w.grad.item())
+            w.grad = None
+    assert grads == [1.5, 3.0]

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 class ObjectnessLossConfig:
     """The loss used by *both* confidence terms (object cells and no-object cells)."""
 
-    name: str = "bce"  # plain BCE is what Darknet and the YOLOv3 paper use; "focal" is the variant under study
+    name: str = "bce"  # plain BCE is what Darknet and the YOLOv3 paper use; "focal" is the variant under study; "varifocal" (VFNet)
     gamma: float = 2.0  # focal focusing parameter; 2 was best in Lin et al. 2017 (ignored by bce)
     alpha: Optional[float] = 0.25  # focal alpha on positives, 1-alpha on negatives; .25 paired with gamma=2 in RetinaNet; null = off
 
@@ -52,7 +52,7 @@ class LossConfig:
 
     objectness: ObjectnessLossConfig = field(default_factory=ObjectnessLossConfig)  # both confidence terms share one loss choice
     cls: ClassLossConfig = field(default_factory=ClassLossConfig)  # the class term is chosen independently
-    box: str = "mse"  # darknet's squared error on tx, ty, tw, th scaled by (2 - w*h); alternatives: giou, ciou
+    box: str = "mse"  # squared error on sigmoid(tx), sigmoid(ty), tw, th scaled by (2 - w*h); alternatives: darknet (its exact deltas), giou, ciou
     obj_target: str = "one"  # "one" as in darknet; "iou" uses the predicted box's IoU with its truth (soft target)
     normalizer: str = "batch"  # "batch": sum / batch size (darknet-like); "positives": sum / #positives (RetinaNet)
     lambda_box: float = 1.0  # term weights: 1 everywhere reproduces the unweighted darknet sum

@@ -38,30 +38,49 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.promote_types(logits.dtype, torch.float32)
 
 
-def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def _bce_from_logits(x: Tensor, y: Tensor) -> Tensor:
+    # (1-y)*softplus(x) + y*softplus(-x): equal to BCE(sigmoid(x), y), and accurate in the far tail, where torch's
+    # fused binary_cross_entropy_with_logits returns exactly 0 (float32 at logit -20, where the loss is 2.06e-9;
+    # even float64 at -50). Its gradient is sigmoid(x) - y, as for the fused op.
+    return (1 - y) * F.softplus(x) + y * F.softplus(-x)
+
+
+def bce_loss(logits: Tensor, targets: Tensor, positive: Optional[Tensor] = None) -> Tensor:
     """Binary cross-entropy on logits, per element: ``-(y log p + (1-y) log(1-p))`` with ``p = sigmoid(logits)``.
 
     Args:
         logits: any shape, any float dtype.
         targets: same shape, values in [0, 1] (soft targets such as IoU are allowed).
+        positive: accepted for a common signature with the weighted losses and unused (BCE weights nothing).
 
     Returns:
         Loss of the same shape and dtype (``reduction="none"``). Computed in log space from the logits
-        (the sigmoid fused into the loss, Lin et al. 2017), so values and gradients stay finite at logits of +-100,
-        in float32 and bfloat16 (half inputs are computed in float32).
+        (``(1-y) softplus(x) + y softplus(-x)``), so values and gradients stay finite at logits of +-100 and the
+        far tail keeps its relative accuracy (a negative at logit -20 has loss 2.06e-9, not 0), in float32 and
+        bfloat16 (half inputs are computed in float32).
     """
     _check_pair(logits, targets, "bce_loss")
     x = logits.to(_compute_dtype(logits))
-    return F.binary_cross_entropy_with_logits(x, targets.to(x.dtype), reduction="none").to(logits.dtype)
+    return _bce_from_logits(x, targets.to(x.dtype)).to(logits.dtype)
 
 
-def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optional[float] = 0.25) -> Tensor:
+def _positive_mask(targets: Tensor, positive: Optional[Tensor], name: str) -> Tensor:
+    if positive is None:
+        return targets > 0
+    if positive.shape != targets.shape:
+        raise ValueError(f"{name}: positive mask {tuple(positive.shape)} and targets {tuple(targets.shape)} differ")
+    return positive.bool()
+
+
+def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optional[float] = 0.25,
+               positive: Optional[Tensor] = None) -> Tensor:
     """Focal loss (Lin et al., ICCV 2017), per element: ``FL = -alpha_t (1 - p_t)^gamma log(p_t)``.
 
     Written as ``alpha_t * |y - p|^gamma * BCE(logits, y)`` with ``p = sigmoid(logits)``, which is the textbook FL for
     hard targets (``|y - p| = 1 - p_t``) and its usual generalisation to soft targets ``y`` in [0, 1] (as in the
     Quality Focal Loss of Li et al. 2020): the modulating factor vanishes when ``p`` equals the target, even for an
-    IoU-valued target. ``alpha_t = alpha * y + (1 - alpha) * (1 - y)``: alpha weights positives, 1 - alpha negatives.
+    IoU-valued target. ``alpha_t`` is ``alpha`` on positives and ``1 - alpha`` on negatives, chosen by the positive
+    mask and never interpolated by a soft target's value (a positive whose IoU target is 0.3 still gets ``alpha``).
 
     Args:
         logits: any shape, any float dtype.
@@ -69,6 +88,8 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optio
         gamma: focusing parameter >= 0; 2 was best in Lin et al. 2017. ``gamma=0`` skips the factor entirely.
         alpha: balance weight in [0, 1], or ``None`` for no alpha weighting. ``gamma=0, alpha=None`` is
             :func:`bce_loss` exactly, in value and gradient.
+        positive: boolean mask of the positives (same shape); default ``targets > 0``. Pass it when negatives
+            carry soft targets (label smoothing gives them eps/2) or positives may have target 0 (IoU 0).
 
     Returns:
         Loss of the same shape and dtype (``reduction="none"``). Finite values and gradients at logits of +-100
@@ -82,7 +103,7 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optio
         raise ValueError(f"focal_loss: alpha must be in [0, 1] or None, got {alpha}")
     x = logits.to(_compute_dtype(logits))
     y = targets.to(x.dtype)
-    loss = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    loss = _bce_from_logits(x, y)
     if gamma != 0:
         # |y - p| as y*sigmoid(-x) - (1-y)*sigmoid(x): algebraically equal, but for hard targets it is sigmoid(-+x)
         # itself, with no cancellation in 1 - p, so the factor stays accurate for confident predictions
@@ -90,14 +111,49 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optio
         # the clamp keeps pow's gradient finite (gamma < 1) where p == y exactly; it changes the value by < 1e-38
         loss = loss * distance.clamp(min=torch.finfo(x.dtype).tiny).pow(gamma)
     if alpha is not None:
-        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+        loss = loss * torch.where(_positive_mask(targets, positive, "focal_loss"), alpha, 1 - alpha)
     return loss.to(logits.dtype)
 
 
-OBJECTNESS_LOSSES: Dict[str, Callable[..., Tensor]] = {"bce": bce_loss, "focal": focal_loss}
+def varifocal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optional[float] = 0.75,
+                   positive: Optional[Tensor] = None) -> Tensor:
+    """Varifocal loss (Zhang, Wang, Dayoub, Sunderhauf, "VarifocalNet", CVPR 2021, eq. 2), per element.
+
+    Positives: ``q * BCE(p, q)`` with ``q`` the target (an IoU with ``loss.obj_target: iou``; 1 otherwise), so a
+    well-localised positive weighs more and nothing down-weights positives. Negatives: ``alpha * p^gamma *
+    BCE(p, 0)``, focal-style down-weighting of the easy ones only. The paper uses ``alpha=0.75, gamma=2``.
+
+    Args:
+        logits, targets: as :func:`focal_loss`.
+        gamma: exponent on ``p`` for negatives, >= 0.
+        alpha: weight of negatives in [0, 1], or ``None`` for 1.
+        positive: boolean mask of the positives; default ``targets > 0`` (the paper's rule, q > 0).
+
+    Returns:
+        Loss of the same shape and dtype (``reduction="none"``); the factors ``q`` and ``p^gamma`` are
+        differentiated through ``p`` only (``q`` is a target).
+    """
+    _check_pair(logits, targets, "varifocal_loss")
+    if gamma < 0:
+        raise ValueError(f"varifocal_loss: gamma must be >= 0, got {gamma}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"varifocal_loss: alpha must be in [0, 1] or None, got {alpha}")
+    x = logits.to(_compute_dtype(logits))
+    y = targets.to(x.dtype)
+    is_positive = _positive_mask(targets, positive, "varifocal_loss")
+    negative_weight = torch.sigmoid(x).clamp(min=torch.finfo(x.dtype).tiny).pow(gamma) if gamma != 0 else 1.0
+    if alpha is not None:
+        negative_weight = negative_weight * alpha
+    weight = torch.where(is_positive, y, negative_weight)
+    return (weight * _bce_from_logits(x, torch.where(is_positive, y, torch.zeros_like(y)))).to(logits.dtype)
+
+
+OBJECTNESS_LOSSES: Dict[str, Callable[..., Tensor]] = {"bce": bce_loss, "focal": focal_loss,
+                                                       "varifocal": varifocal_loss}
 
 # keyword parameters each loss understands; the config always carries gamma/alpha, so bce accepts and drops them
-_LOSS_PARAMETERS: Dict[str, Tuple[str, ...]] = {"bce": (), "focal": ("gamma", "alpha")}
+_LOSS_PARAMETERS: Dict[str, Tuple[str, ...]] = {"bce": (), "focal": ("gamma", "alpha"),
+                                                "varifocal": ("gamma", "alpha")}
 _KNOWN_PARAMETERS = ("gamma", "alpha")
 
 
@@ -115,15 +171,31 @@ def get_loss_fn(name: str, **params) -> LossFn:
         raise ValueError(f"loss {name!r}: unknown parameter(s) {unknown}; known: {', '.join(_KNOWN_PARAMETERS)}")
     used = {key: value for key, value in params.items() if key in _LOSS_PARAMETERS[name]}
     fn = OBJECTNESS_LOSSES[name]
-    if name == "focal":  # validate now, at construction, rather than on the first training step
-        focal_loss(torch.zeros(1), torch.zeros(1), **used)
+    if name != "bce":  # validate now, at construction, rather than on the first training step
+        fn(torch.zeros(1), torch.zeros(1), **used)
     return functools.partial(fn, **used) if used else fn
+
+
+def darknet_box_distance(pred_t: Tensor, target_t: Tensor) -> Tensor:
+    """Darknet's box loss per positive, before the ``(2 - w*h)`` weight: ``(P, 4)`` logits and targets -> ``(P,)``.
+
+    Darknet's yolo layer writes the delta ``tx* - sigmoid(tx)`` straight into the gradient of the logit ``tx`` (its
+    backward copies the delta without the logistic derivative), and ``tw* - tw`` for ``tw``. The loss with exactly
+    these gradients is BCE between ``sigmoid(tx)`` and the in-cell offset ``tx*`` for x and y, and ``(tw - tw*)^2 / 2``
+    for w and h. The BCE's minimum (the target's entropy) is subtracted, so a perfect box scores 0; the gradient
+    is unchanged by that constant.
+    """
+    txy, twh = pred_t[:, 0:2], pred_t[:, 2:4]
+    target_xy = target_t[:, 0:2]
+    entropy = -(torch.special.xlogy(target_xy, target_xy) + torch.special.xlogy(1 - target_xy, 1 - target_xy))
+    xy = (_bce_from_logits(txy, target_xy) - entropy).sum(1)
+    return xy + 0.5 * ((twh - target_t[:, 2:4]) ** 2).sum(1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # YOLOLoss
 # --------------------------------------------------------------------------------------------------------------------
-BOX_LOSSES = ("mse", "giou", "ciou")
+BOX_LOSSES = ("mse", "darknet", "giou", "ciou")
 OBJ_TARGETS = ("one", "iou")
 NORMALIZERS = ("batch", "positives")
 
@@ -173,7 +245,9 @@ class YOLOLoss(nn.Module):
     * **box** (positives): ``(2 - w*h) * d`` with ``w, h`` the truth's size normalised to the input and ``d``:
       ``mse``: ``(sigmoid(tx)-tx*)^2 + (sigmoid(ty)-ty*)^2 + (tw-tw*)^2 + (th-th*)^2``, with ``tx*`` the truth centre's
       offset in its cell and ``tw* = log(w_px / anchor_w)`` (darknet's parametrisation; the gradient is twice
-      darknet's delta, which ``lambda_box = 0.5`` reproduces exactly); ``giou`` / ``ciou``: ``1 - GIoU`` / ``1 - CIoU``
+      darknet's delta for w and h only, which ``lambda_box = 0.5`` matches; for x and y the squared error carries a
+      sigmoid' factor darknet's delta lacks); ``darknet``: darknet's exact deltas (:func:`darknet_box_distance`: BCE
+      between ``sigmoid(tx)`` and ``tx*`` for x, y and ``(tw-tw*)^2 / 2`` for w, h); ``giou`` / ``ciou``: ``1 - GIoU`` / ``1 - CIoU``
       of the decoded predicted box with the truth. The ``(2 - w*h)`` small-box weight is kept for every box loss,
       so ``box`` switches only the distance, not the weighting (one axis per field).
     * **obj** (positives): objectness loss against target 1 (``obj_target: one``) or the detached IoU (clamped >= 0)
@@ -346,11 +420,14 @@ class YOLOLoss(nn.Module):
             # decoded positives (pixels), for giou/ciou and IoU-valued objectness targets
             pred_pos_cxcywh = decode_boxes(pred[:, :4], torch.stack((gx, gy), dim=1), anchors_wh[a], stride)  # (P, 4)
             truth_cxcywh = truths[:, 2:6] * truths.new_tensor([image_w, image_h, image_w, image_h])  # (P, 4) pixels
-            if cfg.box == "mse":
+            if cfg.box in ("mse", "darknet"):
                 target_txy = truths[:, 2:4] * truths.new_tensor([grid_w, grid_h]) - torch.stack((gx, gy), 1)  # in-cell
                 target_twh = torch.log(truth_cxcywh[:, 2:4] / anchors_wh[a])  # (P, 2)
-                distance = ((pred[:, 0:2].sigmoid() - target_txy) ** 2).sum(1)
-                distance = distance + ((pred[:, 2:4] - target_twh) ** 2).sum(1)
+                if cfg.box == "mse":
+                    distance = ((pred[:, 0:2].sigmoid() - target_txy) ** 2).sum(1)
+                    distance = distance + ((pred[:, 2:4] - target_twh) ** 2).sum(1)
+                else:  # darknet's deltas: d/dtx = sigmoid(tx) - tx* (no sigmoid' factor), d/dtw = tw - tw*
+                    distance = darknet_box_distance(pred[:, 0:4], torch.cat((target_txy, target_twh), 1))
             else:
                 distance = 1.0 - elementwise_iou(
                     cxcywh_to_xyxy(pred_pos_cxcywh), cxcywh_to_xyxy(truth_cxcywh), kind=cfg.box
@@ -367,7 +444,7 @@ class YOLOLoss(nn.Module):
                 pos_obj_target = torch.ones_like(small_box_weight)
             obj_target_map = torch.zeros_like(raw[..., 4])  # (B, A, H, W)
             obj_target_map[b, a, gy, gx] = pos_obj_target
-            obj_loss_map = self.obj_loss_fn(raw[..., 4], obj_target_map)  # (B, A, H, W)
+            obj_loss_map = self.obj_loss_fn(raw[..., 4], obj_target_map, positive=positive)  # (B, A, H, W)
             pos_obj_losses = obj_loss_map[b, a, gy, gx]  # (P,)
             obj_sum = obj_sum + pos_obj_losses.sum()
             # where (not a multiply) so ignored and positive cells contribute exactly zero value and gradient
@@ -375,8 +452,10 @@ class YOLOLoss(nn.Module):
 
             # classes: independent logistic outputs, smoothed targets
             cls_target = torch.full_like(pred[:, 5:], smoothing / 2)  # (P, C)
-            cls_target[torch.arange(len(truths), device=device), truths[:, 1].long()] = 1.0 - smoothing / 2
-            cls_sum = cls_sum + self.cls_loss_fn(pred[:, 5:], cls_target).sum()
+            cls_positive = torch.zeros_like(cls_target, dtype=torch.bool)
+            cls_positive[torch.arange(len(truths), device=device), truths[:, 1].long()] = True
+            cls_target[cls_positive] = 1.0 - smoothing / 2
+            cls_sum = cls_sum + self.cls_loss_fn(pred[:, 5:], cls_target, positive=cls_positive).sum()
 
             num_pos += found.num_positives
             neg_counts.append(negative.sum())

@@ -64,6 +64,25 @@ def _fused_if_possible(optimizer_class, groups, **kwargs) -> torch.optim.Optimiz
         return optimizer_class(groups, **kwargs)
 
 
+def accumulation_steps(nominal_batch: int, batch_size: int) -> int:
+    """Batches per optimiser step: ``round(nominal_batch / batch_size)``, at least 1."""
+    return max(round(nominal_batch / batch_size), 1)
+
+
+def accumulation_divisor(batch_index: int, accumulate: int, batches_per_epoch: int) -> int:
+    """How many batches the optimiser step that takes batch ``batch_index`` (0-based, within the epoch) averages.
+
+    Steps fall after every ``accumulate`` batches and after the epoch's last batch, so this is ``accumulate`` except
+    in the epoch's last, shorter group. Dividing each batch's loss by it makes the accumulated gradient the *mean*
+    over the step's batches: ``nominal_batch`` then changes how often the optimiser steps, not the gradient's scale
+    (darknet, too, divides its summed gradient by the batch).
+    """
+    if accumulate < 1 or not 0 <= batch_index < batches_per_epoch:
+        raise ValueError(f"accumulation_divisor: batch {batch_index} of {batches_per_epoch}, accumulate {accumulate}")
+    group_start = batch_index // accumulate * accumulate
+    return min(accumulate, batches_per_epoch - group_start)
+
+
 def lr_factor(epoch_progress: float, cfg: TrainConfig) -> float:
     """Learning-rate multiplier of lr0 at ``epoch_progress`` epochs into training (a float; warmup excluded).
 

@@ -30,6 +30,8 @@ from tqdm import tqdm
 from yolov3 import config as config_lib
 from yolov3.config import Config, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.diagnostics import EPOCH_COLUMNS as DIAGNOSTIC_EPOCH_COLUMNS
+from yolov3.diagnostics import DiagnosticsRecorder, objectness_statistics
 from yolov3.draw import plot_batch
 from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_loss_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
@@ -49,7 +51,7 @@ from yolov3.ablation import read_summary
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
                   "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
-                  "epoch_time_s"]
+                  "epoch_time_s", *DIAGNOSTIC_EPOCH_COLUMNS]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -152,7 +154,8 @@ def all_ranks_agree(flag: bool, world_size: int, device: torch.device) -> bool:
 def write_results_csv(path: Path, rows: list) -> None:
     lines = [",".join(RESULT_COLUMNS)]
     for row in rows:
-        lines.append(",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in RESULT_COLUMNS))
+        values = [row.get(c, math.nan) for c in RESULT_COLUMNS]  # a run resumed from an older version lacks some
+        lines.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -244,6 +247,9 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = YOLOLoss.from_model(model, cfg.loss)
+    diagnostics = DiagnosticsRecorder(tcfg.diagnostics_every, tcfg.grad_clip)  # diagnostics.csv, results.csv columns
+    if ckpt is not None and ckpt.get("diagnostics"):
+        diagnostics.load_state_dict(ckpt["diagnostics"])
     # optimiser step every `accumulate` batches on the mean gradient of those batches (accumulation_divisor), so
     # weight decay and lr need no rescaling: a step sees the gradient of one nominal batch whatever the batch size
     accumulate = accumulation_steps(tcfg.nominal_batch, tcfg.batch_size)
@@ -315,7 +321,8 @@ def train(args: argparse.Namespace) -> dict:
             parameter.grad = None if grad is None else grad.to(device)
 
     def checkpoint(full: bool) -> dict:
-        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done, "precision": precision.name}
+        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done, "precision": precision.name,
+                 "diagnostics": diagnostics.state_dict()}
         if full and state["batches_done"]:  # mid-epoch: what the rest of the epoch needs
             extra.update({"partial_sums": state["sums"].clone(), "partial_s": time.time() - state["epoch_started"],
                           "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
@@ -371,19 +378,32 @@ def train(args: argparse.Namespace) -> dict:
                     images = random_rescale(images, tcfg.img_size, seed=tcfg.seed * 1_000_003 + iteration)
                 with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=use_amp):
                     raw_maps = model(images)
-                loss, terms = loss_fn([m.float() for m in raw_maps], targets)
+                raw_maps = [m.float() for m in raw_maps]
+                record = is_main and diagnostics.wants(epoch, iteration)
+                if record:  # keep dL/d(raw maps) for the objectness-gradient shares
+                    for m in raw_maps:
+                        m.retain_grad()
+                loss, terms = loss_fn(raw_maps, targets, masks=record)
                 if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
                     raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
                                         f"images: {', '.join(str(p) for p in paths)}; {what_was_kept()}")
                 scaler.scale(loss / accumulation_divisor(batch_index, accumulate, iters_per_epoch)).backward()
+                grad_norm = clipped = None
                 if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=tcfg.grad_clip)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(  # the norm before clipping
+                        model.parameters(), max_norm=tcfg.grad_clip if tcfg.grad_clip is not None else math.inf))
+                    clipped = diagnostics.optimizer_step(grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     if ema is not None:
                         ema.update(model)
+                if record:
+                    diagnostics.record(epoch, iteration, lr, terms,
+                                       objectness_statistics(raw_maps, terms["masks"], images.shape[0]),
+                                       grad_norm, clipped)
+                    del raw_maps  # the retained gradients
                 state["sums"] += torch.tensor([float(terms[t]) for t in LOSS_TERMS] + [float(loss.detach())])
                 state["batches_done"] = batch_index + 1
                 state["busy"] = False
@@ -398,6 +418,7 @@ def train(args: argparse.Namespace) -> dict:
 
             # ---- end of epoch: validate, log, save (main process only) ----
             means = state["sums"] / max(iters_per_epoch, 1)
+            epoch_diagnostics = diagnostics.end_epoch()
             final_epoch = epoch + 1 == tcfg.epochs
             if not is_main:
                 state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
@@ -423,7 +444,8 @@ def train(args: argparse.Namespace) -> dict:
                    **{k: float(metrics[k]) for k in ("precision", "recall", "mAP50", "mAP50_95")},
                    **{k: float(metrics.get(k, float("nan"))) for k in ("val_box", "val_obj", "val_noobj",
                                                                         "val_cls")},
-                   "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started}
+                   "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started,
+                   **epoch_diagnostics}
             score = fitness(row)
             improved = score > best_fitness or best_epoch_done == 0
             state["busy"] = True  # the epoch's record is being committed
@@ -439,6 +461,7 @@ def train(args: argparse.Namespace) -> dict:
                 state["best_pending"] = best if save_now else {**best, "model": {
                     key: value.detach().clone() for key, value in best["model"].items()}}
             write_results_csv(results_csv, history)
+            atomic_write_text(run_dir / "diagnostics.csv", diagnostics.csv_text())
             plot_results_csv(results_csv, run_dir / "results.png")
             print(f"epoch {epoch + 1}: P {row['precision']:.3f} R {row['recall']:.3f} "
                   f"mAP@.5 {row['mAP50']:.3f} mAP@.5:.95 {row['mAP50_95']:.3f}  ({row['epoch_time_s']:.0f} s)")

@@ -62,6 +62,20 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
         assert (run_dir / name).is_file(), name
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["train"]["nominal_batch"] == 8
+    # diagnostics: every step of epoch 1 (3 batches of 4; the optimiser steps after batches 2 and 3 since
+    # nominal_batch 8 accumulates 2), none of epoch 2 (every 20th step)
+    with open(run_dir / "diagnostics.csv") as fh:
+        steps = list(csv.DictReader(fh))
+    assert [int(r["iteration"]) for r in steps] == [0, 1, 2] and {r["epoch"] for r in steps} == {"1"}
+    assert [r["clipped"] for r in steps][0] == "" and math.isnan(float(steps[0]["grad_norm"]))
+    norms = [float(r["grad_norm"]) for r in steps[1:]]
+    assert all(n > 0 for n in norms) and all(r["clipped"] == str(int(n > 10.0)) for r, n in zip(steps[1:], norms))
+    for r in steps:
+        pos, neg = float(r["grad_pos"]), float(r["grad_neg"])
+        assert pos > 0 and neg > 0 and float(r["neg_grad_share"]) == pytest.approx(neg / (pos + neg), rel=1e-4)
+        assert 0 < float(r["p_pos_mean"]) < 1 and int(r["num_neg"]) > int(r["num_pos"]) > 0
+    assert float(rows[0]["grad_norm"]) == pytest.approx(sum(norms) / 2, rel=1e-4)
+    assert float(rows[0]["clipped_fraction"]) == sum(n > 10.0 for n in norms) / 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs"] == 2
     # where and in what precision it ran: 'auto' resolved on this machine's CPU flags
@@ -135,6 +149,13 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, stop, s
     _assert_same_weights(reference_ema, resumed_ema)
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     assert resumed["history"][-1]["train_total"] == pytest.approx(reference["history"][-1]["train_total"], rel=1e-5)
+    # the diagnostics continue too: same rows, same values as the straight run
+    with open(straight_run / "diagnostics.csv") as a, open(tmp_path / "stopped" / "diagnostics.csv") as b:
+        straight_rows, resumed_rows = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [r["iteration"] for r in resumed_rows] == [r["iteration"] for r in straight_rows]
+    for x, y in zip(straight_rows, resumed_rows):
+        assert float(y["neg_grad_share"]) == pytest.approx(float(x["neg_grad_share"]), rel=1e-4)
+    assert resumed["history"][-1]["grad_norm"] == pytest.approx(reference["history"][-1]["grad_norm"], rel=1e-4)
     # a finished run cannot be resumed again; one whose summary.json was damaged finishes again
     assert train.main(["--resume", str(tmp_path / "stopped")]) == 2
     (tmp_path / "stopped" / "summary.json").write_text('{"status": "fini')
@@ -165,8 +186,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
     original = train.YOLOLoss.forward
     calls = {"n": 0}
 
-    def poisoned(self, raw_maps, targets):
-        total, terms = original(self, raw_maps, targets)
+    def poisoned(self, raw_maps, targets, **kwargs):
+        total, terms = original(self, raw_maps, targets, **kwargs)
         if self.training is not None and torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == 5:  # epoch 2, 2nd batch
@@ -237,8 +258,8 @@ def _poison_loss_forward(monkeypatch, at_call, action):
     original = train.YOLOLoss.forward
     calls = {"n": 0}
 
-    def wrapped(self, raw_maps, targets):
-        total, terms = original(self, raw_maps, targets)
+    def wrapped(self, raw_maps, targets, **kwargs):
+        total, terms = original(self, raw_maps, targets, **kwargs)
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == at_call:
@@ -312,8 +333,8 @@ def test_non_finite_weights_are_never_validated_or_saved(tiny_data, tmp_path, mo
 def test_nan_before_any_checkpoint_says_nothing_was_kept(tiny_data, tmp_path, monkeypatch, capsys):
     original = train.YOLOLoss.forward
 
-    def always_nan(self, raw_maps, targets):
-        total, terms = original(self, raw_maps, targets)
+    def always_nan(self, raw_maps, targets, **kwargs):
+        total, terms = original(self, raw_maps, targets, **kwargs)
         return total * float("nan"), terms
 
     monkeypatch.setattr(train.YOLOLoss, "forward", always_nan)

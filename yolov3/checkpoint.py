@@ -67,7 +67,7 @@ def load_initial_weights(model: nn.Module, path: str, cutoff: Optional[int] = No
 # --------------------------------------------------------------------------------------------------------------------
 # The run folder: what a new run may reuse, and keeping last.pt and best.pt consistent whatever moment a process dies.
 
-RUN_OUTPUTS = ("config.yaml", "results.csv", "results.png", "train_batch0.png", "objectness_losses.npz",
+RUN_OUTPUTS = ("config.yaml", "results.csv", "diagnostics.csv", "results.png", "train_batch0.png", "objectness_losses.npz",
                "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "confusion_matrix.png")
 
 

@@ -110,7 +110,8 @@ class TrainConfig:
     amp: str = "auto"  # bf16 autocast where the CPU/GPU has native bf16 (2-2.7x faster steps), else fp32; off|bf16|fp16
     channels_last: bool = True  # NHWC activations: oneDNN's convolutions run ~1.4x faster than in NCHW on CPU
     sync_bn: bool = False  # synchronise BatchNorm across DDP processes
-    grad_clip: float = 10.0  # max gradient norm; a safety net against rare spikes
+    grad_clip: Optional[float] = 10.0  # max gradient norm, a safety net against rare spikes; null = off (the norm is still logged)
+    diagnostics_every: int = 20  # diagnostics.csv: every step of epoch 1, then every N steps; 0 = epoch 1 only
     patience: int = 0  # stop after this many epochs without fitness gain; 0 = never
 
 
@@ -345,7 +346,8 @@ _RANGES = [
     ("train.workers", lambda v: v >= 0, "at least 0"),
     ("train.amp", lambda v: v in ("auto", "off", "bf16", "fp16"), "one of auto, off, bf16, fp16"),
     ("train.cache", lambda v: v in ("auto", "ram", "off"), "one of auto, ram, off"),
-    ("train.grad_clip", lambda v: v > 0, "greater than 0"),
+    ("train.grad_clip", lambda v: v is None or v > 0, "null (off) or greater than 0"),
+    ("train.diagnostics_every", lambda v: v >= 0, "at least 0"),
     ("train.patience", lambda v: v >= 0, "at least 0"),
     ("val.conf_thres", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("val.iou_thres", lambda v: 0 < v <= 1, "in (0, 1]"),

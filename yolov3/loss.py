@@ -363,8 +363,12 @@ class YOLOLoss(nn.Module):
                 raise ValueError("YOLOLoss: targets hold a box with zero or negative width/height; drop such labels")
         return batch, image_size
 
-    def forward(self, raw_maps: Sequence[Tensor], targets: Tensor) -> Tuple[Tensor, dict]:
-        """``raw_maps``: list of ``(B, A_l, H_l, W_l, 5+C)`` logits; ``targets``: ``(N, 6)``. See the class doc."""
+    def forward(self, raw_maps: Sequence[Tensor], targets: Tensor, masks: bool = False) -> Tuple[Tensor, dict]:
+        """``raw_maps``: list of ``(B, A_l, H_l, W_l, 5+C)`` logits; ``targets``: ``(N, 6)``. See the class doc.
+
+        With ``masks``, ``terms['masks']`` holds per layer the ``(positive, negative)`` boolean ``(B, A, H, W)`` maps
+        (for :mod:`yolov3.diagnostics`).
+        """
         cfg = self.cfg
         batch, image_size = self._check_inputs(raw_maps, targets)
         device = raw_maps[0].device
@@ -385,6 +389,7 @@ class YOLOLoss(nn.Module):
         ignored_counts: List[Tensor] = []
         pos_elements: List[Tensor] = []
         neg_elements: List[Tensor] = []
+        layer_masks: List[Tuple[Tensor, Tensor]] = []
         for layer, raw in enumerate(raw_maps):
             raw = raw.float()  # (B, A, H, W, 5+C); the loss is computed in float32 even under mixed precision
             grid_h, grid_w = raw.shape[2:4]
@@ -460,6 +465,8 @@ class YOLOLoss(nn.Module):
             num_pos += found.num_positives
             neg_counts.append(negative.sum())
             ignored_counts.append((ignored & ~positive).sum())
+            if masks:
+                layer_masks.append((positive, negative))
             if cfg.record_elementwise:
                 pos_elements.append(pos_obj_losses.detach())
                 neg_elements.append(obj_loss_map.detach()[negative])
@@ -480,6 +487,8 @@ class YOLOLoss(nn.Module):
             "num_neg": num_neg,
             "num_ignored": num_ignored,
         }
+        if masks:
+            terms["masks"] = layer_masks
         if cfg.record_elementwise:
             terms["obj_elementwise"] = {"pos": torch.cat(pos_elements), "neg": torch.cat(neg_elements)}
         return total, terms

@@ -1,0 +1,92 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from yolov3.config import LossConfig, ObjectnessLossConfig
+from yolov3.diagnostics import STEP_COLUMNS, DiagnosticsRecorder, objectness_statistics, upper_quantile
+from yolov3.loss import YOLOLoss
+
+# the hand case of test_loss.py: one layer, stride 8, anchors (8,8), (24,24), 2 classes, 32x32 input, batch 2, one
+# truth -> 1 positive, 63 negatives, nothing ignored; all-zero logits so every p = .5
+ANCHORS = [torch.tensor([[8.0, 8.0], [24.0, 24.0]])]
+TRUTH = torch.tensor([[0.0, 1.0, 0.6, 0.6, 0.3, 0.3]])
+
+
+def _loss(**objectness):
+    cfg = dataclasses.replace(LossConfig(), objectness=ObjectnessLossConfig(**objectness))
+    return YOLOLoss(ANCHORS, [8], 2, cfg, ignore_thresh=[0.5])
+
+
+@pytest.mark.parametrize("objectness, grad_pos, grad_neg", [
+    # BCE: |dL/dx| = |sigmoid(0) - y| / batch = .25 per cell: 1 positive, 63 negatives
+    ({"name": "bce"}, 0.25, 63 * 0.25),
+    # focal gamma 0, alpha .25: positives x .25, negatives x .75
+    ({"name": "focal", "gamma": 0.0, "alpha": 0.25}, 0.25 * 0.25, 63 * 0.75 * 0.25),
+])
+def test_gradient_share_of_negatives_hand_computed(objectness, grad_pos, grad_neg):
+    raw = torch.zeros(2, 2, 4, 4, 7, requires_grad=True)
+    maps = [raw * 1.0]  # a non-leaf, as the model's output is
+    maps[0].retain_grad()
+    total, terms = _loss(**objectness)(maps, TRUTH, masks=True)
+    total.backward()
+    stats = objectness_statistics(maps, terms["masks"], batch_size=2)
+    assert stats["grad_pos"] == pytest.approx(grad_pos, rel=1e-6)
+    assert stats["grad_neg"] == pytest.approx(grad_neg, rel=1e-6)
+    assert stats["neg_grad_share"] == pytest.approx(grad_neg / (grad_pos + grad_neg), rel=1e-6)
+    assert stats["p_pos_mean"] == pytest.approx(0.5) and stats["p_neg_q999"] == pytest.approx(0.5)
+    assert stats["neg_over_half"] == 0.0
+    positive, negative = terms["masks"][0]
+    assert int(positive.sum()) == 1 and int(negative.sum()) == 63 and not (positive & negative).any()
+
+
+def test_probability_statistics_on_chosen_logits():
+    raw = torch.full((2, 2, 4, 4, 7), -3.0)
+    raw[0, 0, 2, 2, 4] = 2.0  # the positive: p = sigmoid(2) = .8808
+    raw[1, 1, 0, 0, 4] = 1.0  # three negatives above p = .5
+    raw[1, 1, 0, 1, 4] = 0.5
+    raw[1, 1, 0, 2, 4] = 4.0
+    _, terms = _loss()([raw], TRUTH, masks=True)
+    stats = objectness_statistics([raw], terms["masks"], batch_size=2)
+    assert "grad_pos" not in stats  # no backward: no gradient statistics
+    assert stats["p_pos_mean"] == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert stats["neg_over_half"] == pytest.approx(3 / 2)
+    # 63 negatives: the 99.9th percentile is the ceil(.999*63) = 63rd smallest, the largest: logit 4
+    assert stats["p_neg_q999"] == pytest.approx(1 / (1 + math.exp(-4.0)))
+
+
+def test_upper_quantile_is_the_ceil_qn_th_smallest():
+    values = torch.arange(1000.0).flip(0)
+    assert upper_quantile(values, 0.999).item() == 998.0  # the 999th smallest of 0..999
+    assert upper_quantile(values, 0.5).item() == 499.0
+    assert upper_quantile(torch.tensor([7.0]), 0.999).item() == 7.0
+    with pytest.raises(ValueError):
+        upper_quantile(torch.zeros(0), 0.5)
+
+
+def test_recorder_schedule_clipping_epoch_means_and_resume():
+    rec = DiagnosticsRecorder(every=10, max_norm=5.0)
+    assert all(rec.wants(0, i) for i in range(7)) and rec.wants(1, 20) and not rec.wants(1, 21)
+    assert not DiagnosticsRecorder(every=0, max_norm=None).wants(1, 20)
+    terms = {"obj": 0.5, "noobj": 2.0, "num_pos": 3, "num_neg": 300}
+    assert rec.optimizer_step(12.0) is True and rec.optimizer_step(4.0) is False
+    rec.record(0, 0, 0.01, terms, {"neg_grad_share": 0.9, "p_pos_mean": 0.2, "p_neg_q999": 0.1,
+                                   "neg_over_half": 1.0}, 12.0, True)
+    saved = rec.state_dict()  # mid-epoch, as a Ctrl-C checkpoint
+    rec.record(0, 1, 0.01, terms, {"neg_grad_share": 0.7, "p_pos_mean": 0.4, "p_neg_q999": 0.3,
+                                   "neg_over_half": 3.0}, None, None)
+    straight = rec.end_epoch()
+    assert straight == pytest.approx({"grad_norm": 8.0, "clipped_fraction": 0.5, "neg_grad_share": 0.8,
+                                      "p_pos_mean": 0.3, "p_neg_q999": 0.2, "neg_over_half": 2.0})
+    resumed = DiagnosticsRecorder(every=10, max_norm=5.0)
+    resumed.load_state_dict(saved)
+    resumed.record(0, 1, 0.01, terms, {"neg_grad_share": 0.7, "p_pos_mean": 0.4, "p_neg_q999": 0.3,
+                                       "neg_over_half": 3.0}, None, None)
+    assert resumed.end_epoch() == pytest.approx(straight)
+    assert resumed.csv_text() == rec.csv_text()
+    lines = rec.csv_text().splitlines()
+    assert lines[0] == ",".join(STEP_COLUMNS) and len(lines) == 3
+    assert lines[2].split(",")[STEP_COLUMNS.index("clipped")] == ""  # no optimiser step at that batch
+    assert math.isnan(DiagnosticsRecorder(every=1, max_norm=None).end_epoch()["grad_norm"])
+    assert DiagnosticsRecorder(every=1, max_norm=None).optimizer_step(1e9) is False  # clipping off

@@ -156,3 +156,26 @@ def test_bad_batches_raise_clear_errors():
         evaluate(ReplayModel(outputs), [(images, targets[:, 1:], paths, shapes)], NAMES, progress=False)
     with pytest.raises(ValueError, match="one letterbox shape"):
         evaluate(ReplayModel(outputs), [(images, targets, paths, [None, None])], NAMES, progress=False)
+
+
+def test_objectness_samples_keep_logits_aligned_with_the_losses(cfg_dir):
+    # every arm's final model must be scorable with one common loss: the saved negative logits give back the saved
+    # negative losses element by element (bce, target 0), the positive logits the positive losses as a set
+    from yolov3.config import LossConfig
+    from yolov3.evaluate import objectness_samples
+    from yolov3.loss import bce_loss
+    from yolov3.model import Darknet
+
+    torch.manual_seed(0)
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=len(NAMES))
+    batches, _ = make_loader(num_batches=2)
+    full = objectness_samples(model, batches, LossConfig(), seed=0)
+    cells = 2 * 2 * 3 * (2 * 2 + 4 * 4)  # 2 batches of 2 images; 64 px: 3 anchors on 2x2 and 4x4 grids
+    assert full["neg"].size + full["pos"].size <= cells and full["pos"].size > 0
+    for samples in (full, objectness_samples(model, batches, LossConfig(), seed=3, max_negatives=25)):
+        neg_again = bce_loss(torch.from_numpy(samples["neg_logit"]), torch.zeros(samples["neg_logit"].size))
+        np.testing.assert_allclose(neg_again.numpy(), samples["neg"], rtol=1e-6)
+        pos_again = bce_loss(torch.from_numpy(samples["pos_logit"]), torch.ones(samples["pos_logit"].size))
+        np.testing.assert_allclose(np.sort(pos_again.numpy()), np.sort(samples["pos"]), rtol=1e-6)
+    assert samples["neg"].size == 25 and set(samples["neg_logit"].tolist()) <= set(full["neg_logit"].tolist())
+    assert model.training

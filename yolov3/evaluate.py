@@ -194,23 +194,50 @@ def objectness_loss_samples(model: nn.Module, loader: Any, loss_cfg: Any, device
     plots): positives with their target, negatives (non-positive, non-ignored cells) with target 0. Negatives
     outnumber positives by orders of magnitude, so they are subsampled uniformly (seeded) to ``max_negatives``.
     """
+    samples = objectness_samples(model, loader, loss_cfg, device, seed, max_negatives)
+    return samples["pos"], samples["neg"]
+
+
+@torch.no_grad()
+def objectness_samples(model: nn.Module, loader: Any, loss_cfg: Any, device: Union[str, torch.device] = "cpu",
+                       seed: int = 0, max_negatives: int = 250_000) -> dict:
+    """The final model's objectness over ``loader``, for loss-distribution plots that compare arms fairly.
+
+    Returns float32 numpy arrays: ``pos`` / ``neg``, the per-element losses of the configured objectness function
+    (positives with their target, negatives with target 0), and ``pos_logit`` / ``neg_logit``, the logits of the
+    same cells, so that every arm's model can be scored with one common function (Lin et al. 2017, Fig. 4).
+    Negatives are subsampled uniformly (seeded) to ``max_negatives``, the same ones in both arrays (aligned element
+    by element); the positives are all kept, in a different order in the two arrays.
+    """
     from yolov3.loss import YOLOLoss  # local import: loss imports model, which evaluate need not load
 
     recording_cfg = dataclasses.replace(loss_cfg, record_elementwise=True)
     loss_fn = YOLOLoss.from_model(model, recording_cfg)
     was_training = model.training
     model.eval()
-    positives, negatives = [], []
+    pos_losses, neg_losses, pos_logits, neg_logits = [], [], [], []
     try:
         for images, targets, *_ in loader:
             _decoded, raw_maps = model(images.to(device), return_raw=True)
-            _total, terms = loss_fn([m.float() for m in raw_maps], targets.to(device))
-            positives.append(terms["obj_elementwise"]["pos"].cpu())
-            negatives.append(terms["obj_elementwise"]["neg"].cpu())
+            raw_maps = [m.float() for m in raw_maps]
+            _total, terms = loss_fn(raw_maps, targets.to(device), masks=True)
+            pos_losses.append(terms["obj_elementwise"]["pos"].cpu())
+            neg_losses.append(terms["obj_elementwise"]["neg"].cpu())
+            # negatives in mask order, as the loss took them (so 'neg' and 'neg_logit' align element by element);
+            # positives in mask order too, which is not the loss's (assignment) order: 'pos' and 'pos_logit' are the
+            # same set of cells, for distributions, not pairs
+            for raw, (positive, negative) in zip(raw_maps, terms["masks"]):
+                pos_logits.append(raw[..., 4][positive].cpu())
+                neg_logits.append(raw[..., 4][negative].cpu())
     finally:
         model.train(was_training)
-    pos = torch.cat(positives).numpy().astype(np.float32) if positives else np.zeros(0, np.float32)
-    neg = torch.cat(negatives).numpy().astype(np.float32) if negatives else np.zeros(0, np.float32)
-    if neg.size > max_negatives:
-        neg = np.random.default_rng(seed).choice(neg, size=max_negatives, replace=False)
-    return pos, neg
+
+    def joined(parts: list) -> np.ndarray:
+        return torch.cat(parts).numpy().astype(np.float32) if parts else np.zeros(0, np.float32)
+
+    samples = {"pos": joined(pos_losses), "neg": joined(neg_losses), "pos_logit": joined(pos_logits),
+               "neg_logit": joined(neg_logits)}
+    if samples["neg"].size > max_negatives:
+        keep = np.sort(np.random.default_rng(seed).choice(samples["neg"].size, size=max_negatives, replace=False))
+        samples["neg"], samples["neg_logit"] = samples["neg"][keep], samples["neg_logit"][keep]
+    return samples

@@ -621,3 +621,15 @@ def test_default_jobs_one_per_gpu_else_two_cpu_runs(monkeypatch):
     assert ablate.default_jobs("cpu", []) == 1  # one core: nothing to share
     monkeypatch.setattr(ablate.torch.cuda, "is_available", lambda: True)
     assert ablate.default_jobs("", []) == 1  # train.py would put every run on the same GPU
+
+
+def test_child_environment_splits_threads_and_quietens_progress_bars(monkeypatch):
+    from yolov3.ablation import child_environment
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    env = child_environment(2, None, cpu_count=4)
+    assert (env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"], env["TQDM_MININTERVAL"]) == ("2", "2", "30")
+    assert env["PYTHONUNBUFFERED"] == "1" and "CUDA_VISIBLE_DEVICES" not in env
+    assert child_environment(1, "1")["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("TQDM_MININTERVAL", "1")  # the user's own choice wins
+    assert child_environment(1, None)["TQDM_MININTERVAL"] == "1"

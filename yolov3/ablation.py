@@ -685,6 +685,9 @@ def child_environment(jobs: int, gpu: Optional[str], cpu_count: Optional[int] = 
     """Environment for one train.py process: CPU threads split between parallel jobs, one GPU when pinned."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # the log file shows progress as it happens
+    # a progress bar redrawn per batch becomes one log line per batch (the pipe turns its \r into \n): at most
+    # one line per bar every 30 s keeps train.log readable and small (tqdm reads TQDM_* defaults from the environment)
+    env.setdefault("TQDM_MININTERVAL", "30")
     if jobs > 1:
         threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)  # parallel jobs would oversubscribe the cores
         env["OMP_NUM_THREADS"] = str(threads)

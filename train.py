@@ -411,7 +411,7 @@ def train(args: argparse.Namespace) -> dict:
                     raise KeyboardInterrupt  # Ctrl-C arrived during the batch: stop here, between batches
                 means = state["sums"] / (batch_index + 1)
                 bar.set_postfix_str(" ".join(f"{t} {means[k]:.3f}" for k, t in enumerate(LOSS_TERMS))
-                                    + f" lr {lr:.2e}")
+                                    + f" lr {lr:.2e}", refresh=False)  # drawn at the bar's own pace (mininterval)
                 if is_main and epoch == 0 and batch_index == 0 and ckpt is None:
                     plot_batch(images.detach().cpu(), targets.cpu(), paths, names, run_dir / "train_batch0.png")
             train_loader.sampler.skip = 0

@@ -19,6 +19,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from yolov3.files import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the key and where it came from."""
@@ -298,8 +300,6 @@ def load_config(hyp: Union[str, Path, None] = None, overrides: Optional[list] = 
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
-    from yolov3.utils import atomic_write_text  # local import: utils imports torch, config must stay light
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -225,14 +225,10 @@ def apply_flat(cfg: Config, flat: dict, where: str, source: str) -> Config:
 
 def _check_loss_names(cfg: Config, label: str) -> None:
     """Fail early on an unknown objectness/class loss name (train.py would only fail once the run starts)."""
-    try:
-        from yolov3.loss import OBJECTNESS_LOSSES
-    except Exception:  # the loss module is optional for validation; train.py checks again
-        return
     for key in ("loss.objectness.name", "loss.cls.name"):
         name = config_lib.get_dotted(cfg, key)
-        if name not in OBJECTNESS_LOSSES:
-            raise AblationError(f"{label}: '{key}' is {name!r}; choices: {', '.join(sorted(OBJECTNESS_LOSSES))}")
+        if name not in config_lib.LOSS_NAMES:
+            raise AblationError(f"{label}: '{key}' is {name!r}; choices: {', '.join(sorted(config_lib.LOSS_NAMES))}")
     try:  # value ranges and the other choices, as train.py will check them
         config_lib.validate(cfg, source=label)
     except ConfigError as exc:

@@ -11,14 +11,19 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
 
 from yolov3.config import ConfigError
-from yolov3.files import (TMP_SUFFIX, OutputError, atomic_write, atomic_write_bytes, atomic_write_text,  # noqa: F401
+from yolov3.files import (TMP_SUFFIX, OutputError, atomic_write, atomic_write_bytes, atomic_write_text,
                           describe_write_failure, ensure_dir, remove_stale_temporaries)
+
+__all__ = ["TMP_SUFFIX", "OutputError", "atomic_write", "atomic_write_bytes", "atomic_write_text",  # yolov3.files
+           "describe_write_failure", "ensure_dir", "remove_stale_temporaries",
+           "atomic_torch_save", "increment_path", "seed_everything", "select_device", "save_rng_state",
+           "restore_rng_state", "user_errors", "StopRequest"]
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:

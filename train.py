@@ -43,12 +43,9 @@ from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_wr
 from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
                                prepare_new_run_dir)
 from yolov3.weights import first_non_finite, read_checkpoint
-from yolov3.ablation import read_summary
+from yolov3.runs import read_summary, write_results_csv
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
-RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
-                  "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
-                  "epoch_time_s"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -146,13 +143,6 @@ def all_ranks_agree(flag: bool, world_size: int, device: torch.device) -> bool:
     value = torch.tensor([float(flag)], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
-
-
-def write_results_csv(path: Path, rows: list) -> None:
-    lines = [",".join(RESULT_COLUMNS)]
-    for row in rows:
-        lines.append(",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in RESULT_COLUMNS))
-    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def make_checkpoint(model, ema, optimizer, scaler, cfg, names, epoch, best_fitness, history, full: bool) -> dict:

@@ -77,6 +77,7 @@ import yaml
 
 from yolov3 import config as config_lib
 from yolov3.config import Config, ConfigError
+from yolov3.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRAIN_SCRIPT = ROOT / "train.py"
@@ -601,25 +602,6 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
                             "\ndelete those run folders to redo them, or run the changed spec under another "
                             "--name")
     return planned
-
-
-def read_summary(run_dir: Union[str, Path]) -> tuple:
-    """``(summary, problem)`` for ``<run_dir>/summary.json``, which train.py writes when a run finished:
-    ``(dict, None)`` for a finished run's summary, ``(None, None)`` when there is none, and ``(None, problem)``
-    (naming the file) when it is there but is no finished run's summary — truncated, not JSON, not a mapping, or
-    without ``"status": "finished"``. Such a run is not finished: counting it would drop it from being redone."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        return None, None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
-        return None, f"{path}: unreadable ({exc})"
-    if not isinstance(summary, dict):
-        return None, f"{path}: expected a JSON mapping, got {type(summary).__name__}"
-    if summary.get("status") != "finished":
-        return None, f"{path}: status is {summary.get('status')!r}, not 'finished'"
-    return summary, None
 
 
 def stale_run_folders(study: Study, study_dir: Union[str, Path]) -> list:

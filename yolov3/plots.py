@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from yolov3.runs import read_results_csv  # the one results.csv reader of the project
+
 # Curves of individual classes are drawn (thin, labelled) only up to this many classes; beyond it the legend
 # would hide the plot, so only the class mean is labelled.
 MAX_LABELLED_CLASSES = 20
@@ -158,8 +160,6 @@ def plot_results_csv(csv_path: Union[str, Path], out_png: Union[str, Path]) -> d
     Returns:
         ``{column: (epochs array, values array)}`` for every panel drawn.
     """
-    from yolov3.report import read_results_csv  # the one results.csv reader of the project
-
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: results.csv not found")

@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import yaml
 
-from yolov3.ablation import read_summary
+from yolov3.runs import read_results_csv, read_summary
 
 METRICS = ("mAP50", "mAP50_95", "precision", "recall")
 METRIC_TITLES = {"mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "precision": "precision", "recall": "recall"}
@@ -168,23 +168,6 @@ def _read_json(path: Path, notes: list) -> Optional[dict]:
         notes.append(f"{path}: expected a JSON mapping, got {type(content).__name__}; ignored")
         return None
     return content
-
-
-def read_results_csv(path: Union[str, Path]) -> dict:
-    """results.csv -> {column: float array}; blank or non-numeric cells become nan."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    columns = list(rows[0].keys()) if rows else []
-    out = {}
-    for column in columns:
-        values = []
-        for row in rows:
-            try:
-                values.append(float(row.get(column)))
-            except (TypeError, ValueError):
-                values.append(float("nan"))
-        out[column] = np.asarray(values, dtype=float)
-    return out
 
 
 def _finite(value: Any) -> float:

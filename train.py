@@ -31,6 +31,7 @@ from yolov3 import config as config_lib
 from yolov3.config import Config, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
 from yolov3.draw import plot_batch
+from yolov3.errors import user_errors
 from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_loss_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
@@ -39,7 +40,7 @@ from yolov3.plots import plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, ensure_dir,
                           increment_path, remove_stale_temporaries, restore_rng_state, save_rng_state,
-                          seed_everything, select_device, user_errors)
+                          seed_everything, select_device)
 from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
                                prepare_new_run_dir)
 from yolov3.weights import first_non_finite, read_checkpoint

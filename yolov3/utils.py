@@ -23,7 +23,7 @@ from yolov3.files import (TMP_SUFFIX, OutputError, atomic_write, atomic_write_by
 __all__ = ["TMP_SUFFIX", "OutputError", "atomic_write", "atomic_write_bytes", "atomic_write_text",  # yolov3.files
            "describe_write_failure", "ensure_dir", "remove_stale_temporaries",
            "atomic_torch_save", "increment_path", "seed_everything", "select_device", "save_rng_state",
-           "restore_rng_state", "user_errors", "StopRequest"]
+           "restore_rng_state", "StopRequest"]
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
@@ -98,25 +98,6 @@ def restore_rng_state(state: dict) -> None:
         # a run may resume on a machine with fewer GPUs (or move from CPU to GPU): restore what exists here
         for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
-
-
-def user_errors() -> tuple:
-    """Exception classes that describe a user's mistake (bad file, key or value): printed as one line, no traceback.
-
-    Collected from the modules that define them, so a command line can catch them all in one place.
-    """
-    import importlib
-
-    classes = [FileNotFoundError, OutputError]
-    for module_name, class_names in (("yolov3.config", ("ConfigError",)), ("yolov3.cfgparse", ("CfgError",)),
-                                     ("yolov3.weights", ("WeightsError",)), ("yolov3.data", ("DataError",)),
-                                     ("yolov3.checkpoint", ("RunFolderError",))):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        classes += [getattr(module, name) for name in class_names if hasattr(module, name)]
-    return tuple(classes)
 
 
 class StopRequest:

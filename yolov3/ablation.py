@@ -77,6 +77,7 @@ import yaml
 
 from yolov3 import config as config_lib
 from yolov3.config import Config, ConfigError
+from yolov3.files import atomic_write_text
 from yolov3.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -625,8 +626,6 @@ def run_record(study: Study, run: RunSpec, command: Sequence[str] = ()) -> dict:
 
 def write_study_files(study: Study, study_dir: Union[str, Path], planned: Sequence[PlannedRun]) -> None:
     """spec.yaml (verbatim copy) and runs.json (every run with its identity and command)."""
-    from yolov3.utils import atomic_write_text  # local: utils imports torch, which validation does not need
-
     study_dir = Path(study_dir)
     atomic_write_text(study_dir / "spec.yaml", study.spec_text)
     records = [run_record(study, p.run, p.command or train_command(p.run, study_dir / "runs", study.hyp))
@@ -637,8 +636,6 @@ def write_study_files(study: Study, study_dir: Union[str, Path], planned: Sequen
 
 
 def _write_identity(study: Study, planned: PlannedRun, exit_code: Optional[int] = None) -> None:
-    from yolov3.utils import atomic_write_text
-
     record = run_record(study, planned.run, planned.command)
     record["exit_code"] = exit_code
     atomic_write_text(planned.run_dir / "ablation.json", json.dumps(record, indent=2))

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from yolov3.boxes import cxcywh_to_xyxy
+from yolov3.loss import YOLOLoss
 from yolov3.metrics import DetectionEvaluator
+from yolov3.plots import plot_validation
 from yolov3.postprocess import non_max_suppression, scale_boxes
 
 LOSS_TERMS = ("box", "obj", "noobj", "cls")
@@ -163,8 +165,6 @@ def evaluate(
     ]
     written: list = []
     if plots and save_dir is not None:
-        from yolov3.plots import plot_validation
-
         written = plot_validation(metrics, names, save_dir)
     num_images = max(evaluator.num_images, 1)
     result = {
@@ -194,8 +194,6 @@ def objectness_loss_samples(model: nn.Module, loader: Any, loss_cfg: Any, device
     plots): positives with their target, negatives (non-positive, non-ignored cells) with target 0. Negatives
     outnumber positives by orders of magnitude, so they are subsampled uniformly (seeded) to ``max_negatives``.
     """
-    from yolov3.loss import YOLOLoss  # local import: loss imports model, which evaluate need not load
-
     recording_cfg = dataclasses.replace(loss_cfg, record_elementwise=True)
     loss_fn = YOLOLoss.from_model(model, recording_cfg)
     was_training = model.training

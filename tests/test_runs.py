@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from yolov3.runs import RESULT_COLUMNS, read_results_csv, read_summary, write_results_csv
+from yolov3.runs import (RESULT_COLUMNS, best_epoch, epochs_without_improvement, read_results_csv, read_summary,
+                         write_results_csv, write_summary)
 
 
 def test_results_csv_round_trip_keeps_six_significant_digits_and_blank_epochs(tmp_path):
@@ -34,3 +35,17 @@ def test_read_summary_counts_only_a_finished_run(tmp_path):
     assert summary is None and problem.startswith(f"{path}: unreadable (")
     path.write_text("[1, 2]")
     assert read_summary(tmp_path) == (None, f"{path}: expected a JSON mapping, got list")
+
+
+def test_summary_names_the_best_epoch_by_fitness_and_reads_back_as_finished(tmp_path):
+    nan = float("nan")
+    history = [{"epoch": 1, "mAP50": nan, "mAP50_95": nan, "lr": 0.01},  # not validated: fitness -1
+               {"epoch": 2, "mAP50": 0.5, "mAP50_95": 0.2, "lr": 0.01},  # 0.1 * 0.5 + 0.9 * 0.2 = 0.23
+               {"epoch": 3, "mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}]  # 0.09 + 0.09 = 0.18
+    assert best_epoch(history) == 2 and best_epoch([]) == 0
+    assert epochs_without_improvement(history) == 1  # validated epochs since the best (epoch 1 does not count)
+    summary = write_summary(tmp_path, history, wall_time_s=12.5, precision="bf16")
+    assert summary["best_epoch"] == 2 and math.isclose(summary["best_fitness"], 0.23)
+    assert summary["final"] == {"mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}  # the last row without its epoch
+    assert (summary["epochs"], summary["wall_time_s"], summary["precision"]) == (3, 12.5, "bf16")
+    assert read_summary(tmp_path) == (summary, None)

@@ -1,23 +1,58 @@
 """A training run's folder as files: what train.py writes there and how everyone else reads it back.
 
-``results.csv`` (one row per epoch, :data:`RESULT_COLUMNS`) and ``summary.json`` (written once the run finished);
-CONTRACTS.md describes both. Standard library and NumPy only: the ablation runner and report read run folders
-without loading torch.
+``config.yaml`` and ``environment.json`` (at the start), ``results.csv`` (one row per epoch, :data:`RESULT_COLUMNS`)
+and ``summary.json`` (written once the run finished); CONTRACTS.md describes them. The epoch rows are ranked by
+:func:`fitness`. Standard library, YAML and NumPy only: the ablation runner and report read run folders without
+loading torch. (The checkpoints, last.pt and best.pt, are yolov3.checkpoint's.)
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
-from yolov3.files import atomic_write_text
+from yolov3.config import Config, save_config
+from yolov3.files import atomic_write_text, ensure_dir, remove_stale_temporaries
 
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
                   "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
                   "epoch_time_s"]
+
+
+def open_run_folder(run_dir: Path, cfg: Config, environment: dict, new: bool) -> list:
+    """Ready ``run_dir`` for this process: config.yaml (resolved) for a ``new`` run, environment.json (what this
+    process runs on), and no temporary files of a write an earlier process was killed in (their names returned)."""
+    if new:
+        ensure_dir(run_dir)
+        save_config(cfg, run_dir / "config.yaml")
+    stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
+    atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
+    return stale
+
+
+def fitness(metrics: dict) -> float:
+    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting); -1 if not validated."""
+    if math.isnan(metrics["mAP50"]):
+        return -1.0
+    return 0.1 * metrics["mAP50"] + 0.9 * metrics["mAP50_95"]
+
+
+def epochs_without_improvement(history: list) -> int:
+    """Validated epochs since the best one (epochs without validation do not count either way)."""
+    validated = [r for r in history if not math.isnan(r["mAP50"])]
+    if not validated:
+        return 0
+    scores = [fitness(r) for r in validated]
+    return len(validated) - 1 - int(np.argmax(scores))
+
+
+def best_epoch(history: list) -> int:
+    scores = [fitness(r) for r in history]
+    return int(np.argmax(scores)) + 1 if scores else 0
 
 
 def write_results_csv(path: Path, rows: list) -> None:
@@ -43,6 +78,18 @@ def read_results_csv(path: Union[str, Path]) -> dict:
                 values.append(float("nan"))
         out[column] = np.asarray(values, dtype=float)
     return out
+
+
+def write_summary(run_dir: Path, history: list, wall_time_s: float, precision: str) -> dict:
+    """summary.json of a finished run (atomically): its epochs, the best one and the final epoch's row."""
+    final = history[-1] if history else {}
+    best = best_epoch(history)
+    summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
+               "best_fitness": fitness(history[best - 1]) if best else None,
+               "final": {k: v for k, v in final.items() if k != "epoch"},
+               "wall_time_s": wall_time_s, "precision": precision}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    return summary
 
 
 def read_summary(run_dir: Union[str, Path]) -> tuple:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from tqdm import tqdm
+
 from yolov3.ablation_plan import PlannedRun, display_command, parse_devices, train_command
 from yolov3.ablation_spec import RunSpec, Study
 from yolov3.files import atomic_write_text
@@ -101,8 +103,6 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
     On Ctrl-C (KeyboardInterrupt) the running children get one SIGINT and are waited for (see
     :func:`interrupt_and_wait`), then the KeyboardInterrupt propagates; no further run is started.
     """
-    from tqdm import tqdm
-
     gpus = parse_devices(device)
     jobs = max(1, int(jobs))
     outcomes = {p.run.run_name: RunOutcome(p.run.run_name, "skip", "skipped", None, 0.0)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from yolov3.boxes import cxcywh_to_xyxy
 from yolov3.loss import YOLOLoss
@@ -81,8 +82,6 @@ def evaluate(
         ``nms``, ``metrics``), ``plots`` (written paths) and ``details`` (the full
         :meth:`~yolov3.metrics.DetectionEvaluator.compute` dict).
     """
-    from tqdm import tqdm
-
     device = torch.device(device)
     if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "

@@ -28,7 +28,7 @@ RESULTS_PANELS = (
 
 
 def _figure(rows: int = 1, cols: int = 1, width: float = 6.0, height: float = 5.0):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # imported when a figure is drawn: matplotlib is slow to import
 
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     return fig, fig.subplots(rows, cols, squeeze=False)

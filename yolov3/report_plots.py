@@ -17,7 +17,7 @@ CDF_POINTS = 201  # fractions at which the cumulative loss curves are sampled (0
 
 
 def _figure(ncols: int, width: float = 5.0, height: float = 4.0):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # imported when a figure is drawn: matplotlib is slow to import
 
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
@@ -25,7 +25,7 @@ def _figure(ncols: int, width: float = 5.0, height: float = 4.0):
 
 
 def _colors(n: int) -> list:
-    import matplotlib
+    import matplotlib  # (see _figure)
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]

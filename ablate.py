@@ -22,6 +22,7 @@ import torch
 from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
 from yolov3.config import ConfigError
+from yolov3.report import build_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,8 +115,6 @@ def main(argv=None) -> int:
 
 
 def report(study_dir) -> int:
-    from yolov3.report import build_report  # matplotlib and numpy only when a report is made
-
     if not study_dir.is_dir():
         print(f"error: no study folder at {study_dir}; run the study first (or pass its --project/--name)",
               file=sys.stderr)

@@ -39,9 +39,10 @@ from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
 from yolov3.draw import draw_boxes, write_image
+from yolov3.errors import user_errors
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
-from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
+from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".asf", ".ts"}

@@ -13,26 +13,26 @@ The run folder (runs/train/<name>/) gets config.yaml, results.csv, results.png, 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
-import os
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from yolov3 import config as config_lib
+from yolov3.augment import random_rescale
+from yolov3.checkpoint import (TrainState, best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
+                               load_resume, make_checkpoint, non_finite_weights, prepare_new_run_dir,
+                               restore_pending_grads, restore_training, resumed_amp_mode)
 from yolov3.config import Config, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
-from yolov3.diagnostics import EPOCH_COLUMNS as DIAGNOSTIC_EPOCH_COLUMNS
+from yolov3.distributed import all_ranks_agree, cleanup_distributed, setup_distributed
 from yolov3.diagnostics import DiagnosticsRecorder, objectness_statistics
 from yolov3.draw import plot_batch
+from yolov3.errors import user_errors
 from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
@@ -40,18 +40,11 @@ from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, bu
                           unwrap)
 from yolov3.plots import plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
-from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, ensure_dir,
-                          increment_path, remove_stale_temporaries, restore_rng_state, save_rng_state,
-                          seed_everything, select_device, user_errors)
-from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
-                               prepare_new_run_dir)
-from yolov3.weights import first_non_finite, read_checkpoint
-from yolov3.ablation import read_summary
+from yolov3.runs import epochs_without_improvement, open_run_folder, write_results_csv, write_summary
+from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, increment_path,
+                          seed_everything)
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
-RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
-                  "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
-                  "epoch_time_s", *DIAGNOSTIC_EPOCH_COLUMNS]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -110,108 +103,31 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return config_lib.validate(cfg)
 
 
-def find_resume_checkpoint(resume: str, project: str) -> Path:
-    """--resume PATH (a last.pt or its run folder), or the newest last.pt under --project."""
-    if resume:
-        path = Path(resume)
-        path = path / "last.pt" if path.is_dir() else path
-        if not path.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {path}")
-        return path
-    candidates = sorted(Path(project).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"--resume: no run with a last.pt under {project}")
-    return candidates[-1]
-
-
-def setup_distributed(device_arg: str) -> tuple[int, int, int, torch.device]:
-    """(rank, local_rank, world_size, device). Under torchrun: NCCL on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank = int(os.environ.get("RANK", -1))
-    local_rank = int(os.environ.get("LOCAL_RANK", -1))
-    if world_size == 1:
-        return -1, -1, 1, select_device(device_arg)
-    use_cuda = torch.cuda.is_available() and device_arg.strip().lower() != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    # the other ranks wait while rank 0 validates; a COCO-sized validation outlasts the default timeout
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=3))
-    return rank, local_rank, world_size, device
-
-
-def all_ranks_agree(flag: bool, world_size: int, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any rank (so every process stops together, none hangs)."""
-    if world_size == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def write_results_csv(path: Path, rows: list) -> None:
-    lines = [",".join(RESULT_COLUMNS)]
-    for row in rows:
-        values = [row.get(c, math.nan) for c in RESULT_COLUMNS]  # a run resumed from an older version lacks some
-        lines.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def make_checkpoint(model, ema, optimizer, scaler, cfg, names, epoch, best_fitness, history, full: bool) -> dict:
-    """The checkpoint dict; 'model' holds the weights that were validated (the EMA when enabled)."""
-    bare = unwrap(model)
-    ckpt = {
-        "model": (ema.ema if ema else bare).state_dict(),
-        "cfg_text": bare.cfg_text,
-        "names": list(names),
-        "config": config_lib.to_dict(cfg),
-        "epoch": epoch,  # number of completed epochs
-        "best_fitness": best_fitness,
-        "history": history,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if full:  # what resuming needs; best.pt stays lean
-        ckpt.update({"train_model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                     "ema": ema.state_dict() if ema else None, "scaler": scaler.state_dict(),
-                     "rng": save_rng_state()})
-    return ckpt
-
-
-def fitness(metrics: dict) -> float:
-    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting); -1 if not validated."""
-    if math.isnan(metrics["mAP50"]):
-        return -1.0
-    return 0.1 * metrics["mAP50"] + 0.9 * metrics["mAP50_95"]
+def check_resume_flags(args: argparse.Namespace) -> None:
+    """--resume takes the run's saved config: any flag or override that would change it is an error."""
+    changed = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+               if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok", "allow_partial_weights")
+               and v is not None]
+    changed += ["--name"] * (args.name != "exp") + ["--exist-ok"] * args.exist_ok
+    changed += ["--allow-partial-weights"] * args.allow_partial_weights
+    if args.overrides or changed:
+        raise ConfigError(f"--resume continues a run with its saved config; {', '.join(changed + args.overrides)}"
+                          f" cannot change it (allowed with --resume: "
+                          f"{', '.join('--' + f for f in RESUME_FLAGS)})")
 
 
 def train(args: argparse.Namespace) -> dict:
+    """One run: configuration and run folder, data, model and optimiser, the epoch loop, then summary.json."""
     rank, local_rank, world_size, device = setup_distributed(args.device)
     is_main = rank in (-1, 0)
 
     # ---- configuration and run folder ----
     ckpt = None
     if args.resume is not None:
-        changed = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                   if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok", "allow_partial_weights")
-                   and v is not None]
-        changed += ["--name"] * (args.name != "exp") + ["--exist-ok"] * args.exist_ok
-        changed += ["--allow-partial-weights"] * args.allow_partial_weights
-        if args.overrides or changed:
-            raise ConfigError(f"--resume continues a run with its saved config; {', '.join(changed + args.overrides)}"
-                              f" cannot change it (allowed with --resume: "
-                              f"{', '.join('--' + f for f in RESUME_FLAGS)})")
-        ckpt_path = find_resume_checkpoint(args.resume, args.project)
-        ckpt = read_checkpoint(ckpt_path)
-        if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
-            raise ConfigError(f"--resume: {ckpt_path} is not a resumable checkpoint (use a run's last.pt)")
-        cfg = config_lib.from_dict(ckpt["config"], source=str(ckpt_path))
+        check_resume_flags(args)
+        ckpt, cfg, run_dir = load_resume(args.resume, args.project)
         if args.workers is not None:
             cfg = config_lib.apply_overrides(cfg, [f"train.workers={args.workers}"])
-        run_dir = ckpt_path.parent
-        if read_summary(run_dir)[0] is not None:  # a damaged summary.json does not count: resuming rewrites it
-            raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
     else:
         cfg = resolve_config(args)
         run_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
@@ -247,17 +163,12 @@ def train(args: argparse.Namespace) -> dict:
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = YOLOLoss.from_model(model, cfg.loss)
-    diagnostics = DiagnosticsRecorder(tcfg.diagnostics_every, tcfg.grad_clip)  # diagnostics.csv, results.csv columns
-    if ckpt is not None and ckpt.get("diagnostics"):
-        diagnostics.load_state_dict(ckpt["diagnostics"])
     # optimiser step every `accumulate` batches on the mean gradient of those batches (accumulation_divisor), so
     # weight decay and lr need no rescaling: a step sees the gradient of one nominal batch whatever the batch size
     accumulate = accumulation_steps(tcfg.nominal_batch, tcfg.batch_size)
     optimizer = build_optimizer(model, tcfg)
-    # a resumed run keeps the precision it started with, even on a machine where 'auto' would choose otherwise
-    amp_mode = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}.get((ckpt or {}).get("precision"), tcfg.amp)
     try:
-        precision = resolve_precision(amp_mode, device)
+        precision = resolve_precision(resumed_amp_mode(ckpt, tcfg.amp), device)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     use_amp = precision.dtype is not None
@@ -269,99 +180,60 @@ def train(args: argparse.Namespace) -> dict:
 
     # Every input is valid now: only from here on does the run leave anything on disk.
     if is_main:
-        if ckpt is None:
-            ensure_dir(run_dir)
-            config_lib.save_config(cfg, run_dir / "config.yaml")
-        stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
         environment = environment_record(device, precision)
-        atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
+        stale = open_run_folder(run_dir, cfg, environment, new=ckpt is None)
         print(f"run folder: {run_dir}  device: {device}  world size: {world_size}  precision: {precision.name} "
               f"({precision.reason}; {environment['cpu_line']})"
               + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
         if weights_note:
             print(weights_note)
-    start_epoch, best_fitness, history, best_epoch_done = 0, -1.0, [], 0
+    state = TrainState(run_dir, sums=torch.zeros(len(LOSS_TERMS) + 1),  # where training stands (yolov3.checkpoint)
+                       diagnostics=DiagnosticsRecorder(tcfg.diagnostics_every, tcfg.grad_clip))
     if ckpt is not None:
-        model.load_state_dict(ckpt["train_model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if precision.scaler and ckpt["scaler"]:  # a CPU run saved an empty scaler; a GPU run resumed on CPU needs none
-            scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None and ckpt.get("ema"):
-            ema.load_state_dict(ckpt["ema"])
-        start_epoch, best_fitness, history = ckpt["epoch"], ckpt["best_fitness"], ckpt["history"]
-        best_epoch_done = ckpt.get("best_epoch", best_epoch(history))
-        restore_rng_state(ckpt["rng"])
+        restore_training(state, ckpt, model, optimizer, scaler if precision.scaler else None, ema)
         if is_main:
             if best_checkpoint_needs_repair(ckpt, run_dir / "best.pt"):  # killed between last.pt and best.pt
                 atomic_torch_save(lean_checkpoint(ckpt), run_dir / "best.pt")
-                print(f"best.pt restored from last.pt (epoch {best_epoch_done}): the process had stopped between "
+                print(f"best.pt restored from last.pt (epoch {state.best_epoch}): the process had stopped between "
                       "the two writes")
-            print(f"resuming {run_dir} from epoch {start_epoch + 1}/{tcfg.epochs}")
+            print(f"resuming {run_dir} from epoch {state.completed_epochs + 1}/{tcfg.epochs}")
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[local_rank] if device.type == "cuda" else None)
+    if ckpt is not None:
+        restore_pending_grads(ckpt, model, device)
 
+    start_epoch = state.completed_epochs
     iters_per_epoch = len(train_loader)
     warmup_iters = round(tcfg.warmup_epochs * iters_per_epoch)
-    started = time.time() - (history[-1]["elapsed_s"] if history else 0.0) - (ckpt or {}).get("partial_s", 0.0)
+    started = time.time() - (state.history[-1]["elapsed_s"] if state.history else 0.0) \
+        - (ckpt or {}).get("partial_s", 0.0)
     results_csv = run_dir / "results.csv"
     evaluated = ema.ema if ema is not None else unwrap(model)  # what is validated, saved as 'model' and reported
-    # Where training stands; a checkpoint saved at any point (epoch end or Ctrl-C) records it, and resuming from it
-    # replays the rest exactly: the data order and augmentation depend only on (seed, epoch, index).
-    # 'saved' describes the newest last.pt on disk (for truthful messages); 'best_pending' is a validated best
-    # checkpoint not written yet (with --nosave it waits for the end); 'busy' is True while memory is not a checkpoint
-    # (a batch or the epoch's record half done).
-    state = {"completed_epochs": start_epoch, "batches_done": 0, "sums": torch.zeros(len(LOSS_TERMS) + 1),
-             "epoch_started": time.time(), "best_pending": None, "busy": False,
-             "saved": (ckpt["epoch"], ckpt.get("batches_done", 0)) if ckpt is not None else None}
-    if ckpt is not None and ckpt.get("batches_done"):
-        state["batches_done"] = ckpt["batches_done"]
-        state["sums"] = ckpt["partial_sums"].clone()
-        for parameter, grad in zip(unwrap(model).parameters(), ckpt["pending_grads"]):
-            parameter.grad = None if grad is None else grad.to(device)
 
     def checkpoint(full: bool) -> dict:
-        extra = {"batches_done": state["batches_done"], "best_epoch": best_epoch_done, "precision": precision.name,
-                 "diagnostics": diagnostics.state_dict()}
-        if full and state["batches_done"]:  # mid-epoch: what the rest of the epoch needs
-            extra.update({"partial_sums": state["sums"].clone(), "partial_s": time.time() - state["epoch_started"],
-                          "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
-                                            for p in unwrap(model).parameters()]})
-        return {**make_checkpoint(model, ema, optimizer, scaler, cfg, names, state["completed_epochs"],
-                                  best_fitness, history, full=full), **extra}
-
-    def non_finite_weights() -> str | None:
-        """The first NaN/inf tensor of the trained or the evaluated model: such weights are never saved."""
-        broken = first_non_finite(unwrap(model).state_dict())
-        return broken or (first_non_finite(evaluated.state_dict()) if evaluated is not unwrap(model) else None)
+        return make_checkpoint(model, ema, optimizer, scaler, cfg, names, state, precision.name, full)
 
     def save_last() -> None:
         try:
             atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
         except OutputError as exc:  # disk full, folder made read-only: the previous last.pt is untouched
-            raise OutputError(f"{exc}; {what_was_kept()}", exc.errno) from None
-        state["saved"] = (state["completed_epochs"], state["batches_done"])
+            raise OutputError(f"{exc}; {state.what_was_kept()}", exc.errno) from None
+        state.mark_saved()
 
     def save_pending_best() -> None:
-        if state["best_pending"] is not None:
-            atomic_torch_save(state["best_pending"], run_dir / "best.pt")
-            state["best_pending"] = None
-
-    def what_was_kept() -> str:
-        if state["saved"] is None:
-            return "no checkpoint had been written yet, so there is nothing to resume"
-        epochs, batches = state["saved"]
-        where = f"epoch {epochs}" + (f" and {batches} batches" if batches else "")
-        return f"{run_dir / 'last.pt'} ({where}, written before the problem) was kept"
+        if state.best_pending is not None:
+            atomic_torch_save(state.best_pending, run_dir / "best.pt")
+            state.best_pending = None
 
     # ---- the loop ----
     stop_request = StopRequest("finishing this batch, then saving last.pt").install()
     try:
         for epoch in range(start_epoch, tcfg.epochs):
-            state["epoch_started"] = time.time() - (ckpt or {}).get("partial_s", 0.0) * (epoch == start_epoch)
+            state.epoch_started = time.time() - (ckpt or {}).get("partial_s", 0.0) * (epoch == start_epoch)
             unwrap(model).train()
             train_set.set_epoch(epoch)
-            skip = state["batches_done"]  # > 0 only when resuming inside this epoch
+            skip = state.batches_done  # > 0 only when resuming inside this epoch
             train_loader.sampler.skip = skip * batch_per_process
             bar = tqdm(train_loader, total=iters_per_epoch, initial=skip, disable=not is_main,
                        dynamic_ncols=True, desc=f"epoch {epoch + 1}/{tcfg.epochs}")
@@ -371,45 +243,42 @@ def train(args: argparse.Namespace) -> dict:
             for batch_index, (images, targets, paths, _shapes) in enumerate(bar, start=skip):
                 iteration = batch_index + iters_per_epoch * epoch
                 lr = set_learning_rates(optimizer, tcfg, iteration, iters_per_epoch, warmup_iters)
-                state["busy"] = True  # from here until the batch is recorded, memory is not a checkpoint
+                state.busy = True  # from here until the batch is recorded, memory is not a checkpoint
                 images = images.to(device, non_blocking=True, memory_format=memory_format)
                 targets = targets.to(device)
                 if tcfg.multi_scale:
                     images = random_rescale(images, tcfg.img_size, seed=tcfg.seed * 1_000_003 + iteration)
                 with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=use_amp):
-                    raw_maps = model(images)
-                raw_maps = [m.float() for m in raw_maps]
-                record = is_main and diagnostics.wants(epoch, iteration)
+                    raw_maps = [m.float() for m in model(images)]
+                record = is_main and state.diagnostics.wants(epoch, iteration)  # diagnostics.csv gets this step
                 if record:  # keep dL/d(raw maps) for the objectness-gradient shares
                     for m in raw_maps:
                         m.retain_grad()
                 loss, terms = loss_fn(raw_maps, targets, masks=record)
                 if all_ranks_agree(not torch.isfinite(loss).item(), world_size, device):
                     raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch + 1}, batch {batch_index}; "
-                                        f"images: {', '.join(str(p) for p in paths)}; {what_was_kept()}")
+                                        f"images: {', '.join(str(p) for p in paths)}; {state.what_was_kept()}")
                 scaler.scale(loss / accumulation_divisor(batch_index, accumulate, iters_per_epoch)).backward()
                 grad_norm = clipped = None
                 if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
                     scaler.unscale_(optimizer)
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(  # the norm before clipping
                         model.parameters(), max_norm=tcfg.grad_clip if tcfg.grad_clip is not None else math.inf))
-                    clipped = diagnostics.optimizer_step(grad_norm)
+                    clipped = state.diagnostics.optimizer_step(grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     if ema is not None:
                         ema.update(model)
                 if record:
-                    diagnostics.record(epoch, iteration, lr, terms,
-                                       objectness_statistics(raw_maps, terms["masks"], images.shape[0]),
-                                       grad_norm, clipped)
-                    del raw_maps  # the retained gradients
-                state["sums"] += torch.tensor([float(terms[t]) for t in LOSS_TERMS] + [float(loss.detach())])
-                state["batches_done"] = batch_index + 1
-                state["busy"] = False
+                    stats = objectness_statistics(raw_maps, terms["masks"], images.shape[0])
+                    state.diagnostics.record(epoch, iteration, lr, terms, stats, grad_norm, clipped)
+                state.sums += torch.tensor([float(terms[t]) for t in LOSS_TERMS] + [float(loss.detach())])
+                state.batches_done = batch_index + 1
+                state.busy = False
                 if all_ranks_agree(stop_request.requested, world_size, device):
                     raise KeyboardInterrupt  # Ctrl-C arrived during the batch: stop here, between batches
-                means = state["sums"] / (batch_index + 1)
+                means = state.sums / (batch_index + 1)
                 bar.set_postfix_str(" ".join(f"{t} {means[k]:.3f}" for k, t in enumerate(LOSS_TERMS))
                                     + f" lr {lr:.2e}", refresh=False)  # drawn at the bar's own pace (mininterval)
                 if is_main and epoch == 0 and batch_index == 0 and ckpt is None:
@@ -417,21 +286,21 @@ def train(args: argparse.Namespace) -> dict:
             train_loader.sampler.skip = 0
 
             # ---- end of epoch: validate, log, save (main process only) ----
-            means = state["sums"] / max(iters_per_epoch, 1)
-            epoch_diagnostics = diagnostics.end_epoch()
+            means = state.sums / max(iters_per_epoch, 1)
+            epoch_diagnostics = state.diagnostics.end_epoch()
             final_epoch = epoch + 1 == tcfg.epochs
             if not is_main:
-                state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
+                state.start_epoch_after(epoch + 1)
                 if all_ranks_agree(stop_request.requested, world_size, device):
                     raise KeyboardInterrupt
                 if all_ranks_agree(False, world_size, device):  # rank 0 decides on early stopping
                     break
                 continue
-            broken = non_finite_weights()
+            broken = non_finite_weights(model, evaluated)
             if broken is not None:  # a diverged model must be neither validated nor saved
                 raise NonFiniteLoss(f"the weights became NaN or infinite during epoch {epoch + 1} (first in "
                                     f"'{broken}') although each batch's loss was finite; nothing of this epoch was "
-                                    f"saved; {what_was_kept()}")
+                                    f"saved; {state.what_was_kept()}")
             if final_epoch or (not args.noval and (epoch + 1) % cfg.val.interval == 0):
                 metrics = evaluate(evaluated, val_loader, names, conf_thres=cfg.val.conf_thres,
                                    iou_thres=cfg.val.iou_thres, max_det=cfg.val.max_det, device=device,
@@ -444,24 +313,17 @@ def train(args: argparse.Namespace) -> dict:
                    **{k: float(metrics[k]) for k in ("precision", "recall", "mAP50", "mAP50_95")},
                    **{k: float(metrics.get(k, float("nan"))) for k in ("val_box", "val_obj", "val_noobj",
                                                                         "val_cls")},
-                   "epoch_time_s": time.time() - state["epoch_started"], "elapsed_s": time.time() - started,
+                   "epoch_time_s": time.time() - state.epoch_started, "elapsed_s": time.time() - started,
                    **epoch_diagnostics}
-            score = fitness(row)
-            improved = score > best_fitness or best_epoch_done == 0
-            state["busy"] = True  # the epoch's record is being committed
-            best_fitness = max(best_fitness, score)
-            history.append(row)
-            best_epoch_done = epoch + 1 if improved else best_epoch_done
-            state.update(completed_epochs=epoch + 1, batches_done=0, sums=torch.zeros_like(state["sums"]))
-            state["busy"] = False
-            stop = bool(tcfg.patience) and epochs_without_improvement(history) > tcfg.patience
+            improved = state.record_epoch(row)
+            stop = bool(tcfg.patience) and epochs_without_improvement(state.history) > tcfg.patience
             save_now = not args.nosave or final_epoch or stop
             if improved:  # best.pt-to-be: kept in memory (a copy, as training goes on) until it may be written
                 best = checkpoint(full=False)
-                state["best_pending"] = best if save_now else {**best, "model": {
+                state.best_pending = best if save_now else {**best, "model": {
                     key: value.detach().clone() for key, value in best["model"].items()}}
-            write_results_csv(results_csv, history)
-            atomic_write_text(run_dir / "diagnostics.csv", diagnostics.csv_text())
+            write_results_csv(results_csv, state.history)
+            atomic_write_text(run_dir / "diagnostics.csv", state.diagnostics.csv_text())
             plot_results_csv(results_csv, run_dir / "results.png")
             print(f"epoch {epoch + 1}: P {row['precision']:.3f} R {row['recall']:.3f} "
                   f"mAP@.5 {row['mAP50']:.3f} mAP@.5:.95 {row['mAP50_95']:.3f}  ({row['epoch_time_s']:.0f} s)")
@@ -478,16 +340,16 @@ def train(args: argparse.Namespace) -> dict:
                 break
     except KeyboardInterrupt:
         if is_main:
-            if state["busy"]:  # a second Ctrl-C inside a batch: its gradients or weights are half updated
-                note = f"stopped at once inside a batch, so nothing was saved; {what_was_kept()}"
-            elif non_finite_weights() is not None:
-                note = f"the weights are NaN or infinite, so they were not saved; {what_was_kept()}"
+            if state.busy:  # a second Ctrl-C inside a batch: its gradients or weights are half updated
+                note = f"stopped at once inside a batch, so nothing was saved; {state.what_was_kept()}"
+            elif non_finite_weights(model, evaluated) is not None:
+                note = f"the weights are NaN or infinite, so they were not saved; {state.what_was_kept()}"
             else:
                 save_pending_best()  # mid-epoch, last.pt cannot restore it (its weights moved on): best.pt first
                 save_last()
-                note = (f"saved {run_dir / 'last.pt'} ({state['completed_epochs']} epochs and "
-                        f"{state['batches_done']} batches done)")
-            resumable = state["saved"] is not None
+                note = (f"saved {run_dir / 'last.pt'} ({state.completed_epochs} epochs and "
+                        f"{state.batches_done} batches done)")
+            resumable = state.saved is not None
             print(f"\ninterrupted: {note}" + (f"; continue with: python train.py --resume {run_dir}" if resumable
                                                 else ""), file=sys.stderr)
         raise
@@ -496,36 +358,10 @@ def train(args: argparse.Namespace) -> dict:
 
     summary = {}
     if is_main:
-        summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, history, started, precision.name)
-    if world_size > 1:
-        dist.destroy_process_group()
+        summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, state.history, started,
+                             precision.name)
+    cleanup_distributed(world_size)
     return summary
-
-
-def epochs_without_improvement(history: list) -> int:
-    """Validated epochs since the best one (epochs without validation do not count either way)."""
-    validated = [r for r in history if not math.isnan(r["mAP50"])]
-    if not validated:
-        return 0
-    scores = [fitness(r) for r in validated]
-    return len(validated) - 1 - int(np.argmax(scores))
-
-
-def best_epoch(history: list) -> int:
-    scores = [fitness(r) for r in history]
-    return int(np.argmax(scores)) + 1 if scores else 0
-
-
-def random_rescale(images: torch.Tensor, img_size: int, seed: int) -> torch.Tensor:
-    """Multi-scale training: resize the batch to a random multiple of 32 in [0.5, 1.5] x img_size (darknet random=1).
-
-    Seeded by the iteration so a resumed run draws the same sizes.
-    """
-    rng = random.Random(seed)
-    size = max(32, int(rng.uniform(0.5, 1.5) * img_size) // 32 * 32)
-    if size == images.shape[-1] and size == images.shape[-2]:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started, precision: str) -> dict:
@@ -533,13 +369,8 @@ def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, starte
     samples = objectness_samples(model, val_loader, cfg.loss, device, seed=cfg.train.seed)
     samples["neg_logit"] = samples["neg_logit"].astype(np.float16)  # 250k of them: half the file; ~1% in a tail loss
     atomic_write(run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, **samples))
+    summary = write_summary(run_dir, history, time.time() - started, precision)
     final = history[-1] if history else {}
-    best = best_epoch(history)
-    summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
-               "best_fitness": fitness(history[best - 1]) if best else None,
-               "final": {k: v for k, v in final.items() if k != "epoch"},
-               "wall_time_s": time.time() - started, "precision": precision}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
           f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}; weights in {run_dir}")
     return summary

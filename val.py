@@ -22,11 +22,12 @@ import yaml
 
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.errors import user_errors
 from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
-from yolov3.utils import atomic_write_text, increment_path, select_device, user_errors
+from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
 

@@ -151,3 +151,12 @@ def test_yaml_that_is_not_utf8_is_a_one_line_error_naming_the_file(tmp_path):
     with pytest.raises(SpecError, match="spec is not UTF-8 text"):
         C.read_yaml(latin1, error=SpecError, what="spec")
 
+
+
+def test_loss_choices_are_exactly_what_the_loss_module_implements():
+    # config checks loss names without importing torch: its list must name exactly the losses yolov3.loss offers
+    from yolov3.loss import OBJECTNESS_LOSSES
+
+    assert sorted(C.LOSS_NAMES) == sorted(OBJECTNESS_LOSSES) == ["bce", "focal", "varifocal"]
+    with pytest.raises(C.ConfigError, match=r"'loss.cls.name' is 'softmax'; choose from: bce, focal, varifocal"):
+        C.validate(C.apply_overrides(C.Config(), ["loss.cls.name=softmax"]))

@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from yolov3.data import DataError, load_data_yaml, scan_split
+from yolov3.datastats import dataset_statistics
 from yolov3.synthetic import (CLASS_NAMES, CLASS_WEIGHTS, EMPTY_IMAGE_FRACTION, SyntheticDataError, check_params,
-                              dataset_statistics, ensure_shapes_dataset, render_image)
+                              ensure_shapes_dataset, render_image)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"train_images": 6, "val_images": 2, "img_size": 64, "min_objects": 1, "max_objects": 4, "seed": 1}

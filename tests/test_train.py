@@ -482,7 +482,7 @@ def test_a_failed_write_is_one_line_and_keeps_the_previous_checkpoint(tiny_data,
     """ENOSPC from the file system in epoch 2's last.pt write (fault injection; a real full disk is tested below)."""
     import errno
 
-    from yolov3 import utils
+    from yolov3 import files
 
     calls = {"n": 0}
     original_fsync = os.fsync
@@ -496,7 +496,7 @@ def test_a_failed_write_is_one_line_and_keeps_the_previous_checkpoint(tiny_data,
 
     if not Path("/proc/self/fd").is_dir():
         pytest.skip("needs /proc to tell which file is being written")
-    monkeypatch.setattr(utils.os, "fsync", fsync_fails_on_the_second_last_pt)
+    monkeypatch.setattr(files.os, "fsync", fsync_fails_on_the_second_last_pt)
     assert run_train(tiny_data, tmp_path, "full") == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: cannot write") and "Traceback" not in err

@@ -9,11 +9,13 @@ Every function is pure or documents that it works in place, takes a ``numpy.rand
     (see ``yolov3.data``); nothing in this module uses normalised boxes.
 
 Degenerate boxes after a geometric transform are dropped by :func:`box_candidates`, whose thresholds are the named
-constants below.
+constants below. One function works on a whole batch instead: :func:`random_rescale` (train.py's multi-scale
+training, on the torch batch ``(B, 3, H, W)``).
 """
 from __future__ import annotations
 
 import math
+import random
 from typing import Optional, Sequence, Tuple, Union
 
 import cv2
@@ -248,3 +250,15 @@ def pixels_to_normalised(labels_xyxy: np.ndarray, width: float, height: float) -
     boxes = torch.from_numpy(np.ascontiguousarray(labels_xyxy[:, 1:5], dtype=np.float32))
     boxes_cxcywh = xyxy_to_cxcywh(boxes).numpy() / np.float32((width, height, width, height))
     return np.concatenate([labels_xyxy[:, :1].astype(np.float32), boxes_cxcywh], axis=1)
+
+
+def random_rescale(images: torch.Tensor, img_size: int, seed: int) -> torch.Tensor:
+    """Multi-scale training: resize the batch to a random multiple of 32 in [0.5, 1.5] x img_size (darknet random=1).
+
+    Seeded by the iteration so a resumed run draws the same sizes.
+    """
+    rng = random.Random(seed)
+    size = max(32, int(rng.uniform(0.5, 1.5) * img_size) // 32 * 32)
+    if size == images.shape[-1] and size == images.shape[-2]:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,18 +1,32 @@
-"""Training bookkeeping: initial weights, and the run folder's checkpoints kept consistent through crashes.
+"""Training bookkeeping: initial weights, where a run stands, what its checkpoints hold, and resuming from them.
 
 Initial weights are a train.py checkpoint, a Darknet .weights file, or a Darknet backbone cutoff. Fine-tuning on
 another class count is the common case (COCO weights -> 5 classes): tensors whose shapes match are transferred and
 the heads that differ keep their fresh initialisation; the message says how many were transferred.
+
+A run's progress is a :class:`TrainState`; :func:`make_checkpoint` turns it (with the model, optimiser, EMA and
+scaler) into last.pt or best.pt, and :func:`restore_training` turns last.pt back into it, mid-epoch included, so a
+resumed run replays the rest of an uninterrupted one exactly. The run folder's rules (what a new run may reuse,
+keeping last.pt and best.pt consistent whatever moment a process dies) close the module.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from yolov3 import config as config_lib
+from yolov3.config import Config, ConfigError
+from yolov3.diagnostics import DiagnosticsRecorder
 from yolov3.model import Darknet
-from yolov3.weights import WeightsError, read_checkpoint
+from yolov3.optim import unwrap
+from yolov3.runs import best_epoch, fitness, read_summary
+from yolov3.utils import restore_rng_state, save_rng_state
+from yolov3.weights import WeightsError, first_non_finite, read_checkpoint
 
 
 MIN_TRANSFER_FRACTION = 0.5  # below this share of the model's tensors, --weights is almost surely for another cfg
@@ -65,9 +79,171 @@ def load_initial_weights(model: nn.Module, path: str, cutoff: Optional[int] = No
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Where a run stands, and what its checkpoints hold
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Where training stands. A checkpoint saved at any point (epoch end or Ctrl-C) records it, and resuming from it
+    replays the rest exactly: the data order and augmentation depend only on (seed, epoch, index).
+
+    ``saved`` describes the newest last.pt on disk (for truthful messages); ``best_pending`` is a validated best
+    checkpoint not written yet (with --nosave it waits for the end); ``busy`` is True while memory is not a
+    checkpoint (a batch or the epoch's record half done).
+    """
+
+    run_dir: Path  # the run folder, where last.pt and best.pt live
+    sums: Tensor  # this epoch's loss sums so far: one per yolov3.evaluate.LOSS_TERMS term, then the total
+    completed_epochs: int = 0
+    batches_done: int = 0  # batches of the current epoch already trained (> 0 only inside an epoch)
+    epoch_started: float = field(default_factory=time.time)
+    best_fitness: float = -1.0
+    best_epoch: int = 0  # the epoch whose weights best.pt holds or is about to hold (0: none yet)
+    history: list = field(default_factory=list)  # one results.csv row (dict) per completed epoch
+    best_pending: Optional[dict] = None
+    busy: bool = False
+    saved: Optional[tuple] = None  # (completed epochs, batches done) of the newest last.pt on disk
+    diagnostics: Optional[DiagnosticsRecorder] = None  # diagnostics.csv rows and the epoch's means so far
+
+    def start_epoch_after(self, completed_epochs: int) -> None:
+        """The next epoch begins: nothing of it done yet."""
+        self.completed_epochs, self.batches_done, self.sums = completed_epochs, 0, torch.zeros_like(self.sums)
+
+    def record_epoch(self, row: dict) -> bool:
+        """Commit a completed epoch's results.csv row; True when it is the best so far (best.pt-to-be)."""
+        score = fitness(row)
+        improved = score > self.best_fitness or self.best_epoch == 0
+        self.busy = True  # the epoch's record is being committed
+        self.best_fitness = max(self.best_fitness, score)
+        self.history.append(row)
+        self.best_epoch = row["epoch"] if improved else self.best_epoch
+        self.start_epoch_after(row["epoch"])
+        self.busy = False
+        return improved
+
+    def mark_saved(self) -> None:
+        """last.pt now holds this state."""
+        self.saved = (self.completed_epochs, self.batches_done)
+
+    def what_was_kept(self) -> str:
+        """For a message about a failure: which last.pt survives it, if any."""
+        if self.saved is None:
+            return "no checkpoint had been written yet, so there is nothing to resume"
+        epochs, batches = self.saved
+        where = f"epoch {epochs}" + (f" and {batches} batches" if batches else "")
+        return f"{self.run_dir / 'last.pt'} ({where}, written before the problem) was kept"
+
+
+def make_checkpoint(model: nn.Module, ema, optimizer, scaler, cfg: Config, names, state: TrainState,
+                    precision: str, full: bool) -> dict:
+    """The checkpoint dict; 'model' holds the weights that were validated (the EMA when enabled).
+
+    ``full`` (last.pt) adds what resuming needs; best.pt stays lean (:func:`lean_checkpoint` drops the same keys).
+    Saved inside an epoch (a Ctrl-C), a full checkpoint also holds that epoch's progress: the loss sums so far, its
+    time so far and the accumulated gradients not yet applied.
+    """
+    extra = {"batches_done": state.batches_done, "best_epoch": state.best_epoch, "precision": precision,
+             "diagnostics": state.diagnostics.state_dict() if state.diagnostics is not None else None}
+    if full and state.batches_done:  # mid-epoch: what the rest of the epoch needs
+        extra.update({"partial_sums": state.sums.clone(), "partial_s": time.time() - state.epoch_started,
+                      "pending_grads": [None if p.grad is None else p.grad.detach().cpu().clone()
+                                        for p in unwrap(model).parameters()]})
+    bare = unwrap(model)
+    ckpt = {
+        "model": (ema.ema if ema else bare).state_dict(),
+        "cfg_text": bare.cfg_text,
+        "names": list(names),
+        "config": config_lib.to_dict(cfg),
+        "epoch": state.completed_epochs,  # number of completed epochs
+        "best_fitness": state.best_fitness,
+        "history": state.history,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if full:  # what resuming needs; best.pt stays lean
+        ckpt.update({"train_model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                     "ema": ema.state_dict() if ema else None, "scaler": scaler.state_dict(),
+                     "rng": save_rng_state()})
+    return {**ckpt, **extra}
+
+
+def non_finite_weights(model: nn.Module, evaluated: nn.Module) -> Optional[str]:
+    """The first NaN/inf tensor of the trained or the evaluated model: such weights are never saved."""
+    broken = first_non_finite(unwrap(model).state_dict())
+    return broken or (first_non_finite(evaluated.state_dict()) if evaluated is not unwrap(model) else None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Resuming
+# --------------------------------------------------------------------------------------------------------------------
+def find_resume_checkpoint(resume: str, project: str) -> Path:
+    """--resume PATH (a last.pt or its run folder), or the newest last.pt under --project."""
+    if resume:
+        path = Path(resume)
+        path = path / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {path}")
+        return path
+    candidates = sorted(Path(project).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"--resume: no run with a last.pt under {project}")
+    return candidates[-1]
+
+
+def load_resume(resume: str, project: str) -> tuple[dict, Config, Path]:
+    """``--resume``: (the checkpoint, its saved config, its run folder). A ConfigError when there is no checkpoint,
+    when it cannot be resumed (a best.pt) or when its run already finished."""
+    ckpt_path = find_resume_checkpoint(resume, project)
+    ckpt = read_checkpoint(ckpt_path)
+    if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
+        raise ConfigError(f"--resume: {ckpt_path} is not a resumable checkpoint (use a run's last.pt)")
+    cfg = config_lib.from_dict(ckpt["config"], source=str(ckpt_path))
+    run_dir = ckpt_path.parent
+    if read_summary(run_dir)[0] is not None:  # a damaged summary.json does not count: resuming rewrites it
+        raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
+    return ckpt, cfg, run_dir
+
+
+def resumed_amp_mode(ckpt: Optional[dict], amp: str) -> str:
+    """The train.amp mode to resolve: a resumed run keeps the precision it started with, even on a machine where
+    'auto' would choose otherwise; a new run (``ckpt`` None) takes ``amp``."""
+    return {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}.get((ckpt or {}).get("precision"), amp)
+
+
+def restore_training(state: TrainState, ckpt: dict, model: nn.Module, optimizer, scaler, ema) -> None:
+    """Continue from a full checkpoint (last.pt): the trained weights, optimiser, grad scaler (None: not used), EMA
+    and RNG states go back into the objects given, and where training stood (mid-epoch included) into ``state``.
+
+    The gradients accumulated before a mid-epoch stop come back separately (:func:`restore_pending_grads`), once
+    the model is wrapped for DDP.
+    """
+    model.load_state_dict(ckpt["train_model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt["scaler"]:  # a CPU run saved an empty scaler; a GPU run resumed on CPU needs none
+        scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None and ckpt.get("ema"):
+        ema.load_state_dict(ckpt["ema"])
+    state.completed_epochs, state.best_fitness, state.history = ckpt["epoch"], ckpt["best_fitness"], ckpt["history"]
+    state.best_epoch = ckpt.get("best_epoch", best_epoch(state.history))
+    state.saved = (ckpt["epoch"], ckpt.get("batches_done", 0))
+    if ckpt.get("batches_done"):  # stopped inside an epoch: its loss sums so far
+        state.batches_done = ckpt["batches_done"]
+        state.sums = ckpt["partial_sums"].clone()
+    if state.diagnostics is not None and ckpt.get("diagnostics"):  # older checkpoints have none: start afresh
+        state.diagnostics.load_state_dict(ckpt["diagnostics"])
+    restore_rng_state(ckpt["rng"])
+
+
+def restore_pending_grads(ckpt: dict, model: nn.Module, device: torch.device) -> None:
+    """The gradients a mid-epoch checkpoint had accumulated towards its next optimiser step (none at an epoch end)."""
+    if ckpt.get("batches_done"):
+        for parameter, grad in zip(unwrap(model).parameters(), ckpt["pending_grads"]):
+            parameter.grad = None if grad is None else grad.to(device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # The run folder: what a new run may reuse, and keeping last.pt and best.pt consistent whatever moment a process dies.
 
-RUN_OUTPUTS = ("config.yaml", "results.csv", "diagnostics.csv", "results.png", "train_batch0.png", "objectness_losses.npz",
+RUN_OUTPUTS = ("config.yaml", "results.csv", "diagnostics.csv", "results.png", "train_batch0.png",
+               "objectness_losses.npz",
                "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "confusion_matrix.png")
 
 

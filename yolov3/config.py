@@ -15,9 +15,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
+
+from yolov3.files import atomic_write_text
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,13 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------------------------------
+# The loss choices, beside the fields that select them (yolov3.loss implements each; validate_loss_config checks them)
+LOSS_NAMES = ("bce", "focal", "varifocal")  # per-element losses: the keys of yolov3.loss.OBJECTNESS_LOSSES (objectness and class)
+BOX_LOSSES = ("mse", "darknet", "giou", "ciou")
+OBJ_TARGETS = ("one", "iou")
+NORMALIZERS = ("batch", "positives")
+
+
 @dataclass
 class ObjectnessLossConfig:
     """The loss used by *both* confidence terms (object cells and no-object cells)."""
@@ -299,8 +308,6 @@ def load_config(hyp: Union[str, Path, None] = None, overrides: Optional[list] = 
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as YAML, atomically."""
-    from yolov3.utils import atomic_write_text  # local import: utils imports torch, config must stay light
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -365,16 +372,47 @@ _RANGES = [
 ]
 
 
-def validate(cfg: Config, source: str = "config") -> Config:
-    """Check value ranges and choices of every section (types are already checked); returns ``cfg``.
+def require_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"loss config: '{key}' is {value!r}; choose from: {', '.join(choices)}")
 
-    The loss section is checked by :func:`yolov3.loss.validate_loss_config`, which knows the loss choices.
-    """
+
+def require_range(key: str, value: Optional[float], low: float, high: float, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not low <= value <= high:
+        raise ConfigError(f"loss config: '{key}' is {value!r}; expected a number in [{low}, {high}]")
+
+
+def _check_loss_fn(key: str, name: str, gamma: float, alpha: Optional[float]) -> None:
+    require_choice(f"{key}.name", name, sorted(LOSS_NAMES))
+    if gamma < 0:
+        raise ConfigError(f"loss config: '{key}.gamma' is {gamma}; expected >= 0")
+    require_range(f"{key}.alpha", alpha, 0.0, 1.0, allow_none=True)
+
+
+def validate_loss_config(cfg: LossConfig) -> None:
+    """Raise :class:`ConfigError` naming the key and the choices for any invalid field of ``cfg``."""
+    _check_loss_fn("loss.objectness", cfg.objectness.name, cfg.objectness.gamma, cfg.objectness.alpha)
+    _check_loss_fn("loss.cls", cfg.cls.name, cfg.cls.gamma, cfg.cls.alpha)
+    require_choice("loss.box", cfg.box, BOX_LOSSES)
+    require_choice("loss.obj_target", cfg.obj_target, OBJ_TARGETS)
+    require_choice("loss.normalizer", cfg.normalizer, NORMALIZERS)
+    for name in ("lambda_box", "lambda_obj", "lambda_noobj", "lambda_cls"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"loss config: 'loss.{name}' is {getattr(cfg, name)}; expected >= 0")
+    require_range("loss.cls.label_smoothing", cfg.cls.label_smoothing, 0.0, 1.0)
+    require_range("loss.ignore_thresh", cfg.ignore_thresh, 0.0, 1.0, allow_none=True)
+    require_range("loss.extra_positive_iou", cfg.extra_positive_iou, 0.0, 1.0, allow_none=True)
+    if cfg.obj_prior is not None and not 0.0 < cfg.obj_prior < 1.0:
+        raise ConfigError(f"loss config: 'loss.obj_prior' is {cfg.obj_prior}; expected 0 < pi < 1 or null")
+
+
+def validate(cfg: Config, source: str = "config") -> Config:
+    """Check value ranges and choices of every section (types are already checked); returns ``cfg``."""
     for key, check, expected in _RANGES:
         value = get_dotted(cfg, key)
         if not check(value):
             raise ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}")
-    from yolov3.loss import validate_loss_config  # local import: the loss module imports torch
-
     validate_loss_config(cfg.loss)
     return cfg

@@ -58,6 +58,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from yolov3 import synthetic
 from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, letterbox_geometry, mosaic4,
                             normalised_to_pixels, pixels_to_normalised, random_affine)
 from yolov3.config import AugmentConfig, read_yaml
@@ -161,11 +162,9 @@ def load_data_yaml(path: Union[str, Path]) -> dict:
         raise DataError(f"{yaml_path}: missing key 'names' (the class names, a list or a mapping index -> name)")
     names = _parse_names(content["names"], content.get("nc"), yaml_path)
     if "generate" in content:
-        from yolov3.synthetic import SyntheticDataError, ensure_shapes_dataset  # local: only the built-in data
-
         try:
-            ensure_shapes_dataset(root, content["generate"] or {}, source=str(yaml_path), names=names)
-        except SyntheticDataError as exc:
+            synthetic.ensure_shapes_dataset(root, content["generate"] or {}, source=str(yaml_path), names=names)
+        except synthetic.SyntheticDataError as exc:
             raise DataError(str(exc)) from None
     data = {"path": str(root), "nc": len(names), "names": names, "yaml": str(yaml_path),
             "download": content.get("download")}

@@ -21,12 +21,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from yolov3.runs import DIAGNOSTIC_EPOCH_COLUMNS
+
 OBJ_CHANNEL = 4  # tx ty tw th obj cls...: the objectness logit's index in the last dimension of a raw map
 
 STEP_COLUMNS = ("epoch", "iteration", "lr", "obj", "noobj", "num_pos", "num_neg", "grad_norm", "clipped",
                 "grad_pos", "grad_neg", "neg_grad_share", "p_pos_mean", "p_neg_q999", "neg_over_half")
-# the epoch means written into results.csv (grad_norm and clipped over optimiser steps, the rest over recorded steps)
-EPOCH_COLUMNS = ("grad_norm", "clipped_fraction", "neg_grad_share", "p_pos_mean", "p_neg_q999", "neg_over_half")
+EPOCH_COLUMNS = DIAGNOSTIC_EPOCH_COLUMNS  # the epoch means written into results.csv (yolov3.runs)
 
 
 def objectness_statistics(raw_maps: Sequence[Tensor], masks: Sequence[Tuple[Tensor, Tensor]],

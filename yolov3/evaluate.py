@@ -14,9 +14,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from yolov3.boxes import cxcywh_to_xyxy
+from yolov3.loss import YOLOLoss
 from yolov3.metrics import DetectionEvaluator
+from yolov3.plots import plot_validation
 from yolov3.postprocess import non_max_suppression, scale_boxes
 
 LOSS_TERMS = ("box", "obj", "noobj", "cls")
@@ -79,8 +82,6 @@ def evaluate(
         ``nms``, ``metrics``), ``plots`` (written paths) and ``details`` (the full
         :meth:`~yolov3.metrics.DetectionEvaluator.compute` dict).
     """
-    from tqdm import tqdm
-
     device = torch.device(device)
     if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "
@@ -163,8 +164,6 @@ def evaluate(
     ]
     written: list = []
     if plots and save_dir is not None:
-        from yolov3.plots import plot_validation
-
         written = plot_validation(metrics, names, save_dir)
     num_images = max(evaluator.num_images, 1)
     result = {
@@ -209,8 +208,6 @@ def objectness_samples(model: nn.Module, loader: Any, loss_cfg: Any, device: Uni
     Negatives are subsampled uniformly (seeded) to ``max_negatives``, the same ones in both arrays (aligned element
     by element); the positives are all kept, in a different order in the two arrays.
     """
-    from yolov3.loss import YOLOLoss  # local import: loss imports model, which evaluate need not load
-
     recording_cfg = dataclasses.replace(loss_cfg, record_elementwise=True)
     loss_fn = YOLOLoss.from_model(model, recording_cfg)
     was_training = model.training

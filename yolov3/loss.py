@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolov3.boxes import cxcywh_to_xyxy, elementwise_iou
-from yolov3.config import ConfigError, LossConfig
+from yolov3.config import ConfigError, LossConfig, require_range, validate_loss_config
 from yolov3.model import decode_boxes
 from yolov3.targets import assign_targets, ignore_mask, pad_truths_per_image
 
@@ -195,48 +195,6 @@ def darknet_box_distance(pred_t: Tensor, target_t: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------------
 # YOLOLoss
 # --------------------------------------------------------------------------------------------------------------------
-BOX_LOSSES = ("mse", "darknet", "giou", "ciou")
-OBJ_TARGETS = ("one", "iou")
-NORMALIZERS = ("batch", "positives")
-
-
-def _require_choice(key: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"loss config: '{key}' is {value!r}; choose from: {', '.join(choices)}")
-
-
-def _require_range(key: str, value: Optional[float], low: float, high: float, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not low <= value <= high:
-        raise ConfigError(f"loss config: '{key}' is {value!r}; expected a number in [{low}, {high}]")
-
-
-def _loss_fn_from_config(key: str, name: str, gamma: float, alpha: Optional[float]) -> LossFn:
-    _require_choice(f"{key}.name", name, sorted(OBJECTNESS_LOSSES))
-    if gamma < 0:
-        raise ConfigError(f"loss config: '{key}.gamma' is {gamma}; expected >= 0")
-    _require_range(f"{key}.alpha", alpha, 0.0, 1.0, allow_none=True)
-    return get_loss_fn(name, gamma=gamma, alpha=alpha)
-
-
-def validate_loss_config(cfg: LossConfig) -> None:
-    """Raise :class:`ConfigError` naming the key and the choices for any invalid field of ``cfg``."""
-    _loss_fn_from_config("loss.objectness", cfg.objectness.name, cfg.objectness.gamma, cfg.objectness.alpha)
-    _loss_fn_from_config("loss.cls", cfg.cls.name, cfg.cls.gamma, cfg.cls.alpha)
-    _require_choice("loss.box", cfg.box, BOX_LOSSES)
-    _require_choice("loss.obj_target", cfg.obj_target, OBJ_TARGETS)
-    _require_choice("loss.normalizer", cfg.normalizer, NORMALIZERS)
-    for name in ("lambda_box", "lambda_obj", "lambda_noobj", "lambda_cls"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"loss config: 'loss.{name}' is {getattr(cfg, name)}; expected >= 0")
-    _require_range("loss.cls.label_smoothing", cfg.cls.label_smoothing, 0.0, 1.0)
-    _require_range("loss.ignore_thresh", cfg.ignore_thresh, 0.0, 1.0, allow_none=True)
-    _require_range("loss.extra_positive_iou", cfg.extra_positive_iou, 0.0, 1.0, allow_none=True)
-    if cfg.obj_prior is not None and not 0.0 < cfg.obj_prior < 1.0:
-        raise ConfigError(f"loss config: 'loss.obj_prior' is {cfg.obj_prior}; expected 0 < pi < 1 or null")
-
-
 class YOLOLoss(nn.Module):
     """YOLOv3 loss: ``total = l_box*box + l_obj*obj + l_noobj*noobj + l_cls*cls``, each term a sum / normaliser.
 
@@ -303,7 +261,7 @@ class YOLOLoss(nn.Module):
         if len(thresholds) != self.num_layers:
             raise ValueError(f"YOLOLoss: {len(thresholds)} ignore thresholds for {self.num_layers} layers")
         for t in thresholds:
-            _require_range("ignore_thresh", t, 0.0, 1.0)
+            require_range("ignore_thresh", t, 0.0, 1.0)
         self.ignore_thresh = thresholds
         self.obj_loss_fn = get_loss_fn(cfg.objectness.name, gamma=cfg.objectness.gamma, alpha=cfg.objectness.alpha)
         self.cls_loss_fn = get_loss_fn(cfg.cls.name, gamma=cfg.cls.gamma, alpha=cfg.cls.alpha)

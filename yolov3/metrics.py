@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from yolov3.boxes import box_iou
+from yolov3.files import atomic_write_text
 
 # Same expressions as pycocotools' Params.setDetParams, so thresholds compare bit-for-bit identically.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -474,7 +475,5 @@ def to_coco_json(
     results = [d for preds, image_id in zip(preds_per_image, image_ids)
                for d in detections_to_coco(preds, image_id, category_ids)]
     dataset = ground_truth_to_coco(truths_per_image, image_ids, image_sizes, names, file_names, category_ids)
-    from yolov3.utils import atomic_write_text  # local import: metrics stays free of torch-heavy helpers
-
     for path, obj in ((pred_json, results), (gt_json, dataset)):
         atomic_write_text(path, json.dumps(obj))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cfgparse import CfgBlock, DarknetCfg, parse_cfg, with_num_classes
+from .weights import WeightsError, first_non_finite, load_darknet_weights, read_checkpoint, save_darknet_weights
 from .winograd import transform_weights, winograd_conv3x3
 
 __all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model", "prepare_for_inference"]
@@ -537,14 +538,10 @@ class Darknet(nn.Module):
 
     def load_darknet_weights(self, path: Union[str, Path], cutoff: Optional[int] = None) -> Tuple[int, int, int, int]:
         """Load a Darknet ``.weights`` file (see :func:`yolov3.weights.load_darknet_weights`)."""
-        from .weights import load_darknet_weights
-
         return load_darknet_weights(self, path, cutoff)
 
     def save_darknet_weights(self, path: Union[str, Path], cutoff: Optional[int] = None) -> None:
         """Save a Darknet ``.weights`` file (see :func:`yolov3.weights.save_darknet_weights`)."""
-        from .weights import save_darknet_weights
-
         save_darknet_weights(self, path, cutoff)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -620,8 +617,6 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
     * anything else is read as a Darknet ``.weights`` file and needs ``cfg``.
     Problems with the file or the arguments raise ``yolov3.weights.WeightsError`` (a ValueError) naming the file.
     """
-    from .weights import WeightsError, first_non_finite, read_checkpoint
-
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights not found: {weights}")

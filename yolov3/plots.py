@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from yolov3.runs import read_results_csv  # the one results.csv reader of the project
+
 # Curves of individual classes are drawn (thin, labelled) only up to this many classes; beyond it the legend
 # would hide the plot, so only the class mean is labelled.
 MAX_LABELLED_CLASSES = 20
@@ -26,7 +28,7 @@ RESULTS_PANELS = (
 
 
 def _figure(rows: int = 1, cols: int = 1, width: float = 6.0, height: float = 5.0):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # imported when a figure is drawn: matplotlib is slow to import
 
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     return fig, fig.subplots(rows, cols, squeeze=False)
@@ -158,8 +160,6 @@ def plot_results_csv(csv_path: Union[str, Path], out_png: Union[str, Path]) -> d
     Returns:
         ``{column: (epochs array, values array)}`` for every panel drawn.
     """
-    from yolov3.report import read_results_csv  # the one results.csv reader of the project
-
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: results.csv not found")

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from yolov3.boxes import clip_boxes_
+from yolov3.config import ConfigError
 
 # Candidates compared against each other at once inside nms(): a (block x block) bool matrix plus a float IoU
 # matrix of the same size, i.e. ~5 MB at 1024, small enough to stay in cache-friendly territory on a CPU.
@@ -215,7 +216,6 @@ def scale_boxes(
 
 def check_inference_args(conf_thres: float, iou_thres: float, max_det: int, img_size: int, stride: int) -> None:
     """Command-line sanity for val.py and detect.py: one ConfigError naming the flag, before any work."""
-    from yolov3.config import ConfigError
 
     if not 0.0 <= conf_thres <= 1.0:
         raise ConfigError(f"--conf-thres must be in [0, 1], got {conf_thres}")

@@ -10,6 +10,9 @@ count: a file for another cfg or class count is caught by its length, and the er
 
 ``cutoff=N`` (Darknet's ``partial``) means the first N layers, indices 0..N-1: ``darknet53.conv.74`` holds layers
 0..73 of ``darknet53.cfg``, which are the first 74 layers of ``yolov3.cfg`` too (all 52 backbone convolutions).
+
+The functions take a :class:`yolov3.model.Darknet` but use only its layer descriptions (``model.cfg.layers``) and
+its tensors, never the model's classes: model.py builds on this module, not the other way round.
 """
 from __future__ import annotations
 
@@ -17,16 +20,13 @@ import pickle
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from yolov3.utils import atomic_write_bytes
-
-if TYPE_CHECKING:  # imported for annotations only; model.py imports this module lazily
-    from .model import Darknet
+from yolov3.files import atomic_write_bytes
 
 __all__ = ["WeightsError", "DEFAULT_HEADER", "KNOWN_FLOAT_COUNTS", "read_darknet_header", "count_darknet_floats",
            "load_darknet_weights", "save_darknet_weights", "darknet_weight_tensors", "read_checkpoint",
@@ -72,13 +72,13 @@ def read_darknet_header(path: Union[str, Path]) -> Tuple[Tuple[int, int, int, in
     return (major, minor, revision, seen), size
 
 
-def _check_not_fused(model: "Darknet") -> None:
+def _check_not_fused(model: nn.Module) -> None:
     if model.is_fused:
         raise WeightsError("the model has been fused (BatchNorm folded into convs); Darknet weights need the unfused "
                          "model: build a fresh Darknet(cfg)")
 
 
-def _resolve_cutoff(model: "Darknet", cutoff: Optional[int]) -> int:
+def _resolve_cutoff(model: nn.Module, cutoff: Optional[int]) -> int:
     num_layers = len(model.module_list)
     if cutoff is None:
         return num_layers
@@ -88,14 +88,16 @@ def _resolve_cutoff(model: "Darknet", cutoff: Optional[int]) -> int:
     return cutoff
 
 
-def darknet_weight_tensors(model: "Darknet", cutoff: Optional[int] = None) -> List[Tuple[int, List[Tensor]]]:
-    """[(layer index, tensors in file order), ...] for the conv layers among the first ``cutoff`` layers."""
-    from .model import ConvLayer
+def darknet_weight_tensors(model: nn.Module, cutoff: Optional[int] = None) -> List[Tuple[int, List[Tensor]]]:
+    """[(layer index, tensors in file order), ...] for the conv layers among the first ``cutoff`` layers.
 
+    The layers are told apart by their cfg blocks (``model.cfg.layers``, one per module of ``model.module_list``):
+    a ``[convolutional]`` module has ``conv`` and ``bn`` (None without batch_normalize).
+    """
     cutoff = _resolve_cutoff(model, cutoff)
     layers: List[Tuple[int, List[Tensor]]] = []
-    for index, module in enumerate(model.module_list[:cutoff]):
-        if not isinstance(module, ConvLayer):
+    for index, (module, block) in enumerate(zip(model.module_list[:cutoff], model.cfg.layers)):
+        if block.type != "convolutional":
             continue
         conv, bn = module.conv, module.bn
         if bn is not None:
@@ -106,12 +108,12 @@ def darknet_weight_tensors(model: "Darknet", cutoff: Optional[int] = None) -> Li
     return layers
 
 
-def count_darknet_floats(model: "Darknet", cutoff: Optional[int] = None) -> int:
+def count_darknet_floats(model: nn.Module, cutoff: Optional[int] = None) -> int:
     """How many float32 values follow the header in a ``.weights`` file for this model (first ``cutoff`` layers)."""
     return sum(t.numel() for _, tensors in darknet_weight_tensors(model, cutoff) for t in tensors)
 
 
-def _count_hints(model: "Darknet", found: int) -> str:
+def _count_hints(model: nn.Module, found: int) -> str:
     """Helpful guesses for a float count that does not match: a known official file, or a layer prefix of this cfg."""
     hints = []
     if found in KNOWN_FLOAT_COUNTS:
@@ -127,7 +129,7 @@ def _count_hints(model: "Darknet", found: int) -> str:
     return ("; " + "; ".join(hints)) if hints else ""
 
 
-def load_darknet_weights(model: "Darknet", path: Union[str, Path], cutoff: Optional[int] = None
+def load_darknet_weights(model: nn.Module, path: Union[str, Path], cutoff: Optional[int] = None
                          ) -> Tuple[int, int, int, int]:
     """Load a Darknet ``.weights`` file into ``model`` in place; returns the header (major, minor, revision, seen).
 
@@ -173,7 +175,7 @@ def load_darknet_weights(model: "Darknet", path: Union[str, Path], cutoff: Optio
     return header
 
 
-def save_darknet_weights(model: "Darknet", path: Union[str, Path], cutoff: Optional[int] = None,
+def save_darknet_weights(model: nn.Module, path: Union[str, Path], cutoff: Optional[int] = None,
                          header: Optional[Tuple[int, int, int, int]] = None) -> None:
     """Write ``model`` (its first ``cutoff`` layers) as a Darknet ``.weights`` file, atomically.
 

@@ -1,0 +1,207 @@
+"""Train-state bookkeeping (yolov3/checkpoint.py): where a run stands, what a checkpoint holds, how resuming
+restores it.
+
+train.py's end-to-end tests (test_train.py) check that a resumed run equals an uninterrupted one; these check the
+pieces on a 2-layer model, without a training run.
+"""
+import copy
+import json
+import math
+import os
+import re
+
+import pytest
+import torch
+
+from yolov3.checkpoint import (TrainState, lean_checkpoint, load_resume, make_checkpoint, non_finite_weights,
+                               restore_pending_grads, restore_training, resumed_amp_mode)
+from yolov3.config import Config, ConfigError
+from yolov3.model import Darknet
+from yolov3.optim import ModelEMA
+from yolov3.weights import read_checkpoint
+
+TINY_CFG = """[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=21
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,13, 16,30, 33,23
+classes=2
+num=3
+"""
+NAMES = ["a", "b"]
+RESUME_ONLY = {"train_model", "optimizer", "ema", "scaler", "rng"}
+MID_EPOCH = {"partial_sums", "partial_s", "pending_grads"}
+
+
+def _row(epoch: int, map50: float, map50_95: float) -> dict:
+    return {"epoch": epoch, "mAP50": map50, "mAP50_95": map50_95}
+
+
+def _training_objects(seed: int):
+    torch.manual_seed(seed)
+    model = Darknet(TINY_CFG)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return model, optimizer, ModelEMA(model, decay=0.9, tau=1.0), torch.amp.GradScaler("cuda", enabled=False)
+
+
+def _train_a_little(model, optimizer, ema, pending: bool) -> None:
+    """One optimiser step (so momentum and EMA are not trivial), then optionally gradients not applied yet."""
+    images = torch.rand(2, 3, 64, 64)
+    sum(raw.sum() for raw in model(images)).backward()
+    optimizer.step()
+    ema.update(model)
+    optimizer.zero_grad(set_to_none=True)
+    if pending:
+        sum(raw.square().mean() for raw in model(images)).backward()
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_record_epoch_keeps_the_best_epoch_by_fitness_and_starts_the_next_one(tmp_path):
+    state = TrainState(tmp_path, sums=torch.zeros(5))
+    # fitness = 0.1 mAP50 + 0.9 mAP50_95, -1 without validation
+    expected = [  # (row, improved, best epoch, best fitness)
+        (_row(1, math.nan, math.nan), True, 1, -1.0),  # the first epoch is best.pt's even when not validated
+        (_row(2, 0.5, 0.2), True, 2, 0.23),  # 0.05 + 0.18
+        (_row(3, 0.9, 0.1), False, 2, 0.23),  # 0.09 + 0.09 = 0.18 < 0.23
+        (_row(4, 0.3, 0.3), True, 4, 0.30),  # 0.03 + 0.27
+    ]
+    for row, improved, best, best_fitness in expected:
+        state.sums += 3.0
+        state.batches_done = 7
+        assert state.record_epoch(row) is improved
+        assert (state.best_epoch, state.completed_epochs, state.batches_done) == (best, row["epoch"], 0)
+        assert state.best_fitness == pytest.approx(best_fitness) and not state.busy
+        assert torch.equal(state.sums, torch.zeros(5))
+    assert state.history == [row for row, *_ in expected]
+
+
+def test_what_was_kept_names_the_last_checkpoint_on_disk(tmp_path):
+    state = TrainState(tmp_path, sums=torch.zeros(5))
+    assert state.what_was_kept() == "no checkpoint had been written yet, so there is nothing to resume"
+    state.completed_epochs, state.batches_done = 2, 0
+    state.mark_saved()
+    state.completed_epochs, state.batches_done = 3, 4  # training went on after the save
+    assert state.what_was_kept() == f"{tmp_path / 'last.pt'} (epoch 2, written before the problem) was kept"
+    state.mark_saved()
+    assert state.what_was_kept() == (f"{tmp_path / 'last.pt'} (epoch 3 and 4 batches, written before the problem) "
+                                     "was kept")
+
+
+def test_a_mid_epoch_checkpoint_restores_everything_a_resume_needs(tmp_path):
+    model, optimizer, ema, scaler = _training_objects(seed=0)
+    _train_a_little(model, optimizer, ema, pending=True)
+    state = TrainState(tmp_path, sums=torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0]), completed_epochs=1, batches_done=3,
+                       best_fitness=0.5, best_epoch=1, history=[_row(1, 0.5, 0.5)])
+    full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "fp32", full=True)
+    after_save = torch.rand(4)  # the RNG draws right after the checkpoint was taken
+    torch.save(full, tmp_path / "last.pt")
+    loaded = read_checkpoint(tmp_path / "last.pt")  # weights_only: plain data and tensors only
+    assert {"batches_done", "best_epoch", "precision"} | RESUME_ONLY | MID_EPOCH <= set(loaded)
+    assert (loaded["epoch"], loaded["batches_done"], loaded["best_epoch"], loaded["precision"]) == (1, 3, 1, "fp32")
+    _assert_same_tensors(loaded["model"], ema.ema.state_dict())  # 'model' is what was validated: the EMA
+    _assert_same_tensors(loaded["train_model"], model.state_dict())
+
+    model2, optimizer2, ema2, _ = _training_objects(seed=1)  # other weights, no optimiser state yet
+    restored = TrainState(tmp_path, sums=torch.zeros(5))
+    restore_training(restored, loaded, model2, optimizer2, None, ema2)
+    restore_pending_grads(loaded, model2, torch.device("cpu"))
+    assert torch.equal(torch.rand(4), after_save)  # the random sequence continues where it was saved
+    _assert_same_tensors(model2.state_dict(), model.state_dict())
+    _assert_same_tensors(ema2.ema.state_dict(), ema.ema.state_dict())
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p.grad, p2.grad)  # accumulated, not yet applied
+        assert torch.equal(optimizer.state[p]["momentum_buffer"], optimizer2.state[p2]["momentum_buffer"])
+    assert (restored.completed_epochs, restored.batches_done, restored.best_epoch) == (1, 3, 1)
+    assert restored.best_fitness == 0.5 and restored.history == [_row(1, 0.5, 0.5)]
+    assert torch.equal(restored.sums, torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])) and restored.saved == (1, 3)
+
+
+def test_an_epoch_end_checkpoint_has_no_mid_epoch_part_and_best_pt_is_last_pt_lean(tmp_path):
+    model, optimizer, ema, scaler = _training_objects(seed=0)
+    _train_a_little(model, optimizer, ema, pending=False)
+    state = TrainState(tmp_path, sums=torch.zeros(5), completed_epochs=2, best_epoch=2, best_fitness=0.3,
+                       history=[_row(1, 0.1, 0.1), _row(2, 0.3, 0.3)])
+    full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "bf16", full=True)
+    lean = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "bf16", full=False)
+    assert not MID_EPOCH & set(full) and not (RESUME_ONLY | MID_EPOCH) & set(lean)
+    assert set(lean_checkpoint(full)) == set(lean)  # best.pt made from last.pt holds what a best.pt holds
+    state.batches_done, state.sums = 5, torch.ones(5)  # mid-epoch now: only a full checkpoint carries its part
+    mid_full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "bf16", full=True)
+    mid_lean = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "bf16", full=False)
+    assert MID_EPOCH <= set(mid_full) and set(lean_checkpoint(mid_full)) == set(mid_lean)
+
+    model2, optimizer2, ema2, _ = _training_objects(seed=1)
+    restored = TrainState(tmp_path, sums=torch.zeros(5))
+    restore_training(restored, copy.deepcopy(full), model2, optimizer2, None, ema2)
+    restore_pending_grads(full, model2, torch.device("cpu"))
+    assert all(p.grad is None for p in model2.parameters())
+    assert (restored.completed_epochs, restored.batches_done, restored.saved) == (2, 0, (2, 0))
+    assert torch.equal(restored.sums, torch.zeros(5))
+
+
+def test_load_resume_finds_the_newest_run_and_refuses_what_cannot_be_resumed(tmp_path):
+    project = tmp_path / "runs"
+    with pytest.raises(ConfigError, match=re.escape(f"--resume: no run with a last.pt under {project}")):
+        load_resume("", str(project))
+    with pytest.raises(ConfigError, match=re.escape(f"--resume: no checkpoint at {project / 'exp'}")):
+        load_resume(str(project / "exp"), str(project))
+    model, optimizer, ema, scaler = _training_objects(seed=0)
+    state = TrainState(tmp_path, sums=torch.zeros(5), completed_epochs=1, best_epoch=1)
+    full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "fp32", full=True)
+    for name, mtime in (("old", 1_000_000), ("new", 2_000_000)):
+        (project / name).mkdir(parents=True)
+        torch.save(full, project / name / "last.pt")
+        os.utime(project / name / "last.pt", (mtime, mtime))
+    ckpt, cfg, run_dir = load_resume("", str(project))
+    assert run_dir == project / "new" and cfg == Config() and ckpt["epoch"] == 1
+    assert load_resume(str(project / "old"), str(project))[2] == project / "old"  # a run folder or its last.pt
+    torch.save(lean_checkpoint(full), project / "old" / "best.pt")
+    with pytest.raises(ConfigError, match=r"best.pt is not a resumable checkpoint \(use a run's last.pt\)"):
+        load_resume(str(project / "old" / "best.pt"), str(project))
+    (project / "new" / "summary.json").write_text(json.dumps({"status": "finished"}))
+    with pytest.raises(ConfigError, match=re.escape(f"--resume: {project / 'new'} already finished all 10 epochs")):
+        load_resume("", str(project))
+    (project / "new" / "summary.json").write_text('{"status": "fini')  # damaged: resuming rewrites it
+    assert load_resume("", str(project))[2] == project / "new"
+
+
+def test_a_resumed_run_keeps_its_precision():
+    assert resumed_amp_mode(None, "auto") == "auto"  # a new run
+    assert resumed_amp_mode({"precision": "fp32"}, "auto") == "off"
+    assert resumed_amp_mode({"precision": "bf16"}, "off") == "bf16"
+    assert resumed_amp_mode({"precision": "fp16"}, "auto") == "fp16"
+    assert resumed_amp_mode({}, "bf16") == "bf16"  # a checkpoint from before precision was recorded
+
+
+def test_non_finite_weights_names_the_first_broken_tensor_of_either_model():
+    model, _, ema, _ = _training_objects(seed=0)
+    assert non_finite_weights(model, ema.ema) is None and non_finite_weights(model, model) is None
+    with torch.no_grad():
+        ema.ema.module_list[0].bn.running_var[3] = math.inf
+    assert non_finite_weights(model, ema.ema) == "module_list.0.bn.running_var"
+    with torch.no_grad():
+        model.module_list[1].conv.weight[0, 0, 0, 0] = math.nan
+    assert non_finite_weights(model, ema.ema) == "module_list.1.conv.weight"

@@ -1,0 +1,51 @@
+"""The run folder's files (yolov3/runs.py): results.csv written and read back, summary.json judged."""
+import json
+import math
+
+import numpy as np
+
+from yolov3.runs import (RESULT_COLUMNS, best_epoch, epochs_without_improvement, read_results_csv, read_summary,
+                         write_results_csv, write_summary)
+
+
+def test_results_csv_round_trip_keeps_six_significant_digits_and_blank_epochs(tmp_path):
+    rows = [{**{column: 0.0 for column in RESULT_COLUMNS}, "epoch": epoch} for epoch in (1, 2)]
+    rows[0]["lr"] = 0.0123456789  # written with 6 significant digits: 0.0123457
+    rows[1]["mAP50"] = float("nan")  # an epoch without validation
+    path = tmp_path / "results.csv"
+    write_results_csv(path, rows)
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(RESULT_COLUMNS) and len(lines) == 3
+    assert lines[1].split(",")[RESULT_COLUMNS.index("lr")] == "0.0123457"
+    columns = read_results_csv(path)
+    assert list(columns) == RESULT_COLUMNS
+    np.testing.assert_array_equal(columns["epoch"], [1.0, 2.0])
+    assert columns["lr"][0] == 0.0123457 and columns["mAP50"][0] == 0.0 and math.isnan(columns["mAP50"][1])
+
+
+def test_read_summary_counts_only_a_finished_run(tmp_path):
+    assert read_summary(tmp_path) == (None, None)  # no summary.json: not finished, nothing wrong
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"status": "finished", "epochs": 3}))
+    assert read_summary(tmp_path) == ({"status": "finished", "epochs": 3}, None)
+    path.write_text(json.dumps({"status": "running"}))
+    assert read_summary(tmp_path) == (None, f"{path}: status is 'running', not 'finished'")
+    path.write_text('{"status": "fini')  # truncated by a crash
+    summary, problem = read_summary(tmp_path)
+    assert summary is None and problem.startswith(f"{path}: unreadable (")
+    path.write_text("[1, 2]")
+    assert read_summary(tmp_path) == (None, f"{path}: expected a JSON mapping, got list")
+
+
+def test_summary_names_the_best_epoch_by_fitness_and_reads_back_as_finished(tmp_path):
+    nan = float("nan")
+    history = [{"epoch": 1, "mAP50": nan, "mAP50_95": nan, "lr": 0.01},  # not validated: fitness -1
+               {"epoch": 2, "mAP50": 0.5, "mAP50_95": 0.2, "lr": 0.01},  # 0.1 * 0.5 + 0.9 * 0.2 = 0.23
+               {"epoch": 3, "mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}]  # 0.09 + 0.09 = 0.18
+    assert best_epoch(history) == 2 and best_epoch([]) == 0
+    assert epochs_without_improvement(history) == 1  # validated epochs since the best (epoch 1 does not count)
+    summary = write_summary(tmp_path, history, wall_time_s=12.5, precision="bf16")
+    assert summary["best_epoch"] == 2 and math.isclose(summary["best_fitness"], 0.23)
+    assert summary["final"] == {"mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}  # the last row without its epoch
+    assert (summary["epochs"], summary["wall_time_s"], summary["precision"]) == (3, 12.5, "bf16")
+    assert read_summary(tmp_path) == (summary, None)

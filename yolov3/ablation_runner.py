@@ -1,0 +1,216 @@
+"""Running a planned study: train.py processes, a few at a time, each logged to its run folder; Ctrl-C handled.
+
+Ctrl-C while runs are going forwards one SIGINT to each train.py (they run in sessions of their own, so the terminal
+does not signal them twice) and waits for them to save last.pt and exit; a second Ctrl-C kills them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from tqdm import tqdm
+
+from yolov3.ablation_plan import PlannedRun, display_command, parse_devices, train_command
+from yolov3.ablation_spec import RunSpec, Study
+from yolov3.files import atomic_write_text
+from yolov3.runs import read_summary
+
+
+@dataclass
+class RunOutcome:
+    run_name: str
+    action: str
+    status: str  # 'finished', 'skipped', 'failed'
+    exit_code: Optional[int]
+    seconds: float
+    message: str = ""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing the study folder
+# --------------------------------------------------------------------------------------------------------------------
+def run_record(study: Study, run: RunSpec, command: Sequence[str] = ()) -> dict:
+    """The JSON-able identity of a run (an entry of runs.json and the content of ablation.json)."""
+    return {"study": study.name, "baseline": study.baseline, "index": run.index, "run_name": run.run_name,
+            "variant": run.variant, "arm": run.arm, "grid": run.grid, "seed": run.seed,
+            "overrides": run.overrides, "command": list(command)}
+
+
+def write_study_files(study: Study, study_dir: Union[str, Path], planned: Sequence[PlannedRun]) -> None:
+    """spec.yaml (verbatim copy) and runs.json (every run with its identity and command)."""
+    study_dir = Path(study_dir)
+    atomic_write_text(study_dir / "spec.yaml", study.spec_text)
+    records = [run_record(study, p.run, p.command or train_command(p.run, study_dir / "runs", study.hyp))
+               for p in planned]
+    atomic_write_text(study_dir / "runs.json", json.dumps({"study": study.name, "baseline": study.baseline,
+                                                           "grid_keys": list(study.grid), "seeds": study.seeds,
+                                                           "runs": records}, indent=2))
+
+
+def _write_identity(study: Study, planned: PlannedRun, exit_code: Optional[int] = None) -> None:
+    record = run_record(study, planned.run, planned.command)
+    record["exit_code"] = exit_code
+    atomic_write_text(planned.run_dir / "ablation.json", json.dumps(record, indent=2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------------------------
+def child_environment(jobs: int, gpu: Optional[str], cpu_count: Optional[int] = None) -> dict:
+    """Environment for one train.py process: CPU threads split between parallel jobs, one GPU when pinned."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # the log file shows progress as it happens
+    # a progress bar redrawn per batch becomes one log line per batch (the pipe turns its \r into \n): at most
+    # one line per bar every 30 s keeps train.log readable and small (tqdm reads TQDM_* defaults from the environment)
+    env.setdefault("TQDM_MININTERVAL", "30")
+    if jobs > 1:
+        threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)  # parallel jobs would oversubscribe the cores
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def _pump(stream, log_path: Path, echo) -> None:
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        for line in stream:
+            log.write(line)
+            log.flush()
+            if echo is not None:
+                echo(line.rstrip("\n"))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: str = "", verbose: bool = False,
+            progress: bool = True, poll_s: float = 0.1) -> list:
+    """Run the 'start' and 'resume' entries, up to ``jobs`` at a time; returns a RunOutcome per planned run.
+
+    Each run's stdout/stderr go to ``<run>/train.log``; a failed run does not stop the others. With GPUs listed in
+    ``device`` each job sees one GPU (CUDA_VISIBLE_DEVICES) and gets ``--device 0``; on CPU the cores are split.
+    On Ctrl-C (KeyboardInterrupt) the running children get one SIGINT and are waited for (see
+    :func:`interrupt_and_wait`), then the KeyboardInterrupt propagates; no further run is started.
+    """
+    gpus = parse_devices(device)
+    jobs = max(1, int(jobs))
+    outcomes = {p.run.run_name: RunOutcome(p.run.run_name, "skip", "skipped", None, 0.0)
+                for p in planned if p.action == "skip"}
+    todo = [p for p in planned if p.action != "skip"]
+    bar = tqdm(total=len(planned), initial=len(outcomes), desc=f"ablate {study.name}", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    echo = bar.write if (verbose and jobs == 1) else None
+    free_slots = list(range(jobs))
+    active: dict = {}  # slot -> (planned, Popen, pump thread, start time)
+
+    def launch(item: PlannedRun, slot: int) -> None:
+        gpu = gpus[slot % len(gpus)] if gpus else None
+        cmd = list(item.command)
+        if gpu is not None:  # the child sees only its GPU, as cuda:0
+            cmd = _replace_device(cmd, "0")
+        item.run_dir.mkdir(parents=True, exist_ok=True)
+        item.command = cmd
+        _write_identity(study, item)
+        log_path = item.run_dir / "train.log"
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"# ablate.py {time.strftime('%Y-%m-%d %H:%M:%S')} {item.action}"
+                      f"{' on GPU ' + gpu if gpu is not None else ''}: {display_command(cmd)}\n")
+        # a session of its own: a Ctrl-C at the terminal reaches only this runner, which forwards exactly one
+        # SIGINT; a second one, from the terminal's process group, would cut train.py's checkpoint save short
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                env=child_environment(jobs, gpu), errors="replace",
+                                start_new_session=os.name == "posix")
+        pump = threading.Thread(target=_pump, args=(proc.stdout, log_path, echo), daemon=True)
+        pump.start()
+        active[slot] = (item, proc, pump, time.time())
+        bar.set_postfix_str(", ".join(a[0].run.run_name for a in active.values()), refresh=True)
+
+    def reap(slot: int) -> None:
+        item, proc, pump, started = active.pop(slot)
+        pump.join()
+        code = proc.returncode
+        _write_identity(study, item, exit_code=code)
+        seconds = time.time() - started
+        summary, problem = read_summary(item.run_dir)
+        if code == 0 and summary is not None:
+            outcomes[item.run.run_name] = RunOutcome(item.run.run_name, item.action, "finished", code, seconds)
+        else:
+            why = f"exit code {code}" if code else f"exit code 0 but {problem or 'no summary.json was written'}"
+            message = f"{item.run.run_name} failed ({why}); log: {item.run_dir / 'train.log'}\n" + \
+                      _tail(item.run_dir / "train.log")
+            outcomes[item.run.run_name] = RunOutcome(item.run.run_name, item.action, "failed", code, seconds,
+                                                     message)
+            bar.write(message, file=sys.stderr)
+        free_slots.append(slot)
+        bar.update(1)
+
+    try:
+        queue = list(todo)
+        while queue or active:
+            while queue and free_slots:
+                launch(queue.pop(0), free_slots.pop(0))
+            for slot in [s for s, a in active.items() if a[1].poll() is not None]:
+                reap(slot)
+            if active:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        # stop only the processes this function started, and let each save its last.pt first
+        procs = [proc for _, proc, _, _ in active.values()]
+        interrupt_and_wait(procs, say=lambda text: bar.write(text, file=sys.stderr))
+        for _, _, pump, _ in active.values():
+            pump.join(timeout=5)  # the child's last words ("saved ... last.pt") belong in its train.log
+        raise
+    finally:
+        bar.close()
+    return [outcomes[p.run.run_name] for p in planned]
+
+
+def _send_interrupt(proc: subprocess.Popen) -> None:
+    if os.name == "posix":
+        proc.send_signal(signal.SIGINT)  # what a Ctrl-C gives train.py: it saves last.pt and exits 130
+    else:  # pragma: no cover - Windows cannot send SIGINT to one process
+        proc.terminate()
+
+
+def interrupt_and_wait(procs: Sequence[subprocess.Popen], say=print) -> None:
+    """Forward one SIGINT to each running child and wait until it exits (train.py saves ``last.pt`` first, however
+    long that takes); a second Ctrl-C while waiting kills the children still running."""
+    running = [proc for proc in procs if proc.poll() is None]
+    if not running:
+        return
+    for proc in running:
+        _send_interrupt(proc)
+    say(f"interrupted: waiting for {len(running)} run(s) to save last.pt; press Ctrl-C again to kill them")
+    try:
+        for proc in running:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in running:
+            proc.wait()
+        say("killed the running run(s); their last.pt may be older than this interrupt")
+
+
+def _replace_device(cmd: list, device: str) -> list:
+    cmd = list(cmd)
+    if "--device" in cmd:
+        cmd[cmd.index("--device") + 1] = device
+    else:
+        cmd += ["--device", device]
+    return cmd

@@ -1,0 +1,154 @@
+"""The ablation report's statistics: Student's t in closed form, paired differences over seeds, per-arm summaries.
+
+Seeds pair runs: the baseline's seed k run is compared with each arm's seed k run, and the interval of the mean
+difference is mean ± t_{(1+level)/2, n-1} · sd / sqrt(n).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from yolov3.report_load import METRICS, RunResult, noobj_obj_ratio
+
+CONFIDENCE = 0.95  # two-sided level of the paired interval
+SUMMARY_METRICS = METRICS + ("train_obj", "train_noobj", "noobj_obj_ratio", "wall_time_s")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Student t and paired differences
+# --------------------------------------------------------------------------------------------------------------------
+def student_t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with integer ``df`` >= 1, in closed form (Abramowitz & Stegun 26.7.3-4).
+
+    With theta = atan(|t| / sqrt(df)) and c = cos^2(theta), A = P(|T| < |t|) is
+      odd df:  (2/pi) [theta + sin(theta) cos(theta) (1 + 2/3 c + 2*4/(3*5) c^2 + ... up to (df-3)/2 terms)]
+               (just 2 theta / pi for df = 1)
+      even df: sin(theta) [1 + 1/2 c + 1*3/(2*4) c^2 + ... up to (df-2)/2 terms]
+    """
+    if df < 1 or int(df) != df:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    df = int(df)
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        series, term = (1.0, 1.0) if df > 1 else (0.0, 0.0)
+        for k in range(1, (df - 3) // 2 + 1):
+            term *= (2 * k) / (2 * k + 1) * c2
+            series += term
+        inside = (2 / math.pi) * (theta + math.sin(theta) * math.cos(theta) * series)
+    else:
+        series, term = 1.0, 1.0
+        for k in range(1, (df - 2) // 2 + 1):
+            term *= (2 * k - 1) / (2 * k) * c2
+            series += term
+        inside = math.sin(theta) * series
+    return 0.5 + math.copysign(inside / 2, t)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with integer ``df`` (e.g. t_{0.975, 2} = 4.303), by bisection on the CDF."""
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    if p == 0.5:
+        return 0.0
+    high = 1.0
+    while student_t_cdf(high, df) < p:  # bracket the root; the CDF is increasing
+        high *= 2
+    low = 0.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        if student_t_cdf(mid, df) < p:
+            low = mid
+        else:
+            high = mid
+        if high - low < 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2
+
+
+def mean_sd(values: Sequence[float]) -> tuple:
+    """(mean, sample standard deviation with n-1); sd is nan for fewer than 2 values, both nan for none."""
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    return float(values.mean()), sd
+
+
+@dataclass
+class PairedDifference:
+    """Variant minus baseline over the seeds both finished; interval = mean ± t_{(1+level)/2, n-1} sd / sqrt(n)."""
+
+    n: int
+    seeds: list
+    mean: float
+    sd: float
+    half_width: Optional[float]  # None when n < 2 (undefined)
+    low: Optional[float]
+    high: Optional[float]
+    excludes_zero: Optional[bool]
+
+
+def paired_difference(baseline_by_seed: dict, variant_by_seed: dict, level: float = CONFIDENCE) -> PairedDifference:
+    """Paired comparison over the seeds present (and finite) in both {seed: value} mappings."""
+    seeds = sorted(s for s in variant_by_seed if s in baseline_by_seed
+                   and np.isfinite(variant_by_seed[s]) and np.isfinite(baseline_by_seed[s]))
+    diffs = [variant_by_seed[s] - baseline_by_seed[s] for s in seeds]
+    mean, sd = mean_sd(diffs)
+    if len(diffs) < 2:
+        return PairedDifference(len(diffs), seeds, mean, sd, None, None, None, None)
+    half = t_quantile((1 + level) / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return PairedDifference(len(diffs), seeds, mean, sd, half, mean - half, mean + half,
+                            bool(mean - half > 0 or mean + half < 0))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class ArmSummary:
+    """One arm (variant + grid point) over its finished seeds."""
+
+    arm: str
+    variant: str
+    grid: dict
+    seeds: list  # finished seeds
+    n: int
+    values: dict  # metric -> {seed: value}
+    mean: dict  # metric -> mean over seeds
+    sd: dict  # metric -> sample sd (nan for n < 2)
+    vs_baseline: dict  # metric -> PairedDifference (absent for the baseline itself)
+
+
+def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
+    """Mean ± sd per arm over finished runs, and paired differences to the baseline arm, in planned order."""
+    order: list = []
+    by_arm: dict = {}
+    for run in runs:
+        if run.arm not in by_arm:
+            order.append(run.arm)
+            by_arm[run.arm] = []
+        if run.status == "finished":
+            by_arm[run.arm].append(run)
+    arms = []
+    for arm in order:
+        finished = by_arm[arm]
+        values = {m: {r.seed: (noobj_obj_ratio(r.metrics) if m == "noobj_obj_ratio" else r.metrics.get(m, float("nan")))
+                      for r in finished} for m in SUMMARY_METRICS}
+        stats = {m: mean_sd(list(values[m].values())) for m in SUMMARY_METRICS}
+        first = next(r for r in runs if r.arm == arm)
+        arms.append(ArmSummary(arm=arm, variant=first.variant, grid=dict(first.grid),
+                               seeds=sorted(r.seed for r in finished), n=len(finished), values=values,
+                               mean={m: s[0] for m, s in stats.items()}, sd={m: s[1] for m, s in stats.items()},
+                               vs_baseline={}))
+    base = next((a for a in arms if a.arm == baseline), None)
+    if base is not None:
+        for arm in arms:
+            if arm is not base:
+                arm.vs_baseline = {m: paired_difference(base.values[m], arm.values[m]) for m in METRICS}
+    return arms

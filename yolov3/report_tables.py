@@ -1,0 +1,105 @@
+"""The ablation report's tables: summary.csv (one row per run) and summary.md (per arm, with paired intervals)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, noobj_obj_ratio
+from yolov3.report_stats import CONFIDENCE, ArmSummary, PairedDifference
+
+SUMMARY_COLUMNS = ["run", "variant", "arm", "seed", "status", "mAP50", "mAP50_95", "precision", "recall",
+                   "train_obj", "train_noobj", "noobj_obj_ratio", "epochs", "wall_time_s",
+                   "obj_loss", "obj_gamma", "obj_alpha"]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_summary_csv(study: StudyRuns, path: Union[str, Path]) -> list:
+    """One row per run; grid values get a column per grid key (named by the dotted key). Returns the rows."""
+    header = SUMMARY_COLUMNS[:3] + list(study.grid_keys) + SUMMARY_COLUMNS[3:]
+    rows = []
+    for run in study.runs:
+        loss = ((run.config or {}).get("loss") or {}).get("objectness") or {}
+        row = {"run": run.run_name, "variant": run.variant, "arm": run.arm, "seed": run.seed, "status": run.status,
+               **{m: run.metrics.get(m) for m in METRICS + ("train_obj", "train_noobj", "epochs", "wall_time_s")},
+               "noobj_obj_ratio": noobj_obj_ratio(run.metrics), "obj_loss": loss.get("name"),
+               "obj_gamma": loss.get("gamma"), "obj_alpha": "none" if loss and loss.get("alpha") is None
+               else loss.get("alpha")}
+        for key in study.grid_keys:
+            row[key] = run.grid.get(key, "") if key in run.grid else ""
+            if key in run.grid and run.grid[key] is None:
+                row[key] = "none"
+        rows.append(row)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([_cell(row.get(col)) for col in header])
+    return rows
+
+
+def _pm(mean: float, sd: float, digits: int = 4) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{mean:.{digits}f} (n=1)"
+
+
+def _interval(diff: Optional[PairedDifference], digits: int = 4) -> tuple:
+    """(difference, CI text, excludes-0 text) for a summary.md row."""
+    if diff is None:
+        return "(baseline)", "", ""
+    if diff.n == 0:
+        return "—", "no seed finished in both", ""
+    delta = f"{diff.mean:+.{digits}f}"
+    if diff.half_width is None:
+        return delta, "undefined (n=1)", ""
+    ci = f"±{diff.half_width:.{digits}f} [{diff.low:+.{digits}f}, {diff.high:+.{digits}f}]"
+    return delta, ci, "yes" if diff.excludes_zero else "no"
+
+
+def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
+    """The text of summary.md."""
+    counts = {}
+    for run in study.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    lines = [f"# Ablation study `{study.name}`", ""]
+    lines.append(f"Baseline: `{study.baseline}`. Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
+    lines.append("")
+    lines.append(f"Each cell is the mean ± sample sd over finished seeds. Δ is the arm minus the baseline, paired by "
+                 f"seed; the interval is the mean of the per-seed differences ± t(0.975, n−1) · sd/√n "
+                 f"({int(CONFIDENCE * 100)}% confidence; undefined for n = 1). 'excl. 0' says whether the interval "
+                 f"excludes zero.")
+    for metric in ("mAP50", "mAP50_95"):
+        lines += ["", f"## {METRIC_TITLES[metric]}", "",
+                  "| arm | n | mean ± sd | Δ vs baseline | 95% CI of Δ | excl. 0 |", "|---|---|---|---|---|---|"]
+        for arm in arms:
+            delta, ci, excl = _interval(arm.vs_baseline.get(metric) if arm.vs_baseline else None)
+            if arm.arm != study.baseline and not arm.vs_baseline:
+                delta, ci, excl = "—", "no baseline", ""
+            lines.append(f"| {arm.arm} | {arm.n} | {_pm(arm.mean[metric], arm.sd[metric])} | {delta} | {ci} | "
+                         f"{excl} |")
+    lines += ["", "## Precision, recall and final training objectness losses", "",
+              "| arm | n | precision | recall | train obj | train noobj | noobj / obj | wall time (min) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        wall = arm.mean["wall_time_s"] / 60 if np.isfinite(arm.mean["wall_time_s"]) else float("nan")
+        lines.append(f"| {arm.arm} | {arm.n} | {_pm(arm.mean['precision'], arm.sd['precision'])} | "
+                     f"{_pm(arm.mean['recall'], arm.sd['recall'])} | "
+                     f"{_pm(arm.mean['train_obj'], arm.sd['train_obj'])} | "
+                     f"{_pm(arm.mean['train_noobj'], arm.sd['train_noobj'])} | "
+                     f"{_pm(arm.mean['noobj_obj_ratio'], arm.sd['noobj_obj_ratio'], 2)} | "
+                     f"{'—' if not np.isfinite(wall) else f'{wall:.1f}'} |")
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    if study.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in study.notes]
+    return "\n".join(lines) + "\n"

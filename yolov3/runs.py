@@ -1,0 +1,116 @@
+"""A training run's folder as files: what train.py writes there and how everyone else reads it back.
+
+``config.yaml`` and ``environment.json`` (at the start), ``results.csv`` (one row per epoch, :data:`RESULT_COLUMNS`)
+and ``summary.json`` (written once the run finished); CONTRACTS.md describes them. The epoch rows are ranked by
+:func:`fitness`. Standard library, YAML and NumPy only: the ablation runner and report read run folders without
+loading torch. (The checkpoints, last.pt and best.pt, are yolov3.checkpoint's.)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from yolov3.config import Config, save_config
+from yolov3.files import atomic_write_text, ensure_dir, remove_stale_temporaries
+
+# the epoch means of yolov3.diagnostics (gradient norm before clipping over optimiser steps, the rest over the
+# recorded steps); defined here, with the other run-folder formats, so that readers need not load torch
+DIAGNOSTIC_EPOCH_COLUMNS = ("grad_norm", "clipped_fraction", "neg_grad_share", "p_pos_mean", "p_neg_q999",
+                            "neg_over_half")
+RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
+                  "precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls",
+                  "epoch_time_s", *DIAGNOSTIC_EPOCH_COLUMNS]
+
+
+def open_run_folder(run_dir: Path, cfg: Config, environment: dict, new: bool) -> list:
+    """Ready ``run_dir`` for this process: config.yaml (resolved) for a ``new`` run, environment.json (what this
+    process runs on), and no temporary files of a write an earlier process was killed in (their names returned)."""
+    if new:
+        ensure_dir(run_dir)
+        save_config(cfg, run_dir / "config.yaml")
+    stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
+    atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
+    return stale
+
+
+def fitness(metrics: dict) -> float:
+    """Model selection score: mostly mAP@.5:.95, a little mAP@.5 (the usual YOLO weighting); -1 if not validated."""
+    if math.isnan(metrics["mAP50"]):
+        return -1.0
+    return 0.1 * metrics["mAP50"] + 0.9 * metrics["mAP50_95"]
+
+
+def epochs_without_improvement(history: list) -> int:
+    """Validated epochs since the best one (epochs without validation do not count either way)."""
+    validated = [r for r in history if not math.isnan(r["mAP50"])]
+    if not validated:
+        return 0
+    scores = [fitness(r) for r in validated]
+    return len(validated) - 1 - int(np.argmax(scores))
+
+
+def best_epoch(history: list) -> int:
+    scores = [fitness(r) for r in history]
+    return int(np.argmax(scores)) + 1 if scores else 0
+
+
+def write_results_csv(path: Path, rows: list) -> None:
+    """results.csv from the history rows (dicts with every RESULT_COLUMNS key), atomically."""
+    lines = [",".join(RESULT_COLUMNS)]
+    for row in rows:
+        values = [row.get(c, math.nan) for c in RESULT_COLUMNS]  # a run resumed from an older version lacks some
+        lines.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_results_csv(path: Union[str, Path]) -> dict:
+    """results.csv -> {column: float array}; blank or non-numeric cells become nan."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = list(rows[0].keys()) if rows else []
+    out = {}
+    for column in columns:
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row.get(column)))
+            except (TypeError, ValueError):
+                values.append(float("nan"))
+        out[column] = np.asarray(values, dtype=float)
+    return out
+
+
+def write_summary(run_dir: Path, history: list, wall_time_s: float, precision: str) -> dict:
+    """summary.json of a finished run (atomically): its epochs, the best one and the final epoch's row."""
+    final = history[-1] if history else {}
+    best = best_epoch(history)
+    summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
+               "best_fitness": fitness(history[best - 1]) if best else None,
+               "final": {k: v for k, v in final.items() if k != "epoch"},
+               "wall_time_s": wall_time_s, "precision": precision}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def read_summary(run_dir: Union[str, Path]) -> tuple:
+    """``(summary, problem)`` for ``<run_dir>/summary.json``, which train.py writes when a run finished:
+    ``(dict, None)`` for a finished run's summary, ``(None, None)`` when there is none, and ``(None, problem)``
+    (naming the file) when it is there but is no finished run's summary — truncated, not JSON, not a mapping, or
+    without ``"status": "finished"``. Such a run is not finished: counting it would drop it from being redone."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None, None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None, f"{path}: unreadable ({exc})"
+    if not isinstance(summary, dict):
+        return None, f"{path}: expected a JSON mapping, got {type(summary).__name__}"
+    if summary.get("status") != "finished":
+        return None, f"{path}: status is {summary.get('status')!r}, not 'finished'"
+    return summary, None

@@ -138,9 +138,17 @@ def _focal_half(x, y):
     return focal_loss(x, y, gamma=0.5, alpha=None)
 
 
-# the grid the shipped ablation sweeps (cfg/ablations): every (gamma, alpha) point against the float64 reference
+# the grid the shipped ablation sweeps (cfg/ablation/focal_grid.yaml): every point against the float64 reference
 GRID_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
 GRID_ALPHAS = (0.25, 0.5, 0.75, None)
+
+
+def test_the_reference_grid_is_the_shipped_grid():
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "cfg" / "ablation" / "focal_grid.yaml").read_text())
+    assert tuple(spec["grid"]["loss.objectness.gamma"]) == GRID_GAMMAS
+    assert tuple(spec["grid"]["loss.objectness.alpha"]) == GRID_ALPHAS
 
 
 @pytest.mark.parametrize("alpha", GRID_ALPHAS, ids=lambda a: f"alpha={a}")

@@ -353,9 +353,11 @@ def test_ignored_prediction_gets_exactly_zero_gradient(name):
     assert raw.grad[1, 1, 2, 2, 4].item() > 0.0  # the same prediction as a negative in image 1: pushed down
     assert (raw.grad[0, :, :, :, 4] != 0).sum().item() == 2 * 16 - 1  # every other cell of image 0 has a gradient
     # and the ignored cell's value is gone from the no-object sum: 62 negatives = 61 at logit 0 + image 1's copy at 2
-    neg_fn = loss.obj_loss_fn
-    at_zero = neg_fn(torch.zeros(1), torch.zeros(1)).item()
-    at_two = neg_fn(torch.full((1,), 2.0), torch.zeros(1)).item()
+    # (by the float64 reference: bce log 2 and softplus(2); focal's defaults gamma 2, alpha .25 weigh a negative
+    # by .75 p^2: .75 * .25 * log 2 and .75 * sigmoid(2)^2 * softplus(2))
+    gamma, alpha = (0.0, None) if name == "bce" else (2.0, 0.25)
+    at_zero = focal_reference(0.0, 0.0, gamma, alpha)[0]
+    at_two = focal_reference(2.0, 0.0, gamma, alpha)[0]
     expected_noobj = 61 * at_zero + at_two
     assert terms["noobj"].item() == pytest.approx(expected_noobj / BATCH, rel=1e-5)
 
@@ -378,9 +380,11 @@ def test_batch_without_any_truth_has_only_the_noobj_term(name):
     total.backward()
     assert (terms["num_pos"], terms["num_ignored"], terms["num_neg"]) == (0, 0, BATCH * 2 * 16)
     assert terms["box"].item() == terms["obj"].item() == terms["cls"].item() == 0.0
-    expected = loss.obj_loss_fn(raw[..., 4].detach(), torch.zeros(BATCH, 2, 4, 4)).sum() / BATCH
-    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert torch.isfinite(raw.grad).all() and raw.grad[..., 4].abs().sum() > 0
+    gamma, alpha = (0.0, None) if name == "bce" else (2.0, 0.25)
+    expected = sum(focal_reference(x, 0.0, gamma, alpha)[0] for x in raw[..., 4].flatten().tolist()) / BATCH
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    expected_grad = [focal_reference(x, 0.0, gamma, alpha)[1] / BATCH for x in raw[..., 4].flatten().tolist()]
+    torch.testing.assert_close(raw.grad[..., 4].flatten(), torch.tensor(expected_grad), rtol=1e-4, atol=1e-7)
     assert raw.grad[..., :4].abs().sum() == 0 and raw.grad[..., 5:].abs().sum() == 0
 
 

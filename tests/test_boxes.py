@@ -48,8 +48,13 @@ def test_giou_of_disjoint_boxes_is_negative_and_has_gradient():
     giou = B.elementwise_iou(a, b, "giou")
     # union 2, enclosing 4: 0 - 2/4
     assert giou.item() == pytest.approx(-0.5, abs=1e-6)
+    # the gradient by hand, with b moved to (3, .5)-(4, 1.5) so no min/max ties: IoU 0 (no gradient through the
+    # clamped overlap), union U = (x2 - x1)(y2 - y1) + 1 = 2, enclosing C = (4 - x1)(1.5 - y1) = 6,
+    # GIoU = U/C - 1 = -2/3; d(U/C) = (dU C - U dC) / C^2: x1 (-6 + 3)/36, y1 (-6 + 8)/36, x2 6/36, y2 6/36
+    giou = B.elementwise_iou(a, torch.tensor([3.0, 0.5, 4.0, 1.5]), "giou")
+    assert giou.item() == pytest.approx(-2 / 3, abs=1e-6)
     giou.backward()
-    assert a.grad.abs().sum() > 0
+    torch.testing.assert_close(a.grad, torch.tensor([-1 / 12, 1 / 18, 1 / 6, 1 / 6]), rtol=1e-5, atol=1e-7)
 
 
 def test_shape_iou_ignores_position():

@@ -43,17 +43,18 @@ def _assert_boxes_match_pixels(img, labels, margin=2):
         assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
 
 
-def test_letterbox_hand_computed_and_inverse_within_one_pixel():
+def test_letterbox_hand_computed_square_target():
     img, labels = _scene(50, 80, [(10, 5, 50, 45)], [0])
     out, (ratio_w, ratio_h), (pad_w, pad_h) = letterbox(img, 64)
     # 80x50 -> gain min(64/80, 64/50) = 0.8 -> 64x40, padded (64-40)/2 = 12 rows top and bottom
     assert out.shape == (64, 64, 3)
     assert (ratio_w, ratio_h, pad_w, pad_h) == (0.8, 0.8, 0.0, 12.0)
     assert _is_colour(out[:12], PAD_COLOR, 0).all() and _is_colour(out[52:], PAD_COLOR, 0).all()
-    boxes_net = labels[:, 1:] * [ratio_w, ratio_h, ratio_w, ratio_h] + [pad_w, pad_h, pad_w, pad_h]
+    # the box (10, 5, 50, 45) by hand: x * 0.8, y * 0.8 + 12 -> (8, 16, 40, 48), where its pixels are
+    boxes_net = np.array([[8.0, 16.0, 40.0, 48.0]])
+    np.testing.assert_allclose(labels[:, 1:] * [ratio_w, ratio_h, ratio_w, ratio_h]
+                               + [pad_w, pad_h, pad_w, pad_h], boxes_net)
     _assert_boxes_match_pixels(out, np.concatenate([labels[:, :1], boxes_net], 1))
-    boxes_back = (boxes_net - [pad_w, pad_h, pad_w, pad_h]) / [ratio_w, ratio_h, ratio_w, ratio_h]
-    assert np.abs(boxes_back - labels[:, 1:]).max() < 1.0
 
 
 @pytest.mark.parametrize("shape", [(37, 91), (91, 37), (64, 64), (100, 7)])
@@ -165,3 +166,71 @@ def test_normalised_pixels_round_trip():
     np.testing.assert_allclose(pixels, [[2, 83, 24, 123, 34]], atol=1e-4)
     back = pixels_to_normalised(pixels - np.float32([0, 3, 4, 3, 4]), 200, 100)
     np.testing.assert_allclose(back, labels, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, ratio, pad, resized", [
+    # 50 x 80 (h x w) into 32 x 64: gain min(32/50, 64/80) = .64 -> 51.2 -> 51 x 32 px; ratios 51/80 = .6375 and
+    # 32/50 = .64; 64 - 51 = 13 columns of padding: 6 left, 7 right
+    ((50, 80), (0.6375, 0.64), (6.0, 0.0), (51, 32)),
+    # 80 x 50 into 32 x 64: gain min(32/80, 64/50) = .4 -> 20 x 32 px; 44 columns of padding, 22 on each side
+    ((80, 50), (0.4, 0.4), (22.0, 0.0), (20, 32)),
+    # 20 x 100 into 32 x 64: gain min(32/20, 64/100) = .64 -> 64 x 12.8 -> 13 px high; 19 rows: 9 top, 10 bottom
+    ((20, 100), (0.64, 0.65), (0.0, 9.0), (64, 13)),
+])
+def test_letterbox_rectangular_target_hand_computed(shape, ratio, pad, resized):
+    img = np.full((*shape, 3), 200, np.uint8)
+    out, got_ratio, got_pad = letterbox(img, (32, 64))
+    assert out.shape == (32, 64, 3)
+    assert got_ratio == pytest.approx(ratio, abs=1e-12) and got_pad == pad
+    (left, top), (width, height) = (int(pad[0]), int(pad[1])), resized
+    assert (out[top:top + height, left:left + width] == 200).all()  # the image, exactly where the pads say
+    inside = np.zeros((32, 64), bool)
+    inside[top:top + height, left:left + width] = True
+    assert _is_colour(out[~inside], PAD_COLOR, 0).all()  # grey everywhere else
+
+
+class FixedDraws:
+    """A stand-in for numpy's Generator: ``uniform(low, high)`` returns the given fractions of each range, in call
+    order (random_affine draws angle, zoom, shear x, shear y, translate x, translate y)."""
+
+    def __init__(self, *fractions):
+        self.fractions = list(fractions)
+
+    def uniform(self, low, high, size=None):
+        return low + self.fractions.pop(0) * (high - low)
+
+
+def test_affine_identity_on_a_rectangular_image():
+    # translate/scale/rotation 0 on a 32 x 64 image: the output centre is (32, 16), the input centre too
+    img, labels = _scene(32, 64, [(4, 6, 30, 22), (40, 10, 60, 30)], [0, 1])
+    out, out_labels = random_affine(img, labels, np.random.default_rng(0), degrees=0, translate=0, scale=0, shear=0)
+    assert np.array_equal(out, img) and np.array_equal(out_labels, labels)
+
+
+def test_affine_crop_of_a_rectangular_image_hand_computed():
+    # 32 x 64 image, border (-8, -16) -> a 16 x 32 output; with no rotation, zoom or shift the output is the central
+    # crop: x_out = x - 32 + 16 = x - 16, y_out = y - 16 + 8 = y - 8
+    img, labels = _scene(32, 64, [(20, 10, 40, 14), (40, 4, 60, 20), (0, 0, 10, 6)], [0, 1, 2])
+    out, out_labels = random_affine(img, labels, np.random.default_rng(0), translate=0, scale=0, border=(-8, -16))
+    assert out.shape == (16, 32, 3) and np.array_equal(out, img[8:24, 16:48])
+    # box 0 -> (4, 2, 24, 6); box 1 -> (24, -4, 44, 12) clipped to (24, 0, 32, 12) (8 * 12 of its 20 * 16 = .3 of
+    # its area, aspect 1.5: kept); box 2 -> (-16, -8, -6, -2): nothing left, dropped
+    np.testing.assert_allclose(out_labels, [[0, 4, 2, 24, 6], [1, 24, 0, 32, 12]])
+
+
+def test_affine_zoom_out_keeps_small_boxes_whose_area_shrank_with_the_zoom():
+    # zoom drawn at the low end of U(1 - .75, 1 + .75) = .25 about the centre (32, 16) of a 32 x 64 image; no
+    # rotation, shear or shift. The 40 x 20 box (12, 6, 52, 26) becomes 10 x 5 around the centre: (27, 13.5, 37, 18.5)
+    # -- 1/16 of its original area, but all of its zoomed area, so it is kept (area ratio against the zoomed box)
+    img, labels = _scene(32, 64, [(12, 6, 52, 26)], [3])
+    rng = FixedDraws(0.5, 0.0, 0.5, 0.5, 0.5, 0.5)
+    out, out_labels = random_affine(img, labels, rng, degrees=10, translate=0.1, scale=0.75, shear=5)
+    np.testing.assert_allclose(out_labels, [[3, 27, 13.5, 37, 18.5]], atol=1e-9)
+    assert out.shape == (32, 64, 3)
+    assert _is_colour(out[15:17, 29:35], OBJECT_COLOURS[3]).all()  # the object's pixels moved with the box
+
+
+def test_box_candidates_minimum_side_is_strict():
+    before = np.array([[0, 0, 10, 10]] * 3, float)
+    after = np.array([[0, 0, 2.0, 10], [0, 0, 10, 2.0], [0, 0, 2.5, 10]], float)  # exactly 2 px wide / high: dropped
+    assert box_candidates(before, after).tolist() == [False, False, True]

@@ -170,3 +170,27 @@ def test_text_errors_name_the_text_and_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.cfg"):
         parse_cfg(tmp_path / "nope.cfg")
     assert issubclass(CfgError, ValueError)
+
+
+def test_references_to_layer_zero_are_valid_and_to_the_layer_itself_are_not(tmp_path):
+    # layer 1 routes to layer 0 (absolute 0, and relative -1 = 0); layers 0..0 come before layer 1
+    routed = MINIMAL.replace("[convolutional]\nsize=1", "[route]\nlayers = 0, -1\n\n[convolutional]\nsize=1", 1)
+    cfg = parse_cfg(routed)
+    assert cfg.layers[1].type == "route" and cfg.layers[1].options["layers"] == [0, 0]
+    shortcut = MINIMAL.replace("[convolutional]\nsize=1", "[shortcut]\nfrom=0\n\n[convolutional]\nsize=1", 1)
+    assert parse_cfg(shortcut).layers[1].options["from"] == 0
+    # a layer referring to itself (absolute 1 at layer 1) is refused, naming the line
+    itself = MINIMAL.replace("[convolutional]\nsize=1", "[route]\nlayers = 1\n\n[convolutional]\nsize=1", 1)
+    message = _error_for(itself, tmp_path)
+    assert f":{_line_of(itself, 'layers = 1')}: [route] layers: refers to layer 1 (absolute 1), but only layers 0..0 " \
+           "come before layer 1" in message
+
+
+@pytest.mark.parametrize("key", ["width", "height", "channels", "batch", "subdivisions"])
+def test_net_sizes_must_be_at_least_one(tmp_path, key):
+    text = MINIMAL.replace("[net]\n", f"[net]\n{key}=0\n", 1) if key not in ("width", "height") \
+        else MINIMAL.replace(f"{key}=64", f"{key}=0")
+    message = _error_for(text, tmp_path)
+    assert message == f"{tmp_path / 'bad.cfg'}:{_line_of(text, f'{key}=0')}: [net] {key}: must be >= 1, got 0"
+    one = text.replace(f"{key}=0", f"{key}=1")
+    assert parse_cfg(one).net.options[key] == 1  # the edge itself is valid

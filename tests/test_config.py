@@ -160,3 +160,70 @@ def test_loss_choices_are_exactly_what_the_loss_module_implements():
     assert sorted(C.LOSS_NAMES) == sorted(OBJECTNESS_LOSSES) == ["bce", "focal", "varifocal"]
     with pytest.raises(C.ConfigError, match=r"'loss.cls.name' is 'softmax'; choose from: bce, focal, varifocal"):
         C.validate(C.apply_overrides(C.Config(), ["loss.cls.name=softmax"]))
+
+
+# every range of validate() at its edges: the value on the boundary, and the nearest invalid one on the other side
+RANGE_EDGES = [
+    # (key, accepted values at the edges, refused values just outside)
+    ("train.img_size", [32, 8192], [0, 31, 33, 8224]),
+    ("train.epochs", [1], [0]),
+    ("train.batch_size", [1], [0]),
+    ("train.nominal_batch", [1], [0]),
+    ("train.seed", [0, 2**32 - 1], [-1, 2**32]),
+    ("cutoff", [1, None], [0]),
+    ("train.lr0", [1e-12], [0, -0.1]),
+    ("train.lrf", [0, 1], [-0.001, 1.001]),
+    ("train.momentum", [0, 0.999], [1, -0.001]),
+    ("train.weight_decay", [0], [-1e-6]),
+    ("train.warmup_epochs", [0], [-0.5]),
+    ("train.warmup_momentum", [0, 0.999], [1]),
+    ("train.warmup_bias_lr", [0], [-0.1]),
+    ("train.step_milestones", [[1], [0.001, 1.0], []], [[0], [1.001], [True]]),
+    ("train.step_gamma", [1e-9], [0]),
+    ("train.ema_decay", [1e-9, 0.999999], [0, 1]),
+    ("train.ema_tau", [1e-9], [0]),
+    ("train.workers", [0], [-1]),
+    ("train.grad_clip", [1e-9, None], [0]),
+    ("train.diagnostics_every", [0], [-1]),
+    ("train.patience", [0], [-1]),
+    ("val.conf_thres", [0, 1], [-0.001, 1.001]),
+    ("val.iou_thres", [1e-9, 1], [0, 1.001]),
+    ("val.max_det", [1], [0]),
+    ("val.interval", [1], [0]),
+    ("augment.hsv_h", [0, 0.5], [-0.001, 0.501]),
+    ("augment.hsv_s", [0, 1], [-0.001, 1.001]),
+    ("augment.hsv_v", [0, 1], [-0.001, 1.001]),
+    ("augment.degrees", [0, 180], [-1, 181]),
+    ("augment.translate", [0, 0.5], [-0.001, 0.501]),
+    ("augment.scale", [0, 0.999], [1, -0.001]),
+    ("augment.shear", [0, 89.9], [90, -0.1]),
+    ("augment.fliplr", [0, 1], [-0.001, 1.001]),
+    ("augment.mosaic", [0, 1], [-0.001, 1.001]),
+]
+
+
+def _with(key, value):
+    return C.apply_overrides(C.Config(), [f"{key}={'null' if value is None else value}"])
+
+
+@pytest.mark.parametrize("key, accepted, refused", RANGE_EDGES, ids=[edge[0] for edge in RANGE_EDGES])
+def test_every_range_at_its_edges(key, accepted, refused):
+    for value in accepted:
+        cfg = _with(key, value)
+        assert C.validate(cfg) is cfg, (key, value)
+    for value in refused:
+        with pytest.raises(C.ConfigError, match=f"^config: '{key}' must be "):
+            C.validate(_with(key, value))
+
+
+def test_range_table_covers_every_numeric_field():
+    # a field added without a range would silently accept any number: every int/float field outside the loss
+    # section (checked by loss.validate_loss_config) has a row in the table above
+    covered = {edge[0] for edge in RANGE_EDGES}
+    numeric = set()
+    for section in ("train", "val", "augment"):
+        for f in dataclasses.fields(getattr(C.Config(), section)):
+            if isinstance(getattr(getattr(C.Config(), section), f.name), (int, float, list)) \
+                    and not isinstance(getattr(getattr(C.Config(), section), f.name), bool):
+                numeric.add(f"{section}.{f.name}")
+    assert numeric - covered == set()

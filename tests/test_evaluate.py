@@ -143,10 +143,17 @@ def test_real_darknet_and_yolo_loss_end_to_end(cfg_dir):
     torch.manual_seed(0)
     model = Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=len(NAMES))
     batches, _ = make_loader(num_batches=1)
-    result = evaluate(model, batches, NAMES, loss_fn=YOLOLoss.from_model(model), progress=False)
-    for key in ("val_box", "val_obj", "val_noobj", "val_cls"):
-        assert np.isfinite(result[key]) and result[key] > 0
-    assert 0.0 <= result["mAP50"] <= 1.0 and model.training  # a fresh module is in train mode; restored
+    loss_fn = YOLOLoss.from_model(model)
+    result = evaluate(model, batches, NAMES, loss_fn=loss_fn, progress=False)
+    assert model.training  # a fresh module is in train mode; restored
+    # the validation losses are the loss of the eval-mode raw maps of the one batch, term by term
+    images, targets, _, _ = batches[0]
+    with torch.no_grad():
+        _, raw_maps = model.eval()(images, return_raw=True)
+        _, terms = loss_fn(raw_maps, targets)
+    for key in ("box", "obj", "noobj", "cls"):
+        assert result[f"val_{key}"] == pytest.approx(terms[key].item(), rel=1e-6), key
+    assert 0.0 <= result["mAP50"] <= 1.0
 
 
 def test_bad_batches_raise_clear_errors():

@@ -167,10 +167,65 @@ def test_focal_matches_its_definition_on_soft_targets():
     assert torch.allclose(focal_loss(x, y, gamma=1.5, alpha=0.3, positive=positive), expected)
 
 
+def focal_reference(x: float, y: float, gamma: float, alpha) -> tuple:
+    """(FL, dFL/dx) of one logit in float64 Python arithmetic, independent of torch.
+
+    BCE = softplus(x) - y x (the stable form); p = 1 / (1 + e^-x) and q = 1 - p = 1 / (1 + e^x) each computed
+    directly; the factor is |y - p|^gamma (q for y = 1, p for y = 0: no cancellation); alpha_t = alpha for a
+    positive (y > 0), 1 - alpha for a negative, or 1. Derivative by hand: d BCE/dx = p - y, d p/dx = p q, so
+    dFL/dx = alpha_t [gamma |y-p|^(gamma-1) sign(p-y) p q BCE + |y-p|^gamma (p - y)] (first term absent at gamma 0).
+    """
+    bce = max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+    p, q = 1.0 / (1.0 + math.exp(-x)), 1.0 / (1.0 + math.exp(x))
+    distance = q if y == 1.0 else p if y == 0.0 else abs(y - p)
+    alpha_t = 1.0 if alpha is None else alpha if y > 0 else 1.0 - alpha  # by the positive mask (target > 0)
+    value = alpha_t * distance**gamma * bce
+    gradient = distance**gamma * (p - y)
+    if gamma != 0.0:
+        gradient += gamma * distance ** (gamma - 1.0) * math.copysign(1.0, p - y) * p * q * bce
+    return value, alpha_t * gradient
+
+
+def fn_id(fn) -> str:
+    return {bce_loss: "bce", focal_loss: "focal"}.get(fn, "focal.5")
+
+
+def _focal_half(x, y):
+    return focal_loss(x, y, gamma=0.5, alpha=None)
+
+
+# the grid the shipped ablation sweeps (cfg/ablation/focal_grid.yaml): every point against the float64 reference
+GRID_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+GRID_ALPHAS = (0.25, 0.5, 0.75, None)
+
+
+def test_the_reference_grid_is_the_shipped_grid():
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "cfg" / "ablation" / "focal_grid.yaml").read_text())
+    assert tuple(spec["grid"]["loss.objectness.gamma"]) == GRID_GAMMAS
+    assert tuple(spec["grid"]["loss.objectness.alpha"]) == GRID_ALPHAS
+
+
+@pytest.mark.parametrize("alpha", GRID_ALPHAS, ids=lambda a: f"alpha={a}")
+@pytest.mark.parametrize("gamma", GRID_GAMMAS, ids=lambda g: f"gamma={g}")
+def test_focal_value_and_gradient_at_every_grid_point_match_the_float64_reference(gamma, alpha):
+    logits = [-6.0, -2.5, -0.3, 0.7, 3.0, 8.0]
+    targets = [0.0, 1.0, 0.3, 0.85]  # hard and soft (IoU-valued) targets; no logit sits exactly at its target
+    pairs = [(x, y) for x in logits for y in targets]
+    x = torch.tensor([x for x, _ in pairs], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([y for _, y in pairs], dtype=torch.float64)
+    loss = focal_loss(x, y, gamma=gamma, alpha=alpha)
+    loss.sum().backward()
+    expected = [focal_reference(a, b, gamma, alpha) for a, b in pairs]
+    torch.testing.assert_close(loss, torch.tensor([v for v, _ in expected], dtype=torch.float64), rtol=1e-9,
+                               atol=1e-15)
+    torch.testing.assert_close(x.grad, torch.tensor([g for _, g in expected], dtype=torch.float64), rtol=1e-8,
+                               atol=1e-15)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(
-    "fn", [bce_loss, focal_loss, lambda x, y: focal_loss(x, y, gamma=0.5, alpha=None)], ids=["bce", "focal", "focal.5"]
-)
+@pytest.mark.parametrize("fn", [bce_loss, focal_loss, _focal_half], ids=["bce", "focal", "focal.5"])
 def test_finite_values_and_gradients_at_extreme_logits(fn, dtype):
     x = torch.tensor([100.0, -100.0, 100.0, -100.0, 100.0, -100.0, 0.0], dtype=dtype, requires_grad=True)
     y = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.3, 0.3, 1.0], dtype=dtype)
@@ -178,9 +233,14 @@ def test_finite_values_and_gradients_at_extreme_logits(fn, dtype):
     loss.sum().backward()
     assert loss.dtype == dtype and loss.shape == x.shape
     assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all()
-    # confidently wrong predictions cost ~100 (times alpha / factor), confidently right ones ~0
-    assert loss[1].float().item() > 20 and loss[2].float().item() > 20
-    assert loss[0].float().item() < 1e-6 and loss[3].float().item() < 1e-6
+    # exact values from the float64 reference: confidently wrong predictions cost 100 (times alpha_t and the factor,
+    # here 1), confidently right ones ~0; the soft target .3 at +-100 costs BCE 70 / 30 times alpha_t |y - p|^gamma
+    gamma, alpha = {"bce": (0.0, None), "focal": (2.0, 0.25), "focal.5": (0.5, None)}[fn_id(fn)]
+    for i in range(len(x)):
+        value, gradient = focal_reference(x[i].item(), y[i].item(), gamma, alpha)
+        tolerance = 1e-2 if dtype == torch.bfloat16 else 1e-5
+        assert loss[i].float().item() == pytest.approx(value, rel=tolerance, abs=1e-6), i
+        assert x.grad[i].float().item() == pytest.approx(gradient, rel=tolerance, abs=1e-6), i
 
 
 @pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (0.5, None), (5.0, 0.75)])
@@ -376,9 +436,11 @@ def test_ignored_prediction_gets_exactly_zero_gradient(name):
     assert raw.grad[1, 1, 2, 2, 4].item() > 0.0  # the same prediction as a negative in image 1: pushed down
     assert (raw.grad[0, :, :, :, 4] != 0).sum().item() == 2 * 16 - 1  # every other cell of image 0 has a gradient
     # and the ignored cell's value is gone from the no-object sum: 62 negatives = 61 at logit 0 + image 1's copy at 2
-    neg_fn = loss.obj_loss_fn
-    at_zero = neg_fn(torch.zeros(1), torch.zeros(1)).item()
-    at_two = neg_fn(torch.full((1,), 2.0), torch.zeros(1)).item()
+    # (by the float64 reference: bce log 2 and softplus(2); focal's defaults gamma 2, alpha .25 weigh a negative
+    # by .75 p^2: .75 * .25 * log 2 and .75 * sigmoid(2)^2 * softplus(2))
+    gamma, alpha = (0.0, None) if name == "bce" else (2.0, 0.25)
+    at_zero = focal_reference(0.0, 0.0, gamma, alpha)[0]
+    at_two = focal_reference(2.0, 0.0, gamma, alpha)[0]
     expected_noobj = 61 * at_zero + at_two
     assert terms["noobj"].item() == pytest.approx(expected_noobj / BATCH, rel=1e-5)
 
@@ -401,9 +463,11 @@ def test_batch_without_any_truth_has_only_the_noobj_term(name):
     total.backward()
     assert (terms["num_pos"], terms["num_ignored"], terms["num_neg"]) == (0, 0, BATCH * 2 * 16)
     assert terms["box"].item() == terms["obj"].item() == terms["cls"].item() == 0.0
-    expected = loss.obj_loss_fn(raw[..., 4].detach(), torch.zeros(BATCH, 2, 4, 4)).sum() / BATCH
-    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert torch.isfinite(raw.grad).all() and raw.grad[..., 4].abs().sum() > 0
+    gamma, alpha = (0.0, None) if name == "bce" else (2.0, 0.25)
+    expected = sum(focal_reference(x, 0.0, gamma, alpha)[0] for x in raw[..., 4].flatten().tolist()) / BATCH
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    expected_grad = [focal_reference(x, 0.0, gamma, alpha)[1] / BATCH for x in raw[..., 4].flatten().tolist()]
+    torch.testing.assert_close(raw.grad[..., 4].flatten(), torch.tensor(expected_grad), rtol=1e-4, atol=1e-7)
     assert raw.grad[..., :4].abs().sum() == 0 and raw.grad[..., 5:].abs().sum() == 0
 
 
@@ -414,6 +478,128 @@ def test_focal_objectness_uses_alpha_on_positives_and_one_minus_alpha_on_negativ
     assert terms["obj"].item() == pytest.approx(0.25 * OBJ_SUM / 2, rel=1e-5)
     assert terms["noobj"].item() == pytest.approx(0.75 * NOOBJ_SUM / 2, rel=1e-5)
     assert terms["cls"].item() == pytest.approx(CLS_SUM / 2, rel=1e-5)  # the class term keeps its own choice (bce)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A rectangular hand case: every x/y and w/h swap changes a number below
+# --------------------------------------------------------------------------------------------------------------------
+# input 32 px high x 64 px wide, stride 8 -> grid 4 (H) x 8 (W); anchors (w, h) = (8, 16) and (24, 12); 2 classes,
+# batch 2. One truth in image 0: class 1, 24 x 10 px centred at (42, 13) px -> normalised cx 42/64 = .65625,
+# cy 13/32 = .40625, w 24/64 = .375, h 10/32 = .3125 (all exact in binary), xyxy [30, 8, 54, 18].
+#   shape IoU: (8, 16): 8*10 / (240 + 128 - 80) = 80/288 = .278; (24, 12): 240 / (240 + 288 - 240) = .833 -> anchor 1
+#   cell: gx = floor(42 / 8) = 5, gy = floor(13 / 8) = 1; in-cell offsets tx* = .25, ty* = .625
+#   tw* = log(24 / 24) = 0, th* = log(10 / 12); small-box weight 2 - .375 * .3125 = 1.8828125
+# With all-zero maps every prediction is its anchor centred in its cell. Decoded IoUs with the truth:
+#   anchor 1 at (1, 5): [32, 6, 56, 18] -> 22*10 / (240 + 288 - 220) = 220/308 = .714 (the positive)
+#   anchor 1 at (1, 4): [24, 6, 48, 18] -> 18*10 / 348 = .517 > .5: ignored (the only one: (1, 6) gives 140/388 =
+#   .361, (0, 5) 44/484, (2, 5) 88/440; anchor 0 (8 x 16) at best 80/288 = .278)
+# so 1 positive, 1 ignored, 2 images * 2 anchors * 32 cells - 2 = 126 negatives.
+RECT_STRIDE = 8
+RECT_ANCHORS = [torch.tensor([[8.0, 16.0], [24.0, 12.0]])]
+RECT_TRUTH = torch.tensor([[0.0, 1.0, 42 / 64, 13 / 32, 24 / 64, 10 / 32]])
+RECT_WEIGHT = 2.0 - 0.375 * 0.3125
+RECT_MSE = (0.5 - 0.25) ** 2 + (0.5 - 0.625) ** 2 + 0.0 + math.log(10 / 12) ** 2  # sigmoid(0) = .5, tw = th = 0
+
+
+def make_rect_loss(**changes) -> YOLOLoss:
+    cfg = dataclasses.replace(LossConfig(), **changes)
+    return YOLOLoss(RECT_ANCHORS, [RECT_STRIDE], NUM_CLASSES, cfg, ignore_thresh=[0.5])
+
+
+def rect_maps(requires_grad: bool = True) -> torch.Tensor:
+    return torch.zeros(BATCH, 2, 4, 8, 5 + NUM_CLASSES, requires_grad=requires_grad)  # (B, A, H=4, W=8, 5+C)
+
+
+def test_rectangular_input_hand_computed_terms_counts_and_gradients():
+    raw = rect_maps()
+    total, terms = make_rect_loss()([raw], RECT_TRUTH)
+    total.backward()
+    assert (terms["num_pos"], terms["num_ignored"], terms["num_neg"]) == (1, 1, 126)
+    assert terms["box"].item() == pytest.approx(RECT_WEIGHT * RECT_MSE / BATCH, rel=1e-6)  # 1.8828 * .1114 / 2
+    assert terms["obj"].item() == pytest.approx(LOG2 / BATCH, rel=1e-6)
+    assert terms["noobj"].item() == pytest.approx(126 * LOG2 / BATCH, rel=1e-6)
+    assert terms["cls"].item() == pytest.approx(2 * LOG2 / BATCH, rel=1e-6)
+    grad = raw.grad
+    # the positive, exactly at (image 0, anchor 1, gy 1, gx 5): d/dx of (w (sigmoid(t) - t*)^2) / B at t = 0 is
+    # w * 2 (.5 - t*) * .25 / 2; d/dth of w (th - log(10/12))^2 / B = w * 2 * log(1.2) / 2; d obj/dt = (.5 - 1) / 2;
+    # classes: (.5 - 0) / 2 for class 0 and (.5 - 1) / 2 for class 1
+    expected = torch.tensor([RECT_WEIGHT * 2 * 0.25 * 0.25 / 2, RECT_WEIGHT * 2 * -0.125 * 0.25 / 2, 0.0,
+                             RECT_WEIGHT * math.log(1.2), -0.25, 0.25, -0.25])
+    torch.testing.assert_close(grad[0, 1, 1, 5], expected, rtol=1e-5, atol=1e-7)
+    assert torch.equal(grad[0, 1, 1, 4], torch.zeros(5 + NUM_CLASSES))  # ignored: nothing at all
+    # every other cell is a negative with d BCE(t, 0)/dt / B = .5 / 2 and nothing on the box or class channels
+    negative = torch.ones(BATCH, 2, 4, 8, dtype=torch.bool)
+    negative[0, 1, 1, 5] = negative[0, 1, 1, 4] = False
+    assert torch.equal(grad[..., 4][negative], torch.full((126,), 0.25))
+    assert grad[..., :4][negative].abs().max() == 0 and grad[..., 5:][negative].abs().max() == 0
+
+
+@pytest.mark.parametrize("box", ["giou", "ciou"])
+def test_rectangular_input_iou_box_losses_hand_computed(box):
+    # positive [32, 6, 56, 18] against the truth [30, 8, 54, 18]: IoU 220/308; enclosing box 26 x 12 = 312
+    # GIoU = IoU - (312 - 308) / 312; CIoU = IoU - d^2/c^2 - alpha v with centres (44, 12), (42, 13): d^2 = 4 + 1,
+    # c^2 = 26^2 + 12^2 = 820, v = 4/pi^2 (atan(24/10) - atan(24/12))^2, alpha = v / (1 - IoU + v)
+    iou = 220 / 308
+    if box == "giou":
+        similarity = iou - 4 / 312
+    else:
+        v = 4 / math.pi**2 * (math.atan(24 / 10) - math.atan(24 / 12)) ** 2
+        similarity = iou - 5 / 820 - v * v / (1 - iou + v)
+    _, terms = make_rect_loss(box=box, normalizer="positives")([rect_maps()], RECT_TRUTH)
+    assert terms["box"].item() == pytest.approx(RECT_WEIGHT * (1 - similarity), rel=1e-5)
+
+
+def test_ignore_threshold_is_strict_at_equality():
+    # truth 24 x 12 px centred at (40, 12) px: xyxy [28, 6, 52, 18], anchor 1 (IoU 1) at cell (1, 5). Anchor 1 at
+    # (1, 4) = [24, 6, 48, 18] overlaps it by 20 * 12 / (288 + 288 - 240) = 5/7; at (1, 3) = [16, 6, 40, 18] and
+    # (1, 6) = [40, 6, 64, 18] by 12 * 12 / (576 - 144) = 1/3 exactly (in float32 too); anchor 0 at best 96/320 = .3.
+    # IoU > thresh ignores: at thresh 1/3 only (1, 4); just below 1/3 also (1, 3) and (1, 6)
+    truth = torch.tensor([[0.0, 0.0, 40 / 64, 12 / 32, 24 / 64, 12 / 32]])
+    at = YOLOLoss(RECT_ANCHORS, [RECT_STRIDE], NUM_CLASSES, LossConfig(), ignore_thresh=[1 / 3])
+    below = YOLOLoss(RECT_ANCHORS, [RECT_STRIDE], NUM_CLASSES, LossConfig(), ignore_thresh=[1 / 3 - 1e-6])
+    _, terms_at = at([rect_maps()], truth)
+    _, terms_below = below([rect_maps()], truth)
+    assert (terms_at["num_ignored"], terms_at["num_neg"]) == (1, 126)
+    assert (terms_below["num_ignored"], terms_below["num_neg"]) == (3, 124)
+
+
+def test_recorded_negatives_leave_out_ignored_and_positive_cells():
+    # the rectangular case with a confident objectness logit 3 at the ignored cell and 2 at the positive: the
+    # recorded negatives are the 126 cells at logit 0 (log 2 each), never the ignored cell's softplus(3)
+    raw = rect_maps(requires_grad=False)
+    raw[0, 1, 1, 4, 4] = 3.0
+    raw[0, 1, 1, 5, 4] = 2.0
+    _, terms = make_rect_loss(record_elementwise=True)([raw], RECT_TRUTH)
+    recorded = terms["obj_elementwise"]
+    assert recorded["neg"].shape == (126,) and torch.allclose(recorded["neg"], torch.full((126,), LOG2))
+    assert recorded["pos"].shape == (1,) and recorded["pos"].item() == pytest.approx(math.log1p(math.exp(-2.0)))
+    assert terms["noobj"].item() == pytest.approx(126 * LOG2 / BATCH, rel=1e-6)
+
+
+@pytest.mark.parametrize("normalizer, divisor", [("batch", BATCH), ("positives", 1)])
+def test_batch_without_objects_positives_normaliser_is_one(normalizer, divisor):
+    # no positive at all: 'positives' divides by max(1, 0) = 1, never by zero; 2 * 2 * 32 cells at logit 0
+    total, terms = make_rect_loss(normalizer=normalizer)([rect_maps()], torch.zeros((0, 6)))
+    assert terms["num_pos"] == 0
+    assert terms["noobj"].item() == pytest.approx(128 * LOG2 / divisor, rel=1e-6)
+    assert total.item() == pytest.approx(128 * LOG2 / divisor, rel=1e-6)
+
+
+def test_rectangular_maps_imply_height_then_width():
+    # (B, A, 4, 8, .) at stride 8 is a 32 x 64 input: a truth at cx = .9 lies in column 7, which only exists when
+    # the width is 64; a (B, A, 8, 4, .) map of a 64 x 32 input puts the same truth at column 3
+    truth = torch.tensor([[0.0, 0.0, 0.9, 0.1, 8 / 64, 16 / 32]])  # 8 x 16 px in a 32 x 64 input: anchor 0
+    raw = rect_maps()
+    loss = make_rect_loss(normalizer="positives")
+    total, terms = loss([raw], truth)
+    total.backward()
+    assert terms["num_pos"] == 1
+    assert raw.grad[0, 0, 0, 7, 4].item() == pytest.approx(-0.5)  # (sigmoid(0) - 1) / 1 at gy = floor(.4) = 0
+    # the same row on a tall 64 x 32 input is a 4 x 32 px box at column floor(.9 * 4) = 3 of row 0 (whichever anchor)
+    tall = torch.zeros(BATCH, 2, 8, 4, 5 + NUM_CLASSES, requires_grad=True)
+    total, _ = loss([tall], truth)
+    total.backward()
+    assert tall.grad[0, :, 0, 3, 4].min().item() == pytest.approx(-0.5)
 
 
 @pytest.mark.parametrize(

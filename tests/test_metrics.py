@@ -16,9 +16,6 @@ from yolov3.metrics import (
     to_coco_json,
 )
 
-pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -67,7 +64,11 @@ def random_dataset(seed: int, num_images: int, num_classes: int, round_scores: b
     return preds, truths, sizes
 
 
-def pycocotools_eval(tmp_path, preds, truths, sizes, image_ids, names) -> COCOeval:
+def pycocotools_eval(tmp_path, preds, truths, sizes, image_ids, names):
+    """COCOeval (iouType bbox) run on the same detections and truths; skips the calling test without pycocotools
+    (the only tests here that need it)."""
+    COCO = pytest.importorskip("pycocotools.coco").COCO
+    COCOeval = pytest.importorskip("pycocotools.cocoeval").COCOeval
     to_coco_json(preds, truths, image_ids, sizes, names, tmp_path / "pred.json", tmp_path / "gt.json")
     with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress
         gt = COCO(str(tmp_path / "gt.json"))
@@ -252,6 +253,34 @@ def test_confusion_matrix_hand_counts():
     expected = np.zeros((4, 4), dtype=np.int64)  # rows predicted, columns true, index 3 = background
     expected[0, 0] = expected[0, 1] = expected[3, 2] = expected[1, 3] = expected[0, 3] = 1
     np.testing.assert_array_equal(evaluator.compute()["confusion_matrix"], expected)
+
+
+@pytest.mark.parametrize("height, paired", [(4.7, True), (4.4, False)])
+def test_confusion_matrix_iou_between_the_pairing_and_the_match_thresholds(height, paired):
+    # a right-class detection [0, 0, 10, h] on the truth [0, 0, 10, 10] has IoU h / 10. At .47 it pairs with the
+    # truth in the confusion matrix (IoU > confusion_iou = .45) although it is a false positive for AP (IoU < .5);
+    # at .44 it pairs with nothing: a false positive (background column) and a missed truth (background row)
+    evaluator = DetectionEvaluator(2)
+    evaluator.update(np.array([[0, 0, 10, height, 0.9, 1]]), np.array([[1, 0, 0, 10, 10]], float))
+    result = evaluator.compute()
+    expected = np.zeros((3, 3), dtype=np.int64)
+    if paired:
+        expected[1, 1] = 1
+    else:
+        expected[1, 2] = expected[2, 1] = 1
+    np.testing.assert_array_equal(result["confusion_matrix"], expected)
+    assert result["ap50"][1] == 0.0 and result["mAP50"] == 0.0
+
+
+def test_a_detection_exactly_at_the_match_threshold_is_a_true_positive():
+    # one detection [0, 0, 10, 5] on one truth [0, 0, 10, 10]: IoU 50 / 100 = .5 exactly, matched at .50 (>=) and at
+    # no higher threshold -> AP 1 at .50 and 0 at .55 ... .95: mAP50 = 1, mAP50_95 = 1/10
+    evaluator = DetectionEvaluator(1)
+    evaluator.update(np.array([[0, 0, 10, 5, 0.8, 0]], float), np.array([[0, 0, 0, 10, 10]], float))
+    result = evaluator.compute()
+    np.testing.assert_allclose(result["ap"][0], [1.0] + [0.0] * 9, atol=1e-12)
+    assert result["mAP50"] == pytest.approx(1.0, abs=1e-12) and result["mAP50_95"] == pytest.approx(0.1, abs=1e-12)
+    assert greedy_match(np.array([[0.5]]), np.array([0.5, 0.55])).tolist() == [[True], [False]]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ def test_cosine_and_step_factors():
     assert lr_factor(0, cfg) == pytest.approx(1.0)
     assert lr_factor(5, cfg) == pytest.approx(0.01 + 0.99 * 0.5)  # half way: cos(pi/2)=0
     assert lr_factor(10, cfg) == pytest.approx(0.01)
+    assert lr_factor(2.5, cfg) == pytest.approx(0.01 + 0.99 * (1 + 0.5**0.5) / 2)  # a quarter: cos(pi/4) = 1/sqrt 2
+    assert lr_factor(12, cfg) == pytest.approx(0.01) and lr_factor(-1, cfg) == pytest.approx(1.0)  # clamped
     step = TrainConfig(epochs=10, schedule="step", step_milestones=[0.5, 0.8], step_gamma=0.1)
     assert [lr_factor(e, step) for e in (0, 4.9, 5, 7.9, 8, 9.9)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     with pytest.raises(ConfigError, match="train.schedule"):
@@ -44,13 +46,18 @@ def test_warmup_ramps_weights_up_and_bias_down():
     assert opt.param_groups[0]["lr"] == 0.0 and opt.param_groups[2]["lr"] == pytest.approx(0.1)
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.8)
     set_learning_rates(opt, cfg, iteration=10, iters_per_epoch=10, warmup_iters=20)
-    scheduled = 0.01 * lr_factor(1.0, cfg)
-    assert opt.param_groups[0]["lr"] == pytest.approx(scheduled / 2)
-    assert opt.param_groups[2]["lr"] == pytest.approx((0.1 + scheduled) / 2)
+    # epoch 1 of 10 on the cosine (lrf .01 by default): .01 + .99 * (1 + cos(pi / 10)) / 2 = .01 + .99 * .975528
+    scheduled = 0.01 * (0.01 + 0.99 * 0.9755283)
+    assert opt.param_groups[0]["lr"] == pytest.approx(scheduled / 2, rel=1e-6)  # half way through the ramp from 0
+    assert opt.param_groups[2]["lr"] == pytest.approx((0.1 + scheduled) / 2, rel=1e-6)  # and down from .1
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.85)
     lr = set_learning_rates(opt, cfg, iteration=30, iters_per_epoch=10, warmup_iters=20)
-    assert lr == pytest.approx(0.01 * lr_factor(3.0, cfg))
+    # epoch 3: .01 + .99 * (1 + cos(3 pi / 10)) / 2 = .01 + .99 * .793893
+    assert lr == pytest.approx(0.01 * (0.01 + 0.99 * 0.7938926), rel=1e-6)
     assert all(g["lr"] == lr for g in opt.param_groups) and opt.param_groups[0]["momentum"] == 0.9
+    # between epochs the schedule is continuous: iteration 25 is epoch 2.5, cos(pi / 4) = 1 / sqrt 2
+    lr = set_learning_rates(opt, cfg, iteration=25, iters_per_epoch=10, warmup_iters=20)
+    assert lr == pytest.approx(0.01 * (0.01 + 0.99 * (1 + 0.5**0.5) / 2), rel=1e-9)
 
 
 def test_ema_follows_the_ramped_decay():

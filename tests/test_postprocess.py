@@ -219,3 +219,41 @@ def test_scale_boxes_inverts_the_letterbox_formula():
         np.testing.assert_allclose(back.numpy(), orig, atol=1e-9)
     with pytest.raises(ValueError, match="ratios must be positive"):
         scale_boxes(torch.zeros(1, 4), (0.0, 1.0), (0, 0), (10, 10))
+
+
+def per_class_cv2_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float) -> np.ndarray:
+    """OpenCV NMS run separately on each class; kept indices of all classes, best score first."""
+    kept = [np.flatnonzero(classes == c)[cv2_nms(boxes[classes == c], scores[classes == c], iou_thres)]
+            for c in np.unique(classes)]
+    kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return kept[np.argsort(-scores[kept], kind="stable")]
+
+
+@pytest.mark.parametrize("block_size", [7, postprocess.NMS_BLOCK_SIZE])
+def test_per_class_nms_across_blocks_matches_opencv_per_class(monkeypatch, block_size):
+    # more candidates than one block, in 3 classes: a box kept in an earlier block suppresses later boxes of its own
+    # class only (validation at conf 0.001 routinely sends thousands of candidates)
+    monkeypatch.setattr(postprocess, "NMS_BLOCK_SIZE", block_size)
+    rng = np.random.default_rng(8)
+    n = 60 if block_size == 7 else 2600
+    boxes, scores = random_boxes(rng, n, extent=200.0 if block_size == 7 else 600.0)
+    classes = rng.integers(0, 3, n)
+    ours = nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.45, classes=torch.from_numpy(classes)).numpy()
+    expected = per_class_cv2_nms(boxes, scores, classes, 0.45)
+    agnostic = cv2_nms(boxes, scores, 0.45)
+    assert len(expected) > len(agnostic)  # classes matter here: some overlapping boxes survive in other classes
+    if block_size > 7:
+        assert len(expected) > block_size  # kept boxes span several blocks
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_max_candidates_keeps_exactly_the_best_pairs():
+    # 12 disjoint boxes (nothing suppresses anything), one class, objectness .9 - .05 k: with max_candidates = 5
+    # exactly the 5 best enter NMS and come out; with 12 or more, all 12
+    boxes = np.array([[20.0 * k, 0.0, 20.0 * k + 10, 10.0] for k in range(12)])
+    objectness = 0.9 - 0.05 * np.arange(12)
+    pred = make_pred(boxes, objectness, np.ones((12, 1)))
+    for cap, kept in ((1, 1), (5, 5), (11, 11), (12, 12), (13, 12)):
+        (out,) = non_max_suppression(pred, 0.01, 0.5, max_candidates=cap)
+        np.testing.assert_allclose(out[:, 4].numpy(), objectness[:kept], err_msg=f"max_candidates={cap}")
+        np.testing.assert_allclose(out[:, :4].numpy(), boxes[:kept])

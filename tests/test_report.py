@@ -24,6 +24,16 @@ def test_t_quantile_matches_table(df, table):
     assert t_quantile(0.025, df) == pytest.approx(-table, abs=5e-4)  # symmetry
 
 
+# odd df >= 5 run the odd-df series (df 1 and 3 need none of its terms); values from the standard t table
+@pytest.mark.parametrize("p, df, table", [
+    (0.975, 5, 2.571), (0.95, 5, 2.015), (0.99, 5, 3.365), (0.995, 5, 4.032),
+    (0.975, 7, 2.365), (0.99, 7, 2.998), (0.975, 9, 2.262), (0.90, 9, 1.383),
+    (0.975, 11, 2.201), (0.975, 15, 2.131), (0.975, 29, 2.045), (0.95, 21, 1.721),
+])
+def test_t_quantile_at_odd_df_matches_table(p, df, table):
+    assert t_quantile(p, df) == pytest.approx(table, abs=5e-4)
+
+
 def test_t_cdf_closed_forms():
     # df 1 is the Cauchy distribution: F(t) = 1/2 + atan(t)/pi -> F(1) = 0.75
     assert student_t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-12)
@@ -50,6 +60,22 @@ def test_paired_difference_hand_computed():
     one = paired_difference({0: 0.5, 1: 0.6}, {1: 0.7, 2: 0.1})
     assert one.n == 1 and one.mean == pytest.approx(0.1) and one.half_width is None and one.excludes_zero is None
     assert mean_sd([1.0]) [0] == 1.0 and math.isnan(mean_sd([1.0])[1])
+
+
+def test_paired_difference_of_a_worse_variant_excludes_zero_below_it():
+    # diffs [-.05, -.06, -.04]: mean -.05, sd .01, half-width t(.975, 2) * .01 / sqrt 3 = 4.302653 * .01 / 1.732051
+    # = .024841 -> [-.074841, -.025159]: entirely below 0, so the interval excludes 0 (the variant is worse)
+    diff = paired_difference({0: 0.50, 1: 0.52, 2: 0.54}, {0: 0.45, 1: 0.46, 2: 0.50})
+    assert diff.mean == pytest.approx(-0.05, abs=1e-12) and diff.sd == pytest.approx(0.01, abs=1e-12)
+    assert diff.half_width == pytest.approx(0.024841, abs=1e-6)
+    assert diff.low == pytest.approx(-0.074841, abs=1e-6) and diff.high == pytest.approx(-0.025159, abs=1e-6)
+    assert diff.excludes_zero is True
+    # a worse variant whose interval reaches 0 does not exclude it: diffs [-.05, 0, -.01], mean -.02,
+    # sd sqrt((.0009 + .0004 + .0001) / 2) = .026458, half-width 4.302653 * .026458 / 1.732051 = .065724
+    # -> [-.085724, +.045724]
+    mixed = paired_difference({0: 0.50, 1: 0.52, 2: 0.54}, {0: 0.45, 1: 0.52, 2: 0.53})
+    assert mixed.half_width == pytest.approx(0.065724, abs=1e-6) and mixed.excludes_zero is False
+    assert mixed.low == pytest.approx(-0.085724, abs=1e-6) and mixed.high == pytest.approx(0.045724, abs=1e-6)
 
 
 def test_cumulative_loss_curve():
@@ -241,3 +267,31 @@ def test_damaged_run_files_are_noted_not_fatal(tmp_path):
     assert f"{broken}: expected a JSON mapping, got list; ignored" in md
     assert f"{study_dir / 'runs.json'}: expected a JSON mapping, got list; ignored" in md
     assert "bce__seed0: config.yaml unreadable" in md
+
+
+def test_report_rows_for_a_worse_variant_and_runs_without_results_csv(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed, (base, worse) in enumerate([(0.50, 0.45), (0.52, 0.46), (0.54, 0.50)]):
+        make_run(study_dir, seed, "bce", seed, base, 0.3)
+        make_run(study_dir, 3 + seed, "worse", seed, worse, 0.3)
+    # interrupted before its first epoch ended: last.pt and config.yaml, no results.csv -> partial
+    partial = make_run(study_dir, 6, "late", 0, 0.0, 0.0, finished=False)
+    (partial / "results.csv").unlink()
+    (partial / "last.pt").write_bytes(b"")
+    # launched and nothing written yet: only ablation.json and config.yaml -> not started
+    unstarted = make_run(study_dir, 7, "late", 1, 0.0, 0.0, finished=False)
+    (unstarted / "results.csv").unlink()
+    report = build_report(study_dir, plots=False)
+    status = {r.run_name: r.status for r in report.study.runs}
+    assert status["late__seed0"] == "partial" and status["late__seed1"] == "not started"
+    late = next(r for r in report.study.runs if r.run_name == "late__seed0")
+    assert math.isnan(late.metrics["mAP50"]) and late.history is None
+    assert {a.arm: a.n for a in report.arms} == {"bce": 3, "worse": 3, "late": 0}
+    md = report.files["summary.md"].read_text()
+    # mAP50 mean .47, sd sqrt((.0004 + .0001 + .0009) / 2) = .026458; the interval from the test above
+    assert "| worse | 3 | 0.4700 ± 0.0265 | -0.0500 | ±0.0248 [-0.0748, -0.0252] | yes |" in md
+    assert "late__seed0: partial; left out of the statistics" in md
+    assert "late__seed1: not started; left out of the statistics" in md
+    with open(report.files["summary.csv"]) as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert rows["late__seed0"]["status"] == "partial" and rows["late__seed0"]["mAP50"] == ""

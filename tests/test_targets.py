@@ -167,3 +167,63 @@ def test_ignore_mask_in_slices_equals_one_pass(monkeypatch):
     assert whole.any() and not whole.all()  # a meaningful mix for this seed
     monkeypatch.setattr(targets_module, "IGNORE_CHUNK_ELEMENTS", 3 * 4 * 11)  # 11 cells per slice: 7 uneven slices
     assert torch.equal(targets_module.ignore_mask(preds, truths, 0.3), whole)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rectangular input: every x/y or w/h swap moves a positive
+# --------------------------------------------------------------------------------------------------------------------
+# input 32 px high x 64 px wide; layer 0 stride 16 (grid 2 x 4) with anchor (w, h) = (24, 12), layer 1 stride 8
+# (grid 4 x 8) with anchor (8, 16)
+RECT_IMAGE = (32, 64)  # (height, width)
+RECT_ANCHORS = [torch.tensor([[24.0, 12.0]]), torch.tensor([[8.0, 16.0]])]
+RECT_GRIDS = [(2, 4), (4, 8)]
+
+
+def _rect_row(image, cls, cx_px, cy_px, w_px, h_px):
+    return [image, cls, cx_px / 64, cy_px / 32, w_px / 64, h_px / 32]
+
+
+def test_rectangular_input_cells_and_anchors_hand_computed():
+    targets = torch.tensor([
+        # 24 x 10 at (42, 13): shape IoU (24,12) = 240/288 = .833, (8,16) = 80/288 = .278 -> layer 0,
+        # cell (floor(13/16), floor(42/16)) = (0, 2)
+        _rect_row(0, 0, 42, 13, 24, 10),
+        # 6 x 14 at (60, 27): (8,16) = 84/128 = .656, (24,12) = 72/300 = .24 -> layer 1, cell (floor(27/8),
+        # floor(60/8)) = (3, 7): the last column exists only because the grid is 8 wide
+        _rect_row(1, 1, 60, 27, 6, 14),
+        # 8 x 16 (IoU 1 with (8,16)) centred on the bottom-right corner (cx = cy = 1): clamped into (3, 7)
+        _rect_row(0, 2, 64, 32, 8, 16),
+        # 20 x 12 at (10, 30): (24,12) = 240/288 = .833 -> layer 0, cell (floor(30/16), floor(10/16)) = (1, 0)
+        _rect_row(1, 0, 10, 30, 20, 12),
+    ])
+    found = assign_targets(targets, RECT_ANCHORS, RECT_GRIDS, RECT_IMAGE, batch_size=2)
+    assert _as_tuples(found[0]) == {(0, 0, 0, 2, 0), (1, 0, 1, 0, 3)}
+    assert _as_tuples(found[1]) == {(1, 0, 3, 7, 1), (0, 0, 3, 7, 2)}
+
+
+def test_collision_keys_of_a_rectangular_grid_use_its_width():
+    # grid 4 (H) x 8 (W): cells (gy 0, gx 4) and (gy 1, gx 0) are different cells (flat indices 4 and 8); a key built
+    # with the height twice (gy * 4 + gx) would make both 4 and drop one truth as a "collision"
+    targets = torch.tensor([_rect_row(0, 0, 36, 4, 8, 16), _rect_row(0, 1, 4, 12, 8, 16)])
+    (found,) = assign_targets(targets, [torch.tensor([[8.0, 16.0], [24.0, 12.0]])], [(4, 8)], RECT_IMAGE,
+                              batch_size=1)
+    assert _as_tuples(found) == {(0, 0, 0, 4, 0), (0, 0, 1, 0, 1)}
+
+
+def test_extra_positive_threshold_is_strict_at_equality():
+    # 8 x 16 px truth: shape IoU 1 with anchor (8, 16) (the best) and 64 / 128 = .5 exactly with (8, 8);
+    # the extra positive needs IoU > extra_positive_iou
+    anchors = [torch.tensor([[8.0, 16.0], [8.0, 8.0]])]
+    targets = torch.tensor([_rect_row(0, 0, 20, 12, 8, 16)])  # cell (floor(12/8), floor(20/8)) = (1, 2)
+    (at,) = assign_targets(targets, anchors, [(4, 8)], RECT_IMAGE, batch_size=1, extra_positive_iou=0.5)
+    (below,) = assign_targets(targets, anchors, [(4, 8)], RECT_IMAGE, batch_size=1, extra_positive_iou=0.4999)
+    assert _as_tuples(at) == {(0, 0, 1, 2, 0)}
+    assert _as_tuples(below) == {(0, 0, 1, 2, 0), (0, 1, 1, 2, 0)}
+
+
+def test_ignore_mask_is_strict_at_equality():
+    # [0, 0, 10, 10] against [0, 0, 10, 5]: 50 / 100 = .5 exactly (float32 included); ignored means IoU > thresh
+    truths = torch.tensor([[[0.0, 0.0, 10.0, 5.0]]])
+    preds = torch.tensor([0.0, 0.0, 10.0, 10.0]).reshape(1, 1, 1, 1, 4)
+    assert not ignore_mask(preds, truths, 0.5).any()
+    assert ignore_mask(preds, truths, 0.4999).all()

@@ -207,7 +207,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
 def test_ddp_two_processes_gloo(tiny_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        # --standalone: the rendezvous binds port 0, so the OS picks a free port (a fixed one collides with another
+        # test process or a leftover run on the same machine)
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "train.py"), "--data", str(tiny_data), "--project", str(tmp_path), "--name", "ddp",
          "--device", "cpu", *TINY_ARGS, "--epochs", "1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

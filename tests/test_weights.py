@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -29,11 +30,12 @@ def test_darknet53_conv74_count(cfg_dir):
     assert count_darknet_floats(model, cutoff=75) == floats  # layer 74 is a shortcut: no weights
 
 
-def _write_weights(path, header, payload: np.ndarray) -> bytes:
+def _write_weights(path, header, payload: np.ndarray, header_bytes: int = 20) -> bytes:
+    """A .weights file built by hand: 3 little-endian int32, ``seen`` as int64 (``header_bytes`` 20) or int32 (16),
+    then the float32 payload. The caller states the header size; nothing here shares the reader's rule."""
     major, minor, revision, seen = header
-    seen_dtype = "<i8" if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else "<i4"
-    data = (np.array([major, minor, revision], "<i4").tobytes() + np.array([seen], seen_dtype).tobytes()
-            + payload.astype("<f4").tobytes())
+    seen_format = {20: "<q", 16: "<i"}[header_bytes]
+    data = struct.pack("<iii", major, minor, revision) + struct.pack(seen_format, seen) + payload.astype("<f4").tobytes()
     path.write_bytes(data)
     return data
 
@@ -50,7 +52,7 @@ def test_round_trip_byte_for_byte(small_model, tmp_path, header, header_bytes):
     floats = count_darknet_floats(small_model)
     payload = np.random.default_rng(0).standard_normal(floats).astype("<f4")
     payload[3 * 16: 4 * 16] = np.abs(payload[3 * 16: 4 * 16])  # running variances of layer 0 are positive
-    original = _write_weights(tmp_path / "in.weights", header, payload)
+    original = _write_weights(tmp_path / "in.weights", header, payload, header_bytes)
     assert len(original) == header_bytes + 4 * floats
     assert read_darknet_header(tmp_path / "in.weights") == (header, header_bytes)
 
@@ -74,6 +76,95 @@ def test_values_land_in_darknet_order(small_model, tmp_path):
     head = small_model.head_convs[-1]  # the last values in the file: bias then weights of the last head conv
     assert head.weight.flatten()[-1].item() == floats - 1
     assert head.bias[0].item() == floats - 1 - head.weight.numel() - head.bias.numel() + 1
+
+
+# A tiny cfg for header and cutoff cases: layers 0-2 BN convs, 3 a shortcut, 4 the head conv, 5 the yolo layer.
+# Floats: layer 0: 4*4 BN + 4*3*3*3 = 124; layer 1: 8*4 + 8*4*3*3 = 320; layer 2: 8*4 + 8*8 = 96; layer 4: 18 + 18*8
+# = 162 -> 702 in all, 540 in layers 0..2 (darknet's .conv.3).
+TINY_CFG = """[net]
+width=32
+height=32
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+pad=1
+activation=leaky
+
+[shortcut]
+from=-2
+activation=linear
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=18
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=10,13, 16,30, 33,23
+classes=1
+"""
+
+
+def test_tiny_cfg_float_counts():
+    model = Darknet(TINY_CFG)
+    assert count_darknet_floats(model) == 702 and count_darknet_floats(model, cutoff=3) == 540
+    assert count_darknet_floats(model, cutoff=4) == 540 and count_darknet_floats(model, cutoff=2) == 444
+
+
+@pytest.mark.parametrize("major, minor, header_bytes", [
+    (0, 0, 16), (0, 1, 16),  # major*10 + minor < 2: seen is int32
+    (0, 2, 20), (0, 5, 20), (1, 0, 20), (2, 1, 20), (999, 999, 20),  # >= 2: int64 (major 1 alone is 10)
+    (0, 1000, 16), (1000, 0, 16),  # either number >= 1000: int32 again, as Darknet checks
+])
+def test_header_major_minor_variants(tmp_path, major, minor, header_bytes):
+    model = Darknet(TINY_CFG)
+    payload = np.random.default_rng(1).standard_normal(702).astype("<f4")
+    payload[12:16] = np.abs(payload[12:16])  # layer 0's running variances (values 12..15) positive
+    seen = 2**40 + 3 if header_bytes == 20 else 2**31 - 5
+    original = _write_weights(tmp_path / "in.weights", (major, minor, 7, seen), payload, header_bytes)
+    assert read_darknet_header(tmp_path / "in.weights") == ((major, minor, 7, seen), header_bytes)
+    assert load_darknet_weights(model, tmp_path / "in.weights") == (major, minor, 7, seen)
+    assert model.module_list[4].conv.weight.flatten()[-1].item() == payload[-1]  # the payload starts where it should
+    save_darknet_weights(model, tmp_path / "out.weights")
+    assert (tmp_path / "out.weights").read_bytes() == original
+
+
+def test_dot_conv_n_name_loads_layers_up_to_n_minus_1_when_that_layer_is_a_conv(tmp_path):
+    # tiny.conv.3 holds layers 0..2; layer 2 is a conv whose values are the last 96 of the 540 (444..539)
+    payload = np.arange(540, dtype="<f4")
+    _write_weights(tmp_path / "tiny.conv.3", (0, 2, 0, 0), payload)
+    model = Darknet(TINY_CFG)
+    head_before = model.module_list[4].conv.weight.detach().clone()
+    load_darknet_weights(model, tmp_path / "tiny.conv.3")
+    layer2 = model.module_list[2]
+    assert layer2.bn.bias[0].item() == 444 and layer2.bn.running_var[7].item() == 444 + 31
+    assert layer2.conv.weight.flatten()[-1].item() == 539
+    assert torch.equal(model.module_list[4].conv.weight, head_before)  # the head keeps its initialisation
+    # the same 540 floats under a plain name: the error names the prefix it matches, layer 2 included
+    (tmp_path / "tiny.conv.3").rename(tmp_path / "backbone.weights")
+    assert "pass cutoff=3" in _message(load_darknet_weights, model, tmp_path / "backbone.weights")
 
 
 def _message(callable_, *args, **kwargs) -> str:

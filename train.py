@@ -44,6 +44,7 @@ from yolov3.checkpoint import (best_checkpoint_needs_repair, lean_checkpoint, lo
                                prepare_new_run_dir)
 from yolov3.weights import first_non_finite, read_checkpoint
 from yolov3.ablation import read_summary
+from yolov3.paths import resolve_path, tried
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls", "train_total", "lr",
@@ -90,7 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """defaults <- --hyp <- flags <- dotted overrides; every path checked here so errors come before any work."""
-    cfg = config_lib.load_config(args.hyp)
+    cfg = config_lib.load_config(resolve_path(args.hyp) if args.hyp else None)
     flags = {"cfg": args.cfg, "data": args.data, "weights": args.weights, "cutoff": args.cutoff,
              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
                        "workers": args.workers, "seed": args.seed, "multi_scale": args.multi_scale,
@@ -100,8 +101,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     cfg = config_lib.from_dict(flags, source="command line", base=cfg)
     cfg = config_lib.apply_overrides(cfg, args.overrides)
     for key in ("cfg", "data"):
-        if not Path(getattr(cfg, key)).is_file():
-            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)}")
+        if not resolve_path(getattr(cfg, key)).is_file():  # as given, else the file shipped with the package
+            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)} ({tried(getattr(cfg, key))})")
     if cfg.weights and not Path(cfg.weights).is_file():
         raise ConfigError(f"'weights': file not found: {cfg.weights}")
     return config_lib.validate(cfg)

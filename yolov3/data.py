@@ -2,7 +2,8 @@
 
 Data YAML (the common YOLO convention)::
 
-    path: ../datasets/coco       # dataset root; relative to the YAML's folder (default: that folder)
+    path: ../datasets/coco       # dataset root; relative to the YAML's folder (default: that folder); for the
+                                 # YAMLs installed with the package, relative to ./data (yolov3.paths)
     train: images/train2017      # relative to `path`: a folder of images, a .txt list of image paths, or a list
     val: images/val2017
     test: test-dev2017.txt       # optional
@@ -61,6 +62,7 @@ from tqdm import tqdm
 from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, letterbox_geometry, mosaic4,
                             normalised_to_pixels, pixels_to_normalised, random_affine)
 from yolov3.config import AugmentConfig, read_yaml
+from yolov3.paths import data_yaml_base, resolve_path
 from yolov3.utils import atomic_write_text
 
 LOGGER = logging.getLogger("yolov3.data")
@@ -144,17 +146,17 @@ def load_data_yaml(path: Union[str, Path]) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the
     YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed."""
-    yaml_path = Path(path).expanduser().resolve()
+    yaml_path = resolve_path(path).resolve()  # as given, else the data YAML of that name shipped with the package
     content = _read_yaml_mapping(yaml_path)
     for key in content:
         if key not in YAML_KEYS:
             raise DataError(f"{yaml_path}: unknown key '{key}' (valid keys: {', '.join(YAML_KEYS)})")
     root_value = content.get("path")
     if root_value is None:
-        root = yaml_path.parent
+        root = data_yaml_base(yaml_path)
     elif isinstance(root_value, str):
         root = Path(root_value).expanduser()
-        root = (root if root.is_absolute() else yaml_path.parent / root).resolve()
+        root = (root if root.is_absolute() else data_yaml_base(yaml_path) / root).resolve()
     else:
         raise DataError(f"{yaml_path}: 'path' must be a string, got {root_value!r}")
     if "names" not in content:

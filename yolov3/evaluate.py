@@ -92,6 +92,8 @@ def evaluate(
     if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "
                          "argument (Darknet's forward(x, return_raw=True) returns (decoded, raw_maps) in eval mode)")
+    if single_cls and len(names) != 1:
+        raise ValueError(f"evaluate: single_cls scores every box as one class, but {len(names)} names were given")
     use_half = half and device.type != "cpu"
     evaluator = DetectionEvaluator(len(names))
     loss_sums = {term: 0.0 for term in LOSS_TERMS}

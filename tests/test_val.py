@@ -410,7 +410,10 @@ def test_coco_ids_helpers():
     assert numeric_image_ids(["a/000000397133.jpg", "b/42.png"]) == [397133, 42]
     assert numeric_image_ids(["1.jpg", "x.jpg"]) is None  # one name is not a number: number them all instead
     assert numeric_image_ids(["a/7.jpg", "b/007.jpg"]) is None  # two files, one id
-    darknet = [ln for ln in (REPO / "data" / "coco.names").read_text().splitlines() if ln]
     coco_json = yaml.safe_load((REPO / "data" / "coco.yaml").read_text())["names"]
+    spelt = {"motorcycle": "motorbike", "airplane": "aeroplane", "couch": "sofa", "potted plant": "pottedplant",
+             "dining table": "diningtable", "tv": "tvmonitor"}  # Darknet's own coco.names
+    darknet = [spelt.get(name, name) for name in coco_json]
+    assert darknet != coco_json and darknet[3] == "motorbike"
     assert is_coco_classes(darknet) and is_coco_classes(coco_json) and is_coco_classes([n.upper() for n in darknet])
     assert not is_coco_classes(darknet[::-1]) and not is_coco_classes(darknet[:79])

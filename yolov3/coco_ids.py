@@ -26,23 +26,20 @@ def _spelling(name: str) -> str:
     return "".join(str(name).lower().split())
 
 
-def coco_class_names() -> List[set]:
-    """For each of the 80 COCO classes, its accepted spellings: Darknet's coco.names and the COCO JSON's own
-    (data/coco.yaml) differ for six ("motorbike" / "motorcycle", "tvmonitor" / "tv", ...)."""
-    spellings: List[set] = [set() for _ in COCO80_TO_91]
-    names_file = ROOT / "data" / "coco.names"
-    sources = [names_file.read_text(encoding="utf-8").split("\n")] if names_file.is_file() else []
-    yaml_file = ROOT / "data" / "coco.yaml"
-    if yaml_file.is_file():
-        import yaml
+# Darknet's own coco.names spells six classes its way; models trained with it are COCO models too
+DARKNET_SPELLINGS = {"motorcycle": "motorbike", "airplane": "aeroplane", "couch": "sofa",
+                     "potted plant": "pottedplant", "dining table": "diningtable", "tv": "tvmonitor"}
 
-        sources.append(yaml.safe_load(yaml_file.read_text(encoding="utf-8")).get("names") or [])
-    for names in sources:
-        names = [n for n in names if str(n).strip()]
-        if len(names) == len(spellings):
-            for index, name in enumerate(names):
-                spellings[index].add(_spelling(name))
-    return spellings
+
+def coco_class_names() -> List[set]:
+    """For each of the 80 COCO classes, its accepted spellings: the COCO JSON's (data/coco.names, data/coco.yaml)
+    and Darknet's coco.names' ("motorbike" for "motorcycle", "tvmonitor" for "tv", ...)."""
+    names_file = ROOT / "data" / "coco.names"
+    text = names_file.read_text(encoding="utf-8") if names_file.is_file() else ""
+    names = [n for n in text.splitlines() if n.strip()]
+    if len(names) != len(COCO80_TO_91):
+        return [set() for _ in COCO80_TO_91]
+    return [{_spelling(name), _spelling(DARKNET_SPELLINGS.get(name, name))} for name in names]
 
 
 def is_coco_classes(names: Sequence[str]) -> bool:

@@ -23,6 +23,7 @@ from yolov3.ablation import (AblationError, check_paths, describe_plan, execute,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
 from yolov3.config import ConfigError
 from yolov3.report import build_report
+from yolov3.paths import resolve_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,7 +62,7 @@ def default_jobs(device: str, gpus: list) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        study = load_spec(args.spec, name=args.name)
+        study = load_spec(resolve_path(args.spec), name=args.name)  # or the shipped spec of that name
         study_dir, _ = study_paths(args.project, study.name)
         if args.report_only:
             return report(study_dir)

@@ -34,20 +34,19 @@ from tqdm import tqdm
 
 import yaml
 
-from yolov3.augment import letterbox
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
+from yolov3.detector import Detector, default_names
 from yolov3.draw import draw_boxes, write_image
 from yolov3.errors import user_errors
 from yolov3.model import default_img_size, load_model, prepare_for_inference
-from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
+from yolov3.postprocess import check_inference_args
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".asf", ".ts"}
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
-COCO_NAMES = Path(__file__).resolve().parent / "data" / "coco.names"
 JSON_FLUSH_S = 30.0  # rewrite detections.json at least this often: a killed run (not just Ctrl-C) loses little,
 # and a long video does not spend its time re-serialising a growing list after every frame
 FRAME_TAG = re.compile(r"^(.*)_(\d+)$")  # "<video stem>_<frame>": the names a video's frames take
@@ -199,58 +198,10 @@ def read_names_file(names_arg: str) -> list:
 
 def load_names(names_arg: Optional[str], ckpt: Optional[dict], num_classes: int) -> list:
     """Class names: from the checkpoint, a --names file, COCO's for an 80-class model, else class0, class1..."""
-    if names_arg:
-        names = read_names_file(names_arg)
-    elif ckpt is not None and ckpt.get("names"):
-        names = list(ckpt["names"])
-    elif num_classes == 80 and COCO_NAMES.is_file():
-        names = [ln.strip() for ln in COCO_NAMES.read_text().splitlines() if ln.strip()]
-    else:
-        names = [f"class{i}" for i in range(num_classes)]
+    names = read_names_file(names_arg) if names_arg else default_names(num_classes, ckpt)
     if len(names) != num_classes:
         raise SourceError(f"--names: {len(names)} names for a model with {num_classes} classes")
     return names
-
-
-class Detector:
-    """Pre-processing, inference and NMS for one BGR image at a time, timing each stage."""
-
-    def __init__(self, model, device, img_size: int, conf_thres: float, iou_thres: float, max_det: int,
-                 classes: Optional[list], agnostic: bool):
-        self.model, self.device, self.img_size = model, device, img_size
-        self.stride = getattr(model, "max_stride", 32)  # letterbox pads to a multiple of the deepest stride
-        self.nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, classes=classes,
-                        agnostic=agnostic)
-        self.times = np.zeros(3)  # pre-processing, inference, NMS (seconds, summed)
-        self.count = 0
-
-    def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, float, tuple]:
-        """BGR uint8 (H, W, 3) -> ((1, 3, h, w) RGB float in [0, 1] on the device, letterbox ratio, padding)."""
-        # bilinear, as Darknet and OpenCV's blobFromImage: INTER_AREA at a non-integer shrink (a 640x480 frame to
-        # 256 px) costs 1.7 ms, 15 % of a small model's forward, and buys nothing measurable: the shapes model on
-        # its 250 val images blown up to 640 px scored mAP@0.5 0.7674 with INTER_AREA, 0.7678 with INTER_LINEAR
-        boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride,
-                                      interpolation=cv2.INTER_LINEAR)
-        rgb = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)  # (h, w, 3) uint8: HWC is already the channels_last layout
-        tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).unsqueeze(0)  # (1, 3, h, w) view, no copy
-        return tensor.float().div_(255), ratio, pad  # float() keeps the channels_last strides the model wants
-
-    @torch.inference_mode()
-    def __call__(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, tuple, np.ndarray]:
-        """-> (detections (n, 6) xyxy score class in original pixels, network input (h, w), per-stage ms)."""
-        t0 = time.perf_counter()
-        tensor, ratio, pad = self.preprocess(image_bgr)
-        t1 = time.perf_counter()
-        prediction = self.model(tensor)  # (1, N, 5 + C)
-        t2 = time.perf_counter()
-        detections = non_max_suppression(prediction, **self.nms)[0]
-        detections[:, :4] = scale_boxes(detections[:, :4], ratio, pad, image_bgr.shape[:2])
-        detections = detections.cpu()
-        t3 = time.perf_counter()
-        stage = np.array([t1 - t0, t2 - t1, t3 - t2])
-        self.times += stage
-        self.count += 1
-        return detections, tuple(tensor.shape[2:]), stage * 1000
 
 
 def save_image(path: Path, image_bgr: np.ndarray) -> bool:
@@ -374,7 +325,9 @@ def run_image(item: Source, index: int, total: int, tag: str, detector: Detector
     if image is None:
         print(f"warning: image {index}/{total} {shown}: cannot be read, skipped", file=sys.stderr)
         return 0
+    warmed = detector.warmup_s
     detections, net_shape, ms = detector(image)
+    warmed = detector.warmup_s - warmed  # > 0: first image at this input size, run once untimed before timing
     annotated = None if args.nosave else f"{tag}{image_suffix(item.location)}"
     writer.record(detections, image, tag, item.location, None, annotated)
     annotate(image, detections, writer.names, args)
@@ -385,7 +338,7 @@ def run_image(item: Source, index: int, total: int, tag: str, detector: Detector
     renamed = f" -> {display(annotated)}" if annotated and annotated != Path(item.location).name else ""
     print(f"image {index}/{total} {shown}: {net_shape[0]}x{net_shape[1]} "
           f"{describe(detections, writer.names)}, {ms[0]:.1f}ms pre, {ms[1]:.1f}ms inference, {ms[2]:.1f}ms NMS"
-          + renamed)
+          + (f" (after a {warmed * 1000:.0f}ms warm-up at this size, not included)" if warmed else "") + renamed)
     return 1
 
 
@@ -483,7 +436,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--project", default="runs/detect")
     parser.add_argument("--name", default="exp")
     parser.add_argument("--exist-ok", action="store_true")
-    parser.add_argument("--line-thickness", type=int, default=2)
+    parser.add_argument("--line-thickness", type=int, default=None,
+                        help="box line width in px; the label font follows it (default: 0.003 x the mean image "
+                             "side, at least 1: 2 px at 640x480, 3 px at 1280x720)")
     parser.add_argument("--hide-labels", action="store_true")
     parser.add_argument("--hide-conf", action="store_true")
     return parser.parse_args(argv)
@@ -491,6 +446,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_flags(args: argparse.Namespace) -> None:
     """The flags that need no model, checked before loading one; one ConfigError naming the flag."""
+    if args.line_thickness is not None and args.line_thickness < 1:
+        raise ConfigError(f"--line-thickness must be at least 1 (pixels), got {args.line_thickness}")
     if args.img_size is not None and args.img_size > MAX_IMG_SIZE:
         raise ConfigError(f"--img-size must be at most {MAX_IMG_SIZE} (a positive multiple of the model's stride), "
                           f"got {args.img_size}")
@@ -531,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
     config = {key: display(value) if isinstance(value, str) else value for key, value in vars(args).items()}
     writer = Writer(Path(args.project) / args.name, args, names, {**config, "img_size": img_size})
     detector = Detector(model, device, img_size, args.conf_thres, args.iou_thres, args.max_det, args.classes,
-                        args.agnostic_nms)
+                        args.agnostic_nms, names)
     view = {}
     processed = 0
     interrupted = False
@@ -545,8 +502,10 @@ def run(args: argparse.Namespace) -> int:
         writer.close()  # detections.json of everything processed, also after Ctrl-C or an error
     if detector.count:
         per = detector.times / detector.count * 1000
+        sizes = len(detector.warmup_shapes)
         print(f"speed: {per[0]:.1f}ms pre-processing, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
-              f"(max side {img_size}); {detector.count} images/frames")
+              f"(max side {img_size}); {detector.count} images/frames; not included: one untimed warm-up pass at "
+              f"each of {sizes} input size{'s' * (sizes != 1)} ({detector.warmup_s:.2f}s of one-time preparation)")
     saved = f"results saved to {display(writer.save_dir)}" if writer.save_dir is not None else "nothing saved"
     if interrupted:
         print(f"interrupted: {saved}", file=sys.stderr)

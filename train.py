@@ -43,6 +43,7 @@ from yolov3.precision import environment_record, resolve_precision
 from yolov3.runs import epochs_without_improvement, open_run_folder, write_results_csv, write_summary
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, increment_path,
                           seed_everything)
+from yolov3.paths import resolve_path, tried
 
 RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 
@@ -86,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     """defaults <- --hyp <- flags <- dotted overrides; every path checked here so errors come before any work."""
-    cfg = config_lib.load_config(args.hyp)
+    cfg = config_lib.load_config(resolve_path(args.hyp) if args.hyp else None)
     flags = {"cfg": args.cfg, "data": args.data, "weights": args.weights, "cutoff": args.cutoff,
              "train": {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
                        "workers": args.workers, "seed": args.seed, "multi_scale": args.multi_scale,
@@ -96,8 +97,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
     cfg = config_lib.from_dict(flags, source="command line", base=cfg)
     cfg = config_lib.apply_overrides(cfg, args.overrides)
     for key in ("cfg", "data"):
-        if not Path(getattr(cfg, key)).is_file():
-            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)}")
+        if not resolve_path(getattr(cfg, key)).is_file():  # as given, else the file shipped with the package
+            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)} ({tried(getattr(cfg, key))})")
     if cfg.weights and not Path(cfg.weights).is_file():
         raise ConfigError(f"'weights': file not found: {cfg.weights}")
     return config_lib.validate(cfg)

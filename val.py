@@ -4,6 +4,12 @@
     python val.py --data data/shapes.yaml --weights runs/train/exp/best.pt
     python val.py --data data/coco.yaml --weights weights/yolov3.weights --cfg cfg/yolov3.cfg --img-size 416 \\
                   --save-json          # predictions.json + annotations.json, readable by pycocotools' COCOeval
+    python val.py --data my.yaml --weights best.pt --save-txt --save-conf --single-cls
+
+--save-json uses COCO's ids, so the official instances_val2017.json scores predictions.json too: image ids from
+numeric file names (000000397133.jpg -> 397133; else the images are numbered 1, 2, ... in split order), category
+ids 1..90 for a model of the 80 COCO classes. For data converted by `python -m yolov3.convert coco`, the ids of
+its coco_ids.json (the original JSON's) instead.
 
 Metrics: COCO 101-point AP at IoU .50:.05:.95 (mAP@.5 and mAP@.5:.95), precision and recall at the best-F1
 confidence. This is the same evaluation code that train.py runs after every epoch.
@@ -20,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from yolov3.boxes import yolo_label_row
+from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, numeric_image_ids, read_ids_record
 from yolov3.config import MAX_IMG_SIZE, ConfigError
-from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
 from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
@@ -30,6 +38,9 @@ from yolov3.postprocess import check_inference_args
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
+
+
+SINGLE_CLASS_NAME = "object"  # the one class of --single-cls
 
 
 class ValError(ValueError):
@@ -49,12 +60,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-det", type=int, default=300)
     parser.add_argument("--task", default="val", choices=["val", "test"], help="which split of the data YAML")
     parser.add_argument("--save-json", action="store_true",
-                        help="write predictions.json (COCO results) and annotations.json (COCO ground truth)")
+                        help="write predictions.json (COCO results, COCO's image and category ids) and "
+                             "annotations.json (the ground truth as a COCO dataset, same ids)")
+    parser.add_argument("--save-txt", action="store_true",
+                        help="the detections of each image as YOLO rows (class cx cy w h, normalised to the "
+                             "original image) in labels/<image stem>.txt")
+    parser.add_argument("--save-conf", action="store_true", help="add the score to each --save-txt row")
+    parser.add_argument("--single-cls", action="store_true",
+                        help="score boxes only: every prediction and label counts as one class 'object' (NMS "
+                             "across classes); the model's and the data's class counts need not match")
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain fused channels_last model instead of optimize_for_inference()'s "
-                             "Winograd/oneDNN convs (those are timed per conv at the first image and kept only "
-                             "where faster on this machine)")
+                             "Winograd/oneDNN convs (those are timed per conv at the first batch and kept only "
+                             "where faster on this machine); either way the first batch of each shape runs "
+                             "once untimed before timing (warm-up)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", default="runs/val")
     parser.add_argument("--name", default="exp")
@@ -82,6 +102,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers < 0:
         raise ConfigError(f"--workers must be 0 (load in this process) or more, got {args.workers}")
+    if args.save_conf and not args.save_txt:
+        raise ConfigError("--save-conf adds the score to --save-txt rows: give --save-txt too")
     if args.img_size is not None and args.img_size > MAX_IMG_SIZE:
         raise ConfigError(f"--img-size must be at most {MAX_IMG_SIZE} (a positive multiple of the model's stride), "
                           f"got {args.img_size}")
@@ -109,10 +131,13 @@ def run(args: argparse.Namespace) -> dict:
         raise ValError(f"--task {args.task}: {args.data} has no '{args.task}' split")
     device = select_device(args.device)
     model, ckpt = load_for_data(args.weights, args.cfg, len(data["names"]), device)
-    if model.num_classes != len(data["names"]):
+    names = data["names"]
+    if args.single_cls:  # boxes only: the model's classes may differ from the data's in number and meaning
+        names = [SINGLE_CLASS_NAME]
+    elif model.num_classes != len(data["names"]):
         raise ValError(f"{args.weights} predicts {model.num_classes} classes but {args.data} has nc "
                        f"{len(data['names'])}: use the data YAML the model was trained on, or retrain")
-    if ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
+    elif ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
         raise ValError(f"{args.weights} was trained with classes {list(ckpt['names'])} but {args.data} names "
                        f"{list(data['names'])}: same count, different classes or order")
     prepare_for_inference(model, optimize=not args.no_optimize)
@@ -125,10 +150,11 @@ def run(args: argparse.Namespace) -> dict:
     save_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(save_dir / "config.yaml", yaml.safe_dump({**vars(args), "img_size": img_size},
                                                                 sort_keys=False))
-    records = [] if args.save_json else None
+    records = [] if args.save_json or args.save_txt else None
     try:
-        result = evaluate(model, loader, data["names"], conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                          max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records)
+        result = evaluate(model, loader, names, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                          max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records,
+                          warmup=True, single_cls=args.single_cls)
     except BaseException:  # an error or Ctrl-C mid-evaluation: no run folder holding nothing but its config
         if created and [p.name for p in save_dir.iterdir()] == ["config.yaml"]:
             shutil.rmtree(save_dir)
@@ -136,23 +162,79 @@ def run(args: argparse.Namespace) -> dict:
     print(format_table(result))
     speed = result["speed_ms"]
     print(f"speed per image: {speed['inference']:.1f} ms inference, {speed['nms']:.1f} ms NMS, "
-          f"{speed['metrics']:.1f} ms metrics at {img_size}")
+          f"{speed['metrics']:.1f} ms metrics at {img_size}; not included: one untimed warm-up pass at the first "
+          f"batch of each shape ({result['warmup_s']:.2f} s of one-time preparation)")
     summary = {k: result[k] for k in ("precision", "recall", "mAP50", "mAP50_95", "num_images", "num_instances")}
     summary.update({"per_class": result["per_class"], "weights": str(args.weights), "data": str(args.data),
                     "task": args.task, "img_size": img_size, "conf_thres": args.conf_thres,
                     "iou_thres": args.iou_thres, "max_det": args.max_det})
     atomic_write_text(save_dir / "metrics.json", json.dumps(summary, indent=2, default=_json_default))
-    if records is not None:
+    if args.save_txt:
+        for record, stem in zip(records, unique_stems([r["path"] for r in records])):
+            atomic_write_text(save_dir / "labels" / f"{stem}.txt", txt_rows(record, args.save_conf))
+        print(f"labels: {len(records)} files in {save_dir / 'labels'}")
+    if args.save_json:
+        image_ids, category_ids, how = coco_ids(records, names, single_cls=args.single_cls)
         to_coco_json([r["preds"] for r in records], [r["truths"] for r in records],
-                     image_ids=list(range(1, len(records) + 1)),
-                     image_sizes=[r["orig_shape"] for r in records], names=data["names"],
+                     image_ids=image_ids, image_sizes=[r["orig_shape"] for r in records], names=names,
                      pred_json=save_dir / "predictions.json", gt_json=save_dir / "annotations.json",
-                     file_names=[Path(r["path"]).name for r in records])
-        print(f"COCO files: {save_dir / 'predictions.json'}, {save_dir / 'annotations.json'}")
+                     file_names=[Path(r["path"]).name for r in records], category_ids=category_ids)
+        print(f"COCO files: {save_dir / 'predictions.json'}, {save_dir / 'annotations.json'} ({how})")
     print(f"{args.task}: {result['num_images']} images, {result['num_instances']} instances: "
           f"P {result['precision']:.3f} R {result['recall']:.3f} mAP@.5 {result['mAP50']:.3f} "
           f"mAP@.5:.95 {result['mAP50_95']:.3f}; results in {save_dir}")
     return summary
+
+
+def coco_ids(records: list, names: list, single_cls: bool = False) -> tuple:
+    """(image id per record, category id per class or None for class + 1, how they were chosen).
+
+    The converter's coco_ids.json (beside the labels) when it knows every image; else numeric file stems when
+    every stem is one; else 1, 2, ... in split order. Categories: the record's, COCO's 1..90 for the 80 COCO
+    classes, else class + 1 (and 1 with --single-cls).
+    """
+    paths = [r["path"] for r in records]
+    record_path = find_ids_record(label_path_for(paths[0])) if paths else None
+    if record_path is not None:
+        record = read_ids_record(record_path)
+        folder = record_path.parent.resolve()
+        labels = [Path(label_path_for(p)).resolve() for p in paths]
+        keys = [label.relative_to(folder).with_suffix("").as_posix() if label.is_relative_to(folder) else None
+                for label in labels]
+        if all(key in record["image_ids"] for key in keys):
+            categories = None if single_cls else record["category_ids"]
+            if categories is not None and len(categories) != len(names):
+                raise ValError(f"{record_path}: {len(categories)} category ids for {len(names)} classes")
+            return ([int(record["image_ids"][key]) for key in keys], categories,
+                    f"image and category ids from {record_path}")
+        print(f"warning: {record_path} does not list every image; numbering them instead", file=sys.stderr)
+    image_ids = numeric_image_ids(paths)
+    how = "image ids from the file names" if image_ids else "images numbered 1, 2, ... in split order"
+    image_ids = image_ids or list(range(1, len(paths) + 1))
+    if not single_cls and is_coco_classes(names):
+        return image_ids, COCO80_TO_91, how + ", COCO category ids 1..90"
+    return image_ids, None, how + ", category id = class + 1"
+
+
+def unique_stems(paths: list) -> list:
+    """One file stem per image, ``<stem>_2``, ``<stem>_3``... when two images share one (a/x.jpg, b/x.png)."""
+    taken, stems = set(), []
+    for path in paths:
+        stem, candidate, n = Path(path).stem, Path(path).stem, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate.casefold())
+        stems.append(candidate)
+    return stems
+
+
+def txt_rows(record: dict, save_conf: bool) -> str:
+    """An image's detections as YOLO label rows normalised to the original image (``--save-txt``)."""
+    height, width = record["orig_shape"]
+    rows = [yolo_label_row(cls, x1, y1, x2, y2, width, height) + (f" {score:.5f}" if save_conf else "")
+            for x1, y1, x2, y2, score, cls in record["preds"].tolist()]
+    return "".join(row + "\n" for row in rows)
 
 
 def _json_default(value):

@@ -15,9 +15,10 @@ FLAGS = {
                  "--noval", "--nosave", "key=value"],
     "val.py": ["--data", "--weights", "--cfg", "--img-size", "--batch-size", "--conf-thres", "--iou-thres",
                "--no-optimize",
-               "--task", "--save-json", "--project", "--name"],
+               "--task", "--save-json", "--save-txt", "--save-conf", "--single-cls", "--project", "--name"],
     "detect.py": ["--source", "--weights", "--save-txt", "--view-img", "--no-optimize"],
     "ablate.py": ["--dry-run", "--jobs", "--device", "--report-only"],
+    "export.py": ["--weights", "--cfg", "--include", "--target", "--img-size", "--out"],
 }
 
 
@@ -63,6 +64,7 @@ def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys):
     import yaml
 
     import detect
+    import export
     import train
     import val
 
@@ -92,6 +94,7 @@ def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys):
                                    "--project", str(tmp_path / "val")]),
         "detect": lambda w: detect.main(["--weights", str(w), "--source", str(image),
                                          "--project", str(tmp_path / "detect")]),
+        "export": lambda w: export.main(["--weights", str(w), "--out", str(tmp_path / "export")]),
     }
     for name, command in commands.items():
         for weights in (payload, plain):

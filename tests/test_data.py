@@ -15,6 +15,7 @@ from yolov3.data import (DataError, create_dataloader, label_path_for, load_data
                          YOLODataset)
 
 NAMES = ["a", "b", "c"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_image(path: Path, height=32, width=32, value=(40, 80, 120)):
@@ -62,7 +63,6 @@ def test_yaml_resolves_paths_relative_to_yaml_and_root(tmp_path):
 
 @pytest.mark.parametrize("text, fragment", [
     ("train: a\nval: a\nnc: 3\nnames: [x, y]\n", "'nc' is 3 but 'names' lists 2"),
-    ("train: a\nval: a\nnames: [x]\nepochs: 3\n", "unknown key 'epochs'"),
     ("train: a\nval: a\n", "missing key 'names'"),
     ("train: a\nval: a\nnames: {0: x, 2: y}\n", "keys 0..1"),
     ("train: [a\n", "invalid YAML"),
@@ -153,7 +153,8 @@ def test_scan_skips_corrupt_image_and_bad_labels_and_summarises(tmp_path, info_l
 def test_cache_is_used_then_rebuilt_when_a_label_changes(tmp_path, info_logs):
     data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n", "b": "1 0.5 0.5 0.2 0.2\n"})
     first = scan_split(data, "train", progress=False)
-    assert not first.from_cache and Path(first.cache_path) == tmp_path / "labels" / "train.cache"
+    # a name of our own: a yolov5 checkout on the same data keeps its labels/train.cache
+    assert not first.from_cache and Path(first.cache_path) == tmp_path / "labels" / "train.yolov3-focal.cache"
     assert scan_split(data, "train", progress=False).from_cache
     label = tmp_path / "labels" / "train" / "b.txt"
     label.write_text("2 0.5 0.5 0.3 0.3\n2 0.1 0.1 0.1 0.1\n")
@@ -430,3 +431,83 @@ def test_ram_cache_auto_caches_what_fits_in_a_tenth_of_free_memory(monkeypatch):
     assert not data_module.ram_cache_wanted("off", 1, 32) and not data_module.ram_cache_wanted(False, 1, 32)
     monkeypatch.setattr(data_module, "available_memory_bytes", lambda: None)  # unknown: never cache by itself
     assert not data_module.ram_cache_wanted("auto", 1, 32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What other YOLO tools bring: Roboflow/yolov5 YAMLs, yolov5's path rule, polygon labels, Darknet .data files
+# ----------------------------------------------------------------------------------------------------------------
+def test_unknown_yaml_keys_are_warned_about_and_ignored(tmp_path, info_logs):
+    (tmp_path / "d.yaml").write_text("train: a\nval: a\nnames: [x]\nroboflow:\n  workspace: w\n  version: 3\n"
+                                     "epochs: 3\n")
+    data = load_data_yaml(tmp_path / "d.yaml")
+    assert data["names"] == ["x"]
+    assert (f"WARNING {tmp_path / 'd.yaml'}: ignoring unknown keys 'roboflow', 'epochs' (known keys: path, train, "
+            "val, test, nc, names, download, generate)") in info_logs.text
+
+
+def test_relative_path_also_resolves_from_the_working_directory_as_in_yolov5(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    (work / "datasets" / "set" / "images" / "train").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    yaml_path = tmp_path / "elsewhere" / "set.yaml"  # the YAML's folder has no datasets/ beside it
+    yaml_path.write_text("path: datasets/set\ntrain: images/train\nval: images/val\nnames: [x]\n")
+    monkeypatch.chdir(work)
+    data = load_data_yaml(yaml_path)
+    assert data["path"] == str(work / "datasets" / "set") and data["path_tried"] == []
+    monkeypatch.chdir(tmp_path)  # found nowhere now: the first missing split names every place looked at
+    data = load_data_yaml(yaml_path)
+    assert data["path"] == str(tmp_path / "elsewhere" / "datasets" / "set")
+    with pytest.raises(DataError) as info:
+        scan_split(data, "train", progress=False)
+    assert str(info.value).endswith(
+        f"the dataset root 'path' was looked for at {tmp_path / 'elsewhere' / 'datasets' / 'set'} and "
+        f"{tmp_path / 'datasets' / 'set'} and {REPO / 'datasets' / 'set'} and none exists")
+
+
+def test_polygon_rows_become_their_bounding_box(tmp_path):
+    # a triangle (0.2, 0.3), (0.6, 0.1), (0.4, 0.7): x 0.2..0.6, y 0.1..0.7 -> cx 0.4, cy 0.4, w 0.4, h 0.6
+    labels, errors, _ = parse_label_text("1 0.2 0.3 0.6 0.1 0.4 0.7\n0 0.5 0.5 0.2 0.2\n", "x.txt", 3)
+    assert errors == []
+    np.testing.assert_allclose(labels, [[1, 0.4, 0.4, 0.4, 0.6], [0, 0.5, 0.5, 0.2, 0.2]], atol=1e-6)
+    _, errors, _ = parse_label_text("1 0.2 0.3 1.6 0.1 0.4 0.7\n", "x.txt", 3)
+    assert errors == ["x.txt:1: polygon point x2=1.6 outside [0, 1]"]
+    _, errors, _ = parse_label_text("0 0.1 0.1 0.1 0.1 0.1 0.1\n", "x.txt", 3)  # all points alike: no area
+    assert errors == ["x.txt:1: width and height must be positive, got w=0 h=0"]
+
+
+def test_darknet_data_file(tmp_path, monkeypatch):
+    """PyTorch-YOLOv3's config/custom.data: paths relative to where the command runs, lists of image paths."""
+    for name in ("a", "b", "c"):
+        _write_image(tmp_path / "data" / "custom" / "images" / f"{name}.png")
+        _write_label(tmp_path / "data" / "custom" / "labels" / f"{name}.txt", "1 0.5 0.5 0.4 0.4\n")
+    (tmp_path / "data" / "custom" / "train.txt").write_text("data/custom/images/a.png\ndata/custom/images/b.png\n")
+    (tmp_path / "data" / "custom" / "valid.txt").write_text("data/custom/images/c.png\n")
+    (tmp_path / "data" / "custom" / "classes.names").write_text("cat\ndog\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "custom.data").write_text(
+        "classes= 2\ntrain=data/custom/train.txt\nvalid=data/custom/valid.txt\nnames=data/custom/classes.names\n"
+        "backup=backup/\n")
+    monkeypatch.chdir(tmp_path)
+    data = load_data_yaml("config/custom.data")
+    assert data["names"] == ["cat", "dog"] and data["nc"] == 2
+    assert data["train"] == [str(tmp_path / "data" / "custom" / "train.txt")]
+    entries = scan_split(data, "val", progress=False)
+    assert [Path(p).name for p in entries.paths] == ["c.png"]
+    np.testing.assert_allclose(entries.labels[0], [[1, 0.5, 0.5, 0.4, 0.4]])
+    (tmp_path / "config" / "bad.data").write_text("classes=3\ntrain=t\nvalid=v\nnames=data/custom/classes.names\n")
+    with pytest.raises(DataError, match="'nc' is 3 but 'names' lists 2"):
+        load_data_yaml("config/bad.data")
+    (tmp_path / "config" / "bad.data").write_text("train=t\nvalid=v\nnames=nothing.names\n")
+    with pytest.raises(DataError, match=r"bad.data:3: names file nothing.names not found \(looked for "):
+        load_data_yaml("config/bad.data")
+
+
+def test_label_path_for_darknet_voc_layout():
+    assert label_path_for("/voc/VOC2007/JPEGImages/000001.jpg") == "/voc/VOC2007/labels/000001.txt"
+
+
+def test_coco_names_and_coco_yaml_name_the_classes_alike():
+    import yaml
+
+    names = [ln for ln in (REPO / "data" / "coco.names").read_text().splitlines() if ln.strip()]
+    assert names == yaml.safe_load((REPO / "data" / "coco.yaml").read_text())["names"] and len(names) == 80

@@ -383,3 +383,12 @@ def test_a_failed_run_leaves_no_run_folder(trained_checkpoint, tmp_path, capsys,
                        capsys)
     assert code in (1, 2) and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_line_thickness_below_one_is_a_one_line_error(trained_checkpoint, tmp_path, capsys):
+    image = tmp_path / "x.jpg"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    code, _, err = run(["--weights", trained_checkpoint, "--source", image, "--line-thickness", "0",
+                        "--project", tmp_path / "out"], capsys)
+    assert code == 2 and err.strip() == "error: --line-thickness must be at least 1 (pixels), got 0"
+    assert not (tmp_path / "out").exists()

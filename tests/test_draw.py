@@ -41,3 +41,60 @@ print(grid.shape)
     assert os.path.getsize(written) > 1000
     image = cv2.imdecode(np.fromfile(written, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == (64, 128, 3)
+
+
+def test_contrast_follows_wcag_and_every_palette_colour_gets_readable_text():
+    from yolov3.draw import PALETTE_BGR, contrast_ratio, relative_luminance, text_colour
+
+    assert relative_luminance((0, 0, 0)) == 0 and relative_luminance((255, 255, 255)) == 1
+    assert contrast_ratio((0, 0, 0), (255, 255, 255)) == 21  # (1 + .05) / (0 + .05)
+    # pure red (BGR 0, 0, 255): L = 0.2126; against black (0.2126 + .05) / .05 = 5.252, white 1.05 / 0.2626 = 3.998
+    assert abs(contrast_ratio((0, 0, 255), (0, 0, 0)) - 5.252) < 1e-9
+    assert abs(contrast_ratio((0, 0, 255), (255, 255, 255)) - 1.05 / 0.2626) < 1e-9
+    assert text_colour((0, 0, 255)) == (0, 0, 0)
+    # sRGB 128 grey: c = 0.50196 -> ((c + .055) / 1.055) ** 2.4 = 0.21586
+    assert abs(relative_luminance((128, 128, 128)) - 0.21586) < 1e-5
+    for colour in PALETTE_BGR:
+        assert contrast_ratio(colour, text_colour(colour)) >= 4.5, colour
+    assert text_colour((29, 178, 255)) == (0, 0, 0)  # light orange: dark text
+    assert text_colour((133, 0, 82)) == (255, 255, 255)  # dark purple: light text
+
+
+def test_label_text_on_a_light_colour_is_dark():
+    from yolov3.draw import PALETTE_BGR
+
+    light = next(i for i, c in enumerate(PALETTE_BGR) if c == (29, 178, 255))
+    image = np.full((80, 120, 3), 128, np.uint8)
+    draw_boxes(image, np.array([[10.0, 40.0, 110.0, 75.0]]), np.array([light]), names=["label"], line_thickness=2)
+    above = image[:40]  # the label sits above the box, on a grey (128) image
+    rows, cols = np.nonzero((above == np.array(PALETTE_BGR[light])).all(axis=2))
+    label = above[rows.min():rows.max() + 1, cols.min():cols.max() + 1].astype(int)  # the filled label rectangle
+    assert label.shape[0] >= 8 and label.shape[1] >= 30
+    assert label.sum(axis=2).min() < 60  # near-black text pixels (white text would be the lightest thing there)
+
+
+def test_best_scoring_label_is_drawn_on_top():
+    image = np.zeros((80, 120, 3), np.uint8)
+    boxes = np.array([[10.0, 40.0, 110.0, 75.0], [10.0, 40.0, 110.0, 75.0]])  # the same place, best listed first
+    draw_boxes(image, boxes, np.array([0, 4]), scores=np.array([0.9, 0.3]), names=["best", "worst"])
+    label = image[:40, 10:40]
+    best, worst = np.array(class_colour(0), np.uint8), np.array(class_colour(4), np.uint8)
+    assert (label == best).all(axis=2).sum() > 50 and not (label == worst).all(axis=2).any()
+
+
+def test_line_width_scales_with_the_image_unless_given():
+    from yolov3.draw import auto_line_thickness
+
+    assert auto_line_thickness((1000, 1000, 3)) == 3  # 0.003 * 1000
+    assert auto_line_thickness((480, 640, 3)) == 2  # 0.003 * 560 = 1.68
+    assert auto_line_thickness((100, 200, 3)) == 1  # 0.45 rounds to 0: at least 1
+    box, cls = np.array([[100.0, 100.0, 600.0, 500.0]]), np.array([2])
+
+    def drawn(**kwargs):
+        return draw_boxes(np.zeros((1000, 1000, 3), np.uint8), box, cls, names=["x"], **kwargs)
+
+    assert np.array_equal(drawn(), drawn(line_thickness=3))
+    assert not np.array_equal(drawn(), drawn(line_thickness=2))
+    assert np.array_equal(drawn(line_thickness=6), drawn(line_thickness=6))
+    column = drawn(line_thickness=6)[300, 90:110]  # across the left edge at x = 100
+    assert (column.any(axis=1)).sum() in (6, 7)  # an explicit width is drawn as given

@@ -40,6 +40,8 @@ def test_val_matches_cocoeval_on_its_own_json(easy_data, trained_checkpoint, tmp
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.3 < metrics["mAP50"] <= 1.0
     gt = COCO(str(run_dir / "annotations.json"))
+    assert sorted(gt.getImgIds()) == list(range(1, metrics["num_images"] + 1))  # train_00000.jpg...: numbered
+    assert sorted(gt.getCatIds()) == [1, 2, 3, 4, 5]  # not COCO's classes: class + 1
     dt = gt.loadRes(str(run_dir / "predictions.json"))
     evaluator = COCOeval(gt, dt, "bbox")
     evaluator.evaluate()
@@ -205,3 +207,213 @@ def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_p
     assert used == [1]  # only the default run optimised
     for key in ("precision", "recall", "mAP50", "mAP50_95"):
         assert results["plain"][key] == pytest.approx(results["optimized"][key], abs=1e-4), key
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# COCO-compatible --save-json, --save-txt, --single-cls
+COCO_MISSING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # the 10 of 1..90 that COCO 2017 never annotated
+COCO_IDS = [i for i in range(1, 91) if i not in COCO_MISSING_IDS]  # category id of COCO class 0..79
+SHAPE_TO_COCO = [0, 11, 25, 44, 79]  # the 5 shape classes stand in for these COCO classes (ids 1, 13, 28, 50, 90)
+
+
+def coco_class_checkpoint(trained_checkpoint, path):
+    """The 5-class trained model as an 80-class COCO model: shape class k answers as COCO class SHAPE_TO_COCO[k],
+    every other class's logit is -20 (probability 2e-9, below any threshold)."""
+    import torch
+
+    from yolov3.model import Darknet
+    from yolov3.weights import read_checkpoint
+
+    source = read_checkpoint(trained_checkpoint)
+    model = Darknet(REPO / "cfg" / "yolov3-small.cfg", num_classes=80)
+    state = model.state_dict()
+    old = source["model"]
+    for key, value in old.items():
+        if state[key].shape == value.shape:
+            state[key] = value.clone()
+    parameter_names = {id(p): n for n, p in model.named_parameters()}
+    for conv in model.head_convs:
+        prefix = parameter_names[id(conv.weight)][: -len("weight")]
+        old_weight, old_bias = old[prefix + "weight"], old[prefix + "bias"]
+        new_weight, new_bias = torch.zeros_like(state[prefix + "weight"]), torch.full_like(state[prefix + "bias"], -20.0)
+        for anchor in range(3):
+            for new_row, old_row in [(r, r) for r in range(5)] + [(5 + c, 5 + k) for k, c in enumerate(SHAPE_TO_COCO)]:
+                new_weight[anchor * 85 + new_row] = old_weight[anchor * 10 + old_row]
+                new_bias[anchor * 85 + new_row] = old_bias[anchor * 10 + old_row]
+        state[prefix + "weight"], state[prefix + "bias"] = new_weight, new_bias
+    names = yaml.safe_load((REPO / "data" / "coco.yaml").read_text())["names"]
+    torch.save({"model": state, "cfg_text": model.cfg_text, "names": names, "config": source["config"]}, path)
+    return path, names
+
+
+def numeric_dataset(easy_data, tmp_path, names, class_map):
+    """The easy training images renamed to COCO-style numeric file names, labels with classes mapped."""
+    root = easy_data.parent / "shapes"
+    images, labels = tmp_path / "coco" / "images" / "val", tmp_path / "coco" / "labels" / "val"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for k, image in enumerate(sorted((root / "images" / "train").glob("*.jpg"))):
+        stem = f"{397133 + 1000 * k:012d}"  # as COCO names its files: 000000397133.jpg is image 397133
+        (images / f"{stem}.jpg").write_bytes(image.read_bytes())
+        rows = [ln.split() for ln in (root / "labels" / "train" / f"{image.stem}.txt").read_text().splitlines()]
+        (labels / f"{stem}.txt").write_text("".join(f"{class_map[int(r[0])]} {' '.join(r[1:])}\n" for r in rows))
+    data_yaml = tmp_path / "coco.yaml"
+    data_yaml.write_text(yaml.safe_dump({"path": str(tmp_path / "coco"), "train": "images/val",
+                                         "val": "images/val", "names": names}))
+    return data_yaml, images, labels
+
+
+def ground_truth_from_labels(images, labels):
+    """A COCO ground-truth dict built straight from the YOLO label files (not through val.py or yolov3.metrics)."""
+    dataset = {"images": [], "annotations": [], "categories": [{"id": i, "name": str(i)} for i in COCO_IDS]}
+    for image in sorted(images.glob("*.jpg")):
+        height, width = cv2.imread(str(image)).shape[:2]
+        image_id = int(image.stem)
+        dataset["images"].append({"id": image_id, "file_name": image.name, "width": width, "height": height})
+        for row in (labels / f"{image.stem}.txt").read_text().split("\n"):
+            if not row.strip():
+                continue
+            cls, cx, cy, w, h = (float(v) for v in row.split())
+            box = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
+            dataset["annotations"].append({"id": len(dataset["annotations"]) + 1, "image_id": image_id,
+                                           "category_id": COCO_IDS[int(cls)], "bbox": box,
+                                           "area": box[2] * box[3], "iscrowd": 0})
+    return dataset
+
+
+def cocoeval_stats(ground_truth, predictions_json):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = ground_truth
+    gt.createIndex()
+    evaluator = COCOeval(gt, gt.loadRes(str(predictions_json)), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator.stats
+
+
+def test_save_json_uses_coco_ids_that_an_independent_ground_truth_scores(easy_data, trained_checkpoint, tmp_path,
+                                                                          capsys):
+    """What the official instances_val2017.json needs: image ids from the numeric file names and category ids
+    1..90 for the 80 COCO classes; pycocotools on a ground truth built from the label files alone gives val.py's
+    mAP. --save-txt --save-conf rows hold the same detections."""
+    pytest.importorskip("pycocotools")
+    weights, names = coco_class_checkpoint(trained_checkpoint, tmp_path / "coco80.pt")
+    data_yaml, images, labels = numeric_dataset(easy_data, tmp_path, names, SHAPE_TO_COCO)
+    code, out, err = run(["--data", data_yaml, "--weights", weights, "--save-json", "--save-txt", "--save-conf",
+                          "--project", tmp_path / "val", "--workers", "0"], capsys)
+    assert code == 0, err
+    assert "image ids from the file names, COCO category ids 1..90" in out
+    run_dir = tmp_path / "val" / "exp"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["mAP50"] > 0.3
+    predictions = json.loads((run_dir / "predictions.json").read_text())
+    assert {p["image_id"] for p in predictions} <= {int(p.stem) for p in images.glob("*.jpg")}
+    used = {p["category_id"] for p in predictions if p["score"] > 0.01}
+    assert used and used <= {COCO_IDS[c] for c in SHAPE_TO_COCO} and used != set(range(1, 6))
+    stats = cocoeval_stats(ground_truth_from_labels(images, labels), run_dir / "predictions.json")
+    assert metrics["mAP50_95"] == pytest.approx(stats[0], abs=2e-3)
+    assert metrics["mAP50"] == pytest.approx(stats[1], abs=2e-3)
+
+    # --save-txt --save-conf: per image, the JSON's detections as normalised rows with the score
+    stem = next(p["image_id"] for p in predictions if p["score"] > 0.3)
+    height, width = cv2.imread(str(images / f"{stem:012d}.jpg")).shape[:2]
+    rows = [[float(v) for v in ln.split()] for ln in (run_dir / "labels" / f"{stem:012d}.txt").read_text().splitlines()]
+    mine = sorted((p for p in predictions if p["image_id"] == stem), key=lambda p: -p["score"])
+    assert len(rows) == len(mine)
+    for row, p in zip(sorted(rows, key=lambda r: -r[5]), mine):
+        x, y, w, h = p["bbox"]
+        assert COCO_IDS[int(row[0])] == p["category_id"] and abs(row[5] - p["score"]) < 1e-4
+        assert np.allclose(row[1:5], [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height], atol=2e-6)
+    assert len(list((run_dir / "labels").glob("*.txt"))) == len(list(images.glob("*.jpg")))  # empty ones too
+
+
+def test_save_json_takes_the_ids_of_the_converted_coco_json(tmp_path, capsys):
+    """Data converted by yolov3.convert from a COCO JSON with arbitrary file names and ids: val.py writes the
+    original ids (from the converter's coco_ids.json), so that JSON scores the predictions directly."""
+    pytest.importorskip("pycocotools")
+    import torch
+
+    from yolov3.convert import coco_to_yolo
+    from yolov3.model import Darknet
+
+    images = tmp_path / "set" / "images" / "val"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"},
+                                                             {"id": 12, "name": "c"}]}
+    for k, (name, image_id) in enumerate([("left.jpg", 501), ("right.jpg", 777), ("top.jpg", 9)]):
+        cv2.imwrite(str(images / name), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        coco["images"].append({"id": image_id, "file_name": name, "width": 64, "height": 64})
+        coco["annotations"].append({"id": k + 1, "image_id": image_id, "category_id": [3, 7, 12][k],
+                                    "bbox": [10, 12, 30, 20], "area": 600, "iscrowd": 0})
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    coco_to_yolo(tmp_path / "instances.json", tmp_path / "set" / "labels" / "val")
+    assert (tmp_path / "set" / "labels" / "val" / "coco_ids.json").is_file()
+    data_yaml = tmp_path / "set.yaml"
+    data_yaml.write_text(yaml.safe_dump({"path": str(tmp_path / "set"), "train": "images/val", "val": "images/val",
+                                         "names": ["a", "b", "c"]}))
+    model = Darknet(REPO / "cfg" / "yolov3-small.cfg", num_classes=3)  # random weights: boxes everywhere
+    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b", "c"]},
+               tmp_path / "random.pt")
+    code, out, err = run(["--data", data_yaml, "--weights", tmp_path / "random.pt", "--img-size", "64",
+                          "--save-json", "--project", tmp_path / "val", "--workers", "0"], capsys)
+    assert code == 0, err
+    assert f"image and category ids from {tmp_path / 'set' / 'labels' / 'val' / 'coco_ids.json'}" in out
+    predictions = json.loads((tmp_path / "val" / "exp" / "predictions.json").read_text())
+    assert {p["image_id"] for p in predictions} == {501, 777, 9}
+    assert {p["category_id"] for p in predictions} == {3, 7, 12}
+    from pycocotools.coco import COCO
+
+    gt = COCO(str(tmp_path / "instances.json"))
+    gt.loadRes(str(tmp_path / "val" / "exp" / "predictions.json"))  # the original JSON takes them as they are
+
+
+def test_single_cls_scores_boxes_only(easy_data, trained_checkpoint, tmp_path, capsys):
+    """The 80-class stand-in predicts other class indices than the 5-class data's labels: refused as it is, and
+    under --single-cls scored exactly like the 5-class model (boxes and scores are the same)."""
+    weights, _ = coco_class_checkpoint(trained_checkpoint, tmp_path / "coco80.pt")
+    config = yaml.safe_load(easy_data.read_text())
+    config.pop("generate")
+    config.update(path=str(easy_data.parent / "shapes"), val="images/train")
+    data_yaml = tmp_path / "trainval.yaml"
+    data_yaml.write_text(yaml.safe_dump(config))
+    common = ["--data", data_yaml, "--project", tmp_path / "val", "--workers", "0"]
+    code, _, err = run(common + ["--weights", weights], capsys)
+    assert code == 2 and "predicts 80 classes but" in err
+    results = []
+    for model in (weights, trained_checkpoint):
+        code, out, err = run(common + ["--weights", model, "--single-cls", "--save-json"], capsys)
+        assert code == 0, err
+        run_dir = sorted((tmp_path / "val").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+        results.append(json.loads((run_dir / "metrics.json").read_text()))
+        assert [row["name"] for row in results[-1]["per_class"]] == ["object"]
+        assert {p["category_id"] for p in json.loads((run_dir / "predictions.json").read_text())} == {1}
+    assert results[0]["mAP50"] == pytest.approx(results[1]["mAP50"], abs=1e-6) and results[0]["mAP50"] > 0.3
+    assert results[0]["num_instances"] == results[1]["num_instances"] > 0
+
+
+def test_save_conf_needs_save_txt(easy_data, trained_checkpoint, tmp_path, capsys):
+    code, _, err = run(["--data", easy_data, "--weights", trained_checkpoint, "--save-conf",
+                        "--project", tmp_path], capsys)
+    assert code == 2 and err.strip() == "error: --save-conf adds the score to --save-txt rows: give --save-txt too"
+    assert not any(tmp_path.iterdir())
+
+
+def test_coco_ids_helpers():
+    from yolov3.coco_ids import COCO80_TO_91, is_coco_classes, numeric_image_ids
+
+    assert COCO80_TO_91 == COCO_IDS
+    assert numeric_image_ids(["a/000000397133.jpg", "b/42.png"]) == [397133, 42]
+    assert numeric_image_ids(["1.jpg", "x.jpg"]) is None  # one name is not a number: number them all instead
+    assert numeric_image_ids(["a/7.jpg", "b/007.jpg"]) is None  # two files, one id
+    coco_json = yaml.safe_load((REPO / "data" / "coco.yaml").read_text())["names"]
+    spelt = {"motorcycle": "motorbike", "airplane": "aeroplane", "couch": "sofa", "potted plant": "pottedplant",
+             "dining table": "diningtable", "tv": "tvmonitor"}  # Darknet's own coco.names
+    darknet = [spelt.get(name, name) for name in coco_json]
+    assert darknet != coco_json and darknet[3] == "motorbike"
+    assert is_coco_classes(darknet) and is_coco_classes(coco_json) and is_coco_classes([n.upper() for n in darknet])
+    assert not is_coco_classes(darknet[::-1]) and not is_coco_classes(darknet[:79])

@@ -15,10 +15,11 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from yolov3 import config as config_lib
+from yolov3 import paths
 from yolov3.ablation_spec import AblationError, RunSpec, Study, config_differences, format_value
 from yolov3.runs import read_summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.ROOT  # the checkout, or its copy inside the installed package
 DEFAULT_TRAIN_SCRIPT = ROOT / "train.py"
 # resolved config keys passed to train.py as flags (always, so train.py's own flag defaults never matter)
 FLAG_KEYS = {"cfg": "--cfg", "data": "--data", "train.epochs": "--epochs", "train.batch_size": "--batch-size",

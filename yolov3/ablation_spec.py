@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from yolov3 import config as config_lib
+from yolov3 import paths
 from yolov3.config import Config, ConfigError
 
 SPEC_KEYS = ("name", "description", "base", "variants", "grid", "grid_variants", "seeds", "baseline")
@@ -365,7 +366,7 @@ def check_paths(study: Study) -> list:
     for run in study.runs:
         for key in PATH_CONFIG_KEYS:
             value = config_lib.get_dotted(run.config, key)
-            if value and not Path(value).exists():
+            if value and not paths.resolve_path(value).exists():  # train.py falls back to the shipped file
                 missing.setdefault((key, value), []).append(run.run_name)
     if study.hyp and not Path(study.hyp).is_file():
         missing.setdefault(("hyp", study.hyp), []).append("all runs")

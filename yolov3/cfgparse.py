@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from yolov3.paths import resolve_path, tried
+
 __all__ = ["CfgError", "CfgBlock", "DarknetCfg", "parse_cfg", "with_num_classes", "ACTIVATIONS"]
 
 TEXT_SOURCE_NAME = "<cfg text>"  # how errors name a cfg given as text rather than as a file
@@ -205,9 +207,10 @@ def _read_source(cfg: Union[str, Path]) -> Tuple[str, str]:
     """(source name, text) for a path or for cfg text."""
     if isinstance(cfg, str) and "[net]" in cfg:
         return TEXT_SOURCE_NAME, cfg
-    path = Path(cfg)
+    path = resolve_path(cfg)  # as given, else the cfg of that name shipped with the package
     if not path.is_file():
-        raise FileNotFoundError(f"Darknet cfg not found: {path} (pass a .cfg path or cfg text containing '[net]')")
+        raise FileNotFoundError(f"Darknet cfg not found: {cfg} ({tried(cfg)}; pass a .cfg path or cfg text "
+                                "containing '[net]')")
     return str(path), path.read_text(encoding="utf-8")
 
 

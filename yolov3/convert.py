@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from yolov3.boxes import yolo_label_row
+from yolov3.coco_ids import write_ids_record
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -60,7 +61,9 @@ def coco_to_yolo(json_path: Union[str, Path], out_dir: Union[str, Path],
 
     Category ids (COCO's run 1..90 with gaps) are remapped, in increasing id order, to contiguous 0..K-1
     (0..79 for COCO). Crowd annotations (``iscrowd: 1``) are skipped: they mark regions, not single objects.
-    The label file of image ``file_name`` is ``out_dir / file_name`` with suffix ``.txt``.
+    The label file of image ``file_name`` is ``out_dir / file_name`` with suffix ``.txt``. ``out_dir`` also gets
+    ``coco_ids.json`` (:mod:`yolov3.coco_ids`): each class's category id and each image's id, with which
+    ``val.py --save-json`` writes results that the original JSON scores.
 
     Returns counts: ``images``, ``boxes``, ``crowd_skipped``, ``empty_skipped`` and the ``names`` list.
     """
@@ -132,6 +135,11 @@ def coco_to_yolo(json_path: Union[str, Path], out_dir: Union[str, Path],
         label_path.parent.mkdir(parents=True, exist_ok=True)
         label_path.write_text("".join(f"{r}\n" for r in rows[image_id]), encoding="utf-8")
     _write_names(names, Path(names_path) if names_path else out_dir.parent / "classes.txt")
+    if all(isinstance(image_id, int) and not isinstance(image_id, bool) for image_id in images):
+        # val.py --save-json writes results in these ids, so the original JSON scores them
+        write_ids_record(out_dir, str(json_path), sorted(categories),
+                         {Path(file_name).with_suffix("").as_posix(): image_id
+                          for image_id, (file_name, _, _) in images.items()})
     return {"images": len(images), "boxes": boxes, "crowd_skipped": crowd_skipped, "empty_skipped": empty_skipped,
             "names": names}
 

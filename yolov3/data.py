@@ -2,7 +2,8 @@
 
 Data YAML (the common YOLO convention)::
 
-    path: ../datasets/coco       # dataset root; relative to the YAML's folder (default: that folder)
+    path: ../datasets/coco       # dataset root; relative to the YAML's folder (default: that folder); for the
+                                 # YAMLs installed with the package, relative to ./data (yolov3.paths)
     train: images/train2017      # relative to `path`: a folder of images, a .txt list of image paths, or a list
     val: images/val2017
     test: test-dev2017.txt       # optional
@@ -11,7 +12,15 @@ Data YAML (the common YOLO convention)::
     download: ...                # optional, informational text only (how to get the data)
     generate: {...}              # optional, built-in dataset only: see yolov3.synthetic
 
-Lines of a .txt list are image paths relative to ``path`` (or absolute). Any other top-level key is an error.
+Lines of a .txt list are image paths relative to ``path`` (or absolute). Any other top-level key (a Roboflow
+export's ``roboflow:`` block, yolov5's ``download`` scripts are fine) is warned about and ignored. A relative ``path``
+that does not exist relative to the YAML's folder is also looked for relative to the working directory and the
+repository root, as yolov5 resolves it (``path: ../datasets/coco128`` beside the clone); when none exists, the error
+about the first missing split says where it looked.
+
+Darknet / PyTorch-YOLOv3 ``.data`` files are read too: ``classes``, ``train``, ``valid``, optional ``test`` (image
+folders or ``.txt`` lists) and ``names`` (a ``.names`` file, one class per line); paths relative to the working
+directory as darknet takes them (else to the ``.data`` file's folder); other keys (``backup``, ``eval``) are ignored.
 
 Labels: the label file of ``.../images/<rest>/x.jpg`` is ``.../labels/<rest>/x.txt`` (the *last* ``images`` folder in
 the path becomes ``labels``; an image path without one has its label file beside it). One row per object,
@@ -19,10 +28,13 @@ the path becomes ``labels``; an image path without one has its label file beside
 with no objects; when no image of a split has one (a missing or misnamed ``labels`` folder), a warning says where
 they were expected. Label files and .txt lists are UTF-8 (a byte-order mark is fine); file names may be any bytes.
 
-Validation (once, then cached in ``<split>.cache`` beside the label folder, keyed by a hash over every image and
-label path, size and mtime, plus the cache version and ``nc``):
+Validation (once, then cached in ``<split>.yolov3-focal.cache`` beside the label folder, a name of our own so that
+a yolov5 checkout on the same data keeps its ``<split>.cache``; keyed by a hash over every image and label path,
+size and mtime, plus the cache version and ``nc``):
 
   * an image that cannot be decoded is reported and skipped;
+  * a polygon row (``class x1 y1 x2 y2 x3 y3 ...``, 3 or more points: yolov5 / ultralytics segmentation labels) is
+    taken as the bounding box of its points;
   * a label row must hold exactly five numbers, an integer class in ``[0, nc)``, coordinates in [0, 1] within
     ``COORD_TOLERANCE`` (then clipped), and positive width and height. Any bad row is reported as
     ``file:line: problem`` and **the whole image is skipped**: a file with one wrong row is not trustworthy, and
@@ -62,6 +74,8 @@ from yolov3 import synthetic
 from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, letterbox_geometry, mosaic4,
                             normalised_to_pixels, pixels_to_normalised, random_affine)
 from yolov3.config import AugmentConfig, read_yaml
+from yolov3 import paths as project_paths
+from yolov3.paths import data_yaml_base, resolve_path
 from yolov3.utils import atomic_write_text
 
 LOGGER = logging.getLogger("yolov3.data")
@@ -144,18 +158,22 @@ def _resolve_split(value, root: Path, source: Path, split: str) -> List[str]:
 def load_data_yaml(path: Union[str, Path]) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the
-    YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed."""
-    yaml_path = Path(path).expanduser().resolve()
+    YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed. A Darknet
+    ``.data`` file gives the same dict (see the module docstring)."""
+    yaml_path = resolve_path(path).resolve()  # as given, else the data YAML of that name shipped with the package
+    if yaml_path.suffix == ".data":
+        return _load_darknet_data(yaml_path)
     content = _read_yaml_mapping(yaml_path)
-    for key in content:
-        if key not in YAML_KEYS:
-            raise DataError(f"{yaml_path}: unknown key '{key}' (valid keys: {', '.join(YAML_KEYS)})")
+    unknown = [key for key in content if key not in YAML_KEYS]
+    if unknown:  # a Roboflow export adds a roboflow: block, other tools their own keys: say so, use the rest
+        LOGGER.warning("WARNING %s: ignoring unknown key%s %s (known keys: %s)", yaml_path, "s" * (len(unknown) > 1),
+                       ", ".join(f"'{key}'" for key in unknown), ", ".join(YAML_KEYS))
     root_value = content.get("path")
+    tried: List[str] = []
     if root_value is None:
-        root = yaml_path.parent
+        root = data_yaml_base(yaml_path)
     elif isinstance(root_value, str):
-        root = Path(root_value).expanduser()
-        root = (root if root.is_absolute() else yaml_path.parent / root).resolve()
+        root, tried = _dataset_root(root_value, yaml_path, generated="generate" in content)
     else:
         raise DataError(f"{yaml_path}: 'path' must be a string, got {root_value!r}")
     if "names" not in content:
@@ -167,9 +185,87 @@ def load_data_yaml(path: Union[str, Path]) -> dict:
         except synthetic.SyntheticDataError as exc:
             raise DataError(str(exc)) from None
     data = {"path": str(root), "nc": len(names), "names": names, "yaml": str(yaml_path),
-            "download": content.get("download")}
+            "download": content.get("download"), "path_tried": tried}
     for split in SPLIT_KEYS:
         data[split] = _resolve_split(content.get(split), root, yaml_path, split)
+    return data
+
+
+def _dataset_root(value: str, yaml_path: Path, generated: bool) -> Tuple[Path, List[str]]:
+    """(dataset root, the places looked at when none of them exists) for a YAML's ``path: value``.
+
+    Relative to the YAML's folder first (our convention), then to the working directory and the repository root
+    (yolov5's). The built-in dataset is generated where the YAML itself says.
+    """
+    given = Path(value).expanduser()
+    if given.is_absolute():
+        return given.resolve(), []
+    candidates = [data_yaml_base(yaml_path) / given, Path.cwd() / given]
+    if project_paths.ROOT != project_paths.INSTALLED_ROOT:  # a checkout (an installed package is no place for datasets)
+        candidates.append(project_paths.ROOT / given)
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))
+    if generated:
+        return candidates[0], []
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate, []
+    return candidates[0], [str(c) for c in candidates]
+
+
+DARKNET_DATA_KEYS = {"classes": "nc", "train": "train", "valid": "val", "test": "test", "names": "names"}
+DARKNET_IGNORED_KEYS = ("backup", "eval", "results", "map", "top", "labels")  # training/output settings of darknet
+
+
+def _darknet_path(value: str, data_file: Path) -> Path:
+    """A path in a .data file: relative to the working directory (darknet's rule), else to the file's folder."""
+    given = Path(value).expanduser()
+    if given.is_absolute() or given.exists():
+        return given.resolve() if given.is_absolute() else (Path.cwd() / given)
+    beside = data_file.parent / given
+    return beside if beside.exists() else Path.cwd() / given
+
+
+def _load_darknet_data(data_file: Path) -> dict:
+    """A Darknet / PyTorch-YOLOv3 ``.data`` file as :func:`load_data_yaml`'s dict."""
+    try:
+        text = data_file.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{data_file}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{data_file}: not UTF-8 text (undecodable byte at offset {exc.start})") from None
+    values: Dict[str, Tuple[str, int]] = {}
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise DataError(f"{data_file}:{line_no}: expected 'key = value' (a Darknet .data file), got {line!r}")
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key in DARKNET_DATA_KEYS:
+            values[key] = (value, line_no)
+        elif key not in DARKNET_IGNORED_KEYS:
+            LOGGER.warning("WARNING %s:%d: ignoring unknown key '%s' (known keys: %s)", data_file, line_no, key,
+                           ", ".join(DARKNET_DATA_KEYS))
+    for key in ("names", "train", "valid"):
+        if key not in values:
+            raise DataError(f"{data_file}: missing key '{key}' (a .data file needs classes, train, valid, names)")
+    names_value, names_line = values["names"]
+    names_file = _darknet_path(names_value, data_file)
+    if not names_file.is_file():
+        raise DataError(f"{data_file}:{names_line}: names file {names_value} not found (looked for "
+                        f"{Path.cwd() / names_value} and {data_file.parent / names_value})")
+    names = [ln.strip() for ln in names_file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    nc = None
+    if "classes" in values:
+        classes_value, classes_line = values["classes"]
+        if not classes_value.isdigit():
+            raise DataError(f"{data_file}:{classes_line}: 'classes' must be a whole number, got {classes_value!r}")
+        nc = int(classes_value)
+    names = _parse_names(names, nc, data_file)
+    data = {"path": str(Path.cwd()), "nc": len(names), "names": names, "yaml": str(data_file), "download": None,
+            "path_tried": []}
+    for key, split in (("train", "train"), ("valid", "val"), ("test", "test")):
+        data[split] = [str(_darknet_path(values[key][0], data_file))] if key in values else []
     return data
 
 
@@ -177,10 +273,11 @@ def load_data_yaml(path: Union[str, Path]) -> dict:
 # Listing images and labels
 # --------------------------------------------------------------------------------------------------------------------
 def label_path_for(image_path: Union[str, Path]) -> str:
-    """``.../images/a/b.jpg`` -> ``.../labels/a/b.txt`` (last ``images`` component); beside the image otherwise."""
+    """``.../images/a/b.jpg`` -> ``.../labels/a/b.txt`` (the last ``images`` component, or Darknet's VOC layout's
+    ``JPEGImages``); beside the image otherwise."""
     parts = list(Path(image_path).parts)
     for i in range(len(parts) - 2, -1, -1):  # the file name itself is never the folder to swap
-        if parts[i] == "images":
+        if parts[i] in ("images", "JPEGImages"):
             parts[i] = "labels"
             break
     return str(Path(*parts).with_suffix(".txt"))
@@ -232,8 +329,10 @@ def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.n
         if not fields:
             continue
         where = f"{label_file}:{line_no}"
-        if len(fields) != 5:
-            errors.append(f"{where}: expected 5 values 'class cx cy w h', got {len(fields)}")
+        polygon = len(fields) >= 7 and len(fields) % 2 == 1  # class and 3 or more x y points
+        if len(fields) != 5 and not polygon:
+            errors.append(f"{where}: expected 5 values 'class cx cy w h', got {len(fields)} (a polygon row has "
+                          "the class and 3 or more x y points: an odd count of at least 7)")
             continue
         try:
             values = [float(v) for v in fields]
@@ -244,6 +343,17 @@ def parse_label_text(text: str, label_file: str, num_classes: int) -> Tuple[np.n
         if not all(math.isfinite(v) for v in values):
             errors.append(f"{where}: non-finite value in {' '.join(fields)}")
             continue
+        if polygon:
+            xs, ys = values[1::2], values[2::2]
+            outside = [f"{'xy'[k % 2]}{k // 2 + 1}={fields[1 + k]}" for k, v in enumerate(values[1:])
+                       if not -COORD_TOLERANCE <= v <= 1 + COORD_TOLERANCE]
+            if outside:
+                errors.append(f"{where}: polygon point {', '.join(outside)} outside [0, 1]")
+                continue
+            # the polygon's bounding box, as a box row (its text too, for the messages below)
+            values = [values[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs),
+                      max(ys) - min(ys)]
+            fields = [fields[0]] + [f"{v:g}" for v in values[1:]]
         cls, cx, cy, w, h = values
         row_errors = []
         if not cls.is_integer():
@@ -354,9 +464,12 @@ def _scan_one(image_path: str, label_path: str, num_classes: int):
     return shape, labels, [], warnings, len(warnings), True
 
 
+CACHE_SUFFIX = ".yolov3-focal.cache"  # our own name: a yolov5 checkout on the same data writes labels/train.cache
+
+
 def _cache_path_for(label_paths: Sequence[str], split: str) -> Path:
-    # <labels folder>.cache for the usual layout (labels/train -> labels/train.cache)
-    return Path(label_paths[0]).parent.parent / f"{split}.cache"
+    # beside the labels folder in the usual layout (labels/train -> labels/train.yolov3-focal.cache)
+    return Path(label_paths[0]).parent.parent / f"{split}{CACHE_SUFFIX}"
 
 
 def _log_messages(messages: Sequence[str]) -> None:
@@ -374,7 +487,13 @@ def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
     sources = data.get(split) or []
     if not sources:
         raise DataError(f"{yaml_file}: split '{split}' is not defined")
-    image_paths = list_images(sources, data["path"], split, yaml_file)
+    try:
+        image_paths = list_images(sources, data["path"], split, yaml_file)
+    except DataError as exc:
+        if not data.get("path_tried"):
+            raise
+        raise DataError(f"{exc}; the dataset root 'path' was looked for at {' and '.join(data['path_tried'])} and "
+                        "none exists" + (f" (to get it: {data['download']})" if data.get("download") else "")) from None
     if not image_paths:
         raise DataError(f"{yaml_file}: split '{split}' has no images in {', '.join(sources)}")
     label_paths = [label_path_for(p) for p in image_paths]

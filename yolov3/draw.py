@@ -19,6 +19,10 @@ PALETTE_BGR = (
     (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100),
     (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
 )
+LINE_WIDTH_PER_PX = 0.003  # box line width per pixel of the mean image side: 2 px at 640x480, 3 px at 1280x720
+MIN_TEXT_CONTRAST = 4.5  # WCAG 2 "AA" contrast for text; black or white on any colour reaches at least 4.58
+
+
 def printable(text: str) -> str:
     """``text`` as OpenCV's Hershey fonts can draw it: ASCII only.
 
@@ -36,24 +40,61 @@ def class_colour(class_id: int) -> Tuple[int, int, int]:
     return PALETTE_BGR[int(class_id) % len(PALETTE_BGR)]
 
 
+def auto_line_thickness(image_shape: Sequence[int]) -> int:
+    """Box line width for an image of ``(H, W, ...)``: LINE_WIDTH_PER_PX x the mean side, rounded, at least 1."""
+    height, width = image_shape[:2]
+    return max(1, round(LINE_WIDTH_PER_PX * (height + width) / 2))
+
+
+def relative_luminance(colour_bgr: Sequence[int]) -> float:
+    """WCAG 2 relative luminance of an 8-bit sRGB colour given as BGR: 0 for black, 1 for white."""
+    def linear(channel: float) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    blue, green, red = (linear(c) for c in colour_bgr)
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+
+
+def contrast_ratio(colour_a_bgr: Sequence[int], colour_b_bgr: Sequence[int]) -> float:
+    """WCAG 2 contrast ratio (L_light + 0.05) / (L_dark + 0.05), from 1 (same) to 21 (black on white)."""
+    lighter, darker = sorted((relative_luminance(colour_a_bgr), relative_luminance(colour_b_bgr)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def text_colour(background_bgr: Sequence[int]) -> Tuple[int, int, int]:
+    """Black or white, whichever contrasts more with ``background_bgr``: dark text on light colours."""
+    black, white = (0, 0, 0), (255, 255, 255)
+    return black if contrast_ratio(background_bgr, black) >= contrast_ratio(background_bgr, white) else white
+
+
 def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Optional[Sequence[str]] = None,
-               line_thickness: int = 2, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
+               line_thickness: Optional[int] = None, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
     """Draw boxes **in place** on a ``(H, W, 3)`` BGR uint8 image and return it.
+
+    With scores, boxes are drawn from the lowest score to the highest, so the best-scoring box and label end on
+    top where they overlap. Label text is black or white, whichever contrasts more with the class colour.
 
     Args:
         boxes_xyxy: ``(n, 4)`` pixel corners (array or tensor).
         classes: ``(n,)`` class indices.
         scores: optional ``(n,)`` confidences, appended to the label unless ``hide_conf``.
         names: class names; the index is shown when missing.
+        line_thickness: box line width in pixels; None scales it with the image (:func:`auto_line_thickness`);
+            the label font scales with it.
     """
     boxes = np.asarray(boxes_xyxy.detach().cpu() if torch.is_tensor(boxes_xyxy) else boxes_xyxy,
                        dtype=np.float64).reshape(-1, 4)
     class_ids = np.asarray(classes.detach().cpu() if torch.is_tensor(classes) else classes).reshape(-1).astype(int)
     if scores is not None:
         scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores).reshape(-1)
+    if line_thickness is None:
+        line_thickness = auto_line_thickness(img_bgr.shape)
     font_scale = max(line_thickness / 3, 0.35)
     font_thickness = max(line_thickness - 1, 1)
-    for i, (box, class_id) in enumerate(zip(boxes, class_ids)):
+    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(boxes))  # best drawn last
+    for i in order:
+        box, class_id = boxes[i], class_ids[i]
         colour = class_colour(class_id)
         top_left = (int(round(box[0])), int(round(box[1])))
         bottom_right = (int(round(box[2])), int(round(box[3])))
@@ -71,7 +112,7 @@ def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Opt
         x_text = max(0, min(top_left[0], img_bgr.shape[1] - text_w))
         cv2.rectangle(img_bgr, (x_text, y_text - text_h - baseline), (x_text + text_w, y_text + baseline),
                       colour, -1)
-        cv2.putText(img_bgr, text, (x_text, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+        cv2.putText(img_bgr, text, (x_text, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_colour(colour),
                     font_thickness, cv2.LINE_AA)
     return img_bgr
 

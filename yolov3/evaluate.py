@@ -55,6 +55,8 @@ def evaluate(
     half: bool = False,
     progress: bool = True,
     records: Optional[list] = None,
+    warmup: bool = False,
+    single_cls: bool = False,
 ) -> dict:
     """Run ``model`` over ``loader`` and compute detection metrics (and validation losses when ``loss_fn`` is given).
 
@@ -74,23 +76,31 @@ def evaluate(
         records: if a list is given, one dict per image is appended: ``path``, ``orig_shape`` ``(h, w)``,
             ``preds`` ``(n, 6)`` and ``truths`` ``(m, 5)`` in original pixels — exactly what was scored (val.py
             writes its COCO JSON files from these).
+        warmup: run the first batch of each input shape once untimed before timing it, so ``speed_ms`` excludes
+            one-time preparation (optimize_for_inference() measures each conv's paths at a new shape, oneDNN
+            builds primitives); that time is reported apart as ``warmup_s`` (val.py; train.py does not time).
+        single_cls: score every prediction and ground truth as class 0 of one class (``names`` then has one
+            entry); NMS runs across classes.
 
     Returns:
         ``precision, recall, mAP50, mAP50_95`` (floats), ``val_box val_obj val_noobj val_cls``, ``per_class``
         (list of dicts ``name, images, instances, precision, recall, mAP50, mAP50_95`` in class order),
         ``num_images``, ``num_instances``, ``confusion_matrix``, ``speed_ms`` (per image: ``inference``, ``loss``,
-        ``nms``, ``metrics``), ``plots`` (written paths) and ``details`` (the full
+        ``nms``, ``metrics``), ``warmup_s``, ``plots`` (written paths) and ``details`` (the full
         :meth:`~yolov3.metrics.DetectionEvaluator.compute` dict).
     """
     device = torch.device(device)
     if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "
                          "argument (Darknet's forward(x, return_raw=True) returns (decoded, raw_maps) in eval mode)")
+    if single_cls and len(names) != 1:
+        raise ValueError(f"evaluate: single_cls scores every box as one class, but {len(names)} names were given")
     use_half = half and device.type != "cpu"
     evaluator = DetectionEvaluator(len(names))
     loss_sums = {term: 0.0 for term in LOSS_TERMS}
     loss_batches = 0
     seconds = {"inference": 0.0, "loss": 0.0, "nms": 0.0, "metrics": 0.0}
+    warmup_s, warm_shapes = 0.0, set()
     was_training = model.training
     model.eval()
     image_id = 0
@@ -104,6 +114,11 @@ def evaluate(
                 targets = targets.to(device)
                 height, width = images.shape[-2:]
 
+                if warmup and tuple(images.shape) not in warm_shapes:
+                    start = time.perf_counter()
+                    model(images, return_raw=True) if loss_fn is not None else model(images)
+                    warmup_s += time.perf_counter() - start
+                    warm_shapes.add(tuple(images.shape))
                 start = time.perf_counter()
                 if loss_fn is not None:
                     decoded, raw_maps = model(images, return_raw=True)
@@ -120,16 +135,21 @@ def evaluate(
                     seconds["loss"] += time.perf_counter() - start
 
                 start = time.perf_counter()
-                detections = non_max_suppression(decoded.float(), conf_thres, iou_thres, max_det=max_det)
+                detections = non_max_suppression(decoded.float(), conf_thres, iou_thres, max_det=max_det,
+                                                 agnostic=single_cls)
                 seconds["nms"] += time.perf_counter() - start
 
                 start = time.perf_counter()
                 targets = targets.float().cpu()
+                if single_cls:
+                    targets[:, 1] = 0
                 # normalised cxcywh on the network input -> xyxy network pixels
                 target_boxes_xyxy = cxcywh_to_xyxy(targets[:, 2:6] * torch.tensor([width, height, width, height]))
                 for i, image_detections in enumerate(detections):
                     orig_shape, ratio, pad = shapes[i]
                     image_detections = image_detections.cpu()
+                    if single_cls:
+                        image_detections[:, 5] = 0
                     in_image = targets[:, 0] == i
                     truths = torch.cat(
                         (targets[in_image, 1:2], scale_boxes(target_boxes_xyxy[in_image], ratio, pad, orig_shape)), 1
@@ -176,6 +196,7 @@ def evaluate(
         "num_instances": int(metrics["num_instances"].sum()),
         "confusion_matrix": metrics["confusion_matrix"],
         "speed_ms": {key: 1000.0 * value / num_images for key, value in seconds.items()},
+        "warmup_s": warmup_s,
         "plots": written,
         "details": metrics,
     }

@@ -1,0 +1,95 @@
+"""yolov3.detector.Detector: the API gives detect.py's boxes, and the timed passes exclude one-time preparation."""
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import detect  # noqa: E402
+from yolov3 import Detector  # noqa: E402
+from yolov3.model import Darknet  # noqa: E402
+
+
+def test_detector_gives_detect_py_boxes(easy_data, trained_checkpoint, tmp_path, capsys):
+    root = easy_data.parent / "shapes"
+    images = [p for p in sorted((root / "images" / "train").glob("*.jpg"))
+              if (root / "labels" / "train" / f"{p.stem}.txt").read_text().strip()][:3]  # images holding objects
+    source = tmp_path / "images"
+    source.mkdir()
+    for image in images:
+        shutil.copy(image, source / image.name)
+    assert detect.main(["--weights", str(trained_checkpoint), "--source", str(source), "--save-json", "--nosave",
+                        "--conf-thres", "0.1", "--project", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    entries = json.loads((tmp_path / "out" / "exp" / "detections.json").read_text())
+    detector = Detector.from_weights(trained_checkpoint, conf_thres=0.1)
+    assert detector.names == ["circle", "rectangle", "triangle", "star", "cross"] and detector.img_size == 128
+    found = 0
+    for entry in entries:
+        ours = detector.detect(entry["source"])  # from the path, read as detect.py reads it
+        theirs = entry["detections"]
+        assert len(ours) == len(theirs)
+        for row, detection in zip(ours.tolist(), theirs):
+            assert np.allclose(row[:4], detection["bbox_xyxy"], atol=0.006)  # the JSON rounds to 0.01 px
+            assert abs(row[4] - detection["score"]) < 1e-5 and int(row[5]) == detection["class_id"]
+        found += len(ours)
+    assert found >= 3  # the trained model finds the objects: the comparison is not between empty lists
+
+
+class SlowFirstCall(torch.nn.Module):
+    """A model whose first pass at each input shape takes 0.3 s longer (what one-time preparation does)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen, self.num_classes, self.max_stride = model, set(), model.num_classes, model.max_stride
+
+    def forward(self, x, **kwargs):
+        if tuple(x.shape) not in self.seen:
+            self.seen.add(tuple(x.shape))
+            time.sleep(0.3)
+        return self.model(x, **kwargs)
+
+
+def test_first_image_of_each_size_is_warmed_up_before_timing(cfg_dir):
+    model = SlowFirstCall(Darknet(cfg_dir / "yolov3-small.cfg", num_classes=2).eval())
+    detector = Detector(model, torch.device("cpu"), 64, 0.25, 0.45, 300, None, False, names=["a", "b"])
+    square, wide = np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)
+    _, shape, ms = detector(square)
+    assert shape == (64, 64) and ms[1] < 250  # the 0.3 s went to the warm-up, not to the timed inference
+    assert detector.warmup_s >= 0.3 and detector.warmup_shapes == [(64, 64)]
+    detector(square)
+    assert detector.warmup_shapes == [(64, 64)]  # a size seen before is not warmed up again
+    _, shape, ms = detector(wide)
+    assert shape == (32, 64) and ms[1] < 250 and detector.warmup_shapes == [(64, 64), (32, 64)]
+    assert detector.warmup_s >= 0.6 and detector.count == 3 and detector.times[1] < 0.75
+
+
+def test_evaluate_warms_up_each_batch_shape(easy_data, trained_checkpoint):
+    from yolov3.data import create_dataloader, load_data_yaml
+    from yolov3.evaluate import evaluate
+    from yolov3.model import load_model
+
+    data = load_data_yaml(easy_data)
+    model, _ = load_model(trained_checkpoint)
+    loader, _ = create_dataloader(data, "val", 128, 2, None, 0, seed=0, shuffle=False, progress=False)
+    slow = SlowFirstCall(model)
+    result = evaluate(slow, loader, data["names"], warmup=True, progress=False)
+    assert result["warmup_s"] >= 0.3 and result["speed_ms"]["inference"] < 150  # 4 images: 0.3 s would be 75 ms each
+    slow.seen.clear()
+    cold = evaluate(slow, loader, data["names"], progress=False)
+    assert cold["warmup_s"] == 0 and cold["speed_ms"]["inference"] >= 75
+    assert cold["mAP50"] == result["mAP50"]
+
+
+def test_from_weights_checks_the_names(trained_checkpoint):
+    with pytest.raises(ValueError, match="2 names for a model with 5 classes"):
+        Detector.from_weights(trained_checkpoint, names=["a", "b"])
+    with pytest.raises(ValueError, match="cannot be read as an image"):
+        Detector.from_weights(trained_checkpoint).detect(str(trained_checkpoint))

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
 BASE_SPEC = {
-    "base": {"cfg": "cfg/yolov3-small.cfg", "data": "data/shapes.yaml", "train.epochs": 3},
+    "base": {"cfg": "cfg/yolov3-small.cfg", "data": "data/shapes.yaml", "train.epochs": 3, "train.amp": "off"},
     "variants": {"bce": {"loss.objectness.name": "bce"},
                  "focal": {"loss.objectness.name": "focal", "loss.objectness.gamma": 2}},
     "seeds": [0, 1],
@@ -39,8 +39,11 @@ def write_spec(tmp_path: Path, spec: dict, name: str = "x.yaml") -> Path:
 
 
 def with_changes(**changes) -> dict:
+    """BASE_SPEC with top-level keys replaced; a replaced base keeps the fixed precision every study needs."""
     spec = json.loads(json.dumps(BASE_SPEC))
     spec.update(changes)
+    if "base" in changes and "train.amp" not in changes["base"]:
+        spec["base"] = {**changes["base"], "train.amp": "off"}
     return spec
 
 
@@ -142,7 +145,7 @@ def test_invalid_yaml_names_line(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 def test_expansion_variants_grid_seeds(tmp_path):
     spec = {
-        "base": {"train.epochs": 3, "loss.lambda_noobj": 2.0},
+        "base": {"train.epochs": 3, "loss.lambda_noobj": 2.0, "train.amp": "off"},
         "variants": {"bce": {}, "focal": {"loss.objectness.name": "focal", "loss.lambda_noobj": 0.5},
                      "focal_cls": {"loss.cls.name": "focal"}},
         "grid": {"loss.objectness.gamma": [0, 2, 5], "loss.objectness.alpha": [0.25, None]},
@@ -157,10 +160,11 @@ def test_expansion_variants_grid_seeds(tmp_path):
     assert len({r.arm for r in study.runs}) == 8
     assert [r.index for r in study.runs] == list(range(16))
     names = [r.run_name for r in study.runs]
-    assert names[:4] == ["bce__seed3", "bce__seed7", "focal__gamma=0_alpha=0.25__seed3",
-                         "focal__gamma=0_alpha=0.25__seed7"]  # variants in order, first grid key slowest, seeds last
-    assert names[5] == "focal__gamma=0_alpha=none__seed7"
-    assert names[-1] == "focal_cls__seed7"
+    # seed by seed: every arm of seed 3 (variants in order, first grid key slowest), then every arm of seed 7
+    assert names[:4] == ["bce__seed3", "focal__gamma=0_alpha=0.25__seed3", "focal__gamma=0_alpha=none__seed3",
+                         "focal__gamma=2_alpha=0.25__seed3"]
+    assert names[5] == "focal__gamma=5_alpha=0.25__seed3" and names[7] == "focal_cls__seed3"
+    assert names[8] == "bce__seed7" and names[-1] == "focal_cls__seed7"
     run = next(r for r in study.runs if r.run_name == "focal__gamma=5_alpha=none__seed7")
     assert run.grid == {"loss.objectness.gamma": 5, "loss.objectness.alpha": None}
     # resolution order: base < variant < grid < seed
@@ -168,8 +172,9 @@ def test_expansion_variants_grid_seeds(tmp_path):
     assert run.config.loss.objectness.name == "focal"
     assert run.config.loss.objectness.gamma == 5.0 and run.config.loss.objectness.alpha is None
     assert run.config.train.seed == 7 and run.config.train.epochs == 3
-    assert run.overrides == {"train.epochs": 3, "loss.lambda_noobj": 0.5, "loss.objectness.name": "focal",
-                             "loss.objectness.gamma": 5, "loss.objectness.alpha": None}
+    assert run.overrides == {"train.epochs": 3, "loss.lambda_noobj": 0.5, "train.amp": "off",
+                             "loss.objectness.name": "focal", "loss.objectness.gamma": 5,
+                             "loss.objectness.alpha": None}
     bce = study.runs[0]
     assert bce.grid == {} and bce.config.loss.lambda_noobj == 2.0 and bce.config.loss.objectness.name == "bce"
     # default grid_variants: every variant but the baseline
@@ -217,7 +222,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 @pytest.mark.parametrize("spec_file", sorted((ROOT / "cfg" / "ablation").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
-    expected_runs = {"objectness": 6, "objectness_pilot": 6, "focal_grid": 42, "fairness": 20, "objectness_vs_class": 12, "voc_yolov3": 6,
+    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 4, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
                      "precision": 6}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]
@@ -229,13 +234,36 @@ def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
         assert config_differences(run.config, config_lib.to_dict(parse_like_train_py(cmd))) == []
 
 
-def test_objectness_spec_compares_bce_with_retinanet_focal():
+def test_objectness_spec_arms_test_each_claim_at_fixed_precision():
     study = load_spec(ROOT / "cfg" / "ablation" / "objectness.yaml")
-    focal = next(r for r in study.runs if r.variant == "focal").config.loss.objectness
-    bce = next(r for r in study.runs if r.variant == "bce").config.loss.objectness
-    assert (focal.name, focal.gamma, focal.alpha) == ("focal", 2.0, 0.25) and bce.name == "bce"
-    assert study.baseline == "bce" and study.seeds == [0, 1, 2]
-    assert study.runs[0].config.cfg == "cfg/yolov3-small.cfg" and study.runs[0].config.data == "data/shapes.yaml"
+    arms = {r.variant: r.config for r in study.runs if r.seed == 0}
+    assert list(arms) == ["bce", "bce_prior", "bce_alpha_only", "focal_g2", "focal_g2_a25", "retinanet",
+                          "retinanet_lr", "focal_g2_a90", "varifocal"]
+    assert study.baseline == "bce" and study.seeds == [0, 1, 2, 3, 4] and len(study.runs) == 45
+    assert all(c.train.amp == "off" and c.train.grad_clip == 100 for c in arms.values())
+    bce, alpha_only = arms["bce"].loss, arms["bce_alpha_only"].loss
+    assert (bce.objectness.name, bce.obj_prior, bce.normalizer) == ("bce", None, "batch")
+    # alpha .25 under BCE is exactly lambda_obj .25 and lambda_noobj .75
+    assert (alpha_only.objectness.name, alpha_only.lambda_obj, alpha_only.lambda_noobj) == ("bce", 0.25, 0.75)
+    focal = {k: (arms[k].loss.objectness.gamma, arms[k].loss.objectness.alpha)
+             for k in ("focal_g2", "focal_g2_a25", "focal_g2_a90")}
+    assert focal == {"focal_g2": (2.0, None), "focal_g2_a25": (2.0, 0.25), "focal_g2_a90": (2.0, 0.9)}
+    retina, retina_lr = arms["retinanet"], arms["retinanet_lr"]
+    assert (retina.loss.normalizer, retina.loss.obj_prior, retina.train.lr0) == ("positives", 0.01, 0.01)
+    assert retina_lr.loss == retina.loss and retina_lr.train.lr0 == 0.058
+    assert (arms["varifocal"].loss.objectness.name, arms["varifocal"].loss.obj_target) == ("varifocal", "iou")
+    assert [r.variant for r in study.runs[:9]] == list(arms) and study.runs[9].seed == 1  # seed by seed
+
+
+def test_a_spec_must_fix_the_numeric_precision(tmp_path):
+    spec = json.loads(json.dumps(BASE_SPEC))
+    del spec["base"]["train.amp"]
+    with pytest.raises(AblationError, match=r"train.amp is 'auto' in variants.bce, variants.focal; a study fixes "
+                                            r"its numeric precision"):
+        load_spec(write_spec(tmp_path, spec))
+    spec["variants"]["focal"]["train.amp"] = "bf16"
+    with pytest.raises(AblationError, match=r"'auto' in variants.bce;"):  # only the arm left at auto is named
+        load_spec(write_spec(tmp_path, spec))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,7 +468,7 @@ def test_runner_failure_logging_rerun_and_resume(tmp_path, fake_train, monkeypat
     assert "focal__seed1 failed (exit code 3)" in capsys.readouterr().err
     assert yaml.safe_load((study_dir / "spec.yaml").read_text()) == yaml.safe_load(spec.read_text())
     planned = json.loads((study_dir / "runs.json").read_text())
-    assert [r["run_name"] for r in planned["runs"]] == ["bce__seed0", "bce__seed1", "focal__seed0", "focal__seed1"]
+    assert [r["run_name"] for r in planned["runs"]] == ["bce__seed0", "focal__seed0", "bce__seed1", "focal__seed1"]
     summary = (study_dir / "summary.csv").read_text()
     assert "focal__seed1,focal,focal,1,failed" in summary
     assert "bce__seed1,bce,bce,1,failed" in summary  # exited 1 after writing last.pt: failed but resumable

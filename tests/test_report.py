@@ -161,13 +161,19 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert len(rows) == 8
     assert rows["focal__seed1"]["mAP50"] == "0.56" and rows["focal__seed1"]["status"] == "finished"
     assert rows["focal__seed1"]["obj_loss"] == "focal" and rows["focal__seed1"]["wall_time_s"] == "120"
+    assert (rows["focal__seed1"]["obj_gamma"], rows["focal__seed1"]["obj_alpha"]) == ("2", "0.25")
+    assert (rows["bce__seed1"]["obj_gamma"], rows["bce__seed1"]["obj_alpha"]) == ("", "")  # BCE has neither
     assert rows["focal_noobj__seed0"]["status"] == "partial" and rows["focal_noobj__seed1"]["status"] == "failed"
     assert rows["focal_noobj__seed0"]["wall_time_s"] == "20"  # partial: sum of epoch times 10 + 10
 
     md = report.files["summary.md"].read_text()
-    assert "| bce | 3 | 0.5200 ± 0.0200 | (baseline) |" in md
-    assert "| focal | 3 | 0.5467 ± 0.0153 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no |" in md
-    assert "| focal | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes |" in md
+    assert "| bce | 3/3 |  | 0.5200 ± 0.0200 | (baseline) |" in md
+    # p: t = .026667 / (.015275 / sqrt 3) = 3.0237, df 2: P(T <= t) = .5 + t / (2 sqrt(2 + t^2)) = .95290 -> .094;
+    # one comparison, so Holm leaves it; mAP50_95: t = .053333 / (.0057735 / sqrt 3) = 16.0 -> p = .0039
+    assert "| focal | 3/3 | 3 | 0.5467 ± 0.0153 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no | 0.094 | 0.094 | no |" in md
+    assert "| focal | 3/3 | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes | 0.0039 | 0.0039 | yes |" \
+        in md
+    assert "| focal_noobj | 0/2 (1 failed) |" in md
     assert "focal_noobj__seed0: partial; left out of the statistics" in md
     assert "focal_noobj__seed1: failed; left out of the statistics" in md
     assert "focal__seed2: no objectness_losses.npz" in md
@@ -191,12 +197,12 @@ def test_report_statistics_tables_and_plots(tmp_path):
     # loss distribution at fraction 0.5 (index 100 of 201): bce pos seed 0 [1, 1, 2] -> .375 (see the curve test);
     # seeds 1, 2 [1, 1, 1, 1] -> .5; mean (.375 + .5 + .5) / 3 = .458333
     cdf = report.plots["objectness_cdf"]
-    assert cdf["fraction"][100] == pytest.approx(0.5)
-    assert cdf["pos"]["bce"][100] == pytest.approx(0.458333, abs=1e-6)
+    assert cdf["fraction"][100] == pytest.approx(0.5) and cdf["scorers"] == ["own"]  # no logits saved: own losses
+    assert cdf["own"]["pos"]["bce"][100] == pytest.approx(0.458333, abs=1e-6)
     # bce negatives [0, 0, 0, 4]: three quarters of the samples carry no loss -> 0 up to fraction .75
-    assert cdf["neg"]["bce"][150] == pytest.approx(0.0) and cdf["neg"]["bce"][-1] == pytest.approx(1.0)
+    assert cdf["own"]["neg"]["bce"][150] == pytest.approx(0.0) and cdf["own"]["neg"]["bce"][-1] == pytest.approx(1.0)
     # focal pos [1, 3]: (0.5, .25) -> .25; averaged over the 2 seeds that have an npz
-    assert cdf["pos"]["focal"][100] == pytest.approx(0.25)
+    assert cdf["own"]["pos"]["focal"][100] == pytest.approx(0.25)
 
 
 def test_gamma_alpha_grid_plot_data(tmp_path):
@@ -216,7 +222,7 @@ def test_gamma_alpha_grid_plot_data(tmp_path):
     assert grid["focal"]["none"]["mean"] == [0.40, 0.38]
     md = report.files["summary.md"].read_text()
     # one seed: the difference is shown, its interval is undefined
-    assert "| focal__gamma=2_alpha=0.25 | 1 | 0.4500 (n=1) | +0.0500 | undefined (n=1) |" in md
+    assert "| focal__gamma=2_alpha=0.25 | 1/1 | 1 | 0.4500 (n=1) | +0.0500 | undefined (n=1) |" in md
     with open(report.files["summary.csv"]) as fh:
         rows = list(csv.DictReader(fh))
     assert rows[1]["loss.objectness.gamma"] == "2" and rows[2]["loss.objectness.alpha"] == "none"
@@ -289,9 +295,104 @@ def test_report_rows_for_a_worse_variant_and_runs_without_results_csv(tmp_path):
     assert {a.arm: a.n for a in report.arms} == {"bce": 3, "worse": 3, "late": 0}
     md = report.files["summary.md"].read_text()
     # mAP50 mean .47, sd sqrt((.0004 + .0001 + .0009) / 2) = .026458; the interval from the test above
-    assert "| worse | 3 | 0.4700 ± 0.0265 | -0.0500 | ±0.0248 [-0.0748, -0.0252] | yes |" in md
+    # t = .05 / (.01 / sqrt 3) = 8.660, df 2: p = 2 (1 - (.5 + t / (2 sqrt(2 + t^2)))) = .0131
+    assert "| worse | 3/3 | 3 | 0.4700 ± 0.0265 | -0.0500 | ±0.0248 [-0.0748, -0.0252] | yes | 0.013 | 0.013 | yes |" \
+        in md
     assert "late__seed0: partial; left out of the statistics" in md
     assert "late__seed1: not started; left out of the statistics" in md
     with open(report.files["summary.csv"]) as fh:
         rows = {r["run"]: r for r in csv.DictReader(fh)}
     assert rows["late__seed0"]["status"] == "partial" and rows["late__seed0"]["mAP50"] == ""
+
+
+def test_holm_adjustment_by_hand():
+    from yolov3.report import holm_adjust
+
+    # m = 4 sorted p: .01 x4 = .04; .02 x3 = .06; .03 x2 = .06 (monotone: max with the previous); .5 x1 = .5
+    adjusted = holm_adjust({"a": 0.03, "b": 0.01, "c": 0.5, "d": 0.02, "e": None})
+    assert adjusted == pytest.approx({"b": 0.04, "d": 0.06, "a": 0.06, "c": 0.5})
+    assert holm_adjust({"a": 0.6, "b": 0.4}) == pytest.approx({"b": 0.8, "a": 0.8})  # capped, then monotone
+    assert holm_adjust({}) == {}
+
+
+def test_paired_t_test_p_value_and_holm_over_the_study(tmp_path):
+    # diffs [.05, .05, .06] -> t = 16.0 at df 2 -> p = .0039 (see above); diffs [.01, -.01, .03] -> mean .01,
+    # sd .02, t = .866 -> P(T <= t) = .5 + .866 / (2 sqrt(2.75)) = .76112 -> p = .4778; Holm over the 2:
+    # min p x2 = .0078, then max(.0078, .4778) = .4778
+    d = paired_difference({0: 0.30, 1: 0.31, 2: 0.32}, {0: 0.35, 1: 0.36, 2: 0.38})
+    assert d.p_value == pytest.approx(2 * (1 - (0.5 + 16.0 / (2 * math.sqrt(258.0)))), rel=1e-6)
+    study_dir = tmp_path / "s"
+    for seed, (base, better, same) in enumerate([(0.30, 0.35, 0.31), (0.31, 0.36, 0.30), (0.32, 0.38, 0.35)]):
+        make_run(study_dir, 3 * seed, "bce", seed, 0.5, base)
+        make_run(study_dir, 3 * seed + 1, "better", seed, 0.5, better)
+        make_run(study_dir, 3 * seed + 2, "same", seed, 0.5, same)
+    arms = {a.arm: a for a in build_report(study_dir, plots=False).arms}
+    better, same = arms["better"].vs_baseline["mAP50_95"], arms["same"].vs_baseline["mAP50_95"]
+    assert same.p_value == pytest.approx(0.4778, abs=1e-4)
+    assert better.p_holm == pytest.approx(2 * better.p_value) and same.p_holm == pytest.approx(same.p_value)
+    # constant differences: sd 0, p 0 (or 1 when the difference is 0)
+    assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5}).p_value == 0.0
+    assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0
+
+
+def test_runs_of_different_precision_are_never_paired(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed in range(3):
+        make_run(study_dir, 2 * seed, "bce", seed, 0.5, 0.30 + 0.01 * seed)
+        variant = make_run(study_dir, 2 * seed + 1, "focal", seed, 0.5, 0.35 + 0.01 * seed)
+        summary = json.loads((variant / "summary.json").read_text())
+        summary["precision"] = "bf16" if seed == 1 else "fp32"
+        (variant / "summary.json").write_text(json.dumps(summary))
+        base_summary = json.loads((study_dir / "runs" / f"bce__seed{seed}" / "summary.json").read_text())
+        (study_dir / "runs" / f"bce__seed{seed}" / "summary.json").write_text(
+            json.dumps({**base_summary, "precision": "fp32"}))
+    report = build_report(study_dir, plots=False)
+    diff = next(a for a in report.arms if a.arm == "focal").vs_baseline["mAP50_95"]
+    assert diff.seeds == [0, 2] and diff.unpaired_precision == [1] and diff.n == 2
+    md = report.files["summary.md"].read_text()
+    assert "not paired, trained in another precision than the baseline's run of the same seed: focal seed 1" in md
+    assert "| fp32 | unknown CPU | 5 |" in md and "| bf16 | unknown CPU | 1 |" in md
+
+
+def test_common_objectness_losses_score_logits_with_one_function():
+    from yolov3.report import common_objectness_losses
+
+    logits = np.array([-20.0, 0.0, 3.0])
+    # negatives: BCE = softplus(x); focal gamma 2: sigmoid(x)^2 softplus(x)
+    bce = [math.log1p(math.exp(v)) for v in logits]
+    sig = [1 / (1 + math.exp(-v)) for v in logits]
+    assert common_objectness_losses(logits, False, "bce") == pytest.approx(bce, rel=1e-12)
+    assert common_objectness_losses(logits, False, "focal2") == pytest.approx([s * s * b for s, b in zip(sig, bce)],
+                                                                               rel=1e-12)
+    # positives: BCE = softplus(-x); focal (1 - p)^2 softplus(-x)
+    assert common_objectness_losses(logits, True, "focal2")[2] == pytest.approx(
+        (1 - sig[2]) ** 2 * math.log1p(math.exp(-3.0)), rel=1e-12)
+    assert common_objectness_losses(logits, False, "bce")[0] == pytest.approx(2.0611536e-09, rel=1e-6)
+    with pytest.raises(ValueError, match="choose bce or focal2"):
+        common_objectness_losses(logits, True, "mse")
+
+
+def test_cdf_from_logits_and_the_first_epoch_plot(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed in range(2):
+        for index, (variant, scale) in enumerate((("bce", 1.0), ("focal", 2.0))):
+            run_dir = make_run(study_dir, 2 * seed + index, variant, seed, 0.5, 0.3)
+            # negatives at logits -20 and 0 (BCE: 2e-9 and log 2: the first carries ~nothing)
+            np.savez(run_dir / "objectness_losses.npz", pos=np.array([1.0]), neg=np.array([1.0, 1.0]),
+                     pos_logit=np.array([2.0]), neg_logit=np.array([-20.0, 0.0]))
+            with open(run_dir / "diagnostics.csv", "w") as fh:
+                fh.write("epoch,iteration,obj,noobj,neg_grad_share\n")
+                for it in range(3):
+                    fh.write(f"1,{it},{scale * (it + 1)},{10.0 / (it + 1)},{0.9 - 0.2 * it - 0.1 * seed}\n")
+                fh.write("2,20,1,1,0.5\n")  # epoch 2 rows are not in the first-epoch plot
+    report = build_report(study_dir)
+    cdf = report.plots["objectness_cdf"]
+    assert cdf["scorers"] == ["bce", "focal2"]
+    # two negatives sorted [2.06e-9, log 2]: at fraction .5 the curve holds 2.06e-9 / (log 2 + 2.06e-9) ~ 3e-9
+    assert cdf["bce"]["neg"]["bce"][100] == pytest.approx(2.0611536e-09 / math.log(2.0), rel=1e-4)
+    assert cdf["focal2"]["neg"]["focal"][200] == pytest.approx(1.0)
+    first = report.plots["first_epoch"]
+    assert first["obj"]["focal"]["step"].tolist() == [1, 2, 3]
+    assert first["obj"]["focal"]["mean"] == pytest.approx([2.0, 4.0, 6.0])
+    assert first["neg_grad_share"]["bce"]["mean"] == pytest.approx([0.85, 0.65, 0.45])  # mean of the 2 seeds
+    assert report.files["first_epoch.png"].is_file()

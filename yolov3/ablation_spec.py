@@ -38,7 +38,7 @@ class AblationError(ValueError):
 class RunSpec:
     """One training run of a study."""
 
-    index: int  # position in the study's run order (variants in spec order, then grid points, then seeds)
+    index: int  # position in the study's run order: seed by seed, and per seed the arms in spec order
     run_name: str  # folder name, e.g. focal__gamma=2_alpha=0.25__seed0
     variant: str
     arm: str  # run_name without the seed part: the unit the report aggregates over seeds
@@ -313,7 +313,13 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
 
 
 def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
-    """Variants (spec order) x grid points (for gridded variants; first key varies slowest) x seeds -> RunSpecs."""
+    """RunSpecs seed by seed: seed 0 of every arm (variants in spec order x grid points, first key slowest), then
+    seed 1 of every arm, ... — so that a study stopped part way has whole pairs, and machine load (another process,
+    a slower machine on another day) falls on every arm alike rather than on the arms that happen to run last.
+
+    Every run must fix its numeric precision (``train.amp`` off, bf16 or fp16, never ``auto``): ``auto`` resolves
+    differently on a CPU with and without native bf16, and a study resumed on another machine would compare runs
+    computed differently."""
     src = str(study.spec_path)
     if base_cfg is None:
         base_cfg = config_lib.load_config(study.hyp) if study.hyp else Config()
@@ -323,6 +329,7 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
     runs: list = []
     seen: dict = {}
     arms: list = []  # (where, resolved config) per arm, to find arms that would train the same thing
+    unfixed: list = []  # arms whose train.amp is 'auto' 
     for vname, voverrides in study.variants.items():
         variant_cfg = apply_flat(base_cfg, voverrides, f"variants.{vname}", src)
         points = grid_points if vname in study.grid_variants else [{}]
@@ -331,6 +338,8 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
             point_cfg = apply_flat(variant_cfg, point, "grid", src)
             _check_loss_names(point_cfg, f"{src}: {where}")
             arms.append((where, point_cfg))
+            if point_cfg.train.amp == "auto":
+                unfixed.append(where)
             for seed in study.seeds:
                 cfg = config_lib.merge_dict(point_cfg, {"train": {"seed": seed}}, f"{src}: seeds")
                 name = make_run_name(vname, point, seed, labels)
@@ -342,7 +351,14 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
                 runs.append(RunSpec(index=len(runs), run_name=name, variant=vname, arm=arm_of(name),
                                     grid=dict(point), seed=seed, overrides=merged, config=cfg))
     _check_distinct_arms(arms, src)
-    return runs
+    if unfixed:
+        raise AblationError(f"{src}: train.amp is 'auto' in {', '.join(unfixed[:3])}"
+                            f"{f' and {len(unfixed) - 3} more' if len(unfixed) > 3 else ''}; a study fixes its "
+                            "numeric precision so that every machine computes the same runs: set train.amp to "
+                            "\"off\" (float32), bf16 or fp16 in base")
+    seed_rank = {seed: position for position, seed in enumerate(study.seeds)}
+    runs.sort(key=lambda run: (seed_rank[run.seed], run.index))  # stable: arms keep their spec order per seed
+    return [dataclasses.replace(run, index=position) for position, run in enumerate(runs)]
 
 
 def _check_distinct_arms(arms: Sequence[tuple], src: str) -> None:

@@ -5,16 +5,21 @@ arm, grid values, seed, baseline, planned index, exit code), ``config.yaml``, ``
 ``objectness_losses.npz`` — and writes into ``runs/ablate/<study>/``:
 
     summary.csv                 one row per run (identity, status, final metrics and losses, wall time)
-    summary.md                  per arm: mean ± sample sd over seeds and n; the difference to the baseline with a
-                                paired 95% confidence interval over seeds (mean of per-seed differences
-                                ± t_{0.975, n-1} · sd / sqrt(n)); whether it excludes 0
+    summary.md                  per arm: mean ± sample sd over seeds, finished/planned/failed runs; the difference
+                                to the baseline with a paired 95% confidence interval over seeds (mean of per-seed
+                                differences ± t_{0.975, n-1} · sd / sqrt(n)), the paired t-test's p and its Holm
+                                adjustment over the study's comparisons; seeds run in different precision are
+                                never paired; where (precision, CPU) the runs ran
     map_per_variant.png         (a) mAP@0.5 and mAP@0.5:0.95 per arm: mean ± sd, individual seeds as dots
     val_map_per_epoch.png       (b) validation mAP@0.5 per epoch: mean line and min–max band over seeds
     objectness_losses.png       (c) train object loss, no-object loss and noobj/obj per epoch (log scale)
     grid_gamma_alpha.png        (d) only when the grid sweeps a *gamma and an *alpha key: mAP@0.5 over gamma, a
                                 line per alpha
     objectness_cdf.png          (e) cumulative normalised objectness loss of the final model over positives and over
-                                negatives, samples sorted by loss (Lin et al. 2017, Fig. 4)
+                                negatives, samples sorted by loss (Lin et al. 2017, Fig. 4); every arm's saved logits
+                                scored with the same BCE and focal (γ=2) losses
+    first_epoch.png             (f) epoch 1 step by step (diagnostics.csv): object and no-object loss and the share
+                                of the objectness gradient from negatives, per arm
 
 Run status: ``finished`` (summary.json with ``"status": "finished"``; a damaged one is named in a note and does not
 count), ``failed`` (ablation.json records a non-zero exit, or exit 0 without a summary), ``partial`` (results.csv or
@@ -34,16 +39,17 @@ from typing import Union
 
 from yolov3.report_load import (METRIC_TITLES, METRICS, RunResult, StudyRuns, collect_runs, load_run,
                                 noobj_obj_ratio)
-from yolov3.report_plots import (CDF_POINTS, cumulative_loss_curve, find_gamma_alpha_keys, plot_gamma_alpha,
-                                 plot_map_per_arm, plot_objectness_cdf, plot_objectness_losses,
-                                 plot_val_map_per_epoch)
-from yolov3.report_stats import (CONFIDENCE, SUMMARY_METRICS, ArmSummary, PairedDifference, mean_sd,
+from yolov3.report_plots import (CDF_POINTS, common_objectness_losses, cumulative_loss_curve,
+                                 find_gamma_alpha_keys, plot_first_epoch, plot_gamma_alpha, plot_map_per_arm,
+                                 plot_objectness_cdf, plot_objectness_losses, plot_val_map_per_epoch)
+from yolov3.report_stats import (CONFIDENCE, SUMMARY_METRICS, ArmSummary, PairedDifference, holm_adjust, mean_sd,
                                  paired_difference, student_t_cdf, summarize_arms, t_quantile)
 from yolov3.report_tables import SUMMARY_COLUMNS, summary_markdown, write_summary_csv
 
 __all__ = ["CDF_POINTS", "CONFIDENCE", "METRICS", "METRIC_TITLES", "SUMMARY_COLUMNS", "SUMMARY_METRICS", "ArmSummary",
            "PairedDifference", "Report", "RunResult", "StudyRuns", "build_report", "collect_runs",
-           "cumulative_loss_curve", "find_gamma_alpha_keys", "load_run", "mean_sd", "noobj_obj_ratio",
+           "common_objectness_losses", "cumulative_loss_curve", "find_gamma_alpha_keys", "holm_adjust",
+           "plot_first_epoch", "load_run", "mean_sd", "noobj_obj_ratio",
            "paired_difference", "plot_gamma_alpha", "plot_map_per_arm", "plot_objectness_cdf",
            "plot_objectness_losses", "plot_val_map_per_epoch", "student_t_cdf", "summarize_arms",
            "summary_markdown", "t_quantile", "write_summary_csv"]
@@ -90,6 +96,11 @@ def build_report(study_dir: Union[str, Path], plots: bool = True) -> Report:
             if grid_data is not None:
                 files["grid_gamma_alpha.png"] = grid_path
                 plot_data["grid_gamma_alpha"] = grid_data
+            first_path = study_dir / "first_epoch.png"
+            first_data = plot_first_epoch(study.runs, first_path, study.notes)
+            if first_data is not None:
+                files["first_epoch.png"] = first_path
+                plot_data["first_epoch"] = first_data
             if any(r.objectness is not None for r in finished):
                 files["objectness_cdf.png"] = study_dir / "objectness_cdf.png"
                 plot_data["objectness_cdf"] = plot_objectness_cdf(study.runs, files["objectness_cdf.png"],

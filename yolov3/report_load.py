@@ -34,7 +34,11 @@ class RunResult:
     status: str  # finished | failed | partial | not started
     metrics: dict = field(default_factory=dict)  # METRICS + train_obj, train_noobj, epochs, wall_time_s
     history: Optional[dict] = None  # results.csv column -> float array, one entry per epoch
-    objectness: Optional[dict] = None  # {'pos': array, 'neg': array} from objectness_losses.npz
+    objectness: Optional[dict] = None  # objectness_losses.npz: 'pos', 'neg' (own loss) and, since 2026-12,
+    # 'pos_logit', 'neg_logit' (the final model's logits, so every arm can be scored with one common loss)
+    steps: Optional[dict] = None  # diagnostics.csv column -> float array, one entry per recorded step
+    numeric: str = ""  # the precision it trained in (summary.json 'precision': fp32, bf16, fp16); '' if unknown
+    cpu: str = ""  # environment.json's cpu_line (where it ran)
     config: Optional[dict] = None  # config.yaml
     baseline: Optional[str] = None  # the study's baseline variant as recorded in ablation.json
 
@@ -116,18 +120,31 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
     if npz_path.is_file():
         try:
             with np.load(npz_path) as npz:
-                objectness = {"pos": np.asarray(npz["pos"], dtype=float).ravel(),
-                              "neg": np.asarray(npz["neg"], dtype=float).ravel()}
+                objectness = {key: np.asarray(npz[key], dtype=float).ravel()
+                              for key in ("pos", "neg", "pos_logit", "neg_logit") if key in npz.files}
+            missing = {"pos", "neg"} - set(objectness)
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
         except (OSError, KeyError, ValueError) as exc:
             notes.append(f"{run_dir.name}: objectness_losses.npz unreadable ({exc})")
     elif status == "finished":
         notes.append(f"{run_dir.name}: no objectness_losses.npz; left out of the loss-distribution plot")
 
+    steps = None
+    if (run_dir / "diagnostics.csv").is_file():
+        try:
+            steps = read_results_csv(run_dir / "diagnostics.csv")  # the same plain numeric CSV reader
+        except (OSError, csv.Error, ValueError) as exc:
+            notes.append(f"{run_dir.name}: diagnostics.csv unreadable ({exc})")
+    environment = _read_json(run_dir / "environment.json", notes) if (run_dir / "environment.json").is_file() else None
+    numeric = str((summary or {}).get("precision") or (environment or {}).get("precision") or "")
+
     return RunResult(run_name=identity.get("run_name", run_dir.name), run_dir=run_dir,
                      index=int(identity.get("index", 10**9)), variant=str(identity.get("variant", run_dir.name)),
                      arm=str(identity.get("arm", run_dir.name)), grid=dict(identity.get("grid") or {}),
                      seed=int(identity.get("seed", -1)), status=status, metrics=metrics, history=history,
-                     objectness=objectness, config=config, baseline=identity.get("baseline"))
+                     objectness=objectness, config=config, baseline=identity.get("baseline"), steps=steps,
+                     numeric=numeric, cpu=str((environment or {}).get("cpu_line", "")))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ablation report's five plots, with matplotlib's object API (no pyplot state, no display needed).
+"""The ablation report's six plots, with matplotlib's object API (no pyplot state, no display needed).
 
 Each function writes one PNG and returns the data it drew, so tests check content without looking at pixels; see
 :mod:`yolov3.report` for what each plot shows.
@@ -42,22 +42,29 @@ def plot_map_per_arm(arms: Sequence[ArmSummary], path: Union[str, Path], baselin
         means = [a.mean[metric] for a in shown]
         sds = [a.sd[metric] if np.isfinite(a.sd[metric]) else 0.0 for a in shown]
         ax.errorbar(x, means, yerr=sds, fmt="s", color="black", capsize=4, label="mean ± sd", zorder=3)
-        for i, arm in enumerate(shown):
-            seeds = sorted(arm.values[metric])
-            offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]
-            ax.scatter(i + np.asarray(offsets), [arm.values[metric][s] for s in seeds], s=14, alpha=0.6,
-                       color="tab:blue", label="seeds" if i == 0 else None, zorder=2)
+        all_seeds = sorted({s for a in shown for s in a.values[metric]})
+        seed_colors = dict(zip(all_seeds, _colors(len(all_seeds))))
+        for seed in all_seeds:  # one faint line per seed across the arms: the pairing the statistics use
+            points = [(i, a.values[metric][seed]) for i, a in enumerate(shown) if seed in a.values[metric]]
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=seed_colors[seed], alpha=0.45,
+                    linewidth=0.8, marker="o", markersize=3.5, label=f"seed {seed}", zorder=2)
         base = next((a for a in shown if a.arm == baseline), None)
         if base is not None:
             ax.axhline(base.mean[metric], color="gray", linestyle="--", linewidth=1, label=f"baseline {baseline}")
         ax.set_xticks(x, [a.arm for a in shown], rotation=45 if len(shown) > 3 else 0, ha="right"
                       if len(shown) > 3 else "center", fontsize=8)
         ax.set_ylabel(METRIC_TITLES[metric])
-        ax.set_title(f"final {METRIC_TITLES[metric]} per arm")
+        ax.set_title(f"final {METRIC_TITLES[metric]}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2 if len(all_seeds) > 4 else 1)
     fig.savefig(path, dpi=120)
     return data
+
+
+def _whole_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator  # (see _figure)
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _per_epoch(runs: Sequence[RunResult], column: str, transform=None) -> Optional[dict]:
@@ -109,8 +116,9 @@ def plot_val_map_per_epoch(runs: Sequence[RunResult], path: Union[str, Path], no
         ax.plot(curve["epoch"], curve["mean"], color=color, label=arm)
         ax.fill_between(curve["epoch"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
+    _whole_epochs(ax)
     ax.set_ylabel("validation mAP@0.5")
-    ax.set_title("validation mAP@0.5 (mean over seeds, min–max band)")
+    ax.set_title("validation mAP@0.5 (mean over seeds, min–max band)", fontsize=10)
     ax.grid(alpha=0.3)
     if data:
         ax.legend(fontsize=7, ncol=2 if len(data) > 8 else 1)
@@ -150,8 +158,9 @@ def plot_objectness_losses(runs: Sequence[RunResult], path: Union[str, Path], no
             positive &= bool(np.all(curve["min"][np.isfinite(curve["min"])] > 0))
         if data[name] and positive:
             ax.set_yscale("log")  # the terms differ by orders of magnitude between BCE and focal
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        _whole_epochs(ax)
         ax.grid(alpha=0.3, which="both")
     if arms:  # one legend for the three panels, outside them so it hides no curve
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
@@ -208,7 +217,7 @@ def plot_gamma_alpha(arms: Sequence[ArmSummary], grid_keys: Sequence[str], path:
             ax.axhline(base.mean["mAP50"], color="gray", linestyle="--", linewidth=1, label=f"baseline {baseline}")
         ax.set_xlabel(gamma_key)
         ax.set_ylabel("mAP@0.5")
-        ax.set_title(f"{variant}: mAP@0.5 over {gamma_key.split('.')[-1]}")
+        ax.set_title(f"{variant}: mAP@0.5 over {gamma_key.split('.')[-1]}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
@@ -230,39 +239,136 @@ def cumulative_loss_curve(losses: np.ndarray, fractions: np.ndarray) -> Optional
     return np.interp(fractions, x, y)
 
 
+def common_objectness_losses(logits: np.ndarray, positive: bool, scorer: str) -> np.ndarray:
+    """Per-sample loss of objectness logits under one common function, float64: ``bce`` or ``focal2`` (focal
+    loss, gamma 2, no alpha); positives against target 1, negatives against 0. In log space, so the far tail keeps
+    its value (a negative at logit -20 scores 2.1e-9)."""
+    z = -np.asarray(logits, dtype=float) if positive else np.asarray(logits, dtype=float)  # loss = softplus(z)
+    loss = np.logaddexp(0.0, z)
+    if scorer == "focal2":
+        loss = loss * np.exp(-2.0 * np.logaddexp(0.0, -z))  # (1 - p_t)^2 = sigmoid(z)^2
+    elif scorer != "bce":
+        raise ValueError(f"common_objectness_losses: scorer {scorer!r}; choose bce or focal2")
+    return loss
+
+
+SCORERS = (("bce", "BCE"), ("focal2", "focal loss, γ=2"))
+
+
 def plot_objectness_cdf(runs: Sequence[RunResult], path: Union[str, Path], notes: list) -> dict:
-    """(e) per arm, the mean over seeds of the cumulative normalised loss curves, positives and negatives."""
+    """(e) per arm, the mean over seeds of the cumulative normalised loss curves, positives and negatives.
+
+    Every final model is scored with the same functions — BCE and focal loss with γ = 2 — from its saved logits, one
+    row each, as Fig. 4 of Lin et al. 2017 scores one model: comparing arms by their own training losses would
+    compare different rulers. Runs saved before the logits were kept (no ``pos_logit``) are drawn with their own
+    loss instead, in a single row, and said so in a note."""
     fractions = np.linspace(0.0, 1.0, CDF_POINTS)
-    data: dict = {"fraction": fractions, "pos": {}, "neg": {}}
-    for arm, arm_runs in _finished_by_arm(runs).items():
-        for kind in ("pos", "neg"):
-            curves = []
-            for run in arm_runs:
-                if run.objectness is None:
-                    continue
-                curve = cumulative_loss_curve(run.objectness[kind], fractions)
-                if curve is None:
-                    notes.append(f"{run.run_name}: no {kind} objectness losses with a positive total; "
-                                 f"left out of the {kind} distribution")
-                    continue
-                curves.append(curve)
-            if curves:
-                data[kind][arm] = np.mean(curves, axis=0)
-    fig, axes = _figure(2)
-    arms = list(dict.fromkeys(list(data["pos"]) + list(data["neg"])))
+    by_arm = _finished_by_arm(runs)
+    common = any(r.objectness is not None and "pos_logit" in r.objectness for rs in by_arm.values() for r in rs)
+    scorers = SCORERS if common else (("own", "each run's own loss"),)
+    data: dict = {"fraction": fractions, "scorers": [name for name, _ in scorers]}
+    for scorer, _ in scorers:
+        data[scorer] = {"pos": {}, "neg": {}}
+    for arm, arm_runs in by_arm.items():
+        for scorer, _ in scorers:
+            for kind in ("pos", "neg"):
+                curves = []
+                for run in arm_runs:
+                    if run.objectness is None:
+                        continue
+                    if scorer == "own":
+                        losses = run.objectness[kind]
+                    elif f"{kind}_logit" in run.objectness:
+                        losses = common_objectness_losses(run.objectness[f"{kind}_logit"], kind == "pos", scorer)
+                    else:
+                        if scorer == scorers[0][0] and kind == "pos":
+                            notes.append(f"{run.run_name}: objectness_losses.npz has no logits (an older run); left "
+                                         "out of the common-loss distribution plot")
+                        continue
+                    curve = cumulative_loss_curve(losses, fractions)
+                    if curve is None:
+                        notes.append(f"{run.run_name}: no {kind} objectness losses with a positive total; "
+                                     f"left out of the {kind} distribution")
+                        continue
+                    curves.append(curve)
+                if curves:
+                    data[scorer][kind][arm] = np.mean(curves, axis=0)
+    from matplotlib.figure import Figure  # (see _figure)
+
+    fig = Figure(figsize=(10.0, 4.0 * len(scorers)), layout="constrained")
+    axes = fig.subplots(len(scorers), 2, squeeze=False)
+    arms = list(dict.fromkeys(a for scorer, _ in scorers for kind in ("pos", "neg") for a in data[scorer][kind]))
     colors = dict(zip(arms, _colors(len(arms))))
-    for ax, kind, title in zip(axes, ("pos", "neg"), ("positive samples", "negative samples")):
-        for arm, curve in data[kind].items():
-            ax.plot(fractions, curve, color=colors[arm], label=arm)
-        ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)  # equal loss per sample
-        ax.set_xlabel(f"fraction of {title} (sorted by loss, ascending)")
-        ax.set_ylabel("cumulative normalised loss")
-        ax.set_title(f"objectness loss of the final model: {title}")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    if arms:
-        fig.legend(*axes[0 if data["pos"] else 1].get_legend_handles_labels(), loc="outside right upper",
-                   fontsize=7)
+    for row, (scorer, scorer_title) in enumerate(scorers):
+        for col, (kind, title) in enumerate((("pos", "positives"), ("neg", "negatives"))):
+            ax = axes[row][col]
+            for arm, curve in data[scorer][kind].items():
+                ax.plot(fractions, curve, color=colors[arm], label=arm)
+            ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)  # equal loss per sample
+            ax.set_xlabel(f"fraction of {title} (sorted by loss, ascending)")
+            ax.set_ylabel("cumulative normalised loss")
+            ax.set_title(f"{title}, scored with {scorer_title}", fontsize=10)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+    fig.suptitle("objectness loss of each arm's final model on the validation set (Lin et al. 2017, Fig. 4)",
+                 fontsize=11)
+    handles = next((axes[r][c].get_legend_handles_labels() for r in range(len(scorers)) for c in range(2)
+                    if axes[r][c].get_legend_handles_labels()[0]), None)
+    if handles:
+        fig.legend(*handles, loc="outside right upper", fontsize=7)
+    fig.savefig(path, dpi=120)
+    return data
+
+
+def plot_first_epoch(runs: Sequence[RunResult], path: Union[str, Path], notes: list) -> Optional[dict]:
+    """(f) the first epoch step by step (diagnostics.csv, log x), per arm the mean over seeds of the object loss,
+    the no-object loss (both as weighted in the total) and the share of the objectness-logit gradient that comes
+    from negatives: the direct picture of whether, and for how long, the no-object term swamps the object term.
+    None (nothing drawn) when no finished run has diagnostics."""
+    panels = (("obj", "object loss (weighted, per step)"), ("noobj", "no-object loss (weighted, per step)"),
+              ("neg_grad_share", "share of the objectness gradient from negatives"))
+    data: dict = {name: {} for name, _ in panels}
+    missing: list = []
+    for arm, arm_runs in _finished_by_arm(runs).items():
+        tables = []
+        for run in arm_runs:
+            steps = run.steps
+            if steps is None or "epoch" not in steps or "iteration" not in steps:
+                continue
+            first = steps["epoch"] == 1
+            tables.append({name: dict(zip(steps["iteration"][first].tolist(), steps[name][first].tolist()))
+                           for name, _ in panels if name in steps})
+        if not tables:
+            missing.append(arm)
+            continue
+        for name, _ in panels:
+            iterations = sorted({i for t in tables for i in t.get(name, {})})
+            if not iterations:
+                continue
+            values = np.array([[t.get(name, {}).get(i, np.nan) for i in iterations] for t in tables], dtype=float)
+            with np.errstate(all="ignore"):
+                data[name][arm] = {"step": np.asarray(iterations) + 1, "mean": np.nanmean(values, axis=0)}
+    if not any(data.values()):
+        notes.append("no finished run has diagnostics.csv (runs made before 2026-12-01); first-epoch plot skipped")
+        return None
+    notes += [f"{arm}: no diagnostics.csv in its finished runs; left out of the first-epoch plot" for arm in missing]
+    fig, axes = _figure(3)
+    arms = list(dict.fromkeys(a for panel in data.values() for a in panel))
+    colors = dict(zip(arms, _colors(len(arms))))
+    for ax, (name, title) in zip(axes, panels):
+        for arm, curve in data[name].items():
+            ax.plot(curve["step"], curve["mean"], color=colors[arm], label=arm, linewidth=1)
+        ax.set_xscale("log")
+        if name != "neg_grad_share":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1)
+            ax.axhline(0.5, color="gray", linestyle=":", linewidth=1)  # negatives and positives pull alike
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training step of epoch 1 (log)")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("the first epoch, step by step (mean over seeds)", fontsize=11)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.savefig(path, dpi=120)
     return data

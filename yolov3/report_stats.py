@@ -1,12 +1,15 @@
 """The ablation report's statistics: Student's t in closed form, paired differences over seeds, per-arm summaries.
 
 Seeds pair runs: the baseline's seed k run is compared with each arm's seed k run, and the interval of the mean
-difference is mean ± t_{(1+level)/2, n-1} · sd / sqrt(n).
+difference is mean ± t_{(1+level)/2, n-1} · sd / sqrt(n). Two runs trained in different numeric precision (fp32 vs
+bf16, as ``train.amp: auto`` gives on different CPUs) are never paired: that seed is left out and named. The
+paired t-test's two-sided p-values of a study's comparisons (every arm against the baseline, one metric) are
+Holm-corrected together (:func:`holm_adjust`): a study that compares 8 arms has 8 chances of a false positive.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -92,19 +95,52 @@ class PairedDifference:
     low: Optional[float]
     high: Optional[float]
     excludes_zero: Optional[bool]
+    p_value: Optional[float] = None  # two-sided paired t-test; None when n < 2
+    p_holm: Optional[float] = None  # Holm-adjusted over the study's comparisons of this metric (summarize_arms)
+    unpaired_precision: list = field(default_factory=list)  # seeds both finished but in different precision
 
 
-def paired_difference(baseline_by_seed: dict, variant_by_seed: dict, level: float = CONFIDENCE) -> PairedDifference:
-    """Paired comparison over the seeds present (and finite) in both {seed: value} mappings."""
+def paired_difference(baseline_by_seed: dict, variant_by_seed: dict, level: float = CONFIDENCE,
+                      baseline_numeric: Optional[dict] = None, variant_numeric: Optional[dict] = None
+                      ) -> PairedDifference:
+    """Paired comparison over the seeds present (and finite) in both {seed: value} mappings.
+
+    ``*_numeric``: {seed: precision name} of the runs; a seed whose two runs name different precisions is left
+    out (``unpaired_precision``). The p-value is the paired t-test's, two-sided; with every difference equal
+    (sd 0) it is 0 for a non-zero mean and 1 for a zero one."""
     seeds = sorted(s for s in variant_by_seed if s in baseline_by_seed
                    and np.isfinite(variant_by_seed[s]) and np.isfinite(baseline_by_seed[s]))
+    unpaired = []
+    if baseline_numeric is not None and variant_numeric is not None:
+        unpaired = [s for s in seeds if baseline_numeric.get(s) and variant_numeric.get(s)
+                    and baseline_numeric[s] != variant_numeric[s]]
+        seeds = [s for s in seeds if s not in unpaired]
     diffs = [variant_by_seed[s] - baseline_by_seed[s] for s in seeds]
     mean, sd = mean_sd(diffs)
     if len(diffs) < 2:
-        return PairedDifference(len(diffs), seeds, mean, sd, None, None, None, None)
-    half = t_quantile((1 + level) / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return PairedDifference(len(diffs), seeds, mean, sd, half, mean - half, mean + half,
-                            bool(mean - half > 0 or mean + half < 0))
+        return PairedDifference(len(diffs), seeds, mean, sd, None, None, None, None, unpaired_precision=unpaired)
+    n = len(diffs)
+    half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    if sd > 0:
+        p_value = 2.0 * (1.0 - student_t_cdf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p_value = 0.0 if mean != 0 else 1.0
+    return PairedDifference(n, seeds, mean, sd, half, mean - half, mean + half,
+                            bool(mean - half > 0 or mean + half < 0), p_value=min(max(p_value, 0.0), 1.0),
+                            unpaired_precision=unpaired)
+
+
+def holm_adjust(p_values: dict) -> dict:
+    """Holm's step-down adjustment of {name: p} (None entries are left out): the i-th smallest of m p-values becomes
+    max over j <= i of min(1, (m - j + 1) p_(j)). Rejecting where the adjusted p < alpha controls the chance of any
+    false positive among the m comparisons at alpha (Holm 1979)."""
+    named = sorted(((p, name) for name, p in p_values.items() if p is not None), key=lambda item: item[0])
+    m = len(named)
+    adjusted, running = {}, 0.0
+    for rank, (p, name) in enumerate(named):  # rank 0-based: factor m - rank
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[name] = running
+    return adjusted
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -123,16 +159,21 @@ class ArmSummary:
     mean: dict  # metric -> mean over seeds
     sd: dict  # metric -> sample sd (nan for n < 2)
     vs_baseline: dict  # metric -> PairedDifference (absent for the baseline itself)
+    statuses: dict = field(default_factory=dict)  # run status -> count over the arm's planned runs
+    numeric: dict = field(default_factory=dict)  # seed -> the precision its finished run trained in
 
 
 def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
     """Mean ± sd per arm over finished runs, and paired differences to the baseline arm, in planned order."""
     order: list = []
     by_arm: dict = {}
+    statuses: dict = {}
     for run in runs:
         if run.arm not in by_arm:
             order.append(run.arm)
             by_arm[run.arm] = []
+            statuses[run.arm] = {}
+        statuses[run.arm][run.status] = statuses[run.arm].get(run.status, 0) + 1
         if run.status == "finished":
             by_arm[run.arm].append(run)
     arms = []
@@ -145,10 +186,18 @@ def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
         arms.append(ArmSummary(arm=arm, variant=first.variant, grid=dict(first.grid),
                                seeds=sorted(r.seed for r in finished), n=len(finished), values=values,
                                mean={m: s[0] for m, s in stats.items()}, sd={m: s[1] for m, s in stats.items()},
-                               vs_baseline={}))
+                               vs_baseline={}, statuses=statuses[arm],
+                               numeric={r.seed: r.numeric for r in finished}))
     base = next((a for a in arms if a.arm == baseline), None)
     if base is not None:
         for arm in arms:
             if arm is not base:
-                arm.vs_baseline = {m: paired_difference(base.values[m], arm.values[m]) for m in METRICS}
+                arm.vs_baseline = {m: paired_difference(base.values[m], arm.values[m],
+                                                        baseline_numeric=base.numeric, variant_numeric=arm.numeric)
+                                   for m in METRICS}
+        for metric in METRICS:  # one family per metric: every arm against the baseline
+            adjusted = holm_adjust({a.arm: a.vs_baseline[metric].p_value for a in arms if a.vs_baseline})
+            for arm in arms:
+                if arm.vs_baseline:
+                    arm.vs_baseline[metric].p_holm = adjusted.get(arm.arm)
     return arms

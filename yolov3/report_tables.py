@@ -12,7 +12,7 @@ from yolov3.report_stats import CONFIDENCE, ArmSummary, PairedDifference
 
 SUMMARY_COLUMNS = ["run", "variant", "arm", "seed", "status", "mAP50", "mAP50_95", "precision", "recall",
                    "train_obj", "train_noobj", "noobj_obj_ratio", "epochs", "wall_time_s",
-                   "obj_loss", "obj_gamma", "obj_alpha"]
+                   "obj_loss", "obj_gamma", "obj_alpha", "numeric", "cpu"]
 
 
 def _cell(value: Any) -> str:
@@ -32,8 +32,10 @@ def write_summary_csv(study: StudyRuns, path: Union[str, Path]) -> list:
         row = {"run": run.run_name, "variant": run.variant, "arm": run.arm, "seed": run.seed, "status": run.status,
                **{m: run.metrics.get(m) for m in METRICS + ("train_obj", "train_noobj", "epochs", "wall_time_s")},
                "noobj_obj_ratio": noobj_obj_ratio(run.metrics), "obj_loss": loss.get("name"),
-               "obj_gamma": loss.get("gamma"), "obj_alpha": "none" if loss and loss.get("alpha") is None
-               else loss.get("alpha")}
+               "numeric": run.numeric, "cpu": run.cpu}
+        if loss.get("name") != "bce":  # BCE has no gamma or alpha: its config's unused defaults stay blank
+            row["obj_gamma"] = loss.get("gamma")
+            row["obj_alpha"] = "none" if loss and loss.get("alpha") is None else loss.get("alpha")
         for key in study.grid_keys:
             row[key] = run.grid.get(key, "") if key in run.grid else ""
             if key in run.grid and run.grid[key] is None:
@@ -66,6 +68,18 @@ def _interval(diff: Optional[PairedDifference], digits: int = 4) -> tuple:
     return delta, ci, "yes" if diff.excludes_zero else "no"
 
 
+def _p(value: Optional[float]) -> str:
+    if value is None or not np.isfinite(value):
+        return ""
+    return f"{value:.2g}" if value >= 0.001 else "<0.001"
+
+
+def _runs_cell(arm: ArmSummary) -> str:
+    planned = sum(arm.statuses.values())
+    failed = arm.statuses.get("failed", 0)
+    return f"{arm.n}/{planned}" + (f" ({failed} failed)" if failed else "")
+
+
 def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
     """The text of summary.md."""
     counts = {}
@@ -74,19 +88,33 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     lines = [f"# Ablation study `{study.name}`", ""]
     lines.append(f"Baseline: `{study.baseline}`. Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
     lines.append("")
-    lines.append(f"Each cell is the mean ± sample sd over finished seeds. Δ is the arm minus the baseline, paired by "
-                 f"seed; the interval is the mean of the per-seed differences ± t(0.975, n−1) · sd/√n "
-                 f"({int(CONFIDENCE * 100)}% confidence; undefined for n = 1). 'excl. 0' says whether the interval "
-                 f"excludes zero.")
+    comparisons = sum(1 for arm in arms if arm.vs_baseline)
+    lines.append(f"Each cell is the mean ± sample sd over finished seeds ('runs': finished / planned, failed ones "
+                 f"named). Δ is the arm minus the baseline, paired by seed over the seeds both finished in the same "
+                 f"numeric precision ('paired n'); the interval is the mean of the per-seed differences ± t(0.975, "
+                 f"n−1) · sd/√n ({int(CONFIDENCE * 100)}% confidence, not adjusted; undefined for n = 1). p is the "
+                 f"two-sided paired t-test; 'Holm p' adjusts it over the {comparisons} comparisons of the table "
+                 f"(every arm against the baseline, Holm 1979), and 'Holm < .05' is the verdict that keeps the "
+                 f"chance of any false positive in the table at 5%.")
     for metric in ("mAP50", "mAP50_95"):
         lines += ["", f"## {METRIC_TITLES[metric]}", "",
-                  "| arm | n | mean ± sd | Δ vs baseline | 95% CI of Δ | excl. 0 |", "|---|---|---|---|---|---|"]
+                  "| arm | runs | paired n | mean ± sd | Δ vs baseline | 95% CI of Δ | excl. 0 | p | Holm p | "
+                  "Holm < .05 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for arm in arms:
-            delta, ci, excl = _interval(arm.vs_baseline.get(metric) if arm.vs_baseline else None)
+            diff = arm.vs_baseline.get(metric) if arm.vs_baseline else None
+            delta, ci, excl = _interval(diff)
+            paired = str(diff.n) if diff is not None else ""
+            p, holm = (_p(diff.p_value), _p(diff.p_holm)) if diff is not None else ("", "")
+            verdict = "" if diff is None or diff.p_holm is None else ("yes" if diff.p_holm < 0.05 else "no")
             if arm.arm != study.baseline and not arm.vs_baseline:
-                delta, ci, excl = "—", "no baseline", ""
-            lines.append(f"| {arm.arm} | {arm.n} | {_pm(arm.mean[metric], arm.sd[metric])} | {delta} | {ci} | "
-                         f"{excl} |")
+                delta, ci, excl, paired = "—", "no baseline", "", ""
+            lines.append(f"| {arm.arm} | {_runs_cell(arm)} | {paired} | {_pm(arm.mean[metric], arm.sd[metric])} | "
+                         f"{delta} | {ci} | {excl} | {p} | {holm} | {verdict} |")
+    unpaired = sorted({(arm.arm, seed) for arm in arms for diff in arm.vs_baseline.values()
+                       for seed in diff.unpaired_precision})
+    if unpaired:
+        study.notes.append("not paired, trained in another precision than the baseline's run of the same seed: "
+                           + ", ".join(f"{arm} seed {seed}" for arm, seed in unpaired))
     lines += ["", "## Precision, recall and final training objectness losses", "",
               "| arm | n | precision | recall | train obj | train noobj | noobj / obj | wall time (min) |",
               "|---|---|---|---|---|---|---|---|"]
@@ -98,6 +126,13 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
                      f"{_pm(arm.mean['train_noobj'], arm.sd['train_noobj'])} | "
                      f"{_pm(arm.mean['noobj_obj_ratio'], arm.sd['noobj_obj_ratio'], 2)} | "
                      f"{'—' if not np.isfinite(wall) else f'{wall:.1f}'} |")
+    where = {}
+    for run in study.runs:
+        if run.status == "finished":
+            where.setdefault((run.numeric or "unknown", run.cpu or "unknown CPU"), []).append(run.run_name)
+    if where:
+        lines += ["", "## Where the finished runs ran", "", "| precision | CPU | runs |", "|---|---|---|"]
+        lines += [f"| {numeric} | {cpu} | {len(names)} |" for (numeric, cpu), names in sorted(where.items())]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if study.notes:

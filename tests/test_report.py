@@ -350,8 +350,17 @@ def test_runs_of_different_precision_are_never_paired(tmp_path):
     diff = next(a for a in report.arms if a.arm == "focal").vs_baseline["mAP50_95"]
     assert diff.seeds == [0, 2] and diff.unpaired_precision == [1] and diff.n == 2
     md = report.files["summary.md"].read_text()
-    assert "not paired, trained in another precision than the baseline's run of the same seed: focal seed 1" in md
+    assert ("not paired, configured alike but trained in another precision than the baseline's run of the same "
+            "seed: focal seed 1") in md
     assert "| fp32 | unknown CPU | 5 |" in md and "| bf16 | unknown CPU | 1 |" in md
+    # arms that set different precisions on purpose (a precision study) are paired
+    for seed in range(3):
+        config_path = study_dir / "runs" / f"focal__seed{seed}" / "config.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["train"]["amp"] = "bf16"
+        config_path.write_text(yaml.safe_dump(config))
+    diff = next(a for a in build_report(study_dir, plots=False).arms if a.arm == "focal").vs_baseline["mAP50_95"]
+    assert diff.seeds == [0, 1, 2] and diff.unpaired_precision == []
 
 
 def test_common_objectness_losses_score_logits_with_one_function():

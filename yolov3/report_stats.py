@@ -105,15 +105,17 @@ def paired_difference(baseline_by_seed: dict, variant_by_seed: dict, level: floa
                       ) -> PairedDifference:
     """Paired comparison over the seeds present (and finite) in both {seed: value} mappings.
 
-    ``*_numeric``: {seed: precision name} of the runs; a seed whose two runs name different precisions is left
-    out (``unpaired_precision``). The p-value is the paired t-test's, two-sided; with every difference equal
+    ``*_numeric``: {seed: (configured train.amp, precision it ran in)} of the runs; a seed whose two runs were
+    configured alike but ran in different precisions (``auto`` on two kinds of CPU) is left out
+    (``unpaired_precision``). Arms that set different precisions on purpose (a precision study) are paired. The p-value is the paired t-test's, two-sided; with every difference equal
     (sd 0) it is 0 for a non-zero mean and 1 for a zero one."""
     seeds = sorted(s for s in variant_by_seed if s in baseline_by_seed
                    and np.isfinite(variant_by_seed[s]) and np.isfinite(baseline_by_seed[s]))
     unpaired = []
     if baseline_numeric is not None and variant_numeric is not None:
-        unpaired = [s for s in seeds if baseline_numeric.get(s) and variant_numeric.get(s)
-                    and baseline_numeric[s] != variant_numeric[s]]
+        unpaired = [s for s in seeds if s in baseline_numeric and s in variant_numeric
+                    and baseline_numeric[s][0] == variant_numeric[s][0] and baseline_numeric[s][1]
+                    and variant_numeric[s][1] and baseline_numeric[s][1] != variant_numeric[s][1]]
         seeds = [s for s in seeds if s not in unpaired]
     diffs = [variant_by_seed[s] - baseline_by_seed[s] for s in seeds]
     mean, sd = mean_sd(diffs)
@@ -160,7 +162,7 @@ class ArmSummary:
     sd: dict  # metric -> sample sd (nan for n < 2)
     vs_baseline: dict  # metric -> PairedDifference (absent for the baseline itself)
     statuses: dict = field(default_factory=dict)  # run status -> count over the arm's planned runs
-    numeric: dict = field(default_factory=dict)  # seed -> the precision its finished run trained in
+    numeric: dict = field(default_factory=dict)  # seed -> (configured train.amp, the precision its run trained in)
 
 
 def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
@@ -187,7 +189,8 @@ def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
                                seeds=sorted(r.seed for r in finished), n=len(finished), values=values,
                                mean={m: s[0] for m, s in stats.items()}, sd={m: s[1] for m, s in stats.items()},
                                vs_baseline={}, statuses=statuses[arm],
-                               numeric={r.seed: r.numeric for r in finished}))
+                               numeric={r.seed: (((r.config or {}).get("train") or {}).get("amp"), r.numeric)
+                                        for r in finished}))
     base = next((a for a in arms if a.arm == baseline), None)
     if base is not None:
         for arm in arms:

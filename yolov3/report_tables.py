@@ -113,7 +113,8 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     unpaired = sorted({(arm.arm, seed) for arm in arms for diff in arm.vs_baseline.values()
                        for seed in diff.unpaired_precision})
     if unpaired:
-        study.notes.append("not paired, trained in another precision than the baseline's run of the same seed: "
+        study.notes.append("not paired, configured alike but trained in another precision than the baseline's run "
+                           "of the same seed: "
                            + ", ".join(f"{arm} seed {seed}" for arm, seed in unpaired))
     lines += ["", "## Precision, recall and final training objectness losses", "",
               "| arm | n | precision | recall | train obj | train noobj | noobj / obj | wall time (min) |",

@@ -139,3 +139,31 @@ def trained_checkpoint(easy_data, tmp_path_factory) -> Path:
 
 
 TRAIN_STEPS = 80  # enough for the small model to fit 8 easy images (final loss well below 1% of the initial)
+
+
+# the smallest valid model cfg (a 64 px input, one conv, a head and a [yolo] layer with 2 classes), shared by tests
+MINIMAL_CFG = """[net]
+width=64
+height=64
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=21
+activation=linear
+
+[yolo]
+mask = 0,1,2
+anchors = 10,13, 16,30, 33,23
+classes=2
+num=3
+"""

@@ -5,33 +5,10 @@ import re
 
 import pytest
 
+from conftest import MINIMAL_CFG
 from yolov3.cfgparse import CfgError, parse_cfg, with_num_classes
 
-MINIMAL = """[net]
-width=64
-height=64
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask = 0,1,2
-anchors = 10,13, 16,30, 33,23
-classes=2
-num=3
-"""
+MINIMAL = MINIMAL_CFG  # conftest: one [net], a conv, a 1x1 head conv and a [yolo] layer
 
 
 def _type_counts(cfg):

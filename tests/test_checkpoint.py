@@ -13,6 +13,7 @@ import re
 import pytest
 import torch
 
+from conftest import MINIMAL_CFG
 from yolov3.checkpoint import (TrainState, lean_checkpoint, load_resume, make_checkpoint, non_finite_weights,
                                restore_pending_grads, restore_training, resumed_amp_mode)
 from yolov3.config import Config, ConfigError
@@ -20,32 +21,7 @@ from yolov3.model import Darknet
 from yolov3.optim import ModelEMA
 from yolov3.weights import read_checkpoint
 
-TINY_CFG = """[net]
-width=64
-height=64
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=21
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,13, 16,30, 33,23
-classes=2
-num=3
-"""
+TINY_CFG = MINIMAL_CFG
 NAMES = ["a", "b"]
 RESUME_ONLY = {"train_model", "optimizer", "ema", "scaler", "rng"}
 MID_EPOCH = {"partial_sums", "partial_s", "pending_grads"}

@@ -33,6 +33,13 @@ def _check_pair(logits: Tensor, targets: Tensor, name: str) -> None:
         )
 
 
+def _check_gamma_alpha(gamma: float, alpha: Optional[float], name: str) -> None:
+    if gamma < 0:
+        raise ValueError(f"{name}: gamma must be >= 0, got {gamma}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{name}: alpha must be in [0, 1] or None, got {alpha}")
+
+
 def _compute_dtype(logits: Tensor) -> torch.dtype:
     # half-precision inputs are computed in float32 (as autocast does for these ops) and cast back at the end
     return torch.promote_types(logits.dtype, torch.float32)
@@ -97,10 +104,7 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: Optio
         (not detached), as in the paper.
     """
     _check_pair(logits, targets, "focal_loss")
-    if gamma < 0:
-        raise ValueError(f"focal_loss: gamma must be >= 0, got {gamma}")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"focal_loss: alpha must be in [0, 1] or None, got {alpha}")
+    _check_gamma_alpha(gamma, alpha, "focal_loss")
     x = logits.to(_compute_dtype(logits))
     y = targets.to(x.dtype)
     loss = _bce_from_logits(x, y)
@@ -134,10 +138,7 @@ def varifocal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: O
         differentiated through ``p`` only (``q`` is a target).
     """
     _check_pair(logits, targets, "varifocal_loss")
-    if gamma < 0:
-        raise ValueError(f"varifocal_loss: gamma must be >= 0, got {gamma}")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"varifocal_loss: alpha must be in [0, 1] or None, got {alpha}")
+    _check_gamma_alpha(gamma, alpha, "varifocal_loss")
     x = logits.to(_compute_dtype(logits))
     y = targets.to(x.dtype)
     is_positive = _positive_mask(targets, positive, "varifocal_loss")

@@ -40,7 +40,7 @@ from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, bu
                           unwrap)
 from yolov3.plots import plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
-from yolov3.runs import epochs_without_improvement, open_run_folder, write_results_csv, write_summary
+from yolov3.runs import epochs_without_improvement, open_run_folder, weights_dir, write_results_csv, write_summary
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, increment_path,
                           seed_everything)
 from yolov3.paths import resolve_path, tried
@@ -188,13 +188,14 @@ def train(args: argparse.Namespace) -> dict:
               + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
         if weights_note:
             print(weights_note)
+    weights = weights_dir(run_dir)  # <run>/weights/, or the top of a run made before that layout
     state = TrainState(run_dir, sums=torch.zeros(len(LOSS_TERMS) + 1),  # where training stands (yolov3.checkpoint)
                        diagnostics=DiagnosticsRecorder(tcfg.diagnostics_every, tcfg.grad_clip))
     if ckpt is not None:
         restore_training(state, ckpt, model, optimizer, scaler if precision.scaler else None, ema)
         if is_main:
-            if best_checkpoint_needs_repair(ckpt, run_dir / "best.pt"):  # killed between last.pt and best.pt
-                atomic_torch_save(lean_checkpoint(ckpt), run_dir / "best.pt")
+            if best_checkpoint_needs_repair(ckpt, weights / "best.pt"):  # killed between last.pt and best.pt
+                atomic_torch_save(lean_checkpoint(ckpt), weights / "best.pt")
                 print(f"best.pt restored from last.pt (epoch {state.best_epoch}): the process had stopped between "
                       "the two writes")
             print(f"resuming {run_dir} from epoch {state.completed_epochs + 1}/{tcfg.epochs}")
@@ -217,14 +218,14 @@ def train(args: argparse.Namespace) -> dict:
 
     def save_last() -> None:
         try:
-            atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
+            atomic_torch_save(checkpoint(full=True), weights / "last.pt")
         except OutputError as exc:  # disk full, folder made read-only: the previous last.pt is untouched
             raise OutputError(f"{exc}; {state.what_was_kept()}", exc.errno) from None
         state.mark_saved()
 
     def save_pending_best() -> None:
         if state.best_pending is not None:
-            atomic_torch_save(state.best_pending, run_dir / "best.pt")
+            atomic_torch_save(state.best_pending, weights / "best.pt")
             state.best_pending = None
 
     # ---- the loop ----
@@ -348,7 +349,7 @@ def train(args: argparse.Namespace) -> dict:
             else:
                 save_pending_best()  # mid-epoch, last.pt cannot restore it (its weights moved on): best.pt first
                 save_last()
-                note = (f"saved {run_dir / 'last.pt'} ({state.completed_epochs} epochs and "
+                note = (f"saved {weights / 'last.pt'} ({state.completed_epochs} epochs and "
                         f"{state.batches_done} batches done)")
             resumable = state.saved is not None
             print(f"\ninterrupted: {note}" + (f"; continue with: python train.py --resume {run_dir}" if resumable

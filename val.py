@@ -35,6 +35,7 @@ from yolov3.evaluate import evaluate
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
+from yolov3.runs import find_weights
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
@@ -50,7 +51,8 @@ class ValError(ValueError):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset YAML")
-    parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
+    parser.add_argument("--weights", required=True, help="a .pt from train.py (or its run folder: its "
+                                                          "weights/best.pt), or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--img-size", type=int, default=None, help="letterbox size (default: the training size "
                                                                     "stored in a .pt, else the cfg's width)")
@@ -113,7 +115,8 @@ def load_for_data(weights: str, cfg: str | None, num_classes: int, device) -> tu
     """load_model, with a Darknet model's heads built for the data's class count: a .weights file does not record
     its own, so the cfg's (often COCO's 80) would not fit weights trained on other classes. When the weights fit
     only the cfg's count, that model is returned and run() reports the mismatch with the data."""
-    if Path(weights).suffix == ".pt":
+    weights = find_weights(weights)  # a run folder: its best.pt
+    if weights.suffix == ".pt":
         return load_model(weights, cfg=cfg, device=device)
     try:
         return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)

@@ -290,8 +290,15 @@ def test_plan_skip_resume_start_and_changed_config(tmp_path):
     plan = plan_runs(study, study_dir)
     assert [p.action for p in plan] == ["skip", "resume"]
     assert plan[1].command[2:4] == ["--resume", str(study_dir / "runs" / "focal__seed0" / "last.pt")]
-    # a missing run is started with the full command
+    # the current layout, weights/last.pt, is resumed the same way
     (study_dir / "runs" / focal.run_name / "last.pt").unlink()
+    (study_dir / "runs" / focal.run_name / "weights").mkdir()
+    (study_dir / "runs" / focal.run_name / "weights" / "last.pt").write_bytes(b"x")
+    plan = plan_runs(study, study_dir)
+    assert plan[1].action == "resume"
+    assert plan[1].command[2:4] == ["--resume", str(study_dir / "runs" / "focal__seed0" / "weights" / "last.pt")]
+    # a missing run is started with the full command
+    (study_dir / "runs" / focal.run_name / "weights" / "last.pt").unlink()
     plan = plan_runs(study, study_dir)
     assert [p.action for p in plan] == ["skip", "start"] and "--name" in plan[1].command
     # workers may differ (does not change results); anything else is a changed spec

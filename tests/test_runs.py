@@ -49,3 +49,32 @@ def test_summary_names_the_best_epoch_by_fitness_and_reads_back_as_finished(tmp_
     assert summary["final"] == {"mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}  # the last row without its epoch
     assert (summary["epochs"], summary["wall_time_s"], summary["precision"]) == (3, 12.5, "bf16")
     assert read_summary(tmp_path) == (summary, None)
+
+
+def test_checkpoints_live_in_weights_unless_the_run_has_the_older_layout(tmp_path):
+    from yolov3.runs import checkpoint_path, find_weights, run_dir_of, weights_dir
+
+    new, old = tmp_path / "exp", tmp_path / "exp2"
+    assert weights_dir(new) == new / "weights"  # a run not started yet gets the new layout
+    (new / "weights").mkdir(parents=True)
+    (new / "weights" / "last.pt").write_bytes(b"x")
+    old.mkdir()
+    (old / "best.pt").write_bytes(b"x")  # made before weights/: its checkpoints stay at the top
+    assert checkpoint_path(new, "best.pt") == new / "weights" / "best.pt"
+    assert checkpoint_path(old, "last.pt") == old / "last.pt"
+    (old / "weights").mkdir()  # an empty weights/ folder changes nothing
+    assert weights_dir(old) == old
+    assert run_dir_of(new / "weights" / "last.pt") == new and run_dir_of(old / "last.pt") == old
+    named_weights = tmp_path / "weights"  # an older run whose --name was 'weights'
+    named_weights.mkdir()
+    (named_weights / "config.yaml").write_text("{}")
+    assert run_dir_of(named_weights / "last.pt") == named_weights
+    # val.py, detect.py and the API take a run folder for its best.pt
+    assert find_weights(old) == old / "best.pt" and find_weights(tmp_path / "x.pt") == tmp_path / "x.pt"
+    try:
+        find_weights(new)
+    except FileNotFoundError as exc:
+        assert str(exc) == (f"{new}: a folder, but neither {new / 'weights' / 'best.pt'} nor {new / 'best.pt'} is "
+                            "there (give a train.py run folder or a weights file)")
+    else:
+        raise AssertionError("a run folder without best.pt must be an error")

@@ -3,7 +3,8 @@
 ``config.yaml`` and ``environment.json`` (at the start), ``results.csv`` (one row per epoch, :data:`RESULT_COLUMNS`)
 and ``summary.json`` (written once the run finished); CONTRACTS.md describes them. The epoch rows are ranked by
 :func:`fitness`. Standard library, YAML and NumPy only: the ablation runner and report read run folders without
-loading torch. (The checkpoints, last.pt and best.pt, are yolov3.checkpoint's.)
+loading torch. (What the checkpoints hold is yolov3.checkpoint's; where they live, ``weights/last.pt`` and
+``weights/best.pt`` or the top of a run made before that layout, is :func:`weights_dir`'s.)
 """
 from __future__ import annotations
 
@@ -27,13 +28,58 @@ RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls",
                   "epoch_time_s", *DIAGNOSTIC_EPOCH_COLUMNS]
 
 
+WEIGHTS_FOLDER = "weights"  # runs/train/<name>/weights/{last,best}.pt, where every ultralytics version puts them
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+
+def weights_dir(run_dir: Union[str, Path]) -> Path:
+    """The folder of a run's checkpoints: ``<run>/weights/``, or the run folder itself for a run made before that
+    layout (last.pt or best.pt at its top and neither in weights/). A run keeps the layout it started with, so an
+    older run resumed by this version goes on writing where its readers look."""
+    run_dir = Path(run_dir)
+    nested = run_dir / WEIGHTS_FOLDER
+    legacy = any((run_dir / name).is_file() for name in CHECKPOINT_NAMES)
+    if legacy and not any((nested / name).is_file() for name in CHECKPOINT_NAMES):
+        return run_dir
+    return nested
+
+
+def checkpoint_path(run_dir: Union[str, Path], name: str) -> Path:
+    """``<run>/weights/<name>`` (``last.pt``, ``best.pt``, ``epoch5.pt``), in the layout of that run."""
+    return weights_dir(run_dir) / name
+
+
+def run_dir_of(checkpoint: Union[str, Path]) -> Path:
+    """The run folder of a checkpoint in either layout: ``<run>/weights/last.pt`` or ``<run>/last.pt``."""
+    folder = Path(checkpoint).parent
+    if folder.name == WEIGHTS_FOLDER and not (folder / "config.yaml").is_file():  # not an older run named 'weights'
+        return folder.parent
+    return folder
+
+
+def find_weights(path: Union[str, Path]) -> Path:
+    """What val.py, detect.py and the API load for ``path``: a run folder gives its best.pt (either layout),
+    anything else is returned as given. FileNotFoundError naming both places for a folder without one."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = checkpoint_path(path, "best.pt")
+    if not best.is_file():
+        raise FileNotFoundError(f"{path}: a folder, but neither {path / WEIGHTS_FOLDER / 'best.pt'} nor "
+                                f"{path / 'best.pt'} is there (give a train.py run folder or a weights file)")
+    return best
+
+
 def open_run_folder(run_dir: Path, cfg: Config, environment: dict, new: bool) -> list:
-    """Ready ``run_dir`` for this process: config.yaml (resolved) for a ``new`` run, environment.json (what this
-    process runs on), and no temporary files of a write an earlier process was killed in (their names returned)."""
+    """Ready ``run_dir`` for this process: config.yaml (resolved) and the weights/ folder for a ``new`` run,
+    environment.json (what this process runs on), and no temporary files of a write an earlier process was killed
+    in (their names returned)."""
     if new:
-        ensure_dir(run_dir)
+        ensure_dir(run_dir / WEIGHTS_FOLDER)
         save_config(cfg, run_dir / "config.yaml")
     stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
+    if weights_dir(run_dir) != run_dir and weights_dir(run_dir).is_dir():
+        stale += [f"{WEIGHTS_FOLDER}/{name}" for name in remove_stale_temporaries(weights_dir(run_dir))]
     atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
     return stale
 

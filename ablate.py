@@ -19,6 +19,7 @@ import sys
 
 import torch
 
+from yolov3.cli import CommandParser
 from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
 from yolov3.config import ConfigError
@@ -27,7 +28,7 @@ from yolov3.paths import resolve_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("spec", help="ablation spec YAML (see cfg/ablation/)")
     parser.add_argument("--dry-run", action="store_true", help="validate, list the runs and their commands, exit")
     parser.add_argument("--jobs", type=int, default=None,

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import yaml
 
+from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
@@ -411,7 +412,7 @@ def run_video(item: Source, index: int, total: int, tag: str, detector: Detector
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("--weights", required=True, help="a .pt from train.py (or its run folder: its "
                                                           "weights/best.pt), or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")

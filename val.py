@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -26,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, numeric_image_ids, read_ids_record
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
-from yolov3.evaluate import evaluate
+from yolov3.evaluate import evaluate, format_table  # format_table: the per-class table
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
@@ -49,7 +49,7 @@ class ValError(ValueError):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("--data", required=True, help="dataset YAML")
     parser.add_argument("--weights", required=True, help="a .pt from train.py (or its run folder: its "
                                                           "weights/best.pt), or a Darknet .weights with --cfg")
@@ -82,20 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="exp")
     parser.add_argument("--exist-ok", action="store_true")
     return parser.parse_args(argv)
-
-
-def format_table(result: dict) -> str:
-    header = f"{'class':>16} {'images':>8} {'instances':>10} {'P':>8} {'R':>8} {'mAP@.5':>8} {'mAP@.5:.95':>11}"
-    rows = [header]
-    total = {"name": "all", "images": result["num_images"], "instances": result["num_instances"],
-             "precision": result["precision"], "recall": result["recall"], "mAP50": result["mAP50"],
-             "mAP50_95": result["mAP50_95"]}
-    for row in [total] + result["per_class"]:
-        cells = [f"{v:8.3f}" if not math.isnan(v) else f"{'-':>8}"
-                 for v in (row["precision"], row["recall"], row["mAP50"])]
-        last = f"{row['mAP50_95']:11.3f}" if not math.isnan(row["mAP50_95"]) else f"{'-':>11}"
-        rows.append(f"{row['name']:>16} {row['images']:8d} {row['instances']:10d} {' '.join(cells)} {last}")
-    return "\n".join(rows)
 
 
 def check_flags(args: argparse.Namespace) -> None:

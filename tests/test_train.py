@@ -48,8 +48,9 @@ def read_rows(run_dir):
         return list(csv.DictReader(fh))
 
 
-def test_two_epoch_smoke_run(tiny_data, tmp_path):
+def test_two_epoch_smoke_run(tiny_data, tmp_path, capsys):
     assert run_train(tiny_data, tmp_path, "smoke") == 0
+    out = capsys.readouterr().out
     run_dir = tmp_path / "smoke"
     rows = read_rows(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -58,8 +59,21 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
             assert math.isfinite(float(row[key])), key
     assert float(rows[1]["train_total"]) < float(rows[0]["train_total"])  # the loss falls
     for name in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.png", "train_batch0.png", "summary.json",
-                 "objectness_losses.npz", "PR_curve.png"):
+                 "objectness_losses.npz", "PR_curve.png", "labels.jpg", "val_batch0_labels.jpg",
+                 "val_batch0_pred.jpg", "train.log"):
         assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob("events.out.tfevents.*"))  # tensorboard is not installed here: off, and said so
+    # train.log: the commands, each epoch's line, the per-class table, the end; never a progress bar
+    log = (run_dir / "train.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].endswith(f"command: python train.py --data {tiny_data} --project {tmp_path} --name smoke "
+                             + " ".join(TINY_ARGS))
+    assert " resolved: python train.py data=" in lines[1] and "train.epochs=2" in lines[1]
+    assert "\r" not in log and "%|" not in log and "TensorBoard: off" in log
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+    table = [line.split() for line in lines if line.split()[:1] in (["all"], ["circle"], ["cross"])]
+    assert [row[0] for row in table] == ["all", "circle", "cross"] and len(table[0]) == 7
+    assert "circle" in out and lines[-1].startswith("done in ")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["train"]["nominal_batch"] == 8
     # diagnostics: every step of epoch 1 (3 batches of 4; the optimiser steps after batches 2 and 3 since
@@ -87,10 +101,20 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
     assert environment["cpu_line"] and environment["amp"] == "auto"
     ckpt = torch.load(run_dir / "weights" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["names"][0] == "circle" and "[net]" in ckpt["cfg_text"]
-    # the run folder is never overwritten: the same name gives smoke2
-    assert run_train(tiny_data, tmp_path, "smoke", "--epochs", "1") == 0
-    assert (tmp_path / "smoke2" / "weights" / "last.pt").is_file()
+    # the run folder is never overwritten: the same name gives smoke2; yolov5's flags: a checkpoint every epoch,
+    # the first two layers frozen, every box one class
+    assert run_train(tiny_data, tmp_path, "smoke", "--save-period", "1", "--freeze", "2", "--single-cls") == 0
     assert len(read_rows(run_dir)) == 2
+    weights = tmp_path / "smoke2" / "weights"
+    last = torch.load(weights / "last.pt", weights_only=True)
+    first = torch.load(weights / "epoch1.pt", weights_only=True)
+    assert "optimizer" not in first and first["epoch"] == 1 and (weights / "epoch2.pt").is_file()
+    assert last["names"] == first["names"] == ["object"] and "classes=1" in last["cfg_text"].replace(" ", "")
+    for key, value in last["train_model"].items():  # frozen: layers 0 and 1 end where epoch 1 had them (their
+        # weights: BatchNorm's running statistics still follow the data, as in yolov5)
+        if key.startswith(("module_list.0.", "module_list.1.")) and key.endswith(("weight", "bias")):
+            assert torch.equal(value, first["model"][key]), key
+    assert not torch.equal(last["train_model"]["module_list.2.conv.weight"], first["model"]["module_list.2.conv.weight"])
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import sys
+import time
 from pathlib import Path
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -160,3 +163,136 @@ def read_summary(run_dir: Union[str, Path]) -> tuple:
     if summary.get("status") != "finished":
         return None, f"{path}: status is {summary.get('status')!r}, not 'finished'"
     return summary, None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# train.log and TensorBoard: what a run said, as lines, and its epoch rows as scalars
+# --------------------------------------------------------------------------------------------------------------------
+class _Tee:
+    """One of sys.stdout / sys.stderr while a :class:`TrainLog` is installed: everything reaches the terminal as
+    before; complete lines also reach the log, except what a progress bar draws. tqdm draws each state of its bar in
+    one write that starts with a carriage return, so a write holding one is left out, and so is the newline that
+    ends a bar; everything else (print's text and its newline come in two writes) is logged line by line."""
+
+    def __init__(self, stream, log: "TrainLog") -> None:
+        self.stream, self.log = stream, log
+        self.pending = ""  # the start of a line not ended yet
+        self.after_bar = False  # the last write drew a progress bar
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if "\r" in text:
+            self.after_bar = True
+            return written
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line or not self.after_bar:  # the newline that closes a bar is no line of its own
+                self.log.write_line(line)
+            self.after_bar = False
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding...: the terminal's
+        return getattr(self.stream, name)
+
+
+class _LogHandler(logging.Handler):
+    """The package's log records (yolov3.data's label warnings and scan summary) into train.log; the terminal
+    gets them from the package's own handler."""
+
+    def __init__(self, log: "TrainLog") -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for line in record.getMessage().splitlines():
+            self.log.write_line(line)
+
+
+class TrainLog:
+    """``train.log``: every line a run prints (each epoch's summary, warnings, errors), written by the run itself,
+    without the progress bars' redraws, which stay on the terminal.
+
+    :meth:`install` tees sys.stdout and sys.stderr (and the ``yolov3`` logger) for the run; lines printed before
+    the run folder exists are held in memory until :meth:`attach` opens the file (appending: a resumed run adds to
+    it), and are dropped if it never does (a failed start leaves no folder). :meth:`close` puts the streams back.
+    """
+
+    def __init__(self) -> None:
+        self.held: list = []
+        self.file = None
+        self.path: Optional[Path] = None
+        self._streams: Optional[tuple] = None
+        self._handler = _LogHandler(self)
+
+    def install(self) -> "TrainLog":
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
+        logging.getLogger("yolov3").addHandler(self._handler)
+        return self
+
+    def attach(self, path: Union[str, Path], header: Sequence[str] = ()) -> None:
+        """Start writing to ``path`` (appending): ``header`` lines (the command), then what was held."""
+        self.path = Path(path)
+        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for line in [f"# {stamp} {text}" for text in header] + self.held:
+            self.file.write(line + "\n")
+        self.held = []
+        self.file.flush()
+
+    def write_line(self, line: str) -> None:
+        if self.file is None:
+            self.held.append(line)
+        else:
+            self.file.write(line + "\n")
+            self.file.flush()  # a killed run keeps every line up to its end
+
+    def close(self) -> None:
+        logging.getLogger("yolov3").removeHandler(self._handler)
+        if self._streams is not None:
+            for tee in (sys.stdout, sys.stderr):
+                if isinstance(tee, _Tee) and tee.pending:
+                    self.write_line(tee.pending)
+            sys.stdout, sys.stderr = self._streams
+            self._streams = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+TENSORBOARD_SCALARS = {"train": ("box", "obj", "noobj", "cls", "total"), "val": ("box", "obj", "noobj", "cls"),
+                       "metrics": ("precision", "recall", "mAP50", "mAP50_95")}
+
+
+class TensorBoardLog:
+    """Each epoch's results.csv row as TensorBoard scalars in the run folder, when ``torch.utils.tensorboard``
+    imports (the ``tensorboard`` package is installed); never required: otherwise it is off and says so once."""
+
+    def __init__(self, run_dir: Union[str, Path]) -> None:
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+        except ImportError:
+            self.status = "TensorBoard: off (pip install tensorboard to log the epochs there)"
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.status = f"TensorBoard: on (tensorboard --logdir {Path(run_dir).parent})"
+
+    def log_epoch(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for group, names in TENSORBOARD_SCALARS.items():
+            for name in names:
+                key = name if group == "metrics" else f"{group}_{name}"
+                value = row.get(key, math.nan)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"{group}/{name}", value, row["epoch"])
+        self.writer.add_scalar("lr/group0", row["lr"], row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

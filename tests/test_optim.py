@@ -166,5 +166,5 @@ def test_freeze_layers_by_count_or_index_and_the_optimiser_skips_them():
     with pytest.raises(ConfigError, match=rf"'train.freeze': layer\(s\) \[99\] of a model whose layers are "
                                           rf"0..{len(layers) - 1}"):
         freeze_layers(model, [1, 99])
-    with pytest.raises(ConfigError, match=rf"'train.freeze': the first 100 of a model whose layers are"):
+    with pytest.raises(ConfigError, match=r"'train.freeze': the first 100 of a model whose layers are"):
         freeze_layers(model, 100)

@@ -83,7 +83,8 @@ class CommandParser(argparse.ArgumentParser):
         return action
 
     def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # noqa: D102 - argparse's
-        parsed, unknown = self.parse_known_args(args, namespace)
+        # intermixed: key=value positionals may come before, between and after the flags (train.py, ablate.py)
+        parsed, unknown = self.parse_known_intermixed_args(args, namespace)
         flags = [a for a in unknown if a.startswith("-") and len(a) > 1]
         if flags:
             self.error("; ".join(self.nearest(flag) for flag in flags))

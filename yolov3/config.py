@@ -6,6 +6,9 @@ YAML files (``cfg/hyp.*.yaml``, ablation specs) hold *overrides only*. A config 
 
 Unknown keys and values of the wrong type are errors that name the full dotted key and the source (file or
 command line), so a typo never silently trains the wrong model.
+
+A field added later defaults to what the code did before it existed (train.save_period 0, train.freeze 0, ...):
+an older run's config.yaml that lacks it is read, resumed and compared (ablate.py) as having that default.
 """
 from __future__ import annotations
 

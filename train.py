@@ -140,7 +140,7 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
               + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
         if weights_note:
             print(weights_note)
-        print(tensorboard.status + (f"; frozen layers: {frozen[0]}-{frozen[-1]}" if frozen else ""))
+        print(tensorboard.status + (f"; {len(frozen)} frozen layer(s): {frozen}" if frozen else ""))
         if ckpt is None:  # what the labels hold: classes, where the boxes are, their sizes
             plot_labels(train_set.labels, names, run_dir / "labels.jpg")
     weights = weights_dir(run_dir)  # <run>/weights/, or the top of a run made before that layout

@@ -3,13 +3,17 @@
 
     python ablate.py cfg/ablation/objectness.yaml --dry-run       # validate, list runs and exact commands
     python ablate.py cfg/ablation/objectness.yaml                 # run (skips finished, resumes partial runs)
+    python ablate.py cfg/ablation/objectness.yaml data=my.yaml train.epochs=50   # the study on your data
     python ablate.py cfg/ablation/focal_grid.yaml --jobs 2        # two runs at a time (CPU cores split)
     python ablate.py cfg/ablation/voc_yolov3.yaml --device 0,1    # one run per GPU
     python ablate.py cfg/ablation/objectness.yaml --report-only   # rebuild the report from the run folders
 
-The spec schema is documented at the top of yolov3/ablation.py and in each cfg/ablation/*.yaml. Everything lands
-in <project>/<study>/: spec.yaml, runs.json, runs/<run>/ (train.py's folder + ablation.json + train.log),
-summary.csv, summary.md and the plots. Exit status: 0 when every run finished, 1 when any failed, 2 for a bad spec.
+The spec schema is documented at the top of yolov3/ablation.py and in each cfg/ablation/*.yaml. key=value after
+the spec replaces the spec's base for every run (checked as the spec's keys are; a key a variant or the grid sets is
+an error); the study remembers them, and a rerun with other ones is refused. Everything lands in <project>/<study>/:
+spec.yaml, runs.json, dataset.json (your data's object : no-object cells), runs/<run>/ (train.py's folder with its
+train.log, plus ablation.json and console.log: all the run printed), summary.csv, summary.md and the plots.
+Exit status: 0 when every run finished, 1 when any failed, 2 for a bad spec.
 """
 from __future__ import annotations
 
@@ -19,16 +23,21 @@ import sys
 
 import torch
 
+from yolov3.cli import CommandParser
 from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
+from yolov3.ablation_runner import check_recorded_overrides, write_dataset_record
 from yolov3.config import ConfigError
 from yolov3.report import build_report
 from yolov3.paths import resolve_path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("spec", help="ablation spec YAML (see cfg/ablation/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config keys replacing the spec's base for every run, e.g. data=my.yaml "
+                             "train.epochs=50 (train.py --print-config lists the keys)")
     parser.add_argument("--dry-run", action="store_true", help="validate, list the runs and their commands, exit")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs in parallel (default: one per GPU listed in --device; 1 on a GPU picked "
@@ -62,7 +71,7 @@ def default_jobs(device: str, gpus: list) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        study = load_spec(resolve_path(args.spec), name=args.name)  # or the shipped spec of that name
+        study = load_spec(resolve_path(args.spec), name=args.name, overrides=args.overrides)  # or the shipped spec
         study_dir, _ = study_paths(args.project, study.name)
         if args.report_only:
             return report(study_dir)
@@ -70,6 +79,7 @@ def main(argv=None) -> int:
         jobs = args.jobs if args.jobs is not None else default_jobs(args.device, gpus)
         if jobs < 1:
             raise AblationError(f"--jobs must be at least 1, got {jobs}")
+        check_recorded_overrides(study, study_dir)  # the key=value a study's runs were made with
         planned = plan_runs(study, study_dir, device=args.device, train_script=args.train_script)
         missing = check_paths(study)
         stale = stale_run_folders(study, study_dir)
@@ -96,6 +106,10 @@ def main(argv=None) -> int:
         if item.note:
             print(f"warning: {item.note}", file=sys.stderr)
     write_study_files(study, study_dir, planned)
+    for entry in write_dataset_record(study, study_dir):
+        if "problem" not in entry:
+            print(f"data {entry['data']} at {entry['img_size']} px: object : no-object cells = 1 : "
+                  f"{entry['noobject_per_object']:.0f} ({entry['boxes']} boxes in {entry['images']} train images)")
     counts = {a: sum(p.action == a for p in planned) for a in ("start", "resume", "skip")}
     print(f"study {study.name}: {len(planned)} runs in {study_dir} ({counts['skip']} finished, "
           f"{counts['resume']} to resume, {counts['start']} to start; jobs={jobs})")
@@ -110,7 +124,7 @@ def main(argv=None) -> int:
         report(study_dir)
     if failed:
         print(f"{len(failed)} of {len(outcomes)} runs failed: " + ", ".join(o.run_name for o in failed) +
-              " (logs: <run>/train.log); rerun to retry them", file=sys.stderr)
+              " (logs: <run>/console.log, <run>/train.log); rerun to retry them", file=sys.stderr)
         return 1
     return 0
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import yaml
 
+from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image
@@ -42,6 +43,7 @@ from yolov3.draw import draw_boxes, write_image
 from yolov3.errors import user_errors
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
+from yolov3.runs import find_weights
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
@@ -410,8 +412,9 @@ def run_video(item: Source, index: int, total: int, tag: str, detector: Detector
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
+    parser.add_argument("--weights", required=True, help="a .pt from train.py (or its run folder: its "
+                                                          "weights/best.pt), or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--names", help="class names, one per line (default: from the .pt, or COCO for 80 classes)")
     parser.add_argument("--source", required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
@@ -457,7 +460,8 @@ def load_detector(weights: str, cfg: Optional[str], names_arg: Optional[str], de
     """load_model, with a Darknet model's heads built for the --names count: a .weights file does not record its
     class count, so the cfg's (often COCO's 80) would not fit weights trained on other classes. A .pt knows its
     own; a --names that disagrees with it is reported by load_names."""
-    if not names_arg or Path(weights).suffix == ".pt":
+    weights = find_weights(weights)  # a run folder: its best.pt
+    if not names_arg or weights.suffix == ".pt":
         return load_model(weights, cfg=cfg, device=device)
     num_classes = len(read_names_file(names_arg))
     try:

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from yolov3.cli import CommandParser
 from yolov3.exporter import BN_EPS, ExportError, export_darknet, export_onnx
 from yolov3.errors import user_errors
 
@@ -25,7 +26,7 @@ FORMATS = ("darknet", "onnx")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--names", help="class names, one per line (default: from the .pt, or COCO's for 80 "

@@ -2,13 +2,16 @@
 """Train a YOLOv3-family detector described by a Darknet .cfg.
 
     python train.py                                    # small model, built-in shapes dataset, CPU-friendly defaults
-    python train.py --cfg cfg/yolov3-tiny.cfg --data data/voc.yaml --img-size 416 --epochs 100
+    python train.py --cfg cfg/yolov3-tiny.cfg --data data/voc.yaml --imgsz 416 --epochs 100
+    python train.py --hyp hyp.scratch-low.yaml         # a yolov5 hyp file, translated (or one of ours)
     python train.py loss.objectness.name=focal loss.objectness.gamma=2 loss.objectness.alpha=0.25
-    python train.py --resume                           # continue the most recent run (or --resume runs/train/exp/last.pt)
+    python train.py --print-config                     # every config key, its default and why
+    python train.py --resume                           # continue the most recent run (or --resume runs/train/exp)
     torchrun --nproc_per_node 2 train.py ...           # DDP: NCCL on GPUs, gloo on CPU
 
 Configuration: defaults (yolov3/config.py) <- --hyp YAML <- the flags below <- dotted key=value overrides.
-The run folder (runs/train/<name>/) gets config.yaml, results.csv, results.png, last.pt, best.pt, summary.json.
+The run folder (runs/train/<name>/) gets config.yaml, train.log, results.csv, results.png, labels.jpg,
+weights/last.pt, weights/best.pt, val_batch0_labels.jpg / val_batch0_pred.jpg and summary.json.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import argparse
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +31,25 @@ from yolov3.augment import random_rescale
 from yolov3.checkpoint import (TrainState, best_checkpoint_needs_repair, lean_checkpoint, load_initial_weights,
                                load_resume, make_checkpoint, non_finite_weights, prepare_new_run_dir,
                                restore_pending_grads, restore_training, resumed_amp_mode)
-from yolov3.config import Config, ConfigError
-from yolov3.data import create_dataloader, load_data_yaml
+from yolov3.config import ConfigError
+from yolov3.data import as_single_class, create_dataloader, load_data_yaml
 from yolov3.distributed import all_ranks_agree, cleanup_distributed, setup_distributed
 from yolov3.diagnostics import DiagnosticsRecorder, objectness_statistics
 from yolov3.draw import plot_batch
 from yolov3.errors import user_errors
-from yolov3.evaluate import LOSS_TERMS, evaluate, objectness_samples
+from yolov3.evaluate import LOSS_TERMS, evaluate, format_table, objectness_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
-from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, set_learning_rates,
-                          unwrap)
-from yolov3.plots import plot_results_csv
+from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, freeze_layers,
+                          set_learning_rates, unwrap)
+from yolov3.plots import plot_labels, plot_results_csv
 from yolov3.precision import environment_record, resolve_precision
-from yolov3.runs import epochs_without_improvement, open_run_folder, write_results_csv, write_summary
+from yolov3.runs import (TensorBoardLog, TrainLog, epochs_without_improvement, open_run_folder, weights_dir,
+                         write_results_csv, write_summary)
+from yolov3.train_cli import check_resume_flags, command_header, format_config, resolve_config
+from yolov3.train_cli import parse_args as parse_train_args
 from yolov3.utils import (OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, increment_path,
                           seed_everything)
-from yolov3.paths import resolve_path, tried
-
-RESUME_FLAGS = ("workers", "device", "noval", "nosave", "project")  # what may change when a run continues
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,72 +57,13 @@ class NonFiniteLoss(RuntimeError):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted config overrides, e.g. loss.objectness.name=focal train.lr0=0.005")
-    parser.add_argument("--cfg", help="Darknet model cfg (default: cfg/yolov3-small.cfg)")
-    parser.add_argument("--data", help="dataset YAML (default: data/shapes.yaml, generated on first use)")
-    parser.add_argument("--hyp", help="YAML of config overrides (hyperparameters)")
-    parser.add_argument("--weights", help="initial weights: a .pt from train.py, a Darknet .weights, or a backbone "
-                                          "such as darknet53.conv.74 (with --cutoff)")
-    parser.add_argument("--cutoff", type=int, help="load only the first N layers of a Darknet weights file")
-    parser.add_argument("--allow-partial-weights", action="store_true",
-                        help="accept a --weights .pt that fits fewer than half of the model's tensors")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="total batch size over all processes")
-    parser.add_argument("--img-size", type=int, help="train and val image size (multiple of 32)")
-    parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0; under torchrun each process "
-                                                      "takes the GPU of its LOCAL_RANK (or cpu)")
-    parser.add_argument("--workers", type=int, help="dataloader workers per process")
-    parser.add_argument("--project", default="runs/train", help="parent folder of run folders")
-    parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... unless --exist-ok)")
-    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing run folder instead of a new one")
-    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                        help="continue a run from its last.pt (default: the most recent run under --project)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--multi-scale", action="store_true", default=None, help="vary image size +-50%% per batch")
-    parser.add_argument("--cache", nargs="?", const="ram", choices=("ram", "auto", "off"),
-                        help="decoded images in RAM: --cache (or --cache ram), auto (the default: when they fit in "
-                             "10%% of free memory) or off")
-    parser.add_argument("--noval", action="store_true", help="validate only after the final epoch")
-    parser.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
-    return parser.parse_args(argv)
+    """The flags and the config keys they set: yolov3/train_cli.py (``--help`` lists them with their defaults)."""
+    return parse_train_args(argv, description=__doc__)
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    """defaults <- --hyp <- flags <- dotted overrides; every path checked here so errors come before any work."""
-    cfg = config_lib.load_config(resolve_path(args.hyp) if args.hyp else None)
-    flags = {"cfg": args.cfg, "data": args.data, "weights": args.weights, "cutoff": args.cutoff,
-             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "img_size": args.img_size,
-                       "workers": args.workers, "seed": args.seed, "multi_scale": args.multi_scale,
-                       "cache": args.cache}}
-    flags["train"] = {key: value for key, value in flags["train"].items() if value is not None}
-    flags = {key: value for key, value in flags.items() if value not in (None, {})}
-    cfg = config_lib.from_dict(flags, source="command line", base=cfg)
-    cfg = config_lib.apply_overrides(cfg, args.overrides)
-    for key in ("cfg", "data"):
-        if not resolve_path(getattr(cfg, key)).is_file():  # as given, else the file shipped with the package
-            raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)} ({tried(getattr(cfg, key))})")
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise ConfigError(f"'weights': file not found: {cfg.weights}")
-    return config_lib.validate(cfg)
-
-
-def check_resume_flags(args: argparse.Namespace) -> None:
-    """--resume takes the run's saved config: any flag or override that would change it is an error."""
-    changed = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-               if k not in RESUME_FLAGS + ("resume", "overrides", "name", "exist_ok", "allow_partial_weights")
-               and v is not None]
-    changed += ["--name"] * (args.name != "exp") + ["--exist-ok"] * args.exist_ok
-    changed += ["--allow-partial-weights"] * args.allow_partial_weights
-    if args.overrides or changed:
-        raise ConfigError(f"--resume continues a run with its saved config; {', '.join(changed + args.overrides)}"
-                          f" cannot change it (allowed with --resume: "
-                          f"{', '.join('--' + f for f in RESUME_FLAGS)})")
-
-
-def train(args: argparse.Namespace) -> dict:
-    """One run: configuration and run folder, data, model and optimiser, the epoch loop, then summary.json."""
+def train(args: argparse.Namespace, log: TrainLog) -> dict:
+    """One run: configuration and run folder, data, model and optimiser, the epoch loop, then summary.json.
+    ``log`` is train.log (installed by main), attached to the run folder once it exists."""
     rank, local_rank, world_size, device = setup_distributed(args.device)
     is_main = rank in (-1, 0)
 
@@ -130,7 +75,9 @@ def train(args: argparse.Namespace) -> dict:
         if args.workers is not None:
             cfg = config_lib.apply_overrides(cfg, [f"train.workers={args.workers}"])
     else:
-        cfg = resolve_config(args)
+        cfg, notes = resolve_config(args)
+        for note in notes if is_main else []:  # what --hyp translated, the size --cfg implied
+            print(note)
         run_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
         if is_main and run_dir.exists():
             prepare_new_run_dir(run_dir)  # refuses a folder holding another run before any work is done
@@ -139,6 +86,7 @@ def train(args: argparse.Namespace) -> dict:
 
     # ---- data ----
     data = load_data_yaml(cfg.data)
+    data = as_single_class(data) if tcfg.single_cls else data  # every box as class 0, 'object'
     names = data["names"]
     if tcfg.batch_size % world_size:
         raise ConfigError(f"'train.batch_size' {tcfg.batch_size} must be divisible by the {world_size} processes")
@@ -160,6 +108,7 @@ def train(args: argparse.Namespace) -> dict:
     if ckpt is None and cfg.weights:
         weights_note = load_initial_weights(model, cfg.weights, cutoff=cfg.cutoff, cfg_path=cfg.cfg,
                                             allow_partial=args.allow_partial_weights)
+    frozen = freeze_layers(model, tcfg.freeze) if tcfg.freeze else []  # before the optimiser: it skips them
     model.to(device)
     if world_size > 1 and tcfg.sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -180,21 +129,28 @@ def train(args: argparse.Namespace) -> dict:
     ema = ModelEMA(model, tcfg.ema_decay, tcfg.ema_tau) if (tcfg.ema and is_main) else None
 
     # Every input is valid now: only from here on does the run leave anything on disk.
+    tensorboard = None
     if is_main:
         environment = environment_record(device, precision)
         stale = open_run_folder(run_dir, cfg, environment, new=ckpt is None)
+        log.attach(run_dir / "train.log", command_header(args, cfg, resumed=ckpt is not None))
+        tensorboard = TensorBoardLog(run_dir)
         print(f"run folder: {run_dir}  device: {device}  world size: {world_size}  precision: {precision.name} "
               f"({precision.reason}; {environment['cpu_line']})"
               + (f"  (removed {len(stale)} temporary file(s) of a killed write)" if stale else ""))
         if weights_note:
             print(weights_note)
+        print(tensorboard.status + (f"; {len(frozen)} frozen layer(s): {frozen}" if frozen else ""))
+        if ckpt is None:  # what the labels hold: classes, where the boxes are, their sizes
+            plot_labels(train_set.labels, names, run_dir / "labels.jpg")
+    weights = weights_dir(run_dir)  # <run>/weights/, or the top of a run made before that layout
     state = TrainState(run_dir, sums=torch.zeros(len(LOSS_TERMS) + 1),  # where training stands (yolov3.checkpoint)
                        diagnostics=DiagnosticsRecorder(tcfg.diagnostics_every, tcfg.grad_clip))
     if ckpt is not None:
         restore_training(state, ckpt, model, optimizer, scaler if precision.scaler else None, ema)
         if is_main:
-            if best_checkpoint_needs_repair(ckpt, run_dir / "best.pt"):  # killed between last.pt and best.pt
-                atomic_torch_save(lean_checkpoint(ckpt), run_dir / "best.pt")
+            if best_checkpoint_needs_repair(ckpt, weights / "best.pt"):  # killed between last.pt and best.pt
+                atomic_torch_save(lean_checkpoint(ckpt), weights / "best.pt")
                 print(f"best.pt restored from last.pt (epoch {state.best_epoch}): the process had stopped between "
                       "the two writes")
             print(f"resuming {run_dir} from epoch {state.completed_epochs + 1}/{tcfg.epochs}")
@@ -217,17 +173,18 @@ def train(args: argparse.Namespace) -> dict:
 
     def save_last() -> None:
         try:
-            atomic_torch_save(checkpoint(full=True), run_dir / "last.pt")
+            atomic_torch_save(checkpoint(full=True), weights / "last.pt")
         except OutputError as exc:  # disk full, folder made read-only: the previous last.pt is untouched
             raise OutputError(f"{exc}; {state.what_was_kept()}", exc.errno) from None
         state.mark_saved()
 
     def save_pending_best() -> None:
         if state.best_pending is not None:
-            atomic_torch_save(state.best_pending, run_dir / "best.pt")
+            atomic_torch_save(state.best_pending, weights / "best.pt")
             state.best_pending = None
 
     # ---- the loop ----
+    metrics: dict = {}  # the last validation's result; its per-class table closes the run
     stop_request = StopRequest("finishing this batch, then saving last.pt").install()
     try:
         for epoch in range(start_epoch, tcfg.epochs):
@@ -317,6 +274,7 @@ def train(args: argparse.Namespace) -> dict:
                    "epoch_time_s": time.time() - state.epoch_started, "elapsed_s": time.time() - started,
                    **epoch_diagnostics}
             improved = state.record_epoch(row)
+            tensorboard.log_epoch(row)
             stop = bool(tcfg.patience) and epochs_without_improvement(state.history) > tcfg.patience
             save_now = not args.nosave or final_epoch or stop
             if improved:  # best.pt-to-be: kept in memory (a copy, as training goes on) until it may be written
@@ -333,6 +291,8 @@ def train(args: argparse.Namespace) -> dict:
                 # best.pt back from last.pt on --resume (checkpoint.best_checkpoint_needs_repair)
                 save_last()
                 save_pending_best()
+                if tcfg.save_period and (epoch + 1) % tcfg.save_period == 0:
+                    atomic_torch_save(checkpoint(full=False), weights / f"epoch{epoch + 1}.pt")
             if stop:
                 print(f"stopping early: no improvement for {tcfg.patience} validated epochs")
             if all_ranks_agree(stop_request.requested, world_size, device):
@@ -348,7 +308,7 @@ def train(args: argparse.Namespace) -> dict:
             else:
                 save_pending_best()  # mid-epoch, last.pt cannot restore it (its weights moved on): best.pt first
                 save_last()
-                note = (f"saved {run_dir / 'last.pt'} ({state.completed_epochs} epochs and "
+                note = (f"saved {weights / 'last.pt'} ({state.completed_epochs} epochs and "
                         f"{state.batches_done} batches done)")
             resumable = state.saved is not None
             print(f"\ninterrupted: {note}" + (f"; continue with: python train.py --resume {run_dir}" if resumable
@@ -356,9 +316,13 @@ def train(args: argparse.Namespace) -> dict:
         raise
     finally:
         stop_request.restore()
+        if tensorboard is not None:
+            tensorboard.close()
 
     summary = {}
     if is_main:
+        if state.history and "per_class" in metrics:
+            print(format_table(metrics))  # the final validation, class by class
         summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, state.history, started,
                              precision.name)
     cleanup_distributed(world_size)
@@ -379,8 +343,12 @@ def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, starte
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    log = TrainLog().install()  # train.log: what this run prints, line by line (kept once its folder exists)
     try:
-        train(args)
+        if args.print_config:
+            print(format_config(resolve_config(args)[0]))
+        else:
+            train(args, log)
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -389,6 +357,12 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug rather than a mistake of the user's: its traceback in train.log too
+        for line in traceback.format_exc().splitlines():
+            log.write_line(line)
+        raise
+    finally:
+        log.close()
     return 0
 
 

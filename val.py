@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -26,15 +25,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, numeric_image_ids, read_ids_record
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
-from yolov3.evaluate import evaluate
+from yolov3.evaluate import evaluate, format_table  # format_table: the per-class table
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
+from yolov3.runs import find_weights
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
@@ -48,9 +49,10 @@ class ValError(ValueError):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)  # defaults in --help; foreign flags get their nearest
     parser.add_argument("--data", required=True, help="dataset YAML")
-    parser.add_argument("--weights", required=True, help="a .pt from train.py, or a Darknet .weights with --cfg")
+    parser.add_argument("--weights", required=True, help="a .pt from train.py (or its run folder: its "
+                                                          "weights/best.pt), or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--img-size", type=int, default=None, help="letterbox size (default: the training size "
                                                                     "stored in a .pt, else the cfg's width)")
@@ -82,20 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def format_table(result: dict) -> str:
-    header = f"{'class':>16} {'images':>8} {'instances':>10} {'P':>8} {'R':>8} {'mAP@.5':>8} {'mAP@.5:.95':>11}"
-    rows = [header]
-    total = {"name": "all", "images": result["num_images"], "instances": result["num_instances"],
-             "precision": result["precision"], "recall": result["recall"], "mAP50": result["mAP50"],
-             "mAP50_95": result["mAP50_95"]}
-    for row in [total] + result["per_class"]:
-        cells = [f"{v:8.3f}" if not math.isnan(v) else f"{'-':>8}"
-                 for v in (row["precision"], row["recall"], row["mAP50"])]
-        last = f"{row['mAP50_95']:11.3f}" if not math.isnan(row["mAP50_95"]) else f"{'-':>11}"
-        rows.append(f"{row['name']:>16} {row['images']:8d} {row['instances']:10d} {' '.join(cells)} {last}")
-    return "\n".join(rows)
-
-
 def check_flags(args: argparse.Namespace) -> None:
     """The flags that need no model or data, checked before loading either; one ConfigError naming the flag."""
     if args.batch_size < 1:
@@ -113,7 +101,8 @@ def load_for_data(weights: str, cfg: str | None, num_classes: int, device) -> tu
     """load_model, with a Darknet model's heads built for the data's class count: a .weights file does not record
     its own, so the cfg's (often COCO's 80) would not fit weights trained on other classes. When the weights fit
     only the cfg's count, that model is returned and run() reports the mismatch with the data."""
-    if Path(weights).suffix == ".pt":
+    weights = find_weights(weights)  # a run folder: its best.pt
+    if weights.suffix == ".pt":
         return load_model(weights, cfg=cfg, device=device)
     try:
         return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)

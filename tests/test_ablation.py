@@ -318,14 +318,29 @@ def test_plan_skip_resume_start_and_changed_config(tmp_path):
     plan = plan_runs(study, study_dir)
     assert [p.action for p in plan] == ["skip", "resume"]
     assert plan[1].command[2:4] == ["--resume", str(study_dir / "runs" / "focal__seed0" / "last.pt")]
-    # a missing run is started with the full command
+    # the current layout, weights/last.pt, is resumed the same way
     (study_dir / "runs" / focal.run_name / "last.pt").unlink()
+    (study_dir / "runs" / focal.run_name / "weights").mkdir()
+    (study_dir / "runs" / focal.run_name / "weights" / "last.pt").write_bytes(b"x")
+    plan = plan_runs(study, study_dir)
+    assert plan[1].action == "resume"
+    assert plan[1].command[2:4] == ["--resume", str(study_dir / "runs" / "focal__seed0" / "weights" / "last.pt")]
+    # a missing run is started with the full command
+    (study_dir / "runs" / focal.run_name / "weights" / "last.pt").unlink()
     plan = plan_runs(study, study_dir)
     assert [p.action for p in plan] == ["skip", "start"] and "--name" in plan[1].command
     # workers may differ (does not change results); anything else is a changed spec
     changed = config_lib.apply_overrides(bce.config, ["train.workers=7"])
     fake_finished(study_dir / "runs" / bce.run_name, changed)
     assert plan_runs(study, study_dir)[0].action == "skip"
+    # a run made before train.freeze existed (its config.yaml lacks the key) ran as its default says: it matches
+    older = config_lib.to_dict(bce.config)
+    del older["train"]["freeze"], older["train"]["single_cls"]
+    (study_dir / "runs" / bce.run_name / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
+    assert plan_runs(study, study_dir)[0].action == "skip"
+    frozen = load_spec(write_spec(tmp_path, with_changes(seeds=[0])), overrides=["train.freeze=2"])
+    with pytest.raises(AblationError, match=re.escape("train.freeze: missing from the run, spec gives 2")):
+        plan_runs(frozen, study_dir)
     changed = config_lib.apply_overrides(bce.config, ["loss.objectness.gamma=3"])
     fake_finished(study_dir / "runs" / bce.run_name, changed)
     with pytest.raises(AblationError) as info:
@@ -461,11 +476,16 @@ def test_runner_failure_logging_rerun_and_resume(tmp_path, fake_train, monkeypat
     study_dir = project / "fake"
     runs_dir = study_dir / "runs"
     assert (runs_dir / "focal__seed0" / "summary.json").is_file()
-    log = (runs_dir / "focal__seed1" / "train.log").read_text()
+    log = (runs_dir / "focal__seed1" / "console.log").read_text()  # all it printed (train.py keeps train.log)
     assert "fake failure: loss is nan" in log and "--name focal__seed1" in log
     identity = json.loads((runs_dir / "focal__seed1" / "ablation.json").read_text())
     assert identity["exit_code"] == 3 and identity["variant"] == "focal" and identity["seed"] == 1
-    assert "focal__seed1 failed (exit code 3)" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "focal__seed1 failed (exit code 3)" in err
+    # a line per finished run with its mAP and time, above one bar over the study with an ETA
+    assert re.search(r"^\[\d/4\] bce__seed0 finished in \d+\.\d min: mAP@\.5:\.95 0\.2500, mAP@\.5 0\.5000$", out, re.M), out
+    assert re.search(r"^\[\d/4\] focal__seed0 finished in .* mAP@\.5:\.95 0\.2650, mAP@\.5 0\.5300$", out, re.M), out
+    assert "ablate fake: 4/4 runs |" in err and ", ETA " in err
     assert yaml.safe_load((study_dir / "spec.yaml").read_text()) == yaml.safe_load(spec.read_text())
     planned = json.loads((study_dir / "runs.json").read_text())
     assert [r["run_name"] for r in planned["runs"]] == ["bce__seed0", "focal__seed0", "bce__seed1", "focal__seed1"]
@@ -607,7 +627,7 @@ def test_interrupt_waits_for_the_child_to_save_its_checkpoint(tmp_path, whole_gr
     assert runner.returncode == 130, err
     # the child got exactly one SIGINT and had time to save; the runner launched nothing after it
     assert (run_dir / "last.pt").read_text() == "saved after 1 SIGINT"
-    assert "interrupted: saved" in (run_dir / "train.log").read_text()
+    assert "interrupted: saved" in (run_dir / "console.log").read_text()
     assert "waiting for 1 run(s) to save last.pt" in err
     assert not (run_dir.parent / "bce__seed1").exists()
 
@@ -661,3 +681,79 @@ def test_child_environment_splits_threads_and_quietens_progress_bars(monkeypatch
     assert child_environment(1, "1")["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.setenv("TQDM_MININTERVAL", "1")  # the user's own choice wins
     assert child_environment(1, None)["TQDM_MININTERVAL"] == "1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study on the user's data: key=value after the spec, recorded; the data's object : no-object cells
+# ---------------------------------------------------------------------------------------------------------------
+def test_command_line_overrides_replace_the_base_of_every_run(tmp_path):
+    spec = write_spec(tmp_path, BASE_SPEC)
+    study = load_spec(spec, overrides=["data=my.yaml", "train.epochs=50", "loss.obj_prior=0.01"])
+    assert study.command_overrides == {"data": "my.yaml", "train.epochs": 50, "loss.obj_prior": 0.01}
+    for run in study.runs:
+        assert (run.config.data, run.config.train.epochs, run.config.loss.obj_prior) == ("my.yaml", 50, 0.01)
+        assert run.config.cfg == "cfg/yolov3-small.cfg"  # the rest of the base stays
+    command = train_command(study.runs[3], tmp_path / "runs")
+    assert command[command.index("--data") + 1] == "my.yaml" and command[command.index("--epochs") + 1] == "50"
+    assert "loss.obj_prior=0.01" in command
+    assert load_spec(spec).runs[0].config.train.epochs == 3  # without them: the spec's own base
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.epoch=50"], "command line: train.epoch=50: unknown key 'epoch' (valid keys under 'train':"),
+    (["epochs=50"], "did you mean 'train.epochs'?"),
+    (["train.epochs=many"], "'train.epochs' expects an integer, got 'many'"),
+    (["train.epochs"], "command line: override 'train.epochs' must look like key=value"),
+    (["train.seed=3"], "command line: train.seed=3: the seeds are the spec's 'seeds' list"),
+    (["loss.objectness.gamma=1"], "command line: loss.objectness.gamma: also set by variants.focal of "),
+    (["loss.objectness.name=focal"], "also set by variants.bce, variants.focal of"),
+])
+def test_command_line_overrides_are_checked_like_the_spec(tmp_path, overrides, message):
+    with pytest.raises(AblationError, match=re.escape(message)):
+        load_spec(write_spec(tmp_path, BASE_SPEC), overrides=overrides)
+
+
+def test_a_rerun_with_other_overrides_is_refused(tmp_path, fake_train, monkeypatch, capsys):
+    script, read_calls = fake_train
+    argv = [str(runner_spec(tmp_path)), "--project", str(tmp_path / "ablate"), "--train-script", str(script),
+            "--no-report"]
+    assert ablate.main(argv + ["train.batch_size=4"]) == 0
+    recorded = json.loads((tmp_path / "ablate" / "fake" / "runs.json").read_text())["command_line_overrides"]
+    assert recorded == {"train.batch_size": 4} and len(read_calls()) == 4
+    capsys.readouterr()
+    for other in (["train.batch_size=8"], []):
+        assert ablate.main(argv + other) == 2
+        err = capsys.readouterr().err
+        assert (f"its runs were made with the command-line overrides train.batch_size=4, not "
+                f"{'train.batch_size=8' if other else 'none'}; rerun with the same ones") in err
+    assert ablate.main(argv + ["train.batch_size=4", "train.workers=0"]) == 0  # workers do not change results
+    assert read_calls() == []
+
+
+def test_dataset_record_and_report_give_the_datas_object_to_no_object_ratio(tmp_path, easy_data):
+    from yolov3.ablation_runner import write_dataset_record
+    from yolov3.report import build_report
+
+    spec = with_changes(base={"cfg": "cfg/yolov3-small.cfg", "data": str(easy_data), "train.img_size": 128},
+                        variants={"bce": {}, "focal": {"loss.objectness.name": "focal"},
+                                  "big": {"train.img_size": 256}}, seeds=[0])
+    study = load_spec(write_spec(tmp_path, spec))
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    entries = write_dataset_record(study, study_dir)
+    # the easy data's train labels, counted here from the files: one object cell per box
+    labels = sorted((easy_data.parent / "shapes" / "labels" / "train").glob("*.txt"))
+    boxes = sum(len(path.read_text().split("\n")) - 1 for path in labels)
+    assert len(labels) == 8 and boxes > 0
+    cells_128 = 3 * (16 ** 2 + 8 ** 2 + 4 ** 2)  # yolov3-small: 3 anchors at strides 8, 16, 32 of 128 px
+    assert [(e["arms"], e["img_size"], e["cells_per_image"]) for e in entries] == [
+        (["bce", "focal"], 128, cells_128), (["big"], 256, 4 * cells_128)]
+    assert (entries[0]["images"], entries[0]["object_cells"]) == (8, boxes)
+    assert entries[0]["noobject_cells"] == 8 * cells_128 - boxes
+    assert json.loads((study_dir / "dataset.json").read_text()) == entries
+    summary = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    ratio = (8 * cells_128 - boxes) / boxes
+    assert "## The data: object and no-object cells" in summary
+    assert (f"- `{easy_data}` with `cfg/yolov3-small.cfg` at 128 px (arms bce, focal): object : no-object cells = "
+            f"1 : {ratio:,.0f} ({boxes:,} object cells, one per box, and {8 * cells_128 - boxes:,} no-object cells "
+            f"in 8 training images of {cells_128:,} cells)") in summary

@@ -80,8 +80,9 @@ def test_what_was_kept_names_the_last_checkpoint_on_disk(tmp_path):
     state.completed_epochs, state.batches_done = 2, 0
     state.mark_saved()
     state.completed_epochs, state.batches_done = 3, 4  # training went on after the save
-    assert state.what_was_kept() == f"{tmp_path / 'last.pt'} (epoch 2, written before the problem) was kept"
+    assert state.what_was_kept() == f"{tmp_path / 'weights' / 'last.pt'} (epoch 2, written before the problem) was kept"
     state.mark_saved()
+    (tmp_path / "last.pt").write_bytes(b"")  # a run of the older layout: its checkpoints at the top
     assert state.what_was_kept() == (f"{tmp_path / 'last.pt'} (epoch 3 and 4 batches, written before the problem) "
                                      "was kept")
 
@@ -161,6 +162,14 @@ def test_load_resume_finds_the_newest_run_and_refuses_what_cannot_be_resumed(tmp
     with pytest.raises(ConfigError, match=re.escape(f"--resume: {project / 'new'} already finished all 10 epochs")):
         load_resume("", str(project))
     (project / "new" / "summary.json").write_text('{"status": "fini')  # damaged: resuming rewrites it
+    assert load_resume("", str(project))[2] == project / "new"
+    # the new layout, <run>/weights/last.pt, beside runs of the older one: the newest of both, a folder or a file
+    (project / "nested" / "weights").mkdir(parents=True)
+    torch.save(full, project / "nested" / "weights" / "last.pt")
+    assert load_resume("", str(project))[2] == project / "nested"
+    assert load_resume(str(project / "nested"), str(project))[0]["epoch"] == 1
+    assert load_resume(str(project / "nested" / "weights" / "last.pt"), str(project))[2] == project / "nested"
+    os.utime(project / "nested" / "weights" / "last.pt", (1_500_000, 1_500_000))
     assert load_resume("", str(project))[2] == project / "new"
 
 

@@ -105,3 +105,71 @@ def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys):
             if weights is payload:
                 assert "refused: it asks to load the Python object 'exec'" in err, (name, err)
             assert not marker.exists(), f"{name} ran the payload of {weights.name}"
+
+
+class _Captured(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+@pytest.mark.parametrize("script", ["train", "val", "detect", "ablate", "export"])
+def test_every_help_shows_the_defaults(script, monkeypatch):
+    """Each flag with a default states it in --help; train.py's flags also name the config key and its default."""
+    import argparse
+    import importlib
+
+    from yolov3 import cli
+    from yolov3.config import Config, get_dotted, yaml_text
+    from yolov3.train_cli import FLAG_KEYS
+
+    def capture(self, args=None, namespace=None):
+        raise _Captured(self)
+
+    monkeypatch.setattr(cli.CommandParser, "parse_args", capture)
+    module = importlib.import_module(script)
+    with pytest.raises(_Captured) as info:
+        module.parse_args([])
+    parser = info.value.parser
+    formatter = parser._get_formatter()
+    checked = 0
+    for action in parser._actions:
+        shown = formatter._expand_help(action) if action.help else ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            expected = "''" if action.default == "" else (
+                " ".join(action.default) if isinstance(action.default, list) else str(action.default))
+            assert f"(default: {expected}" in shown, (script, action.option_strings, shown)
+            checked += 1
+        if script == "train" and action.dest in FLAG_KEYS:
+            key = FLAG_KEYS[action.dest]
+            value = get_dotted(Config(), key)
+            assert f"(default: {yaml_text(value) if value != '' else 'none'}; config key {key})" in shown, shown
+            checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("script, argv, answer", [
+    ("train", ["--rect"], "unrecognized argument --rect; nearest here: none needed: every image is letterboxed to "
+                          "the square --img-size, in training and validation alike"),
+    ("train", ["--evolve", "300"], "unrecognized argument --evolve; nearest here: ablate.py spec.yaml with a grid"),
+    ("train", ["--img_size", "64"], "unrecognized argument --img_size; nearest here: --img-size (hyphens, not "
+                                    "underscores)"),
+    ("train", ["--epoks=3"], "unrecognized argument --epoks; nearest here: --epochs"),
+    ("train", ["--bucket", "gs://x", "--quad"], "unrecognized argument --bucket; nearest here: none: copy the data "
+                                                "to a local folder and point --data at its YAML; unrecognized "
+                                                "argument --quad; nearest here: none"),
+    ("val", ["--data", "d.yaml", "--weights", "w.pt", "--half"], "unrecognized argument --half; nearest here: none "
+                                                                 "for inference"),
+    ("detect", ["--weights", "w.pt", "--source", "x.jpg", "--visualize"], "unrecognized argument --visualize; nearest here: none: no "
+                                                     "feature-map dumps"),
+    ("ablate", ["spec.yaml", "--evolve"], "unrecognized argument --evolve; nearest here: ablate.py spec.yaml"),
+    ("export", ["--weights", "w.pt", "--zzz"], "unrecognized argument --zzz; nearest here: see --help"),
+])
+def test_a_foreign_flag_is_answered_with_the_nearest_one_here(script, argv, answer, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as info:
+        module.parse_args(argv)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: " + answer in last, last

@@ -186,6 +186,8 @@ RANGE_EDGES = [
     ("train.grad_clip", [1e-9, None], [0]),
     ("train.diagnostics_every", [0], [-1]),
     ("train.patience", [0], [-1]),
+    ("train.save_period", [0, 1], [-1]),
+    ("train.freeze", [0, 10, "[0, 1, 5]", "[]"], [-1, "[-1]", "[0, true]", "[0.5]"]),
     ("val.conf_thres", [0, 1], [-0.001, 1.001]),
     ("val.iou_thres", [1e-9, 1], [0, 1.001]),
     ("val.max_det", [1], [0]),
@@ -227,3 +229,24 @@ def test_range_table_covers_every_numeric_field():
                     and not isinstance(getattr(getattr(C.Config(), section), f.name), bool):
                 numeric.add(f"{section}.{f.name}")
     assert numeric - covered == set()
+
+
+def test_field_reasons_are_the_comments_beside_the_fields():
+    """--print-config's reasons come from config.py's own comments (read with tokenize/ast), one per dotted key."""
+    reasons = C.field_reasons()
+    assert list(reasons) == [key for key, _ in C.flat_items(C.Config())]  # every leaf, in declaration order
+    assert reasons["train.patience"] == "stop after this many epochs without fitness gain; 0 = never"
+    assert reasons["loss.objectness.gamma"] == "focal focusing parameter; 2 was best in Lin et al. 2017 (ignored by bce)"
+    assert reasons["cfg"] == "Darknet model cfg"
+    assert all(reasons.values()), [key for key, reason in reasons.items() if not reason]
+
+
+def test_overrides_from_defaults_rebuild_the_config():
+    """train.log's 'resolved' command: the key=value list that turns the defaults into this config again."""
+    cfg = C.apply_overrides(C.Config(), ["data=my data.yaml", "loss.objectness.alpha=null", "train.freeze=[0, 2]",
+                                         "train.lr0=0.02", "loss.objectness.name=focal"])
+    overrides = C.overrides_from_defaults(cfg)
+    assert overrides == ["data=my data.yaml", "loss.objectness.name=focal", "loss.objectness.alpha=null",
+                         "train.lr0=0.02", "train.freeze=[0, 2]"]
+    assert C.apply_overrides(C.Config(), overrides) == cfg
+    assert C.overrides_from_defaults(C.Config()) == []

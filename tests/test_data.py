@@ -511,3 +511,16 @@ def test_coco_names_and_coco_yaml_name_the_classes_alike():
 
     names = [ln for ln in (REPO / "data" / "coco.names").read_text().splitlines() if ln.strip()]
     assert names == yaml.safe_load((REPO / "data" / "coco.yaml").read_text())["names"] and len(names) == 80
+
+
+def test_single_class_data_keeps_every_box_as_class_zero(tmp_path):
+    from yolov3.data import YOLODataset, as_single_class
+
+    data = _make_dataset(tmp_path, {"img0": "2 0.5 0.5 0.2 0.4\n1 0.25 0.25 0.1 0.1\n", "img1": ""})
+    one = as_single_class(data)
+    assert one["names"] == ["object"] and data["names"] == NAMES  # the original is untouched
+    assert one["nc"] == 3  # label rows are still checked against the data's own classes
+    classes, single = YOLODataset(data, "train", 32), YOLODataset(one, "train", 32)
+    for rows, single_rows in zip(classes.labels, single.labels):
+        assert np.array_equal(single_rows[:, 1:], rows[:, 1:]) and (single_rows[:, 0] == 0).all()
+    assert sorted(classes.labels[0][:, 0].tolist()) == [1.0, 2.0] and len(single.labels[1]) == 0

@@ -75,6 +75,7 @@ def test_perfect_predictions_score_one_and_perturbed_lower(tmp_path):
     assert [p.name for p in result["plots"]] == ["PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
                                                  "confusion_matrix.png"]
     assert all(p.is_file() for p in result["plots"])
+    assert (tmp_path / "val_batch0_labels.jpg").is_file() and (tmp_path / "val_batch0_pred.jpg").is_file()
     assert np.isnan(result["val_obj"])  # no loss_fn given
 
     # boxes shifted by 30% of their width: IoU drops to .7/1.3 = 0.54 (a TP at .5, a miss from .55 on)
@@ -186,3 +187,37 @@ def test_objectness_samples_keep_logits_aligned_with_the_losses(cfg_dir):
         np.testing.assert_allclose(np.sort(pos_again.numpy()), np.sort(samples["pos"]), rtol=1e-6)
     assert samples["neg"].size == 25 and set(samples["neg_logit"].tolist()) <= set(full["neg_logit"].tolist())
     assert model.training
+
+
+def test_first_batch_is_drawn_with_its_labels_and_its_confident_detections(tmp_path, monkeypatch):
+    """val_batch0_labels.jpg gets the first batch's targets; val_batch0_pred.jpg its detections above PLOT_CONF as
+    targets with a score column (cx, cy, w, h normalised to the network input, as the labels)."""
+    batches, outputs = make_loader()
+    outputs[0][0, 0, 4] = 0.2  # objectness 0.2 x class <= 1: below PLOT_CONF, counted in mAP but not drawn
+    drawn = {}
+    monkeypatch.setattr(evaluate_module, "plot_batch",
+                        lambda images, targets, paths, names, out: drawn.setdefault(out.name, (targets, paths)))
+    evaluate(ReplayModel(outputs), batches, NAMES, save_dir=tmp_path, plots=True, progress=False)
+    labels, paths = drawn["val_batch0_labels.jpg"]
+    assert torch.equal(labels, batches[0][1]) and paths == batches[0][2]
+    predicted, _ = drawn["val_batch0_pred.jpg"]
+    expected = batches[0][1][1:]  # the first box of image 0 is the one below PLOT_CONF
+    assert predicted.shape == (len(expected), 7)
+    order = lambda rows: rows[torch.argsort(rows[:, 2])]  # noqa: E731 - NMS reorders by score
+    torch.testing.assert_close(order(predicted)[:, :6], order(expected), atol=1e-5, rtol=0)
+    scores = outputs[0][predicted[:, 0].long(), :, 4].max(1).values  # objectness 0.9 of the kept boxes
+    assert (predicted[:, 6] >= evaluate_module.PLOT_CONF).all() and (predicted[:, 6] <= scores).all()
+
+
+def test_per_class_table_rows():
+    result = {"num_images": 4, "num_instances": 3, "precision": 0.5, "recall": 0.25, "mAP50": 0.75,
+              "mAP50_95": 0.5, "per_class": [
+                  {"name": "circle", "images": 2, "instances": 3, "precision": 0.5, "recall": 0.25, "mAP50": 0.75,
+                   "mAP50_95": 0.5},
+                  {"name": "square", "images": 0, "instances": 0, "precision": float("nan"),
+                   "recall": float("nan"), "mAP50": float("nan"), "mAP50_95": float("nan")}]}
+    assert evaluate_module.format_table(result).splitlines() == [
+        "           class   images  instances        P        R   mAP@.5  mAP@.5:.95",
+        "             all        4          3    0.500    0.250    0.750       0.500",
+        "          circle        2          3    0.500    0.250    0.750       0.500",
+        "          square        0          0        -        -        -           -"]

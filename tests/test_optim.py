@@ -146,3 +146,25 @@ def test_accumulated_gradient_is_the_mean_of_the_steps_batches_not_their_sum():
             grads.append(w.grad.item())
             w.grad = None
     assert grads == [1.5, 3.0]
+
+
+def test_freeze_layers_by_count_or_index_and_the_optimiser_skips_them():
+    from pathlib import Path
+
+    from yolov3.model import Darknet
+    from yolov3.optim import freeze_layers
+
+    model = Darknet(str(Path(__file__).resolve().parents[1] / "cfg" / "yolov3-tiny.cfg"), num_classes=2)
+    layers = model.module_list
+    assert freeze_layers(model, 3) == [0, 1, 2]  # yolov5's --freeze N: the first N layers
+    frozen = {id(p) for i in (0, 1, 2) for p in layers[i].parameters()}
+    assert all(not p.requires_grad for i in (0, 1, 2) for p in layers[i].parameters())
+    assert all(p.requires_grad for i in range(3, len(layers)) for p in layers[i].parameters())
+    held = {id(p) for group in build_optimizer(model, TrainConfig()).param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters()} - frozen
+    assert freeze_layers(model, [4, 2, 4]) == [2, 4]  # a list: those indices, each once
+    with pytest.raises(ConfigError, match=rf"'train.freeze': layer\(s\) \[99\] of a model whose layers are "
+                                          rf"0..{len(layers) - 1}"):
+        freeze_layers(model, [1, 99])
+    with pytest.raises(ConfigError, match=r"'train.freeze': the first 100 of a model whose layers are"):
+        freeze_layers(model, 100)

@@ -10,6 +10,7 @@ from yolov3.metrics import DetectionEvaluator
 from yolov3.plots import (
     RESULTS_PANELS,
     plot_confusion_matrix,
+    plot_labels,
     plot_metric_confidence,
     plot_pr_curve,
     plot_results_csv,
@@ -113,3 +114,17 @@ def test_plot_validation_writes_all_figures(tmp_path):
                                        "confusion_matrix.png"]
     for path in paths:
         assert_png(path)
+
+
+def test_labels_plot_counts_classes_and_bins_centres_and_sizes(tmp_path):
+    """labels.jpg: boxes per class, centres over the image, widths against heights (50 bins of 0.02)."""
+    labels = [np.array([[0, 0.11, 0.51, 0.2, 0.3], [2, 0.99, 0.01, 0.05, 0.05]]), np.zeros((0, 5)),
+              np.array([[0, 0.5, 0.5, 1.0, 0.1]])]
+    out = plot_labels(labels, ["a", "b", "c"], tmp_path / "labels.jpg")
+    assert out["counts"].tolist() == [2, 0, 1]
+    assert out["centres"].sum() == 3 and out["centres"][25, 5] == 1  # y 0.51 -> row 25, x 0.11 -> column 5
+    assert out["centres"][0, 49] == 1 and out["centres"][25, 25] == 1
+    assert out["sizes"][15, 10] == 1 and out["sizes"][2, 2] == 1  # h 0.3 -> 15, w 0.2 -> 10; 0.05 -> 2
+    assert out["sizes"][5, 49] == 1  # w = 1.0 falls in the last bin
+    data = (tmp_path / "labels.jpg").read_bytes()
+    assert data[:2] == b"\xff\xd8" and len(data) > 5000  # a JPEG

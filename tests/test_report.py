@@ -283,7 +283,8 @@ def test_report_rows_for_a_worse_variant_and_runs_without_results_csv(tmp_path):
     # interrupted before its first epoch ended: last.pt and config.yaml, no results.csv -> partial
     partial = make_run(study_dir, 6, "late", 0, 0.0, 0.0, finished=False)
     (partial / "results.csv").unlink()
-    (partial / "last.pt").write_bytes(b"")
+    (partial / "weights").mkdir()
+    (partial / "weights" / "last.pt").write_bytes(b"")  # the layout of this version (the older one: test_ablation)
     # launched and nothing written yet: only ablation.json and config.yaml -> not started
     unstarted = make_run(study_dir, 7, "late", 1, 0.0, 0.0, finished=False)
     (unstarted / "results.csv").unlink()

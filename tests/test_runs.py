@@ -49,3 +49,113 @@ def test_summary_names_the_best_epoch_by_fitness_and_reads_back_as_finished(tmp_
     assert summary["final"] == {"mAP50": 0.9, "mAP50_95": 0.1, "lr": 0.001}  # the last row without its epoch
     assert (summary["epochs"], summary["wall_time_s"], summary["precision"]) == (3, 12.5, "bf16")
     assert read_summary(tmp_path) == (summary, None)
+
+
+def test_checkpoints_live_in_weights_unless_the_run_has_the_older_layout(tmp_path):
+    from yolov3.runs import checkpoint_path, find_weights, run_dir_of, weights_dir
+
+    new, old = tmp_path / "exp", tmp_path / "exp2"
+    assert weights_dir(new) == new / "weights"  # a run not started yet gets the new layout
+    (new / "weights").mkdir(parents=True)
+    (new / "weights" / "last.pt").write_bytes(b"x")
+    old.mkdir()
+    (old / "best.pt").write_bytes(b"x")  # made before weights/: its checkpoints stay at the top
+    assert checkpoint_path(new, "best.pt") == new / "weights" / "best.pt"
+    assert checkpoint_path(old, "last.pt") == old / "last.pt"
+    (old / "weights").mkdir()  # an empty weights/ folder changes nothing
+    assert weights_dir(old) == old
+    assert run_dir_of(new / "weights" / "last.pt") == new and run_dir_of(old / "last.pt") == old
+    named_weights = tmp_path / "weights"  # an older run whose --name was 'weights'
+    named_weights.mkdir()
+    (named_weights / "config.yaml").write_text("{}")
+    assert run_dir_of(named_weights / "last.pt") == named_weights
+    # val.py, detect.py and the API take a run folder for its best.pt
+    assert find_weights(old) == old / "best.pt" and find_weights(tmp_path / "x.pt") == tmp_path / "x.pt"
+    try:
+        find_weights(new)
+    except FileNotFoundError as exc:
+        assert str(exc) == (f"{new}: a folder, but neither {new / 'weights' / 'best.pt'} nor {new / 'best.pt'} is "
+                            "there (give a train.py run folder or a weights file)")
+    else:
+        raise AssertionError("a run folder without best.pt must be an error")
+
+
+def test_train_log_keeps_lines_and_drops_progress_bar_redraws(tmp_path, capsys):
+    """What a run prints reaches the terminal unchanged and train.log line by line, without tqdm's redraws; lines
+    printed before the run folder exists are written once it does; the yolov3 logger's records are logged too."""
+    import logging
+    import sys
+
+    from tqdm import tqdm
+
+    from yolov3.runs import TrainLog
+
+    log = TrainLog().install()
+    try:
+        print("before the folder")
+        log.attach(tmp_path / "train.log", header=["command: python train.py --epochs 2"])
+        for _ in tqdm(range(3), desc="epoch 1/2", mininterval=0):  # bars draw on stderr with \r
+            pass
+        print("epoch 1: P 0.1", end="")
+        print(" R 0.2")
+        print("warning: odd labels", file=sys.stderr)
+        for _ in tqdm(range(2), desc="val", leave=False, mininterval=0):
+            pass
+        print("after an erased bar", file=sys.stderr)
+        logging.getLogger("yolov3.data").warning("train: 2 images skipped")
+        print("unfinished line", end="")
+    finally:
+        log.close()
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert lines[0].endswith(" command: python train.py --epochs 2") and lines[0].startswith("# 20")
+    assert lines[1:] == ["before the folder", "epoch 1: P 0.1 R 0.2", "warning: odd labels", "after an erased bar",
+                         "train: 2 images skipped", "unfinished line"]
+    terminal = capsys.readouterr()
+    assert "epoch 1/2: 100%" in terminal.err and "before the folder" in terminal.out  # the terminal got everything
+    assert sys.stdout is not None and not type(sys.stdout).__name__ == "_Tee"  # the streams are back
+
+
+def test_train_log_of_a_failed_start_writes_nothing(tmp_path):
+    from yolov3.runs import TrainLog
+
+    log = TrainLog().install()
+    print("error: bad data")
+    log.close()  # never attached: no folder, no file
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_logs_the_epoch_rows_when_installed_and_says_when_not(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from yolov3.runs import TensorBoardLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not installed: the import fails
+    off = TensorBoardLog(tmp_path)
+    assert off.status == "TensorBoard: off (pip install tensorboard to log the epochs there)"
+    off.log_epoch({"epoch": 1, "lr": 0.01})
+    off.close()
+
+    written = []
+
+    class SummaryWriter:  # what torch.utils.tensorboard offers, recording the calls
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    on = TensorBoardLog(tmp_path / "exp")
+    assert on.status == f"TensorBoard: on (tensorboard --logdir {tmp_path})"
+    on.log_epoch({"epoch": 3, "lr": 0.005, "train_obj": 0.5, "train_noobj": 2.0, "val_obj": float("nan"),
+                  "mAP50": 0.7})
+    on.close()
+    assert written == [("dir", str(tmp_path / "exp")), ("train/obj", 0.5, 3), ("train/noobj", 2.0, 3),
+                       ("metrics/mAP50", 0.7, 3), ("lr/group0", 0.005, 3), ("closed",)]  # nan: not drawn

@@ -48,8 +48,9 @@ def read_rows(run_dir):
         return list(csv.DictReader(fh))
 
 
-def test_two_epoch_smoke_run(tiny_data, tmp_path):
+def test_two_epoch_smoke_run(tiny_data, tmp_path, capsys):
     assert run_train(tiny_data, tmp_path, "smoke") == 0
+    out = capsys.readouterr().out
     run_dir = tmp_path / "smoke"
     rows = read_rows(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -57,9 +58,22 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
         for key in ("train_box", "train_obj", "train_noobj", "train_cls", "train_total", "val_noobj", "mAP50"):
             assert math.isfinite(float(row[key])), key
     assert float(rows[1]["train_total"]) < float(rows[0]["train_total"])  # the loss falls
-    for name in ("last.pt", "best.pt", "config.yaml", "results.png", "train_batch0.png", "summary.json",
-                 "objectness_losses.npz", "PR_curve.png"):
+    for name in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.png", "train_batch0.png", "summary.json",
+                 "objectness_losses.npz", "PR_curve.png", "labels.jpg", "val_batch0_labels.jpg",
+                 "val_batch0_pred.jpg", "train.log"):
         assert (run_dir / name).is_file(), name
+    assert not list(run_dir.glob("events.out.tfevents.*"))  # tensorboard is not installed here: off, and said so
+    # train.log: the commands, each epoch's line, the per-class table, the end; never a progress bar
+    log = (run_dir / "train.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].endswith(f"command: python train.py --data {tiny_data} --project {tmp_path} --name smoke "
+                             + " ".join(TINY_ARGS))
+    assert " resolved: python train.py data=" in lines[1] and "train.epochs=2" in lines[1]
+    assert "\r" not in log and "%|" not in log and "TensorBoard: off" in log
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+    table = [line.split() for line in lines if line.split()[:1] in (["all"], ["circle"], ["cross"])]
+    assert [row[0] for row in table] == ["all", "circle", "cross"] and len(table[0]) == 7
+    assert "circle" in out and lines[-1].startswith("done in ")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["train"]["nominal_batch"] == 8
     # diagnostics: every step of epoch 1 (3 batches of 4; the optimiser steps after batches 2 and 3 since
@@ -85,12 +99,22 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path):
     environment = json.loads((run_dir / "environment.json").read_text())
     assert summary["precision"] == environment["precision"] == expected
     assert environment["cpu_line"] and environment["amp"] == "auto"
-    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    ckpt = torch.load(run_dir / "weights" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["names"][0] == "circle" and "[net]" in ckpt["cfg_text"]
-    # the run folder is never overwritten: the same name gives smoke2
-    assert run_train(tiny_data, tmp_path, "smoke", "--epochs", "1") == 0
-    assert (tmp_path / "smoke2" / "last.pt").is_file()
+    # the run folder is never overwritten: the same name gives smoke2; yolov5's flags: a checkpoint every epoch,
+    # the first two layers frozen, every box one class
+    assert run_train(tiny_data, tmp_path, "smoke", "--save-period", "1", "--freeze", "2", "--single-cls") == 0
     assert len(read_rows(run_dir)) == 2
+    weights = tmp_path / "smoke2" / "weights"
+    last = torch.load(weights / "last.pt", weights_only=True)
+    first = torch.load(weights / "epoch1.pt", weights_only=True)
+    assert "optimizer" not in first and first["epoch"] == 1 and (weights / "epoch2.pt").is_file()
+    assert last["names"] == first["names"] == ["object"] and "classes=1" in last["cfg_text"].replace(" ", "")
+    for key, value in last["train_model"].items():  # frozen: layers 0 and 1 end where epoch 1 had them (their
+        # weights: BatchNorm's running statistics still follow the data, as in yolov5)
+        if key.startswith(("module_list.0.", "module_list.1.")) and key.endswith(("weight", "bias")):
+            assert torch.equal(value, first["model"][key]), key
+    assert not torch.equal(last["train_model"]["module_list.2.conv.weight"], first["model"]["module_list.2.conv.weight"])
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +126,9 @@ def straight_run(tiny_data, tmp_path_factory):
 
 
 def _final_weights(run_dir):
-    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    from yolov3.runs import checkpoint_path
+
+    ckpt = torch.load(checkpoint_path(run_dir, "last.pt"), weights_only=True)  # weights/, or the older layout's top
     return ckpt["train_model"], ckpt["model"], ckpt
 
 
@@ -137,13 +163,21 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, stop, s
 
         monkeypatch.setattr(train, "set_learning_rates", interrupt_in_epoch_two)
     assert run_train(tiny_data, tmp_path, "stopped") == 130
-    partial = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    partial = torch.load(tmp_path / "stopped" / "weights" / "last.pt", weights_only=True)
     assert partial["epoch"] == 1
     assert partial["batches_done"] == (0 if stop == "epoch_boundary" else 1)
     monkeypatch.undo()
+    if stop == "epoch_boundary":  # as a run made before weights/ existed: last.pt and best.pt at the top
+        for name in ("last.pt", "best.pt"):
+            (tmp_path / "stopped" / "weights" / name).rename(tmp_path / "stopped" / name)
+        (tmp_path / "stopped" / "weights").rmdir()
 
     assert train.main(["--resume", str(tmp_path / "stopped"), "--workers", "0"]) == 0
     resumed_train, resumed_ema, resumed = _final_weights(tmp_path / "stopped")
+    old_layout = stop == "epoch_boundary"  # such a run keeps its layout: nothing moves under its readers
+    assert (tmp_path / "stopped" / "weights").is_dir() != old_layout
+    assert torch.load(tmp_path / "stopped" / ("best.pt" if old_layout else "weights/best.pt"),
+                      weights_only=True)["epoch"] == resumed["best_epoch"]
     assert resumed["precision"] == partial["precision"]  # a resumed run keeps the precision it started in
     _assert_same_weights(reference_train, resumed_train)
     _assert_same_weights(reference_ema, resumed_ema)
@@ -198,7 +232,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
     assert run_train(tiny_data, tmp_path, "nan") == 1
     err = capsys.readouterr().err
     assert "non-finite loss" in err and "epoch 2, batch 1" in err and ".jpg" in err
-    ckpt = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "nan" / "weights" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["batches_done"] == 0  # the good one from epoch 1
     assert not (tmp_path / "nan" / "summary.json").exists()
 
@@ -288,7 +322,7 @@ def test_sigint_inside_backward_stops_between_batches_and_resumes_exactly(tiny_d
     _poison_loss_forward(monkeypatch, 5, _sigint_during_backward)
     assert run_train(tiny_data, tmp_path, "stopped") == 130
     assert "finishing this batch" in capsys.readouterr().err
-    partial = torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)
+    partial = torch.load(tmp_path / "stopped" / "weights" / "last.pt", weights_only=True)
     assert (partial["epoch"], partial["batches_done"]) == (1, 2)  # the batch in whose backward Ctrl-C came is done
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
     monkeypatch.undo()
@@ -303,7 +337,7 @@ def test_second_sigint_stops_at_once_and_keeps_the_last_whole_checkpoint(tiny_da
     assert run_train(tiny_data, tmp_path, "hard") == 130
     err = capsys.readouterr().err
     assert "stopped at once inside a batch, so nothing was saved" in err and "(epoch 1, written before" in err
-    kept = torch.load(tmp_path / "hard" / "last.pt", weights_only=True)
+    kept = torch.load(tmp_path / "hard" / "weights" / "last.pt", weights_only=True)
     assert (kept["epoch"], kept["batches_done"]) == (1, 0)  # the half-done batch never reached the disk
 
 
@@ -325,7 +359,7 @@ def test_non_finite_weights_are_never_validated_or_saved(tiny_data, tmp_path, mo
     assert "weights became NaN or infinite during epoch 2" in err and "running_var" in err
     assert "last.pt (epoch 1, written before the problem) was kept" in err
     for name in ("last.pt", "best.pt"):
-        saved = torch.load(tmp_path / "diverged" / name, weights_only=True)
+        saved = torch.load(tmp_path / "diverged" / "weights" / name, weights_only=True)
         assert saved["epoch"] == 1
         assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert len(read_rows(tmp_path / "diverged")) == 1  # the diverged epoch was not validated or recorded
@@ -370,7 +404,7 @@ def test_terminal_ctrl_c_with_dataloader_workers(tiny_data, tmp_path):
     assert "Traceback" not in result.stderr and "exited unexpectedly" not in result.stderr
     # workers inherit the main process's handler when forked; they must ignore SIGINT, not answer it themselves
     assert result.stderr.count("Ctrl-C: finishing this batch") == 1, result.stderr[-3000:]
-    saved = torch.load(tmp_path / "group" / "last.pt", weights_only=True)
+    saved = torch.load(tmp_path / "group" / "weights" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["batches_done"]) == (2, 0) and len(saved["history"]) == 2
 
 
@@ -407,7 +441,7 @@ def test_kill_at_each_checkpoint_write_then_resume_gives_the_straight_run(tiny_d
     monkeypatch.undo()
     assert writes[:2] == ["last.pt", "best.pt"] and len(writes) >= 3  # last.pt is always written before best.pt
     reference_train, _, _ = _final_weights(straight_run)
-    reference_best = torch.load(straight_run / "best.pt", weights_only=True)
+    reference_best = torch.load(straight_run / "weights" / "best.pt", weights_only=True)
     script = KILL_SCRIPT.format(repo=str(REPO))
     for kill_at in range(1, len(writes) + 1):
         name = f"kill{kill_at}"
@@ -416,15 +450,15 @@ def test_kill_at_each_checkpoint_write_then_resume_gives_the_straight_run(tiny_d
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == -9, result.stderr[-2000:]
         run_dir = tmp_path / name
-        assert list(run_dir.glob(".*.tmp")), "the kill should leave a temporary file behind"
-        if (run_dir / "last.pt").exists():
+        assert list(run_dir.rglob(".*.tmp")), "the kill should leave a temporary file behind"
+        if (run_dir / "weights" / "last.pt").exists():
             assert train.main(["--resume", str(run_dir), "--workers", "0"]) == 0
         else:  # killed inside the first write: nothing to resume; the folder may be reused
             assert train.main(["--data", str(tiny_data), "--project", str(tmp_path), "--name", name, "--exist-ok",
                                *TINY_ARGS]) == 0
-        assert not list(run_dir.glob(".*.tmp")), f"kill at write {kill_at}: temporary files left"
+        assert not list(run_dir.rglob(".*.tmp")), f"kill at write {kill_at}: temporary files left"
         summary = json.loads((run_dir / "summary.json").read_text())
-        best = torch.load(run_dir / "best.pt", weights_only=True)
+        best = torch.load(run_dir / "weights" / "best.pt", weights_only=True)
         assert best["epoch"] == summary["best_epoch"] == reference_best["epoch"], f"kill at write {kill_at}"
         _assert_same_weights(reference_best["model"], best["model"])
         _assert_same_weights(reference_train, _final_weights(run_dir)[0])
@@ -433,14 +467,16 @@ def test_kill_at_each_checkpoint_write_then_resume_gives_the_straight_run(tiny_d
 def test_exist_ok_refuses_a_folder_holding_a_run(tiny_data, tmp_path, straight_run, capsys):
     finished = tmp_path / "finished"
     finished.mkdir()
-    for name in ("summary.json", "last.pt", "best.pt", "results.csv"):
-        (finished / name).write_bytes((straight_run / name).read_bytes())
+    for name in ("summary.json", "last.pt", "best.pt", "results.csv"):  # as a run of the older layout has them
+        (finished / name).write_bytes((straight_run / {"last.pt": "weights/last.pt", "best.pt": "weights/best.pt"}
+                                       .get(name, name)).read_bytes())
     before = {p.name: p.stat().st_mtime_ns for p in finished.iterdir()}
     assert run_train(tiny_data, tmp_path, "finished", "--exist-ok") == 2
     assert "holds a finished run (summary.json)" in capsys.readouterr().err
     (finished / "summary.json").unlink()
     assert run_train(tiny_data, tmp_path, "finished", "--exist-ok") == 2
-    assert "holds an unfinished run (last.pt): continue it with 'python train.py --resume" in capsys.readouterr().err
+    assert (f"holds an unfinished run ({finished / 'last.pt'}): continue it with 'python train.py --resume"
+            in capsys.readouterr().err)  # a run of the older layout (checkpoints at the top) is recognised
     assert {p.name: p.stat().st_mtime_ns for p in finished.iterdir()} == {k: v for k, v in before.items()
                                                                         if k != "summary.json"}
     # leftovers of a run that failed before its first checkpoint are cleared; the user's own files stay
@@ -502,10 +538,10 @@ def test_a_failed_write_is_one_line_and_keeps_the_previous_checkpoint(tiny_data,
     assert run_train(tiny_data, tmp_path, "full") == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: cannot write") and "Traceback" not in err
-    assert f"cannot write {tmp_path / 'full' / 'last.pt'}: the disk is full" in err
+    assert f"cannot write {tmp_path / 'full' / 'weights' / 'last.pt'}: the disk is full" in err
     assert "(epoch 1, written before the problem) was kept" in err
-    assert torch.load(tmp_path / "full" / "last.pt", weights_only=True)["epoch"] == 1
-    assert not list((tmp_path / "full").glob(".*.tmp"))
+    assert torch.load(tmp_path / "full" / "weights" / "last.pt", weights_only=True)["epoch"] == 1
+    assert not list((tmp_path / "full").rglob(".*.tmp"))
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
@@ -532,9 +568,9 @@ def test_real_full_or_read_only_file_system(tiny_data, tmp_path, capsys, fault):
         # the small model's last.pt is ~2 MB: the first write already fails, and says so
         assert run_train(tiny_data, mount, "full") == 2
         err = capsys.readouterr().err
-        assert f"cannot write {mount / 'full' / 'last.pt'}: the disk is full" in err and "Traceback" not in err
+        assert f"cannot write {mount / 'full' / 'weights' / 'last.pt'}: the disk is full" in err and "Traceback" not in err
         assert "no checkpoint had been written yet" in err
-        assert not list((mount / "full").glob(".*.tmp"))
+        assert not list((mount / "full").rglob(".*.tmp"))
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
@@ -546,9 +582,9 @@ def test_fp32_run_and_a_resume_keep_their_recorded_precision(tiny_data, tmp_path
     seen = []
     original = train.resolve_precision
     monkeypatch.setattr(train, "resolve_precision", lambda mode, device: seen.append(mode) or original(mode, device))
-    ckpt = torch.load(tmp_path / "fp32" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "fp32" / "weights" / "last.pt", weights_only=True)
     ckpt["epoch"], ckpt["config"]["train"]["amp"] = 0, "auto"  # pretend: unfinished, and asked for auto
-    torch.save(ckpt, tmp_path / "fp32" / "last.pt")
+    torch.save(ckpt, tmp_path / "fp32" / "weights" / "last.pt")
     (tmp_path / "fp32" / "summary.json").unlink()
     assert train.main(["--resume", str(tmp_path / "fp32"), "--workers", "0"]) == 0
     assert seen == ["off"]

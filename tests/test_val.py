@@ -417,3 +417,25 @@ def test_coco_ids_helpers():
     assert darknet != coco_json and darknet[3] == "motorbike"
     assert is_coco_classes(darknet) and is_coco_classes(coco_json) and is_coco_classes([n.upper() for n in darknet])
     assert not is_coco_classes(darknet[::-1]) and not is_coco_classes(darknet[:79])
+
+
+def test_a_train_run_folder_is_read_for_its_best_pt(easy_data, trained_checkpoint, tmp_path, capsys):
+    """--weights runs/train/exp: its weights/best.pt (or best.pt at the top of a run of the older layout)."""
+    import shutil
+
+    for layout, where in (("new", "weights/best.pt"), ("old", "best.pt")):
+        (tmp_path / layout / where).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trained_checkpoint, tmp_path / layout / where)
+    results = {}
+    for weights in (trained_checkpoint, tmp_path / "new", tmp_path / "old"):
+        code, _, err = run(["--data", easy_data, "--weights", weights, "--project", tmp_path / "val", "--name",
+                            Path(weights).stem, "--workers", "0"], capsys)
+        assert code == 0, err
+        results[weights] = json.loads((tmp_path / "val" / Path(weights).stem / "metrics.json").read_text())["mAP50"]
+    assert len(set(results.values())) == 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["--data", easy_data, "--weights", tmp_path / "empty", "--project", tmp_path / "val"], capsys)
+    assert code == 2 and err.strip() == (f"error: {tmp_path / 'empty'}: a folder, but neither "
+                                         f"{tmp_path / 'empty' / 'weights' / 'best.pt'} nor "
+                                         f"{tmp_path / 'empty' / 'best.pt'} is there (give a train.py run folder or "
+                                         "a weights file)")

@@ -25,7 +25,8 @@ from (the repository root), exactly as for train.py.
     seeds: [0, 1, 2]            # non-empty list of unique non-negative integers; sets train.seed
     baseline: bce               # the variant every other arm is compared with (paired over seeds)
 
-Resolution of one run's config: defaults <- ``base.hyp`` <- ``base`` <- the variant <- the grid point <- the seed.
+Resolution of one run's config: defaults <- ``base.hyp`` <- ``base`` (with ablate.py's ``key=value`` arguments
+replacing its keys) <- the variant <- the grid point <- the seed.
 The grid is applied *on top of* each variant in ``grid_variants``: a gridded variant becomes one arm per grid point
 (``focal__gamma=2_alpha=0.25``); the other variants stay single arms. A grid key may not also be set by a variant it
 multiplies (the variant's value would be silently dead), the baseline may not be gridded (comparisons need one
@@ -43,11 +44,14 @@ each grid key (``gamma``; ``objectness.gamma`` when ``loss.cls.gamma`` is swept 
 ``-``. The arm is the run name without ``__seed<seed>``.
 
     runs/ablate/<study>/spec.yaml          copy of the spec
-    runs/ablate/<study>/runs.json          the resolved list of runs (names, identities, overrides, commands)
+    runs/ablate/<study>/runs.json          the resolved list of runs (names, identities, overrides, commands) and
+                                           the key=value overrides of the command line
     runs/ablate/<study>/runs/<run>/        train.py's run folder (--project .../runs --name <run> --exist-ok), plus
         ablation.json                      identity written before launch: study, baseline, index, variant, arm,
                                            grid, seed, overrides, command, and after it ends: exit_code
-        train.log                          the run's stdout and stderr (appended to on resume)
+        train.log                          train.py's own log of the run (its lines, no progress bars)
+        console.log                        everything the run printed, progress bars included (appended to on resume)
+    runs/ablate/<study>/dataset.json       the object : no-object cell ratio of the data per (data, cfg, img_size)
 
 A rerun skips finished runs (a summary.json with ``"status": "finished"`` and config.yaml equal to the expected
 resolved config, ignoring keys in :data:`IGNORED_CONFIG_KEYS`), resumes partial ones (last.pt without such a

@@ -17,7 +17,7 @@ import yaml
 from yolov3 import config as config_lib
 from yolov3 import paths
 from yolov3.ablation_spec import AblationError, RunSpec, Study, config_differences, format_value
-from yolov3.runs import read_summary
+from yolov3.runs import checkpoint_path, read_summary
 
 ROOT = paths.ROOT  # the checkout, or its copy inside the installed package
 DEFAULT_TRAIN_SCRIPT = ROOT / "train.py"
@@ -59,7 +59,7 @@ def train_command(run: RunSpec, runs_dir: Union[str, Path], hyp: Optional[str] =
     cmd = [sys.executable, script]
     run_dir = Path(runs_dir) / run.run_name
     if resume:
-        cmd += ["--resume", str(run_dir / "last.pt"), "--workers", str(run.config.train.workers)]
+        cmd += ["--resume", str(checkpoint_path(run_dir, "last.pt")), "--workers", str(run.config.train.workers)]
         return cmd + (["--device", device] if device else [])
     for key, flag in FLAG_KEYS.items():
         cmd += [flag, str(config_lib.get_dotted(run.config, key))]
@@ -119,7 +119,7 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
         run_dir = runs_dir / run.run_name
         summary, problem = read_summary(run_dir)
         finished = summary is not None
-        partial = (run_dir / "last.pt").is_file()
+        partial = checkpoint_path(run_dir, "last.pt").is_file()  # weights/last.pt, or last.pt of an older run
         if finished or partial:
             config_path = run_dir / "config.yaml"
             if config_path.is_file():

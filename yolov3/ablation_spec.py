@@ -16,11 +16,12 @@ from typing import Any, Optional, Sequence, Union
 from yolov3 import config as config_lib
 from yolov3 import paths
 from yolov3.config import Config, ConfigError
+from yolov3.yolov5_hyp import load_hyp
 
 SPEC_KEYS = ("name", "description", "base", "variants", "grid", "grid_variants", "seeds", "baseline")
 BASE_ONLY_KEYS = ("hyp",)  # keys of `base` that are not Config keys
 # keys that do not change what a run computes: a difference here never blocks skipping/resuming a run
-IGNORED_CONFIG_KEYS = ("train.workers", "train.cache")
+IGNORED_CONFIG_KEYS = ("train.workers", "train.cache", "train.save_period")
 PATH_CONFIG_KEYS = ("cfg", "data", "weights")  # compared as resolved paths (train.py may store them differently)
 RUN_NAME_SEPARATOR = "__"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -64,6 +65,7 @@ class Study:
     seeds: list
     baseline: str
     runs: list = field(default_factory=list)  # list[RunSpec]
+    command_overrides: dict = field(default_factory=dict)  # ablate.py's key=value after the spec: dotted -> value
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -197,10 +199,12 @@ def arm_of(run_name: str) -> str:
     return re.sub(rf"{RUN_NAME_SEPARATOR}seed\d+$", "", run_name)
 
 
-def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
+def load_spec(path: Union[str, Path], name: Optional[str] = None, overrides: Sequence[str] = ()) -> Study:
     """Read, validate and expand an ablation spec; every error names ``<path>: <key path>``.
 
-    ``name`` overrides the spec's ``name`` (ablate.py --name). Nothing is run or written.
+    ``name`` overrides the spec's ``name`` (ablate.py --name); ``overrides`` (ablate.py's ``key=value`` after the
+    spec, e.g. ``data=my.yaml train.epochs=50``) replace the spec's base for every run (:func:`command_overrides`).
+    Nothing is run or written.
     """
     path = Path(path)
     src = str(path)
@@ -225,8 +229,10 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
     if hyp is not None and not isinstance(hyp, str):
         raise AblationError(f"{src}: base.hyp: expected a path to a YAML file, got {hyp!r}")
     base = flatten_overrides({k: v for k, v in base_raw.items() if k not in BASE_ONLY_KEYS}, "base", src)
+    command_line = command_overrides(overrides)
+    base = {**base, **command_line}
     try:
-        base_cfg = config_lib.load_config(hyp) if hyp else Config()
+        base_cfg = load_hyp(hyp)[0] if hyp else Config()  # ours, or a yolov5 hyp file (as train.py --hyp)
     except ConfigError as exc:
         raise AblationError(f"{src}: base.hyp: {exc}") from None
     base_cfg = apply_flat(base_cfg, base, "base", src)
@@ -304,12 +310,34 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None) -> Study:
             raise AblationError(f"{src}: {where}.train.seed: set seeds with the top-level 'seeds' list")
     if "train.seed" in grid:
         raise AblationError(f"{src}: grid.train.seed: set seeds with the top-level 'seeds' list")
+    for key in command_line:  # a value a variant or the grid sets would silently win over the command line
+        owners = [f"variants.{v}" for v, o in variants.items() if key in o] + ["grid"] * (key in grid)
+        if owners:
+            raise AblationError(f"command line: {key}: also set by {', '.join(owners)} of {src}, which would win "
+                                "for those runs; change it in the spec instead")
 
     study = Study(name=study_name, spec_path=path, spec_text=spec_text, description=description.strip(), hyp=hyp,
                   base=base, variants=variants, grid=grid, grid_variants=list(grid_variants), seeds=list(seeds),
-                  baseline=baseline)
+                  baseline=baseline, command_overrides=command_line)
     study.runs = expand_runs(study, base_cfg)
     return study
+
+
+def command_overrides(overrides: Sequence[str]) -> dict:
+    """ablate.py's ``key=value`` arguments -> {dotted key: value}, each key checked as a spec's keys are (an error
+    names the argument); ``train.seed`` belongs to the spec's ``seeds``."""
+    flat: dict = {}
+    for text in overrides:
+        try:
+            path, value = config_lib.parse_override(text)
+        except ConfigError as exc:
+            raise AblationError(str(exc)) from None
+        key = ".".join(path)
+        check_config_key(key, f"command line: {text}")
+        if key == "train.seed":
+            raise AblationError(f"command line: {text}: the seeds are the spec's 'seeds' list")
+        flat[key] = value
+    return flat
 
 
 def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
@@ -322,7 +350,7 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
     computed differently."""
     src = str(study.spec_path)
     if base_cfg is None:
-        base_cfg = config_lib.load_config(study.hyp) if study.hyp else Config()
+        base_cfg = load_hyp(study.hyp)[0] if study.hyp else Config()
         base_cfg = apply_flat(base_cfg, study.base, "base", src)
     labels = grid_labels(list(study.grid))
     grid_points = [dict(zip(study.grid, combo)) for combo in itertools.product(*study.grid.values())]
@@ -418,10 +446,13 @@ def config_differences(expected: Config, saved: dict) -> list:
     differs from the expected resolved config."""
     want = _flatten_dict(config_lib.to_dict(expected))
     have = _flatten_dict(saved or {})
+    defaults = _flatten_dict(config_lib.to_dict(Config()))
     diffs = []
     for key in sorted(set(want) | set(have)):
         if key in IGNORED_CONFIG_KEYS:
             continue
+        if key not in have and _same_value(key, want[key], defaults[key]):
+            continue  # a key added after the run was made, at its default: what the run did (see yolov3.config)
         if key not in have:
             diffs.append(f"{key}: missing from the run, spec gives {want[key]!r}")
         elif key not in want:

@@ -24,7 +24,7 @@ from yolov3.config import Config, ConfigError
 from yolov3.diagnostics import DiagnosticsRecorder
 from yolov3.model import Darknet
 from yolov3.optim import unwrap
-from yolov3.runs import best_epoch, fitness, read_summary
+from yolov3.runs import WEIGHTS_FOLDER, best_epoch, checkpoint_path, fitness, read_summary, run_dir_of
 from yolov3.utils import restore_rng_state, save_rng_state
 from yolov3.weights import WeightsError, first_non_finite, read_checkpoint
 
@@ -91,7 +91,7 @@ class TrainState:
     checkpoint (a batch or the epoch's record half done).
     """
 
-    run_dir: Path  # the run folder, where last.pt and best.pt live
+    run_dir: Path  # the run folder; last.pt and best.pt live in its weights/ (yolov3.runs.weights_dir)
     sums: Tensor  # this epoch's loss sums so far: one per yolov3.evaluate.LOSS_TERMS term, then the total
     completed_epochs: int = 0
     batches_done: int = 0  # batches of the current epoch already trained (> 0 only inside an epoch)
@@ -130,7 +130,7 @@ class TrainState:
             return "no checkpoint had been written yet, so there is nothing to resume"
         epochs, batches = self.saved
         where = f"epoch {epochs}" + (f" and {batches} batches" if batches else "")
-        return f"{self.run_dir / 'last.pt'} ({where}, written before the problem) was kept"
+        return f"{checkpoint_path(self.run_dir, 'last.pt')} ({where}, written before the problem) was kept"
 
 
 def make_checkpoint(model: nn.Module, ema, optimizer, scaler, cfg: Config, names, state: TrainState,
@@ -175,14 +175,16 @@ def non_finite_weights(model: nn.Module, evaluated: nn.Module) -> Optional[str]:
 # Resuming
 # --------------------------------------------------------------------------------------------------------------------
 def find_resume_checkpoint(resume: str, project: str) -> Path:
-    """--resume PATH (a last.pt or its run folder), or the newest last.pt under --project."""
+    """--resume PATH (a last.pt or its run folder, in either layout: yolov3.runs.weights_dir), or the newest
+    last.pt under --project."""
     if resume:
         path = Path(resume)
-        path = path / "last.pt" if path.is_dir() else path
+        path = checkpoint_path(path, "last.pt") if path.is_dir() else path
         if not path.is_file():
             raise ConfigError(f"--resume: no checkpoint at {path}")
         return path
-    candidates = sorted(Path(project).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted([*Path(project).glob(f"*/{WEIGHTS_FOLDER}/last.pt"), *Path(project).glob("*/last.pt")],
+                        key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise ConfigError(f"--resume: no run with a last.pt under {project}")
     return candidates[-1]
@@ -196,7 +198,7 @@ def load_resume(resume: str, project: str) -> tuple[dict, Config, Path]:
     if not isinstance(ckpt, dict) or "optimizer" not in ckpt:
         raise ConfigError(f"--resume: {ckpt_path} is not a resumable checkpoint (use a run's last.pt)")
     cfg = config_lib.from_dict(ckpt["config"], source=str(ckpt_path))
-    run_dir = ckpt_path.parent
+    run_dir = run_dir_of(ckpt_path)
     if read_summary(run_dir)[0] is not None:  # a damaged summary.json does not count: resuming rewrites it
         raise ConfigError(f"--resume: {run_dir} already finished all {cfg.train.epochs} epochs")
     return ckpt, cfg, run_dir
@@ -243,8 +245,9 @@ def restore_pending_grads(ckpt: dict, model: nn.Module, device: torch.device) ->
 # The run folder: what a new run may reuse, and keeping last.pt and best.pt consistent whatever moment a process dies.
 
 RUN_OUTPUTS = ("config.yaml", "results.csv", "diagnostics.csv", "results.png", "train_batch0.png",
-               "objectness_losses.npz",
+               "objectness_losses.npz", "labels.jpg", "val_batch0_labels.jpg", "val_batch0_pred.jpg",
                "PR_curve.png", "P_curve.png", "R_curve.png", "F1_curve.png", "confusion_matrix.png")
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # what torch.utils.tensorboard writes into the run folder
 
 
 class RunFolderError(ValueError):
@@ -256,24 +259,26 @@ def prepare_new_run_dir(run_dir: Path) -> list:
 
     A folder holding a finished run (summary.json) or a resumable one (last.pt) is refused: mixing two runs' rows,
     plots and checkpoints would lose the old results and make the new ones unreadable. Leftovers of a run that
-    failed before its first checkpoint (its config, plots, partial results.csv) are removed so the new run starts
-    clean; other files (a train.log, your notes) are left alone. Returns the names removed.
+    failed before its first checkpoint (its config, plots, partial results.csv, TensorBoard events) are removed so
+    the new run starts clean; other files (train.log, which the new run appends to; your notes) are left alone.
+    Checkpoints are looked for in both layouts (``weights/`` and the top of the folder). Returns the names removed.
     """
     run_dir = Path(run_dir)
     if (run_dir / "summary.json").exists():
         raise RunFolderError(f"{run_dir} holds a finished run (summary.json); --exist-ok reuses a folder only for "
                              "a run that left no results: choose another --name, or delete the folder first")
-    if (run_dir / "last.pt").exists():
-        raise RunFolderError(f"{run_dir} holds an unfinished run (last.pt): continue it with "
-                             f"'python train.py --resume {run_dir}', or choose another --name")
-    if (run_dir / "best.pt").exists():
-        raise RunFolderError(f"{run_dir} holds a model (best.pt) that a new run would overwrite: choose another "
-                             "--name, or move it away first")
+    for folder in (run_dir / WEIGHTS_FOLDER, run_dir):
+        if (folder / "last.pt").exists():
+            raise RunFolderError(f"{run_dir} holds an unfinished run ({folder / 'last.pt'}): continue it with "
+                                 f"'python train.py --resume {run_dir}', or choose another --name")
+        if (folder / "best.pt").exists():
+            raise RunFolderError(f"{run_dir} holds a model ({folder / 'best.pt'}) that a new run would overwrite: "
+                                 "choose another --name, or move it away first")
     removed = []
-    for name in RUN_OUTPUTS:
-        if (run_dir / name).is_file():
-            (run_dir / name).unlink()
-            removed.append(name)
+    for path in [run_dir / name for name in RUN_OUTPUTS] + sorted(run_dir.glob(TENSORBOARD_EVENTS)):
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
     return removed
 
 

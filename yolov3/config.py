@@ -6,11 +6,17 @@ YAML files (``cfg/hyp.*.yaml``, ablation specs) hold *overrides only*. A config 
 
 Unknown keys and values of the wrong type are errors that name the full dotted key and the source (file or
 command line), so a typo never silently trains the wrong model.
+
+A field added later defaults to what the code did before it existed (train.save_period 0, train.freeze 0, ...):
+an older run's config.yaml that lacks it is read, resumed and compared (ablate.py) as having that default.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import io
 import math
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,6 +128,9 @@ class TrainConfig:
     grad_clip: Optional[float] = 10.0  # max gradient norm, a safety net against rare spikes; null = off (the norm is still logged)
     diagnostics_every: int = 20  # diagnostics.csv: every step of epoch 1, then every N steps; 0 = epoch 1 only
     patience: int = 0  # stop after this many epochs without fitness gain; 0 = never
+    save_period: int = 0  # also keep weights/epoch<N>.pt (lean, as best.pt) every N epochs; 0 = off: last.pt and best.pt suffice
+    freeze: Union[int, list] = 0  # layers whose weights stay fixed: N = the first N (yolov5's --freeze 10), or a list of indices; 0 = none
+    single_cls: bool = False  # train every box as one class 'object' (a detector of things, not kinds); off: the data's classes
 
 
 @dataclass
@@ -321,6 +330,61 @@ def get_dotted(cfg: Any, key: str) -> Any:
     return obj
 
 
+def field_reasons() -> dict:
+    """``{dotted key: reason}``: the comment beside each field in this file, read from the source (tokenize for the
+    comments, ast for the fields), so ``train.py --print-config`` shows each default with why it is what it is and
+    the text lives once. Empty when the source is not there (a byte-code-only install)."""
+    try:
+        source = Path(__file__).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    by_class = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            by_class[node.name] = {
+                statement.target.id: next((comments[line] for line in range(statement.lineno, statement.end_lineno + 1)
+                                           if line in comments), "")
+                for statement in node.body
+                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)}
+    reasons = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for item in dataclasses.fields(obj):
+            value = getattr(obj, item.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{item.name}.")
+            else:
+                reasons[prefix + item.name] = by_class.get(type(obj).__name__, {}).get(item.name, "")
+
+    walk(Config(), "")
+    return reasons
+
+
+def flat_items(cfg: Any, prefix: str = "") -> list:
+    """``[(dotted key, value)]`` of every leaf field of a config dataclass, in declaration order."""
+    items = []
+    for item in dataclasses.fields(cfg):
+        value = getattr(cfg, item.name)
+        items += flat_items(value, f"{prefix}{item.name}.") if dataclasses.is_dataclass(value) else [(prefix + item.name,
+                                                                                                       value)]
+    return items
+
+
+def yaml_text(value: Any) -> str:
+    """A value as a ``key=value`` override spells it (read back by yaml.safe_load): None -> null, [1, 2] -> [1, 2]."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text[: -len("...")].strip() if text.endswith("...") else text
+
+
+def overrides_from_defaults(cfg: Config) -> list:
+    """``key=value`` for every field where ``cfg`` differs from the defaults: with them, a bare ``train.py``
+    resolves to ``cfg`` again (the "resolved command" at the top of train.log)."""
+    defaults = dict(flat_items(Config()))
+    return [f"{key}={yaml_text(value)}" for key, value in flat_items(cfg) if value != defaults[key]]
+
+
 # The largest image size accepted (train.img_size, and --img-size of val.py and detect.py). YOLO models run at up to
 # ~1280-1920 px; at 8192 px yolov3.cfg's first feature map alone (32 channels, float32) takes 8.6 GB per image, so a
 # larger value is a typo (an extra zero) that would end in a MemoryError or the OOM killer long after the start.
@@ -356,6 +420,10 @@ _RANGES = [
     ("train.grad_clip", lambda v: v is None or v > 0, "null (off) or greater than 0"),
     ("train.diagnostics_every", lambda v: v >= 0, "at least 0"),
     ("train.patience", lambda v: v >= 0, "at least 0"),
+    ("train.save_period", lambda v: v >= 0, "at least 0 (0 = off)"),
+    ("train.freeze", lambda v: v >= 0 if isinstance(v, int) else all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v),
+     "a number of leading layers (0 = none) or a list of layer indices, each at least 0"),
     ("val.conf_thres", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("val.iou_thres", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("val.max_det", lambda v: v >= 1, "at least 1"),

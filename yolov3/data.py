@@ -155,6 +155,16 @@ def _resolve_split(value, root: Path, source: Path, split: str) -> List[str]:
     return resolved
 
 
+SINGLE_CLASS_NAME = "object"  # the one class of train.single_cls (val.py --single-cls names it the same)
+
+
+def as_single_class(data: dict) -> dict:
+    """``data`` (from :func:`load_data_yaml`) with every box as class 0 of the one class ``object``: a dataset built
+    from it reads the same images and boxes with the class column zeroed (train.single_cls, yolov5's --single-cls).
+    ``nc`` stays the data's: the label rows are still checked against the classes the data has."""
+    return {**data, "names": [SINGLE_CLASS_NAME], "single_cls": True}
+
+
 def load_data_yaml(path: Union[str, Path]) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the
@@ -599,6 +609,8 @@ class YOLODataset(Dataset):
         self.split = split
         self.paths = entries.paths
         self.labels = entries.labels
+        if data.get("single_cls"):  # as_single_class: one class; the scan (and its cache) keeps the real ones
+            self.labels = [np.concatenate((np.zeros_like(rows[:, :1]), rows[:, 1:]), 1) for rows in self.labels]
         self.shapes = entries.shapes
         self.img_size = int(img_size)
         self.augment = augment

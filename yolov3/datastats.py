@@ -14,20 +14,24 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from yolov3.data import load_data_yaml, scan_split
+from yolov3.model import Darknet
 
 SMALL_AREA_PX = 32 ** 2  # COCO's size buckets, applied to boxes at the network input size
 MEDIUM_AREA_PX = 96 ** 2
 
 
 def dataset_statistics(data: Union[str, Path, dict], split: str = "train", img_size: int = 256,
-                       strides: Sequence[int] = (8, 16, 32), anchors_per_layer: int = 3) -> Dict[str, object]:
+                       strides: Sequence[int] = (8, 16, 32),
+                       anchors_per_layer: Union[int, Sequence[int]] = 3) -> Dict[str, object]:
     """Counts that explain the task, in particular the object : no-object imbalance the focal loss is about.
 
     ``cells`` per image = ``sum over layers of A * (img_size / stride)^2`` (3 * (32² + 16² + 8²) = 4032 at 256 px);
     object cells ~= boxes (one positive anchor per truth), the rest are no-object cells.
-    Box sizes are measured after letterboxing to ``img_size``.
+    Box sizes are measured after letterboxing to ``img_size``. ``anchors_per_layer``: one count for every layer, or
+    one per stride.
     """
     data_dict = load_data_yaml(data) if not isinstance(data, dict) else data
     entries = scan_split(data_dict, split)
@@ -46,7 +50,8 @@ def dataset_statistics(data: Union[str, Path, dict], split: str = "train", img_s
         sizes["small"] += int((area_px < SMALL_AREA_PX).sum())
         sizes["medium"] += int(((area_px >= SMALL_AREA_PX) & (area_px < MEDIUM_AREA_PX)).sum())
         sizes["large"] += int((area_px >= MEDIUM_AREA_PX).sum())
-    cells_per_image = sum(anchors_per_layer * math.ceil(img_size / s) ** 2 for s in strides)
+    anchors = [anchors_per_layer] * len(strides) if isinstance(anchors_per_layer, int) else list(anchors_per_layer)
+    cells_per_image = sum(a * math.ceil(img_size / s) ** 2 for a, s in zip(anchors, strides))
     total_cells = cells_per_image * num_images
     return {
         "split": split,
@@ -61,6 +66,16 @@ def dataset_statistics(data: Union[str, Path, dict], split: str = "train", img_s
         "noobject_cells": total_cells - total_boxes,
         "noobject_per_object": (total_cells - total_boxes) / max(total_boxes, 1),
     }
+
+
+def model_statistics(data: Union[str, Path, dict], cfg: Union[str, Path], img_size: int,
+                     split: str = "train") -> Dict[str, object]:
+    """:func:`dataset_statistics` with the strides and anchors of the model ``cfg`` describes (read on the meta
+    device: the layers' shapes, no weights), so the cells are the ones its loss sees."""
+    data_dict = load_data_yaml(data) if not isinstance(data, dict) else data
+    with torch.device("meta"):
+        model = Darknet(str(cfg), num_classes=len(data_dict["names"]))
+    return dataset_statistics(data_dict, split, img_size, model.strides, [len(layer.anchors) for layer in model.yolo_layers])
 
 
 def format_statistics(stats: dict) -> str:

@@ -21,6 +21,7 @@ import torch
 from yolov3.augment import letterbox
 from yolov3.data import read_image
 from yolov3.model import default_img_size, load_model, prepare_for_inference
+from yolov3.runs import find_weights
 from yolov3.paths import ROOT
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
 
@@ -63,11 +64,12 @@ class Detector:
                      conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
                      classes: Optional[list] = None, agnostic: bool = False, device: Union[str, torch.device] = "cpu",
                      optimize: bool = True) -> "Detector":
-        """A detector for a ``.pt`` from train.py, or a Darknet ``.weights`` with its ``cfg``, with detect.py's
+        """A detector for a ``.pt`` from train.py (or its run folder), or a Darknet ``.weights`` with its ``cfg``, with detect.py's
         defaults (the model's class count follows ``names`` for Darknet weights). ``optimize=False`` runs the plain
         fused model (detect.py ``--no-optimize``); ``img_size`` defaults to the training size of a ``.pt``, else
         the cfg's width."""
-        num_classes = len(names) if names is not None and Path(weights).suffix != ".pt" else None
+        weights = find_weights(weights)  # a train.py run folder: its best.pt
+        num_classes = len(names) if names is not None and weights.suffix != ".pt" else None
         model, checkpoint = load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
         prepare_for_inference(model, optimize=optimize)
         names = list(names) if names is not None else default_names(model.num_classes, checkpoint)

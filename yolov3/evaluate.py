@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -16,13 +17,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from yolov3.boxes import cxcywh_to_xyxy
+from yolov3.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from yolov3.draw import plot_batch
 from yolov3.loss import YOLOLoss
 from yolov3.metrics import DetectionEvaluator
 from yolov3.plots import plot_validation
 from yolov3.postprocess import non_max_suppression, scale_boxes
 
 LOSS_TERMS = ("box", "obj", "noobj", "cls")
+PLOT_CONF = 0.25  # val_batch0_pred.jpg draws detections above this score: the 0.001 of mAP would bury the image
 
 
 def _check_batch(batch: Any, batch_index: int) -> tuple:
@@ -70,7 +73,9 @@ def evaluate(
         device: where images go.
         loss_fn: ``YOLOLoss``-like ``(raw_maps, targets) -> (total, terms)``; its ``box obj noobj cls`` terms are
             averaged over batches into ``val_box`` ...; without it those are NaN.
-        save_dir, plots: write PR/F1/P/R curves and the confusion matrix PNGs to ``save_dir``.
+        save_dir, plots: write PR/F1/P/R curves and the confusion matrix PNGs to ``save_dir``, and the first
+            batch with its labels (``val_batch0_labels.jpg``) and its detections above PLOT_CONF
+            (``val_batch0_pred.jpg``).
         half: feed fp16 images (the caller converts the model); CUDA only, ignored on CPU.
         progress: show a tqdm bar.
         records: if a list is given, one dict per image is appended: ``path``, ``orig_shape`` ``(h, w)``,
@@ -143,6 +148,8 @@ def evaluate(
                 targets = targets.float().cpu()
                 if single_cls:
                     targets[:, 1] = 0
+                if plots and save_dir is not None and batch_index == 0:
+                    plot_first_batch(images, targets, detections, paths, names, Path(save_dir), single_cls)
                 # normalised cxcywh on the network input -> xyxy network pixels
                 target_boxes_xyxy = cxcywh_to_xyxy(targets[:, 2:6] * torch.tensor([width, height, width, height]))
                 for i, image_detections in enumerate(detections):
@@ -203,6 +210,38 @@ def evaluate(
     for term in LOSS_TERMS:
         result[f"val_{term}"] = loss_sums[term] / loss_batches if loss_batches else float("nan")
     return result
+
+
+def plot_first_batch(images: torch.Tensor, targets: torch.Tensor, detections: Sequence[torch.Tensor],
+                     paths: Sequence[str], names: Sequence[str], save_dir: Path, single_cls: bool = False) -> None:
+    """``val_batch0_labels.jpg`` (the batch's ground truth) and ``val_batch0_pred.jpg`` (its detections above
+    PLOT_CONF, with scores) beside each other in ``save_dir``; boxes in network pixels, as the model saw them."""
+    height, width = images.shape[-2:]
+    rows = []
+    for i, image_detections in enumerate(detections):  # (n, 6) xyxy network pixels, score, class
+        kept = image_detections[image_detections[:, 4] >= PLOT_CONF].float().cpu()
+        boxes = xyxy_to_cxcywh(kept[:, :4]) / torch.tensor([width, height, width, height])
+        classes = torch.zeros_like(kept[:, 5:6]) if single_cls else kept[:, 5:6]
+        rows.append(torch.cat((torch.full_like(kept[:, :1], i), classes, boxes, kept[:, 4:5]), 1))
+    plot_batch(images.float().cpu(), targets, paths, names, save_dir / "val_batch0_labels.jpg")
+    plot_batch(images.float().cpu(), torch.cat(rows) if rows else torch.zeros(0, 7), paths, names,
+               save_dir / "val_batch0_pred.jpg")
+
+
+def format_table(result: dict) -> str:
+    """The per-class table of :func:`evaluate`'s result (val.py prints it, and train.py at the end of training):
+    a row for all classes, then one per class: images, instances, P, R, mAP@.5, mAP@.5:.95."""
+    header = f"{'class':>16} {'images':>8} {'instances':>10} {'P':>8} {'R':>8} {'mAP@.5':>8} {'mAP@.5:.95':>11}"
+    rows = [header]
+    total = {"name": "all", "images": result["num_images"], "instances": result["num_instances"],
+             "precision": result["precision"], "recall": result["recall"], "mAP50": result["mAP50"],
+             "mAP50_95": result["mAP50_95"]}
+    for row in [total] + result["per_class"]:
+        cells = [f"{v:8.3f}" if not math.isnan(v) else f"{'-':>8}"
+                 for v in (row["precision"], row["recall"], row["mAP50"])]
+        last = f"{row['mAP50_95']:11.3f}" if not math.isnan(row["mAP50_95"]) else f"{'-':>11}"
+        rows.append(f"{row['name']:>16} {row['images']:8d} {row['instances']:10d} {' '.join(cells)} {last}")
+    return "\n".join(rows)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cfgparse import CfgBlock, DarknetCfg, parse_cfg, with_num_classes
+from .runs import find_weights
 from .weights import WeightsError, first_non_finite, load_darknet_weights, read_checkpoint, save_darknet_weights
 from .winograd import transform_weights, winograd_conv3x3
 
@@ -614,10 +615,11 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
     * ``.pt`` (from train.py): a dict with ``model`` (state_dict) and ``cfg_text`` (plus names, config, ...). The cfg
       inside wins; a ``cfg``/``num_classes`` that disagrees with it is an error rather than a silent choice.
       Loaded with ``weights_only=True``: a file that would need to run code to load is refused.
+    * a train.py run folder: its best.pt (``<run>/weights/best.pt``, or ``<run>/best.pt`` of an older run).
     * anything else is read as a Darknet ``.weights`` file and needs ``cfg``.
     Problems with the file or the arguments raise ``yolov3.weights.WeightsError`` (a ValueError) naming the file.
     """
-    weights = Path(weights)
+    weights = find_weights(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights not found: {weights}")
     if weights.suffix == ".pt":

@@ -37,6 +37,26 @@ def parameter_groups(model: nn.Module) -> tuple[list, list, list]:
     return decay, norm_weights, biases
 
 
+def freeze_layers(model: nn.Module, freeze) -> list:
+    """Fix the weights of the layers ``freeze`` names (train.freeze): an int N = the first N layers of the cfg
+    (yolov5's ``--freeze 10``; Darknet's layer numbering, as ``--cutoff``), a list = those layer indices.
+
+    Their parameters stop requiring gradients, so the optimiser built afterwards never holds them (it skips
+    parameters that do not); BatchNorm running statistics still follow the data, as in yolov5. Returns the frozen
+    indices; an index the model does not have is a ConfigError naming the key and the model's range.
+    """
+    layers = unwrap(model).module_list
+    indices = list(range(freeze)) if isinstance(freeze, int) else sorted(set(freeze))
+    beyond = [i for i in indices if i >= len(layers)]
+    if beyond:
+        asked = f"the first {freeze}" if isinstance(freeze, int) else f"layer(s) {beyond}"
+        raise ConfigError(f"'train.freeze': {asked} of a model whose layers are 0..{len(layers) - 1}")
+    for index in indices:
+        for parameter in layers[index].parameters():
+            parameter.requires_grad_(False)
+    return indices
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW with three groups: 0 = decayed weights, 1 = norm weights, 2 = biases."""
     if cfg.optimizer not in OPTIMIZERS:

@@ -189,6 +189,47 @@ def plot_results_csv(csv_path: Union[str, Path], out_png: Union[str, Path]) -> d
     return plotted
 
 
+LABEL_HISTOGRAM_BINS = 50  # 2 % of the image side per bin: fine enough to show where boxes cluster
+
+
+def plot_labels(labels: Sequence[np.ndarray], names: Sequence[str], out_path: Union[str, Path]) -> dict:
+    """``labels.jpg``: what the training labels hold, drawn once at the start of a run. Boxes per class (bars), box
+    centres over the image (a 2-D histogram, x right, y down, as in the image) and box width against height (a 2-D
+    histogram), both as fractions of the image side.
+
+    Args:
+        labels: per image ``(n, 5)`` ``[class, cx, cy, w, h]`` normalised (a dataset's ``labels``).
+        names: class names.
+
+    Returns:
+        ``{"counts": (C,) boxes per class, "centres": (bins, bins) counts [y, x], "sizes": (bins, bins) counts
+        [h, w]}``, the numbers drawn.
+    """
+    rows = [np.asarray(r, dtype=np.float64).reshape(-1, 5) for r in labels]
+    boxes = np.concatenate(rows) if rows else np.zeros((0, 5))
+    counts = np.bincount(boxes[:, 0].astype(np.int64), minlength=len(names))[:len(names)]
+    edges = np.linspace(0, 1, LABEL_HISTOGRAM_BINS + 1)
+    centres = np.histogram2d(boxes[:, 2], boxes[:, 1], bins=(edges, edges))[0]  # [y, x]
+    sizes = np.histogram2d(boxes[:, 4], boxes[:, 3], bins=(edges, edges))[0]  # [h, w]
+    fig, axes = _figure(1, 3, width=4.6, height=4.0)
+    bars, where, shape = axes[0]
+    bars.bar(np.arange(len(names)), counts, color="tab:blue")
+    bars.set_xticks(np.arange(len(names)), [str(n) for n in names], rotation=0 if len(names) <= 6 else 90,
+                    fontsize=8 if len(names) <= MAX_LABELLED_CLASSES else 4)
+    bars.set(ylabel="boxes", title=f"boxes per class ({len(boxes)} in {len(rows)} images)")
+    for ax, histogram, origin, title, labels_xy in (
+            (where, centres, "upper", "box centres", ("x", "y")),
+            (shape, sizes, "lower", "box sizes", ("width", "height"))):
+        # log scale: a few crowded bins would otherwise leave the rest of the map blank
+        image = ax.imshow(np.log1p(histogram), origin=origin, cmap="Blues", aspect="equal",
+                          extent=(0, 1, 1, 0) if origin == "upper" else (0, 1, 0, 1))
+        ax.set(xlabel=f"{labels_xy[0]} / image width", ylabel=f"{labels_xy[1]} / image height",
+               title=f"{title} (colour: log(1 + count))")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    _save(fig, out_path, dpi=100)
+    return {"counts": counts, "centres": centres, "sizes": sizes}
+
+
 def plot_validation(metrics: dict, names: Sequence[str], save_dir: Union[str, Path],
                     prefix: Optional[str] = None) -> list[Path]:
     """All validation figures from :meth:`yolov3.metrics.DetectionEvaluator.compute`'s dict: ``PR_curve.png``,

@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import yaml
 
-from yolov3.runs import read_results_csv, read_summary
+from yolov3.runs import checkpoint_path, read_results_csv, read_summary
 
 METRICS = ("mAP50", "mAP50_95", "precision", "recall")
 METRIC_TITLES = {"mAP50": "mAP@0.5", "mAP50_95": "mAP@0.5:0.95", "precision": "precision", "recall": "recall"}
@@ -95,7 +95,7 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
         status = "finished"
     elif exit_code is not None:
         status = "failed"  # a non-zero exit, or exit 0 without summary.json
-    elif history is not None or (run_dir / "last.pt").is_file():
+    elif history is not None or checkpoint_path(run_dir, "last.pt").is_file():
         status = "partial"
     else:
         status = "not started"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -80,6 +81,27 @@ def _runs_cell(arm: ArmSummary) -> str:
     return f"{arm.n}/{planned}" + (f" ({failed} failed)" if failed else "")
 
 
+def data_balance_lines(study_dir: Union[str, Path]) -> list:
+    """summary.md's section on the data: object : no-object cells of the training split, from the dataset.json
+    ablate.py writes (one line per data, cfg and size of the arms); none for a study without one."""
+    path = Path(study_dir) / "dataset.json"
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    lines = ["", "## The data: object and no-object cells", ""]
+    for entry in entries if isinstance(entries, list) else []:
+        where = f"`{entry.get('data')}` with `{entry.get('cfg')}` at {entry.get('img_size')} px"
+        if "noobject_per_object" not in entry:
+            lines.append(f"- {where}: not counted ({entry.get('problem', 'no statistics')})")
+            continue
+        lines.append(f"- {where} (arms {', '.join(entry.get('arms', []))}): object : no-object cells = 1 : "
+                     f"{entry['noobject_per_object']:,.0f} ({entry['object_cells']:,} object cells, one per box, "
+                     f"and {entry['noobject_cells']:,} no-object cells in {entry['images']:,} training images of "
+                     f"{entry['cells_per_image']:,} cells)")
+    return lines
+
+
 def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
     """The text of summary.md."""
     counts = {}
@@ -134,6 +156,7 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     if where:
         lines += ["", "## Where the finished runs ran", "", "| precision | CPU | runs |", "|---|---|---|"]
         lines += [f"| {numeric} | {cpu} | {len(names)} |" for (numeric, cpu), names in sorted(where.items())]
+    lines += data_balance_lines(study.study_dir)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if study.notes:

@@ -3,15 +3,19 @@
 ``config.yaml`` and ``environment.json`` (at the start), ``results.csv`` (one row per epoch, :data:`RESULT_COLUMNS`)
 and ``summary.json`` (written once the run finished); CONTRACTS.md describes them. The epoch rows are ranked by
 :func:`fitness`. Standard library, YAML and NumPy only: the ablation runner and report read run folders without
-loading torch. (The checkpoints, last.pt and best.pt, are yolov3.checkpoint's.)
+loading torch. (What the checkpoints hold is yolov3.checkpoint's; where they live, ``weights/last.pt`` and
+``weights/best.pt`` or the top of a run made before that layout, is :func:`weights_dir`'s.)
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import sys
+import time
 from pathlib import Path
-from typing import Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -27,13 +31,58 @@ RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_noobj", "train_cls",
                   "epoch_time_s", *DIAGNOSTIC_EPOCH_COLUMNS]
 
 
+WEIGHTS_FOLDER = "weights"  # runs/train/<name>/weights/{last,best}.pt, where every ultralytics version puts them
+CHECKPOINT_NAMES = ("last.pt", "best.pt")
+
+
+def weights_dir(run_dir: Union[str, Path]) -> Path:
+    """The folder of a run's checkpoints: ``<run>/weights/``, or the run folder itself for a run made before that
+    layout (last.pt or best.pt at its top and neither in weights/). A run keeps the layout it started with, so an
+    older run resumed by this version goes on writing where its readers look."""
+    run_dir = Path(run_dir)
+    nested = run_dir / WEIGHTS_FOLDER
+    legacy = any((run_dir / name).is_file() for name in CHECKPOINT_NAMES)
+    if legacy and not any((nested / name).is_file() for name in CHECKPOINT_NAMES):
+        return run_dir
+    return nested
+
+
+def checkpoint_path(run_dir: Union[str, Path], name: str) -> Path:
+    """``<run>/weights/<name>`` (``last.pt``, ``best.pt``, ``epoch5.pt``), in the layout of that run."""
+    return weights_dir(run_dir) / name
+
+
+def run_dir_of(checkpoint: Union[str, Path]) -> Path:
+    """The run folder of a checkpoint in either layout: ``<run>/weights/last.pt`` or ``<run>/last.pt``."""
+    folder = Path(checkpoint).parent
+    if folder.name == WEIGHTS_FOLDER and not (folder / "config.yaml").is_file():  # not an older run named 'weights'
+        return folder.parent
+    return folder
+
+
+def find_weights(path: Union[str, Path]) -> Path:
+    """What val.py, detect.py and the API load for ``path``: a run folder gives its best.pt (either layout),
+    anything else is returned as given. FileNotFoundError naming both places for a folder without one."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = checkpoint_path(path, "best.pt")
+    if not best.is_file():
+        raise FileNotFoundError(f"{path}: a folder, but neither {path / WEIGHTS_FOLDER / 'best.pt'} nor "
+                                f"{path / 'best.pt'} is there (give a train.py run folder or a weights file)")
+    return best
+
+
 def open_run_folder(run_dir: Path, cfg: Config, environment: dict, new: bool) -> list:
-    """Ready ``run_dir`` for this process: config.yaml (resolved) for a ``new`` run, environment.json (what this
-    process runs on), and no temporary files of a write an earlier process was killed in (their names returned)."""
+    """Ready ``run_dir`` for this process: config.yaml (resolved) and the weights/ folder for a ``new`` run,
+    environment.json (what this process runs on), and no temporary files of a write an earlier process was killed
+    in (their names returned)."""
     if new:
-        ensure_dir(run_dir)
+        ensure_dir(run_dir / WEIGHTS_FOLDER)
         save_config(cfg, run_dir / "config.yaml")
     stale = remove_stale_temporaries(run_dir)  # what an earlier process killed mid-write left behind
+    if weights_dir(run_dir) != run_dir and weights_dir(run_dir).is_dir():
+        stale += [f"{WEIGHTS_FOLDER}/{name}" for name in remove_stale_temporaries(weights_dir(run_dir))]
     atomic_write_text(run_dir / "environment.json", json.dumps(environment, indent=2))
     return stale
 
@@ -114,3 +163,136 @@ def read_summary(run_dir: Union[str, Path]) -> tuple:
     if summary.get("status") != "finished":
         return None, f"{path}: status is {summary.get('status')!r}, not 'finished'"
     return summary, None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# train.log and TensorBoard: what a run said, as lines, and its epoch rows as scalars
+# --------------------------------------------------------------------------------------------------------------------
+class _Tee:
+    """One of sys.stdout / sys.stderr while a :class:`TrainLog` is installed: everything reaches the terminal as
+    before; complete lines also reach the log, except what a progress bar draws. tqdm draws each state of its bar in
+    one write that starts with a carriage return, so a write holding one is left out, and so is the newline that
+    ends a bar; everything else (print's text and its newline come in two writes) is logged line by line."""
+
+    def __init__(self, stream, log: "TrainLog") -> None:
+        self.stream, self.log = stream, log
+        self.pending = ""  # the start of a line not ended yet
+        self.after_bar = False  # the last write drew a progress bar
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if "\r" in text:
+            self.after_bar = True
+            return written
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line or not self.after_bar:  # the newline that closes a bar is no line of its own
+                self.log.write_line(line)
+            self.after_bar = False
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding...: the terminal's
+        return getattr(self.stream, name)
+
+
+class _LogHandler(logging.Handler):
+    """The package's log records (yolov3.data's label warnings and scan summary) into train.log; the terminal
+    gets them from the package's own handler."""
+
+    def __init__(self, log: "TrainLog") -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for line in record.getMessage().splitlines():
+            self.log.write_line(line)
+
+
+class TrainLog:
+    """``train.log``: every line a run prints (each epoch's summary, warnings, errors), written by the run itself,
+    without the progress bars' redraws, which stay on the terminal.
+
+    :meth:`install` tees sys.stdout and sys.stderr (and the ``yolov3`` logger) for the run; lines printed before
+    the run folder exists are held in memory until :meth:`attach` opens the file (appending: a resumed run adds to
+    it), and are dropped if it never does (a failed start leaves no folder). :meth:`close` puts the streams back.
+    """
+
+    def __init__(self) -> None:
+        self.held: list = []
+        self.file = None
+        self.path: Optional[Path] = None
+        self._streams: Optional[tuple] = None
+        self._handler = _LogHandler(self)
+
+    def install(self) -> "TrainLog":
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
+        logging.getLogger("yolov3").addHandler(self._handler)
+        return self
+
+    def attach(self, path: Union[str, Path], header: Sequence[str] = ()) -> None:
+        """Start writing to ``path`` (appending): ``header`` lines (the command), then what was held."""
+        self.path = Path(path)
+        self.file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for line in [f"# {stamp} {text}" for text in header] + self.held:
+            self.file.write(line + "\n")
+        self.held = []
+        self.file.flush()
+
+    def write_line(self, line: str) -> None:
+        if self.file is None:
+            self.held.append(line)
+        else:
+            self.file.write(line + "\n")
+            self.file.flush()  # a killed run keeps every line up to its end
+
+    def close(self) -> None:
+        logging.getLogger("yolov3").removeHandler(self._handler)
+        if self._streams is not None:
+            for tee in (sys.stdout, sys.stderr):
+                if isinstance(tee, _Tee) and tee.pending:
+                    self.write_line(tee.pending)
+            sys.stdout, sys.stderr = self._streams
+            self._streams = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+TENSORBOARD_SCALARS = {"train": ("box", "obj", "noobj", "cls", "total"), "val": ("box", "obj", "noobj", "cls"),
+                       "metrics": ("precision", "recall", "mAP50", "mAP50_95")}
+
+
+class TensorBoardLog:
+    """Each epoch's results.csv row as TensorBoard scalars in the run folder, when ``torch.utils.tensorboard``
+    imports (the ``tensorboard`` package is installed); never required: otherwise it is off and says so once."""
+
+    def __init__(self, run_dir: Union[str, Path]) -> None:
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+        except ImportError:
+            self.status = "TensorBoard: off (pip install tensorboard to log the epochs there)"
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.status = f"TensorBoard: on (tensorboard --logdir {Path(run_dir).parent})"
+
+    def log_epoch(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for group, names in TENSORBOARD_SCALARS.items():
+            for name in names:
+                key = name if group == "metrics" else f"{group}_{name}"
+                value = row.get(key, math.nan)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"{group}/{name}", value, row["epoch"])
+        self.writer.add_scalar("lr/group0", row["lr"], row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -198,6 +198,8 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
             if not skip:
                 optimizer.zero_grad(set_to_none=True)
             lr = optimizer.param_groups[0]["lr"]
+            clipping = tcfg.grad_clip is not None and (tcfg.grad_clip_epochs is None or epoch < tcfg.grad_clip_epochs)
+            max_norm = tcfg.grad_clip if clipping else math.inf  # train.grad_clip(_epochs)
             for batch_index, (images, targets, paths, _shapes) in enumerate(bar, start=skip):
                 iteration = batch_index + iters_per_epoch * epoch
                 lr = set_learning_rates(optimizer, tcfg, iteration, iters_per_epoch, warmup_iters)
@@ -221,8 +223,8 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
                 if (batch_index + 1) % accumulate == 0 or batch_index + 1 == iters_per_epoch:
                     scaler.unscale_(optimizer)
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(  # the norm before clipping
-                        model.parameters(), max_norm=tcfg.grad_clip if tcfg.grad_clip is not None else math.inf))
-                    clipped = state.diagnostics.optimizer_step(grad_norm)
+                        model.parameters(), max_norm=max_norm))
+                    clipped = state.diagnostics.optimizer_step(grad_norm, max_norm)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)

@@ -90,3 +90,10 @@ def test_recorder_schedule_clipping_epoch_means_and_resume():
     assert lines[2].split(",")[STEP_COLUMNS.index("clipped")] == ""  # no optimiser step at that batch
     assert math.isnan(DiagnosticsRecorder(every=1, max_norm=None).end_epoch()["grad_norm"])
     assert DiagnosticsRecorder(every=1, max_norm=None).optimizer_step(1e9) is False  # clipping off
+
+
+def test_clipped_is_judged_against_the_clip_in_force_at_the_step():
+    rec = DiagnosticsRecorder(every=1, max_norm=10.0)
+    assert rec.optimizer_step(12.0) is True  # the recorder's clip
+    assert rec.optimizer_step(12.0, math.inf) is False  # clipping switched off for this epoch (grad_clip_epochs)
+    assert rec.optimizer_step(12.0, 11.0) is True and rec.end_epoch()["clipped_fraction"] == pytest.approx(2 / 3)

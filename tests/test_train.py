@@ -588,3 +588,11 @@ def test_fp32_run_and_a_resume_keep_their_recorded_precision(tiny_data, tmp_path
     (tmp_path / "fp32" / "summary.json").unlink()
     assert train.main(["--resume", str(tmp_path / "fp32"), "--workers", "0"]) == 0
     assert seen == ["off"]
+
+
+def test_grad_clip_epochs_clips_only_the_first_epochs(tiny_data, tmp_path):
+    # a clip far below any gradient norm: every optimiser step of epoch 1 is clipped, none of epoch 2
+    assert run_train(tiny_data, tmp_path, "clip1", "train.grad_clip=1e-6", "train.grad_clip_epochs=1") == 0
+    rows = read_rows(tmp_path / "clip1")
+    assert [float(r["clipped_fraction"]) for r in rows] == [1.0, 0.0]
+    assert all(float(r["grad_norm"]) > 1e-3 for r in rows)

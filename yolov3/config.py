@@ -126,6 +126,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC activations: oneDNN's convolutions run ~1.4x faster than in NCHW on CPU
     sync_bn: bool = False  # synchronise BatchNorm across DDP processes
     grad_clip: Optional[float] = 10.0  # max gradient norm, a safety net against rare spikes; null = off (the norm is still logged)
+    grad_clip_epochs: Optional[int] = None  # clip only in the first N epochs (e.g. the warmup); null = every epoch
     diagnostics_every: int = 20  # diagnostics.csv: every step of epoch 1, then every N steps; 0 = epoch 1 only
     patience: int = 0  # stop after this many epochs without fitness gain; 0 = never
     save_period: int = 0  # also keep weights/epoch<N>.pt (lean, as best.pt) every N epochs; 0 = off: last.pt and best.pt suffice
@@ -419,6 +420,7 @@ _RANGES = [
     ("train.cache", lambda v: v in ("auto", "ram", "off"), "one of auto, ram, off"),
     ("train.grad_clip", lambda v: v is None or v > 0, "null (off) or greater than 0"),
     ("train.diagnostics_every", lambda v: v >= 0, "at least 0"),
+    ("train.grad_clip_epochs", lambda v: v is None or v >= 1, "null (every epoch) or at least 1"),
     ("train.patience", lambda v: v >= 0, "at least 0"),
     ("train.save_period", lambda v: v >= 0, "at least 0 (0 = off)"),
     ("train.freeze", lambda v: v >= 0 if isinstance(v, int) else all(

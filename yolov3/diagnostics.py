@@ -100,9 +100,12 @@ class DiagnosticsRecorder:
         """Whether step ``iteration`` (global, 0-based) of ``epoch`` (0-based) is recorded."""
         return epoch == 0 or (self.every > 0 and iteration % self.every == 0)
 
-    def optimizer_step(self, grad_norm: float) -> bool:
-        """Note one optimiser step's pre-clipping norm; returns whether clipping rescaled the gradient."""
-        clipped = self.max_norm is not None and grad_norm > self.max_norm
+    def optimizer_step(self, grad_norm: float, max_norm: Optional[float] = None) -> bool:
+        """Note one optimiser step's pre-clipping norm; returns whether clipping rescaled the gradient.
+
+        ``max_norm``: the clip in force at this step (default: the recorder's; ``math.inf`` when clipping is off)."""
+        max_norm = self.max_norm if max_norm is None else max_norm
+        clipped = max_norm is not None and grad_norm > max_norm
         self._epoch["norms"].append(float(grad_norm))
         self._epoch["clipped"] += int(clipped)
         return clipped

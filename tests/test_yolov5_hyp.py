@@ -11,7 +11,7 @@ from yolov3.yolov5_hyp import is_yolov5_hyp, load_hyp
 
 REPO = Path(__file__).resolve().parents[1]
 
-# yolov5's hyp.scratch-low.yaml as its keys and values are (anchor_t left out: it has no equivalent here)
+# yolov5's hyp.scratch-low.yaml as its keys and values are (anchor_t left out; the tests add it)
 SCRATCH_LOW = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
                "warmup_momentum": 0.8, "warmup_bias_lr": 0.1, "box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0,
                "obj_pw": 1.0, "iou_t": 0.20, "fl_gamma": 0.0, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4,
@@ -56,14 +56,19 @@ def test_fl_gamma_turns_on_focal_loss_on_objectness_and_class_as_yolov5_does(tmp
 
 
 def test_keys_without_an_equivalent_are_refused_by_name_unless_off(tmp_path):
-    path = write(tmp_path, {**SCRATCH_LOW, "anchor_t": 4.0, "mixup": 0.1})
+    path = write(tmp_path, {**SCRATCH_LOW, "iou_t": 0.3, "anchor_t": 5.0, "mixup": 0.1})
     with pytest.raises(ConfigError) as info:
         load_hyp(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: yolov5 keys with no equivalent here: iou_t: 0.2 (an IoU threshold for "
+    assert message.startswith(f"{path}: yolov5 keys with no equivalent here: iou_t: 0.3 (an IoU threshold for "
                               "positives; here loss.extra_positive_iou); mixup: 0.1 (no mixup augmentation here); "
-                              "anchor_t: 4.0 (yolov5's anchor-to-box ratio for positives")
+                              "anchor_t: 5.0 (yolov5's anchor-to-box ratio for positives")
     assert message.endswith(". Delete them (or set mixup: 0.0, which turns it off) to use the rest of the file")
+    # a stock file as yolov5 ships it (anchor_t 4.0, iou_t 0.2) trains, saying what it ignores
+    cfg, notes = load_hyp(write(tmp_path, {**SCRATCH_LOW, "anchor_t": 4.0}))
+    assert cfg.train.momentum == 0.937
+    assert any(n.startswith(f"warning: {tmp_path / 'hyp.yaml'}: iou_t: 0.2, anchor_t: 4.0 ignored (yolov5's stock "
+                            "value)") for n in notes)
     # at their off values (cls_pw 1, mixup 0, ...) such keys are what we do anyway
     cfg, _ = load_hyp(write(tmp_path, {k: v for k, v in SCRATCH_LOW.items() if k != "iou_t"}))
     assert cfg.train.lr0 == 0.01

@@ -42,6 +42,9 @@ NO_EQUIVALENT = {
     "flipud": "no vertical flip here (augment.fliplr flips left-right)",
     "perspective": "no perspective warp here (augment.degrees, translate, scale, shear)",
 }
+# target-assignment keys that every stock yolov5 hyp file carries: at yolov5's own values they are ignored with a
+# warning (a stock file then trains as the rest of it says); a changed value is refused, since it would do nothing
+STOCK_ASSIGNMENT = {"anchor_t": 4.0, "iou_t": 0.2, "anchors": 3}
 YOLOV5_KEYS = set(SAME_MEANING) | set(GAINS) | set(NEUTRAL) | set(NO_EQUIVALENT)
 
 
@@ -63,7 +66,9 @@ def translate(data: dict, source: str, base: Optional[Config] = None) -> tuple[C
         raise ConfigError(f"{source}: read as a yolov5 hyp file, but {', '.join(unknown)} "
                           f"{'is' if len(unknown) == 1 else 'are'} neither yolov5's nor a key of ours (yolov5 keys "
                           f"known here: {', '.join(sorted(YOLOV5_KEYS))})")
-    refused = [key for key, value in data.items() if key in NO_EQUIVALENT and not _is_neutral(key, value)]
+    ignored = [key for key, value in data.items() if key in STOCK_ASSIGNMENT and value == STOCK_ASSIGNMENT[key]]
+    refused = [key for key, value in data.items()
+               if key in NO_EQUIVALENT and not _is_neutral(key, value) and key not in ignored]
     if refused:
         off = [f"{key}: {NEUTRAL[key]}" for key in refused if key in NEUTRAL]
         raise ConfigError(f"{source}: yolov5 keys with no equivalent here: " +
@@ -76,6 +81,10 @@ def translate(data: dict, source: str, base: Optional[Config] = None) -> tuple[C
     updates += [(target, key, value) for key, value in data.items() if key in GAINS for target in GAINS[key]]
     notes = [f"{source}: read as a yolov5 hyp file: " +
              ", ".join(f"{key} -> {target}" for target, key, _ in updates)]
+    if ignored:
+        notes.append(f"warning: {source}: {', '.join(f'{k}: {data[k]}' for k in ignored)} ignored (yolov5's stock "
+                     "value): positives here are darknet's best anchor per truth, with the cfg's [yolo] anchors "
+                     "(loss.extra_positive_iou adds others above a shape IoU)")
     gains = [key for key in data if key in GAINS]
     if gains:
         notes.append(f"warning: {source}: {', '.join(gains)} set the term weights loss.lambda_* (obj: lambda_obj and "

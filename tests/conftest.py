@@ -1,11 +1,11 @@
 """Shared pytest setup: the ``slow`` marker, the repository on sys.path, and model helpers used by several files."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
-
-import os
 
 # One thread per test process, set before torch starts its pools: on a 2-core machine two busy processes with two
 # threads each made a 4 s fixture take 150 s (OpenMP threads spin-waiting for a core). Subprocesses inherit this.
@@ -16,6 +16,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Ctrl-C as an interactive shell gives it: a suite started in the background (nohup, `cmd &` in a script, some CI
+# runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so the tests of Ctrl-C
+# (train.py's and ablate.py's, and their child processes, which inherit an ignored SIGINT across exec) would test
+# nothing. A handler installed here is reset to the default in every child at exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # let `pytest tests/...` import the package from any working directory

@@ -132,7 +132,8 @@ def main(argv=None) -> dict:
     # validation, the objectness samples and plots are not the loop (the peer harness leaves them out as well)
     keys = ("precision", "recall", "mAP50", "mAP50_95", "val_box", "val_obj", "val_noobj", "val_cls")
     train.evaluate = lambda *a, **k: {key: float("nan") for key in keys}
-    train.objectness_loss_samples = lambda *a, **k: (np.zeros(0, np.float32), np.zeros(0, np.float32))
+    train.objectness_samples = lambda *a, **k: {key: np.zeros(0, np.float32)
+                                                for key in ("pos", "neg", "pos_logit", "neg_logit")}
     evaluate_module.evaluate = train.evaluate
     train.plot_results_csv = lambda *a, **k: None
     train.plot_batch = lambda *a, **k: None

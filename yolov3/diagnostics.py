@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from yolov3.runs import DIAGNOSTIC_EPOCH_COLUMNS
+from yolov3.runs import DIAGNOSTIC_EPOCH_COLUMNS, csv_text
 
 OBJ_CHANNEL = 4  # tx ty tw th obj cls...: the objectness logit's index in the last dimension of a raw map
 
@@ -146,7 +146,4 @@ class DiagnosticsRecorder:
                        "steps": self.rows[len(self.rows) - open_steps:] if open_steps else []}
 
     def csv_text(self) -> str:
-        lines = [",".join(STEP_COLUMNS)]
-        for row in self.rows:
-            lines.append(",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in STEP_COLUMNS))
-        return "\n".join(lines) + "\n"
+        return csv_text(self.rows, STEP_COLUMNS)

@@ -245,19 +245,6 @@ def format_table(result: dict) -> str:
 
 
 @torch.no_grad()
-def objectness_loss_samples(model: nn.Module, loader: Any, loss_cfg: Any, device: Union[str, torch.device] = "cpu",
-                            seed: int = 0, max_negatives: int = 1_000_000) -> tuple:
-    """Per-element objectness losses of ``model`` over ``loader``: (positives, negatives) as float32 numpy arrays.
-
-    The losses are the unweighted ones of the configured objectness function (what Fig. 4 of Lin et al. 2017
-    plots): positives with their target, negatives (non-positive, non-ignored cells) with target 0. Negatives
-    outnumber positives by orders of magnitude, so they are subsampled uniformly (seeded) to ``max_negatives``.
-    """
-    samples = objectness_samples(model, loader, loss_cfg, device, seed, max_negatives)
-    return samples["pos"], samples["neg"]
-
-
-@torch.no_grad()
 def objectness_samples(model: nn.Module, loader: Any, loss_cfg: Any, device: Union[str, torch.device] = "cpu",
                        seed: int = 0, max_negatives: int = 250_000) -> dict:
     """The final model's objectness over ``loader``, for loss-distribution plots that compare arms fairly.

@@ -108,13 +108,19 @@ def best_epoch(history: list) -> int:
     return int(np.argmax(scores)) + 1 if scores else 0
 
 
-def write_results_csv(path: Path, rows: list) -> None:
-    """results.csv from the history rows (dicts with every RESULT_COLUMNS key), atomically."""
-    lines = [",".join(RESULT_COLUMNS)]
+def csv_text(rows: list, columns) -> str:
+    """The run folder's CSV format: a header, then one line per row dict; floats with 6 significant digits, a
+    missing column as nan (a run resumed from an older version lacks the newer columns)."""
+    lines = [",".join(columns)]
     for row in rows:
-        values = [row.get(c, math.nan) for c in RESULT_COLUMNS]  # a run resumed from an older version lacks some
+        values = [row.get(c, math.nan) for c in columns]
         lines.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_results_csv(path: Path, rows: list) -> None:
+    """results.csv from the history rows (dicts with the RESULT_COLUMNS keys), atomically."""
+    atomic_write_text(path, csv_text(rows, RESULT_COLUMNS))
 
 
 def read_results_csv(path: Union[str, Path]) -> dict:

@@ -222,7 +222,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 @pytest.mark.parametrize("spec_file", sorted((ROOT / "cfg" / "ablation").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
-    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
+    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
                      "precision": 6}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]
@@ -240,7 +240,10 @@ def test_objectness_spec_arms_test_each_claim_at_fixed_precision():
     assert list(arms) == ["bce", "bce_prior", "bce_alpha_only", "focal_g2", "focal_g2_a25", "retinanet",
                           "retinanet_lr", "focal_g2_a90", "varifocal"]
     assert study.baseline == "bce" and study.seeds == [0, 1, 2, 3, 4] and len(study.runs) == 45
-    assert all(c.train.amp == "off" and c.train.grad_clip == 100 for c in arms.values())
+    # one recipe for all: fp32, no clipping, lr .006 after a 3-epoch warmup without a bias-lr boost, 10 epochs
+    assert all((c.train.amp, c.train.grad_clip, c.train.warmup_epochs, c.train.warmup_bias_lr, c.train.epochs)
+               == ("off", None, 3, 0, 10) for c in arms.values())
+    assert all(c.train.lr0 == 0.006 and c.train.weight_decay == 0.0005 for k, c in arms.items() if k != "retinanet_lr")
     bce, alpha_only = arms["bce"].loss, arms["bce_alpha_only"].loss
     assert (bce.objectness.name, bce.obj_prior, bce.normalizer) == ("bce", None, "batch")
     # alpha .25 under BCE is exactly lambda_obj .25 and lambda_noobj .75
@@ -249,8 +252,10 @@ def test_objectness_spec_arms_test_each_claim_at_fixed_precision():
              for k in ("focal_g2", "focal_g2_a25", "focal_g2_a90")}
     assert focal == {"focal_g2": (2.0, None), "focal_g2_a25": (2.0, 0.25), "focal_g2_a90": (2.0, 0.9)}
     retina, retina_lr = arms["retinanet"], arms["retinanet_lr"]
-    assert (retina.loss.normalizer, retina.loss.obj_prior, retina.train.lr0) == ("positives", 0.01, 0.01)
-    assert retina_lr.loss == retina.loss and retina_lr.train.lr0 == 0.058
+    assert (retina.loss.normalizer, retina.loss.obj_prior) == ("positives", 0.01)
+    # lr x 5.8 (positives per image) and decay / 5.8: the same step size and the same lr x decay as the batch normaliser
+    assert retina_lr.loss == retina.loss
+    assert retina_lr.train.lr0 == pytest.approx(0.006 * 5.8) and retina_lr.train.weight_decay == pytest.approx(0.0005 / 5.8, rel=1e-3)
     assert (arms["varifocal"].loss.objectness.name, arms["varifocal"].loss.obj_target) == ("varifocal", "iou")
     assert [r.variant for r in study.runs[:9]] == list(arms) and study.runs[9].seed == 1  # seed by seed
 

@@ -35,7 +35,9 @@ from yolov3.evaluate import evaluate, format_table  # format_table: the per-clas
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
+from yolov3.precision import bf16_inference_note
 from yolov3.runs import find_weights
+from yolov3.threads import ThreadGovernor, parse_threads
 from yolov3.utils import atomic_write_text, increment_path, select_device
 from yolov3.weights import WeightsError
 
@@ -77,6 +79,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "Winograd/oneDNN convs (those are timed per conv at the first batch and kept only "
                              "where faster on this machine); either way the first batch of each shape runs "
                              "once untimed before timing (warm-up)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the network in bfloat16 autocast (plain fused channels_last model, boxes decoded "
+                             "in float32): faster only on CPUs with native bf16 (AVX512_BF16/AMX) or a GPU")
+    parser.add_argument("--threads", type=parse_threads, default="auto",
+                        help="CPU threads: 'auto' uses the cores other processes leave idle when val.py starts, "
+                             "so a busy machine slows it in proportion to its load; or a number")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", default="runs/val")
     parser.add_argument("--name", default="exp")
@@ -129,7 +137,11 @@ def run(args: argparse.Namespace) -> dict:
     elif ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
         raise ValError(f"{args.weights} was trained with classes {list(ckpt['names'])} but {args.data} names "
                        f"{list(data['names'])}: same count, different classes or order")
-    prepare_for_inference(model, optimize=not args.no_optimize)
+    prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16)
+    if args.bf16:
+        print(bf16_inference_note(device))
+    if device.type == "cpu":
+        print(ThreadGovernor(args.threads).describe())
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,

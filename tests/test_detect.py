@@ -392,3 +392,16 @@ def test_line_thickness_below_one_is_a_one_line_error(trained_checkpoint, tmp_pa
                         "--project", tmp_path / "out"], capsys)
     assert code == 2 and err.strip() == "error: --line-thickness must be at least 1 (pixels), got 0"
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        detect.main(["--weights", str(trained_checkpoint), "--source", str(tmp_path), "--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads: expected 'auto' or a whole number of threads of at least 1, got '0'" in capsys.readouterr().err
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    assert detect.main(["--weights", str(trained_checkpoint), "--source", str(image), "--nosave", "--threads", "1",
+                        "--bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "threads: 1 (--threads)" in out and ("precision: bf16 autocast" in out or "--bf16 on a CPU without" in out)

@@ -93,3 +93,37 @@ def test_from_weights_checks_the_names(trained_checkpoint):
         Detector.from_weights(trained_checkpoint, names=["a", "b"])
     with pytest.raises(ValueError, match="cannot be read as an image"):
         Detector.from_weights(trained_checkpoint).detect(str(trained_checkpoint))
+
+
+def test_bf16_inference_runs_the_network_in_bf16_and_decodes_in_float32(cfg_dir, randomize):
+    from yolov3.model import prepare_for_inference
+
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    reference = randomize(Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=3), images)
+    bf16 = randomize(Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=3), images)
+    prepare_for_inference(reference, optimize=False)
+    prepare_for_inference(bf16, bf16=True)
+    assert bf16.inference_dtype == torch.bfloat16 and reference.inference_dtype is None
+    seen = []
+    hook = bf16.module_list[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.inference_mode():
+        expected, (decoded, raw_maps) = reference(images), bf16(images, return_raw=True)
+    hook.remove()
+    assert seen == [torch.bfloat16]  # the convs ran under autocast
+    assert decoded.dtype == torch.float32 and all(raw.dtype == torch.float32 for raw in raw_maps)
+    scores, expected_scores = decoded[..., 4:], expected[..., 4:]
+    # 8 mantissa bits through 13 convs: close to float32, but not float32 (so autocast really ran)
+    assert (scores - expected_scores).abs().max() < 0.1 and (scores - expected_scores).abs().max() > 1e-4
+    assert torch.allclose(decoded[..., :2], expected[..., :2], atol=2.0)  # centres, pixels at 128 px
+    prepare_for_inference(bf16, optimize=False)  # back to float32: the same model gives the reference's numbers
+    with torch.inference_mode():
+        assert torch.allclose(bf16(images), expected, atol=1e-4)
+
+
+def test_bf16_and_threads_reach_the_detector(trained_checkpoint, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    detector = Detector.from_weights(trained_checkpoint, bf16=True, threads="auto")
+    assert detector.model.inference_dtype == torch.bfloat16
+    assert detector.governor.threads == 1 and detector.governor.describe().startswith("threads: auto, 1 of")
+    plain = Detector.from_weights(trained_checkpoint)
+    assert plain.governor.threads is None and plain.model.inference_dtype is None

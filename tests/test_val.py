@@ -209,6 +209,18 @@ def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_p
         assert results["plain"][key] == pytest.approx(results["optimized"][key], abs=1e-4), key
 
 
+def test_bf16_is_recorded_and_scores_close_to_float32(easy_data, trained_checkpoint, tmp_path, capsys):
+    results = {}
+    for name, flags in (("fp32", ["--no-optimize"]), ("bf16", ["--bf16"])):
+        code, out, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name",
+                            name, "--img-size", "128", "--workers", "0", "--threads", "1", *flags], capsys)
+        assert code == 0 and "threads: 1 (--threads)" in out
+        results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert "precision: bf16 autocast" in out or "warning: --bf16 on a CPU without native bf16" in out
+    assert yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["bf16"] is True
+    assert results["bf16"]["mAP50"] == pytest.approx(results["fp32"]["mAP50"], abs=0.1)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # COCO-compatible --save-json, --save-txt, --single-cls
 COCO_MISSING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # the 10 of 1..90 that COCO 2017 never annotated

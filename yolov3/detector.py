@@ -24,6 +24,7 @@ from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.runs import find_weights
 from yolov3.paths import ROOT
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
+from yolov3.threads import ThreadGovernor
 
 COCO_NAMES = ROOT / "data" / "coco.names"
 
@@ -44,11 +45,17 @@ class Detector:
     one-time preparation (optimize_for_inference() times each conv's candidate paths at a new shape, oneDNN builds
     its primitives, caches fill), which says nothing about the per-image speed. Its cost is kept apart in
     ``warmup_s`` (seconds, summed) and ``warmup_shapes`` (the sizes warmed up).
+
+    ``threads``: None leaves torch's thread count alone; ``"auto"`` (detect.py's default) keeps it at the cores
+    other processes leave idle, re-measured about once a second (:class:`yolov3.threads.ThreadGovernor`), so a
+    shared CPU slows detection in proportion to the load; a number fixes it.
     """
 
     def __init__(self, model, device, img_size: int, conf_thres: float, iou_thres: float, max_det: int,
-                 classes: Optional[list], agnostic: bool, names: Optional[Sequence[str]] = None):
+                 classes: Optional[list], agnostic: bool, names: Optional[Sequence[str]] = None,
+                 threads: Union[str, int, None] = None):
         self.model, self.device, self.img_size = model, device, img_size
+        self.governor = ThreadGovernor(threads if torch.device(device).type == "cpu" else None)
         self.names = list(names) if names is not None else None  # class names, for the caller (from_weights sets them)
         self.stride = getattr(model, "max_stride", 32)  # letterbox pads to a multiple of the deepest stride
         self.nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, classes=classes,
@@ -63,21 +70,24 @@ class Detector:
                      names: Optional[Sequence[str]] = None, img_size: Optional[int] = None,
                      conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300,
                      classes: Optional[list] = None, agnostic: bool = False, device: Union[str, torch.device] = "cpu",
-                     optimize: bool = True) -> "Detector":
+                     optimize: bool = True, bf16: bool = False,
+                     threads: Union[str, int, None] = None) -> "Detector":
         """A detector for a ``.pt`` from train.py (or its run folder), or a Darknet ``.weights`` with its ``cfg``, with detect.py's
         defaults (the model's class count follows ``names`` for Darknet weights). ``optimize=False`` runs the plain
-        fused model (detect.py ``--no-optimize``); ``img_size`` defaults to the training size of a ``.pt``, else
-        the cfg's width."""
+        fused model (detect.py ``--no-optimize``), ``bf16=True`` runs it under bfloat16 autocast (``--bf16``;
+        :func:`yolov3.model.prepare_for_inference`); ``img_size`` defaults to the training size of a ``.pt``, else
+        the cfg's width; ``threads`` as in the class docstring."""
         weights = find_weights(weights)  # a train.py run folder: its best.pt
         num_classes = len(names) if names is not None and weights.suffix != ".pt" else None
         model, checkpoint = load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
-        prepare_for_inference(model, optimize=optimize)
+        prepare_for_inference(model, optimize=optimize, bf16=bf16)
         names = list(names) if names is not None else default_names(model.num_classes, checkpoint)
         if len(names) != model.num_classes:
             raise ValueError(f"names: {len(names)} names for a model with {model.num_classes} classes")
         size = img_size if img_size is not None else default_img_size(model, checkpoint)
         check_inference_args(conf_thres, iou_thres, max_det, size, model.max_stride)
-        return cls(model, torch.device(device), size, conf_thres, iou_thres, max_det, classes, agnostic, names)
+        return cls(model, torch.device(device), size, conf_thres, iou_thres, max_det, classes, agnostic, names,
+                   threads)
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, float, tuple]:
         """BGR uint8 (H, W, 3) -> ((1, 3, h, w) RGB float in [0, 1] on the device, letterbox ratio, padding)."""
@@ -100,6 +110,7 @@ class Detector:
     @torch.inference_mode()
     def __call__(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, tuple, np.ndarray]:
         """-> (detections (n, 6) xyxy score class in original pixels, network input (h, w), per-stage ms)."""
+        self.governor.update()  # follows the machine's load ("auto"); a no-op otherwise
         t0 = time.perf_counter()
         tensor, ratio, pad = self.preprocess(image_bgr)
         t1 = time.perf_counter()

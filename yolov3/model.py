@@ -402,6 +402,8 @@ class Darknet(nn.Module):
             raise parsed.error(parsed.layers[self.yolo_indices[0]], "classes", "all [yolo] layers must have the same classes")
         self.strides: List[int] = [layer.stride for layer in self.yolo_layers]
         self.max_stride: int = max(self.layer_strides)
+        # set by prepare_for_inference(bf16=True): eval-mode forward under autocast to this dtype (None: float32)
+        self.inference_dtype: Optional[torch.dtype] = None
         # outputs that a later route/shortcut reads again; the rest are dropped as soon as they are used
         self._saved_outputs = set()
         for module in self.module_list:
@@ -465,6 +467,20 @@ class Darknet(nn.Module):
         if height % self.max_stride or width % self.max_stride:
             raise ValueError(f"input height {height} and width {width} must be multiples of {self.max_stride} "
                              f"(the largest stride of {self.cfg_name})")
+        if self.inference_dtype is not None and not self.training:
+            # bf16 inference (prepare_for_inference(bf16=True)): the network under autocast, the decode in float32
+            with torch.autocast(x.device.type, dtype=self.inference_dtype):
+                raw_maps = self._run_layers(x)
+            raw_maps = [raw.float() for raw in raw_maps]
+        else:
+            raw_maps = self._run_layers(x)
+        if self.training:
+            return raw_maps
+        decoded = torch.cat([layer.decode(raw) for layer, raw in zip(self.yolo_layers, raw_maps)], dim=1)  # (B, N, 5+C)
+        return (decoded, raw_maps) if return_raw else decoded
+
+    def _run_layers(self, x: Tensor) -> List[Tensor]:
+        """The layers in cfg order; returns the raw map of each [yolo] layer."""
         saved: Dict[int, Tensor] = {}
         raw_maps: List[Tensor] = []
         for index, module in enumerate(self.module_list):
@@ -478,10 +494,7 @@ class Darknet(nn.Module):
                 x = module(x)
             if index in self._saved_outputs:
                 saved[index] = x
-        if self.training:
-            return raw_maps
-        decoded = torch.cat([layer.decode(raw) for layer, raw in zip(self.yolo_layers, raw_maps)], dim=1)  # (B, N, 5+C)
-        return (decoded, raw_maps) if return_raw else decoded
+        return raw_maps
 
     # ----------------------------------------------------------------------------------------------------------------
     def fuse(self) -> "Darknet":
@@ -592,9 +605,19 @@ class Darknet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-def prepare_for_inference(model: "Darknet", optimize: bool = True) -> "Darknet":
+def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = False) -> "Darknet":
     """What detect.py and val.py run: :meth:`Darknet.optimize_for_inference` (fast paths chosen by measurement), or
-    with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way."""
+    with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way.
+
+    ``bf16=True`` (``--bf16``): the plain fused channels_last model run under bfloat16 autocast, the boxes decoded
+    in float32. The float32 fast paths do not apply to it (``optimize`` is then ignored). It pays only where bf16 is
+    native (AVX512_BF16 / AMX, or a GPU); elsewhere oneDNN converts to and from float32 and it is slower. It keeps 8
+    mantissa bits: scores move by up to a few hundredths (README "Speed" gives its measured mAP effect)."""
+    if bf16:
+        model.fuse().eval()
+        model.inference_dtype = torch.bfloat16
+        return model.to(memory_format=torch.channels_last)
+    model.inference_dtype = None
     if optimize:
         return model.optimize_for_inference()
     model.fuse().eval()

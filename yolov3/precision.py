@@ -117,3 +117,14 @@ def environment_record(device: torch.device, precision: Precision) -> dict:
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record
+
+
+def bf16_inference_note(device: torch.device, info: Optional[CpuInfo] = None) -> str:
+    """The line detect.py / val.py ``--bf16`` print: whether bf16 is native where the model runs."""
+    if device.type != "cpu":
+        return f"precision: bf16 autocast on {device}"
+    info = info or cpu_info()
+    if info.native_bf16:
+        return f"precision: bf16 autocast (native on this CPU: {describe_cpu(info)})"
+    return (f"warning: --bf16 on a CPU without native bf16 ({describe_cpu(info)}): oneDNN converts to and from float32, "
+            "which is slower than float32 here")

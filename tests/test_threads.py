@@ -1,0 +1,98 @@
+"""yolov3.threads: the thread count under load, from hand-made /proc/stat readings and clocks."""
+import argparse
+
+import pytest
+
+from yolov3.threads import ThreadGovernor, parse_threads, read_cpu_ticks, threads_for_load
+
+
+@pytest.mark.parametrize("cpus, busy, expected", [(2, 0.0, 2), (2, 0.49, 2), (2, 0.5, 1), (2, 1.0, 1), (2, 3.2, 1),
+                                                  (4, 1.2, 3), (4, 2.6, 1), (8, 0.0, 8), (1, 0.9, 1)])
+def test_threads_for_load(cpus, busy, expected):
+    assert threads_for_load(cpus, busy) == expected
+
+
+def test_read_cpu_ticks_sums_the_usable_cpus(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  30 0 10 200 20 0 0 0 0 0\n"
+                    "cpu0 10 1 2 100 5 1 1 0 7 0\n"
+                    "cpu1 20 0 8 50 15 0 0 2 0 0\n"
+                    "cpu2 1000 0 0 0 0 0 0 0 0 0\n"
+                    "intr 12345\n")
+    # cpu0: busy 10+1+2+1+1+0 = 15 of 120; cpu1: 20+8+2 = 30 of 95 (guest time is inside user, not added again)
+    assert read_cpu_ticks([0, 1], str(stat)) == (45, 215)
+    assert read_cpu_ticks([1], str(stat)) == (30, 95)
+    assert read_cpu_ticks([5], str(stat)) is None  # no such line
+    assert read_cpu_ticks([0], str(tmp_path / "missing")) is None
+
+
+class FakeMachine:
+    """/proc/stat ticks (100 per second per CPU), this process's CPU seconds and a clock, advanced by hand."""
+
+    def __init__(self, cpus=2):
+        self.cpus, self.busy, self.total, self.own, self.now = cpus, 0, 0, 0.0, 0.0
+        self.set_calls = []
+
+    def run(self, seconds, others_busy_cores, own_cores):
+        ticks = round(seconds * 100)
+        self.total += ticks * self.cpus
+        self.busy += round(ticks * (others_busy_cores + own_cores))
+        self.own += seconds * own_cores
+        self.now += seconds
+
+    def governor(self, policy="auto", first_busy=0.0):
+        return ThreadGovernor(policy, recheck_s=1.0, ticks=lambda: (self.busy, self.total),
+                              own_cpu_s=lambda: self.own, clock=lambda: self.now,
+                              sleep=lambda s: self.run(s, first_busy, 0.0), set_threads=self.set_calls.append,
+                              cpus=set(range(self.cpus)))
+
+
+def test_governor_follows_the_other_processes_load_and_not_its_own(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the test session's cap of 1
+    machine = FakeMachine(cpus=2)
+    governor = machine.governor(first_busy=1.0)  # another process holds one core while we start
+    assert (governor.threads, governor.others_busy) == (1, pytest.approx(1.0))
+    machine.run(0.5, others_busy_cores=1.0, own_cores=1.0)
+    assert governor.update() == 1 and machine.set_calls == [1]  # < recheck_s since the last look: not re-measured
+    machine.run(0.6, others_busy_cores=0.0, own_cores=1.0)  # the other process ended; we use one core ourselves
+    # 1.1 s: our own core-second (1.1) subtracted from all busy time (0.5 + 0.5 + 0.6) leaves 0.5 / 1.1 = .45 cores
+    assert governor.update() == 2 and governor.others_busy == pytest.approx(0.5 / 1.1, abs=0.01)
+    assert machine.set_calls == [1, 2] and governor.changes == 1
+    machine.run(2.0, others_busy_cores=3.0, own_cores=0.5)  # a load of 3 arrives (more than the cores: clipped)
+    assert governor.update() == 1 and governor.changes == 2
+    assert "auto, 1 of 2 cores" in governor.describe() and "changed 2 times" in governor.describe()
+
+
+def test_omp_num_threads_caps_auto(monkeypatch):
+    machine = FakeMachine(cpus=4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert machine.governor(first_busy=0.0).threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")  # not a number: ignored
+    assert machine.governor(first_busy=1.0).threads == 3
+
+
+def test_fixed_and_untouched_policies(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    machine = FakeMachine(cpus=4)
+    fixed = machine.governor(policy=3, first_busy=4.0)
+    machine.run(5, others_busy_cores=4.0, own_cores=0.0)
+    assert fixed.update() == 3 and machine.set_calls == [3] and fixed.describe() == "threads: 3 (--threads)"
+    untouched = machine.governor(policy=None)
+    assert untouched.update() is None and machine.set_calls == [3]
+    machine_idle = FakeMachine(cpus=4)
+    assert machine_idle.governor(first_busy=0.0).threads == 4
+    with pytest.raises(ValueError, match="threads must be 'auto', a whole number of at least 1, or None; got 0"):
+        ThreadGovernor(0)
+
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), ("1", 1), ("16", 16)])
+def test_parse_threads(text, expected):
+    assert parse_threads(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "1.5", ""])
+def test_parse_threads_refuses(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=f"expected 'auto' or a whole number of threads of at "
+                                                         f"least 1, got {text!r}"):
+        parse_threads(text)

@@ -38,6 +38,12 @@ def default_names(num_classes: int, checkpoint: Optional[dict] = None) -> list:
     return [f"class{i}" for i in range(num_classes)]
 
 
+def _set_threads(threads: int) -> None:
+    """torch's and OpenCV's (letterbox resize, colour conversion) thread pools alike."""
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
 class Detector:
     """Pre-processing, inference and NMS for one BGR image at a time, timing each stage.
 
@@ -55,7 +61,8 @@ class Detector:
                  classes: Optional[list], agnostic: bool, names: Optional[Sequence[str]] = None,
                  threads: Union[str, int, None] = None):
         self.model, self.device, self.img_size = model, device, img_size
-        self.governor = ThreadGovernor(threads if torch.device(device).type == "cpu" else None)
+        self.governor = ThreadGovernor(threads if torch.device(device).type == "cpu" else None,
+                                       set_threads=_set_threads)
         self.names = list(names) if names is not None else None  # class names, for the caller (from_weights sets them)
         self.stride = getattr(model, "max_stride", 32)  # letterbox pads to a multiple of the deepest stride
         self.nms = dict(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, classes=classes,

@@ -406,3 +406,35 @@ def test_cdf_from_logits_and_the_first_epoch_plot(tmp_path):
     assert first["obj"]["focal"]["mean"] == pytest.approx([2.0, 4.0, 6.0])
     assert first["neg_grad_share"]["bce"]["mean"] == pytest.approx([0.85, 0.65, 0.45])  # mean of the 2 seeds
     assert report.files["first_epoch.png"].is_file()
+
+
+def test_hardest_share_by_hand():
+    from yolov3.report_tables import hardest_share
+
+    losses = np.array([1.0] * 99 + [99.0])  # the hardest 1 % (one of 100) carries 99 of 198
+    assert hardest_share(losses) == pytest.approx(0.5)
+    assert hardest_share(np.array([3.0, 1.0]), fraction=0.5) == pytest.approx(0.75)
+    assert hardest_share(np.array([5.0])) == pytest.approx(1.0)  # at least one sample
+    assert np.isnan(hardest_share(np.zeros(0))) and np.isnan(hardest_share(np.zeros(3)))
+
+
+def test_diagnostics_table_means_over_seeds(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed, (share1, norm) in enumerate(((0.9, 2000.0), (0.7, 1000.0))):
+        run_dir = make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
+        np.savez(run_dir / "objectness_losses.npz", pos=np.array([1.0]), neg=np.array([1.0, 1.0]),
+                 pos_logit=np.array([0.0, 0.0]), neg_logit=np.array([-20.0] * 99 + [0.0]))
+        with open(run_dir / "diagnostics.csv", "w") as fh:
+            fh.write("epoch,iteration,grad_norm,neg_grad_share\n")
+            fh.write(f"1,0,{norm},{share1}\n1,1,5,0.1\n")
+        with open(run_dir / "results.csv", "w") as fh:
+            fh.write("epoch,mAP50,clipped_fraction,neg_grad_share,p_pos_mean,p_neg_q999,neg_over_half\n")
+            fh.write(f"1,0.1,0.5,{share1 - 0.2},0.3,0.2,4\n2,0.2,0,0.5,{0.6 + seed / 10},0.1,1\n")
+    text = build_report(study_dir).files["summary.md"].read_text()
+    section = text.split("## Objectness diagnostics", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| bce | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:8] == ["1500 ± 707", "0.50 ± 0.00", "0.800 ± 0.141", "0.600 ± 0.141", "0.500 ± 0.000",
+                          "0.650 ± 0.071"]
+    # positives at logit 0: BCE log 2; negatives: 99 at -20 (2e-9 each) and one at 0 carrying ~all of the loss
+    assert cells[10] == f"{math.log(2):.3f} ± 0.000" and cells[11] == "1.000 ± 0.000"

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from yolov3.report_load import METRIC_TITLES, RunResult
-from yolov3.report_stats import ArmSummary
+from yolov3.report_stats import ArmSummary, common_objectness_losses
 
 CDF_POINTS = 201  # fractions at which the cumulative loss curves are sampled (0, 0.005, ..., 1)
 
@@ -237,19 +237,6 @@ def cumulative_loss_curve(losses: np.ndarray, fractions: np.ndarray) -> Optional
     x = np.concatenate([[0.0], np.arange(1, losses.size + 1) / losses.size])
     y = np.concatenate([[0.0], np.cumsum(losses) / total])
     return np.interp(fractions, x, y)
-
-
-def common_objectness_losses(logits: np.ndarray, positive: bool, scorer: str) -> np.ndarray:
-    """Per-sample loss of objectness logits under one common function, float64: ``bce`` or ``focal2`` (focal
-    loss, gamma 2, no alpha); positives against target 1, negatives against 0. In log space, so the far tail keeps
-    its value (a negative at logit -20 scores 2.1e-9)."""
-    z = -np.asarray(logits, dtype=float) if positive else np.asarray(logits, dtype=float)  # loss = softplus(z)
-    loss = np.logaddexp(0.0, z)
-    if scorer == "focal2":
-        loss = loss * np.exp(-2.0 * np.logaddexp(0.0, -z))  # (1 - p_t)^2 = sigmoid(z)^2
-    elif scorer != "bce":
-        raise ValueError(f"common_objectness_losses: scorer {scorer!r}; choose bce or focal2")
-    return loss
 
 
 SCORERS = (("bce", "BCE"), ("focal2", "focal loss, γ=2"))

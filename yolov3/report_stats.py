@@ -204,3 +204,16 @@ def summarize_arms(runs: Sequence[RunResult], baseline: Optional[str]) -> list:
                 if arm.vs_baseline:
                     arm.vs_baseline[metric].p_holm = adjusted.get(arm.arm)
     return arms
+
+
+def common_objectness_losses(logits: np.ndarray, positive: bool, scorer: str) -> np.ndarray:
+    """Per-sample loss of objectness logits under one common function, float64: ``bce`` or ``focal2`` (focal
+    loss, gamma 2, no alpha); positives against target 1, negatives against 0. In log space, so the far tail keeps
+    its value (a negative at logit -20 scores 2.1e-9)."""
+    z = -np.asarray(logits, dtype=float) if positive else np.asarray(logits, dtype=float)  # loss = softplus(z)
+    loss = np.logaddexp(0.0, z)
+    if scorer == "focal2":
+        loss = loss * np.exp(-2.0 * np.logaddexp(0.0, -z))  # (1 - p_t)^2 = sigmoid(z)^2
+    elif scorer != "bce":
+        raise ValueError(f"common_objectness_losses: scorer {scorer!r}; choose bce or focal2")
+    return loss

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, noobj_obj_ratio
-from yolov3.report_stats import CONFIDENCE, ArmSummary, PairedDifference
+from yolov3.report_stats import CONFIDENCE, ArmSummary, PairedDifference, common_objectness_losses, mean_sd
 
 SUMMARY_COLUMNS = ["run", "variant", "arm", "seed", "status", "mAP50", "mAP50_95", "precision", "recall",
                    "train_obj", "train_noobj", "noobj_obj_ratio", "epochs", "wall_time_s",
@@ -102,6 +102,93 @@ def data_balance_lines(study_dir: Union[str, Path]) -> list:
     return lines
 
 
+HARDEST_FRACTION = 0.01  # "the hardest 1 % of negatives" in the diagnostics table
+
+
+def hardest_share(losses: np.ndarray, fraction: float = HARDEST_FRACTION) -> float:
+    """The share of the summed loss that the ``fraction`` of samples with the largest losses carry (nan if empty)."""
+    losses = np.sort(np.asarray(losses, dtype=float))[::-1]
+    total = losses.sum()
+    if not len(losses) or not total > 0:
+        return float("nan")
+    return float(losses[:max(1, int(round(fraction * len(losses))))].sum() / total)
+
+
+def _first_step(run, column: str) -> float:
+    steps = run.steps or {}
+    if column not in steps or not len(steps[column]):
+        return float("nan")
+    return float(steps[column][0])
+
+
+def _epoch(run, column: str, which: int) -> float:
+    history = run.history or {}
+    values = history.get(column)
+    if values is None or not len(values):
+        return float("nan")
+    return float(values[which])
+
+
+def _max_epoch(run, column: str) -> float:
+    values = (run.history or {}).get(column)
+    if values is None or not len(values) or not np.isfinite(values).any():
+        return float("nan")
+    return float(np.nanmax(values))
+
+
+def _common_bce(run, kind: str) -> np.ndarray:
+    """The final model's saved logits of ``kind`` (pos, neg) scored with BCE; empty for a run saved without them."""
+    objectness = run.objectness or {}
+    if f"{kind}_logit" not in objectness:
+        return np.zeros(0)
+    return common_objectness_losses(objectness[f"{kind}_logit"], kind == "pos", "bce")
+
+
+def _positives_bce(run) -> float:
+    losses = _common_bce(run, "pos")
+    return float(losses.mean()) if len(losses) else float("nan")
+
+
+# (header, digits, value of one finished run): each column's mean ± sd over an arm's finished seeds
+DIAGNOSTIC_COLUMNS = (
+    ("grad norm, step 1", 0, lambda r: _first_step(r, "grad_norm")),
+    ("most clipped (epoch)", 2, lambda r: _max_epoch(r, "clipped_fraction")),
+    ("neg. grad share, step 1", 3, lambda r: _first_step(r, "neg_grad_share")),
+    ("neg. share, epoch 1", 3, lambda r: _epoch(r, "neg_grad_share", 0)),
+    ("neg. share, last epoch", 3, lambda r: _epoch(r, "neg_grad_share", -1)),
+    ("mean p, positives", 3, lambda r: _epoch(r, "p_pos_mean", -1)),
+    ("p, negatives' 99.9th pct", 3, lambda r: _epoch(r, "p_neg_q999", -1)),
+    ("negatives/img p > .5", 2, lambda r: _epoch(r, "neg_over_half", -1)),
+    ("final BCE, positives (mean)", 3, _positives_bce),
+    ("hardest 1 % of negatives' BCE share", 3, lambda r: hardest_share(_common_bce(r, "neg"))),
+)
+
+
+def diagnostics_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
+    """The objectness diagnostics per arm (mean ± sd over finished seeds), or nothing when no run recorded them."""
+    finished = {arm.arm: [r for r in study.runs if r.arm == arm.arm and r.status == "finished"] for arm in arms}
+    if not any(r.steps or (r.history and "neg_grad_share" in r.history) for runs in finished.values() for r in runs):
+        return []
+    lines = ["", "## Objectness diagnostics", "",
+             "Training (`diagnostics.csv`, `results.csv`): the gradient norm before clipping at the first step and "
+             "the largest fraction of an epoch's steps that clipping rescaled; the negatives' share of Σ|∂L/∂x| over "
+             "the objectness logits (the direct measure of swamping: 0.5 = negatives and positives pull alike) at "
+             "the first step, over epoch 1 and over the last epoch; the last epoch's mean p on positives, p at the "
+             "99.9th percentile of negatives and negatives per image with p > .5. The final model on the validation "
+             "images, every arm scored with the same BCE from its saved logits (`objectness_losses.npz`): the mean "
+             "loss of positives, and the share of the negatives' summed loss carried by the hardest 1 % of them.", "",
+             "| arm | n | " + " | ".join(header for header, _, _ in DIAGNOSTIC_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(DIAGNOSTIC_COLUMNS)]
+    for arm in arms:
+        runs = finished[arm.arm]
+        cells = []
+        for _, digits, value in DIAGNOSTIC_COLUMNS:
+            values = [v for v in (value(r) for r in runs) if np.isfinite(v)]
+            cells.append(_pm(*mean_sd(values), digits) if values else "—")
+        lines.append(f"| {arm.arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
     """The text of summary.md."""
     counts = {}
@@ -149,6 +236,7 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
                      f"{_pm(arm.mean['train_noobj'], arm.sd['train_noobj'])} | "
                      f"{_pm(arm.mean['noobj_obj_ratio'], arm.sd['noobj_obj_ratio'], 2)} | "
                      f"{'—' if not np.isfinite(wall) else f'{wall:.1f}'} |")
+    lines += diagnostics_lines(study, arms)
     where = {}
     for run in study.runs:
         if run.status == "finished":

@@ -125,7 +125,7 @@ class TrainConfig:
     amp: str = "auto"  # bf16 autocast where the CPU/GPU has native bf16 (2-2.7x faster steps), else fp32; off|bf16|fp16
     channels_last: bool = True  # NHWC activations: oneDNN's convolutions run ~1.4x faster than in NCHW on CPU
     sync_bn: bool = False  # synchronise BatchNorm across DDP processes
-    grad_clip: Optional[float] = 10.0  # max gradient norm, a safety net against rare spikes; null = off (the norm is still logged)
+    grad_clip: Optional[float] = 10.0  # max gradient norm; here it rescales every step (normalised SGD); null = off
     grad_clip_epochs: Optional[int] = None  # clip only in the first N epochs (e.g. the warmup); null = every epoch
     diagnostics_every: int = 20  # diagnostics.csv: every step of epoch 1, then every N steps; 0 = epoch 1 only
     patience: int = 0  # stop after this many epochs without fitness gain; 0 = never

@@ -15,10 +15,15 @@ everything written so far (detections.json included).
 """
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning (libgomp reads this when torch loads it, so before `import torch`):
+# on a shared CPU spinning made detection 5-16x slower, sleeping 1.2-2.9x (yolov3/threads.py, bench_load.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import glob
 import json
-import os
 import re
 import sys
 import time

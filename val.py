@@ -16,6 +16,12 @@ confidence. This is the same evaluation code that train.py runs after every epoc
 """
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning (libgomp reads this when torch loads it, so before `import torch`):
+# on a shared CPU spinning made detection 5-16x slower, sleeping 1.2-2.9x (yolov3/threads.py, bench_load.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import shutil

@@ -5,7 +5,11 @@ worth of work; or one 2-thread torch process, the issue's case), waits for them 
 ``Detector`` (yolov3-tiny, random weights, 416 px, ``optimize_for_inference()``, a generated 640x480 frame) in a
 fresh process per policy, so each starts its OpenMP pool under the load as detect.py would:
   * ``default``: torch's default, one thread per core (what detect.py did before ``--threads``);
-  * ``auto``: ``--threads auto`` (``yolov3.threads.ThreadGovernor``: the cores the others leave idle).
+  * ``auto``: ``--threads auto`` (``yolov3.threads.ThreadGovernor``: the cores the others leave idle);
+  and, to find the cause, two more with torch's default thread count:
+  * ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep at once instead of spinning);
+  * ``plain``: the plain fused channels_last model (``--no-optimize``: fewer, larger ops than Winograd's);
+  * ``auto_passive``: both ``--threads auto`` and ``OMP_WAIT_POLICY=PASSIVE``.
 Each child times its first image (which pays the fast paths' one-time measurement) and then ``--images`` images.
 The policies alternate order between rounds. Reported: median ms per image [quartiles over all rounds' images],
 the first image, the slowdown against the same policy on the idle machine, and ``(load + 1) / cores``: how much a
@@ -30,11 +34,15 @@ LOAD_UNIT = ("import torch, sys\ntorch.set_num_threads(int(sys.argv[1]))\na = to
              "while True:\n    a = torch.tanh(a @ a)\n")  # a core (or two) kept busy until killed
 
 
+POLICIES = ("default", "passive", "plain", "auto", "auto_passive")
+
+
 def parse_args(argv=None):
     parser = common.base_parser(__doc__, repeats=2, warmup=0)
     parser.add_argument("--loads", nargs="+", default=["0", "t2", "1", "2", "3"],
                         help="0..N busy 1-thread processes, or t2 for one 2-thread torch process")
     parser.add_argument("--images", type=int, default=20, help="timed images per child process")
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--cfg", default="yolov3-tiny.cfg")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -52,9 +60,9 @@ def child(args) -> None:
     from yolov3.synthetic import render_image
 
     start = time.perf_counter()
-    policy = "auto" if args.child == "auto" else None  # default: torch's own thread count
+    policy = "auto" if args.child.startswith("auto") else None  # otherwise torch's own thread count
     model = Darknet(common.resolve_cfg(args.cfg), num_classes=80)
-    prepare_for_inference(model)
+    prepare_for_inference(model, optimize=args.child != "plain")
     detector = Detector(model, torch.device("cpu"), args.img_size, 0.25, 0.45, 300, None, False, threads=policy)
     with torch.no_grad():  # random weights would pass thousands of boxes to NMS: none pass, the network is timed
         for conv in model.head_convs:
@@ -88,18 +96,19 @@ def main(argv=None) -> int:
 
     common.warn_if_busy(args.threads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    results = {load: {"default": [], "auto": []} for load in args.loads}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    results = {load: {policy: [] for policy in args.policies} for load in args.loads}
     for round_index in range(args.repeats):
         for load in args.loads:
             hogs = start_load(load)
             try:
                 time.sleep(2.0 if hogs else 0.0)  # the hogs import torch and reach their loop
-                policies = ["default", "auto"] if round_index % 2 == 0 else ["auto", "default"]
+                policies = args.policies if round_index % 2 == 0 else args.policies[::-1]
                 for policy in policies:
                     cmd = [sys.executable, __file__, "--child", policy, "--images", str(args.images), "--cfg",
                            args.cfg, "--img-size", str(args.img_size)]
-                    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                    child_env = dict(env, OMP_WAIT_POLICY="PASSIVE") if policy.endswith("passive") else env
+                    out = subprocess.run(cmd, env=child_env, capture_output=True, text=True, check=True)
                     record = json.loads(out.stdout.strip().splitlines()[-1])
                     results[load][policy].append(record)
                     print(f"round {round_index + 1} load {load} {policy}: median "
@@ -109,7 +118,7 @@ def main(argv=None) -> int:
                 for hog in hogs:
                     hog.kill()
                     hog.wait()
-    idle = {p: float(np.median(sum((r["times_s"] for r in results[args.loads[0]][p]), []))) for p in ("default", "auto")}
+    idle = {p: float(np.median(sum((r["times_s"] for r in results[args.loads[0]][p]), []))) for p in args.policies}
     rows = []
     print(f"\n{describe_cpu()}; {cores} cores; {args.cfg} at {args.img_size}, {args.images} images x {args.repeats} "
           f"rounds per cell; slowdown against the same policy with load {args.loads[0]}")
@@ -117,7 +126,7 @@ def main(argv=None) -> int:
           "slowdown | first image ms |")
     print("|---|---|---|---|---|---|---|")
     for load in args.loads:
-        for policy in ("default", "auto"):
+        for policy in args.policies:
             times = np.array(sum((r["times_s"] for r in results[load][policy]), [])) * 1000
             q1, med, q3 = np.percentile(times, [25, 50, 75])
             first = float(np.median([r["first_s"] for r in results[load][policy]]) * 1000)

@@ -77,7 +77,7 @@ def test_fixed_and_untouched_policies(monkeypatch):
     machine = FakeMachine(cpus=4)
     fixed = machine.governor(policy=3, first_busy=4.0)
     machine.run(5, others_busy_cores=4.0, own_cores=0.0)
-    assert fixed.update() == 3 and machine.set_calls == [3] and fixed.describe() == "threads: 3 (--threads)"
+    assert fixed.update() == 3 and machine.set_calls == [3] and fixed.describe().startswith("threads: 3 (--threads); ")
     untouched = machine.governor(policy=None)
     assert untouched.update() is None and machine.set_calls == [3]
     machine_idle = FakeMachine(cpus=4)
@@ -96,3 +96,46 @@ def test_parse_threads_refuses(text):
     with pytest.raises(argparse.ArgumentTypeError, match=f"expected 'auto' or a whole number of threads of at "
                                                          f"least 1, got {text!r}"):
         parse_threads(text)
+
+
+def test_wait_policy_line(monkeypatch):
+    from yolov3.threads import wait_policy
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert wait_policy() == "; idle threads sleep (OMP_WAIT_POLICY=PASSIVE)"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert wait_policy() == "; OMP_WAIT_POLICY=ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert wait_policy() == "; idle threads spin (OMP_WAIT_POLICY unset)"
+
+
+SPY = """
+import os, sys
+seen = []
+class Spy:  # records the environment at the moment anything first imports torch
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+        return None
+sys.meta_path.insert(0, Spy())
+sys.path.insert(0, {repo!r})
+import {script}
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize("script", ["detect", "val"])
+def test_scripts_make_idle_threads_sleep_before_torch_loads_unless_told_otherwise(script):
+    """libgomp reads OMP_WAIT_POLICY when torch loads it: the scripts must set it before that, and a user's wins."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = SPY.format(repo=str(Path(__file__).resolve().parents[1]), script=script)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run_env = env if given is None else dict(env, OMP_WAIT_POLICY=given)
+        out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [expected]

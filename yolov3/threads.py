@@ -1,19 +1,24 @@
-"""How many threads inference uses when other processes share the CPU (detect.py and val.py ``--threads auto``).
+"""How many threads inference uses when other processes share the CPU, and how its idle threads wait.
 
 torch runs every op's parallel region on a fixed team of OpenMP threads, one per core by default, and an op ends
-only when its slowest thread does. On a 2-core machine where another busy process holds one core, one of our two
-threads gets half a core, so every op waits for it; between ops the idle thread spins (libgomp spins ~300k
-iterations before it sleeps), taking CPU from the very process it waits behind. A model run as hundreds of small ops
-(Winograd tiles, oneDNN convs, the decode) pays that at each one: measured on 2 cores, a 20 ms yolov3-tiny
-forward took 35-135 ms beside one 2-thread torch process and ~600 ms at a load of ~3 (README "Speed").
+only when its slowest thread does. Between regions an idle libgomp thread spins (~300k iterations) before it sleeps.
+On 2 cores beside a busy process, one of our two threads keeps losing its core to it, and its sibling spins through
+the wait, taking CPU from the very threads it waits for. Measured with benchmarks/bench_load.py (yolov3-tiny at
+416 px, 2026-12-01, README "Speed"): ~25 ms per image idle; beside one busy core 430 ms with torch's defaults, and
+the plain fused model (few large ops, no Winograd) just as slow (496 ms) — so spinning, not the Winograd path's many
+small ops, is the cause. Two remedies, both on in detect.py and val.py:
 
-With as many threads as there are idle cores, our threads never wait for a descheduled sibling and the time grows
-in proportion to the load, as a single-threaded program's does. :class:`ThreadGovernor` measures the other
-processes' load from ``/proc/stat`` (all CPU time on the cores this process may use, minus this process's own) and
-sets ``torch.set_num_threads`` to ``cores - round(load)``, at least 1; it re-measures about once a second while
-images stream, so a load that starts or stops later is followed. Where ``/proc/stat`` does not exist (not Linux),
-the 1-minute load average stands in; where neither does, every core is used (torch's default).
-``OMP_NUM_THREADS``, when set, is the most threads auto uses (the tests set it to 1).
+* ``OMP_WAIT_POLICY=PASSIVE`` (set by the scripts before torch loads, unless the user set it): idle threads sleep at
+  once. Idle it costs nothing measurable (26.8 against 26.7 ms).
+* ``--threads auto``: :class:`ThreadGovernor` measures the other processes' load from ``/proc/stat`` (all CPU time
+  on the cores this process may use, minus this process's own) and sets ``torch.set_num_threads`` to
+  ``cores - round(load)``, at least 1, so no thread of ours waits for a descheduled sibling; it re-measures about
+  once a second while images stream, so a load that starts or stops later is followed. Where ``/proc/stat`` does
+  not exist (not Linux), the 1-minute load average stands in. ``OMP_NUM_THREADS``, when set, is the most threads
+  auto uses (the tests set it to 1).
+
+Together, beside 1, 2 and 3 busy cores: 35, 55 and 82 ms (1.2-2.9x idle) where torch's defaults took 430, 134 and
+127 ms; a single-threaded program given its fair share would slow (load + 1) / cores = 1.0, 1.5 and 2.0x.
 Not handled: a cgroup CPU quota (a container limited to less than its visible cores); pass ``--threads N`` there.
 """
 
@@ -140,10 +145,18 @@ class ThreadGovernor:
         if self.policy is None:
             return f"threads: {torch.get_num_threads()} (torch's default)"
         if self.policy != "auto":
-            return f"threads: {self.threads} (--threads)"
+            return f"threads: {self.threads} (--threads){wait_policy()}"
         busy = f"others busy {self.others_busy:.1f} cores" if self.others_busy is not None else "load unknown"
         moved = f"; changed {self.changes} time{'s' * (self.changes != 1)} with the load" if self.changes else ""
-        return f"threads: auto, {self.threads} of {len(self.cpus)} cores ({busy}, {self.source}){moved}"
+        return f"threads: auto, {self.threads} of {len(self.cpus)} cores ({busy}, {self.source}){moved}{wait_policy()}"
+
+
+def wait_policy() -> str:
+    """'; idle threads sleep (OMP_WAIT_POLICY=PASSIVE)' or what else the environment says, for describe()."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "")
+    if policy.upper() == "PASSIVE":
+        return "; idle threads sleep (OMP_WAIT_POLICY=PASSIVE)"
+    return f"; OMP_WAIT_POLICY={policy}" if policy else "; idle threads spin (OMP_WAIT_POLICY unset)"
 
 
 def env_thread_limit() -> Optional[int]:

@@ -15,15 +15,14 @@ everything written so far (detections.json included).
 """
 from __future__ import annotations
 
-import os
+from yolov3.cli import CommandParser, sleep_idle_omp_threads
 
-# Idle OpenMP threads sleep instead of spinning (libgomp reads this when torch loads it, so before `import torch`):
-# on a shared CPU spinning made detection 5-16x slower, sleeping 1.2-2.9x (yolov3/threads.py, bench_load.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sleep_idle_omp_threads()  # before torch loads OpenMP
 
 import argparse
 import glob
 import json
+import os
 import re
 import sys
 import time
@@ -39,7 +38,6 @@ from tqdm import tqdm
 
 import yaml
 
-from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, read_image

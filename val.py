@@ -16,11 +16,9 @@ confidence. This is the same evaluation code that train.py runs after every epoc
 """
 from __future__ import annotations
 
-import os
+from yolov3.cli import CommandParser, sleep_idle_omp_threads
 
-# Idle OpenMP threads sleep instead of spinning (libgomp reads this when torch loads it, so before `import torch`):
-# on a shared CPU spinning made detection 5-16x slower, sleeping 1.2-2.9x (yolov3/threads.py, bench_load.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sleep_idle_omp_threads()  # before torch loads OpenMP
 
 import argparse
 import json
@@ -31,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from yolov3.cli import CommandParser
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, numeric_image_ids, read_ids_record
 from yolov3.config import MAX_IMG_SIZE, ConfigError

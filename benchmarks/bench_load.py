@@ -93,9 +93,10 @@ def main(argv=None) -> int:
         child(args)
         return 0
     from yolov3.precision import describe_cpu
+    from yolov3.threads import usable_cpus
 
     common.warn_if_busy(args.threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(usable_cpus())
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
     results = {load: {policy: [] for policy in args.policies} for load in args.loads}
     for round_index in range(args.repeats):

@@ -613,12 +613,8 @@ def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = 
     in float32. The float32 fast paths do not apply to it (``optimize`` is then ignored). It pays only where bf16 is
     native (AVX512_BF16 / AMX, or a GPU); elsewhere oneDNN converts to and from float32 and it is slower. It keeps 8
     mantissa bits: scores move by up to a few hundredths (README "Speed" gives its measured mAP effect)."""
-    if bf16:
-        model.fuse().eval()
-        model.inference_dtype = torch.bfloat16
-        return model.to(memory_format=torch.channels_last)
-    model.inference_dtype = None
-    if optimize:
+    model.inference_dtype = torch.bfloat16 if bf16 else None
+    if optimize and not bf16:
         return model.optimize_for_inference()
     model.fuse().eval()
     return model.to(memory_format=torch.channels_last)

@@ -39,11 +39,11 @@ from typing import Union
 
 from yolov3.report_load import (METRIC_TITLES, METRICS, RunResult, StudyRuns, collect_runs, load_run,
                                 noobj_obj_ratio)
-from yolov3.report_plots import (CDF_POINTS, common_objectness_losses, cumulative_loss_curve,
+from yolov3.report_plots import (CDF_POINTS, cumulative_loss_curve,
                                  find_gamma_alpha_keys, plot_first_epoch, plot_gamma_alpha, plot_map_per_arm,
                                  plot_objectness_cdf, plot_objectness_losses, plot_val_map_per_epoch)
-from yolov3.report_stats import (CONFIDENCE, SUMMARY_METRICS, ArmSummary, PairedDifference, holm_adjust, mean_sd,
-                                 paired_difference, student_t_cdf, summarize_arms, t_quantile)
+from yolov3.report_stats import (CONFIDENCE, SUMMARY_METRICS, ArmSummary, PairedDifference, common_objectness_losses,
+                                 holm_adjust, mean_sd, paired_difference, student_t_cdf, summarize_arms, t_quantile)
 from yolov3.report_tables import SUMMARY_COLUMNS, summary_markdown, write_summary_csv
 
 __all__ = ["CDF_POINTS", "CONFIDENCE", "METRICS", "METRIC_TITLES", "SUMMARY_COLUMNS", "SUMMARY_METRICS", "ArmSummary",

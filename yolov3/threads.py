@@ -105,11 +105,15 @@ class ThreadGovernor:
         if self._last_ticks is None:  # no /proc/stat: the load average, else every core
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
             self.source, self.others_busy = "loadavg", load
-            self._apply(min(self.max_threads, threads_for_load(len(self.cpus), load)))
+            self._apply(self._target(load))
             return
         self.source = "/proc/stat"
         sleep(FIRST_SAMPLE_S)
         self._measure()
+
+    def _target(self, others_busy: float) -> int:
+        """The thread count for that load, capped by OMP_NUM_THREADS."""
+        return min(self.max_threads, threads_for_load(len(self.cpus), others_busy))
 
     def _mark(self) -> None:
         self._last_ticks, self._last_own, self._last_time = self._ticks(), self._own(), self._clock()
@@ -129,10 +133,10 @@ class ThreadGovernor:
             return
         busy_fraction = (now[0] - before[0]) / (now[1] - before[1])  # of all usable cores' time
         cores = len(self.cpus)
-        elapsed_core_s = (now[1] - before[1]) / max(1, cores) / _ticks_per_second()
-        own_cores = (self._last_own - own_before) / elapsed_core_s if elapsed_core_s > 0 else 0.0
+        elapsed_s = (now[1] - before[1]) / cores / _ticks_per_second()  # each core's ticks add up to the wall time
+        own_cores = (self._last_own - own_before) / elapsed_s
         self.others_busy = max(0.0, busy_fraction * cores - own_cores)
-        self._apply(min(self.max_threads, threads_for_load(cores, self.others_busy)))
+        self._apply(self._target(self.others_busy))
 
     def update(self) -> Optional[int]:
         """Re-measure if ``recheck_s`` has passed (auto only); returns the thread count in force."""

@@ -1,0 +1,116 @@
+"""The README's account of the objectness study quotes the committed report, never numbers of its own.
+
+Issue 18: "every number in the README's verdict is in the report". These tests read the README section on the
+study and `docs/studies/objectness/summary.md` (rebuilt from the committed runs by `ablate.py --report-only`) and
+check that the quoted table rows, the run count and every measured number in the prose are in the report.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+STUDY = ROOT / "docs" / "studies" / "objectness"
+HEADING = "### The objectness study"
+
+NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?")
+# a decimal with at least 3 places: mAPs, differences, interval ends, p values, gradient shares
+MEASURED = re.compile(r"(?<![\w.])[-+−]?\d*\.\d{3,}(?!\d)")
+PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) ?%")
+# percentages that name a setting or a convention, not a measurement
+SETTING_PERCENTS = {"1", "5", "95"}
+
+
+def _section(text: str) -> str:
+    start = text.find(HEADING)
+    assert start >= 0, f"README.md has no section starting with {HEADING!r}"
+    end = text.find("\n### ", start + len(HEADING))
+    sub = text.find("\n#### ", start + len(HEADING))
+    if sub >= 0 and (end < 0 or sub < end):
+        end = sub  # the superseded earlier answer that follows is not part of the study
+    return text[start:end if end >= 0 else len(text)]
+
+
+def _report_numbers(report: str) -> list:
+    out = []
+    for tok in NUMBER.findall(report):
+        tok = tok.replace(",", "").replace("−", "-").lstrip("+")
+        decimals = len(tok.split(".")[1]) if "." in tok else 0
+        out.append((float(tok), decimals))
+    return out
+
+
+def _in_report(value: float, decimals: int, numbers: list) -> bool:
+    """True when some number of the report, at least as precise, rounds to ``value`` at ``decimals`` places."""
+    half = 0.5 * 10 ** -decimals + 1e-12
+    return any(places >= decimals and abs(number - value) <= half for number, places in numbers)
+
+
+def _finished_runs() -> int:
+    n = 0
+    for summary in (STUDY / "runs").glob("*/summary.json"):
+        if json.loads(summary.read_text()).get("status") == "finished":
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def section() -> str:
+    return _section(README.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def report() -> str:
+    return (STUDY / "summary.md").read_text(encoding="utf-8")
+
+
+def test_quoted_table_rows_are_the_reports(section, report):
+    rows = [line for line in section.splitlines() if line.startswith("| ") and " ± " in line]
+    assert rows, "the README study section quotes no result table"
+    report_lines = set(report.splitlines())
+    missing = [row for row in rows if row not in report_lines]
+    assert not missing, f"README rows not in docs/studies/objectness/summary.md: {missing}"
+
+
+def test_run_count_matches_the_committed_runs(section):
+    finished = _finished_runs()
+    header = section.splitlines()[0]
+    m = re.search(r"(\d+) of (\d+) runs", header)
+    if m:
+        assert int(m.group(1)) == finished, f"README says {m.group(0)}, {finished} runs are committed finished"
+    else:
+        assert "complete" in header, f"README heading {header!r} gives neither 'N of M runs' nor 'complete'"
+        planned = len(json.loads((STUDY / "runs.json").read_text())["runs"])
+        assert finished == planned, f"README says the study is complete; {finished} of {planned} runs are finished"
+
+
+def test_every_measured_number_in_the_prose_is_in_the_report(section, report):
+    numbers = _report_numbers(report)
+    prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+    # the recipe paragraph quotes the pilot studies and the set-aside runs; the verdicts start after the table
+    start = prose.find("What the")
+    assert start >= 0, "the README study section has no 'What the ... say' verdict paragraph"
+    end = prose.find("Still to run", start)
+    verdict = prose[start:end if end >= 0 else len(prose)]
+    missing = []
+    for tok in MEASURED.findall(verdict):
+        clean = tok.replace("−", "-").lstrip("+")
+        decimals = len(clean.split(".")[1])
+        if not _in_report(float(clean), decimals, numbers):
+            missing.append(tok)
+    for tok in PERCENT.findall(verdict):
+        if tok in SETTING_PERCENTS:
+            continue
+        decimals = (len(tok.split(".")[1]) if "." in tok else 0) + 2
+        if not _in_report(float(tok) / 100, decimals, numbers):
+            missing.append(tok + " %")
+    assert not missing, f"numbers in the README verdict that docs/studies/objectness/summary.md lacks: {missing}"
+
+
+def test_the_number_check_catches_a_made_up_number():
+    numbers = _report_numbers("| a | 0.4609 ± 0.0171 | +0.0196 | 0.999 ± 0.000 |")
+    assert _in_report(0.461, 3, numbers) and _in_report(0.0196, 4, numbers) and _in_report(0.999, 3, numbers)
+    assert not _in_report(0.462, 3, numbers)
+    assert not _in_report(0.46091, 5, numbers)  # more precise than the report: not from it

@@ -353,7 +353,8 @@ def test_runs_of_different_precision_are_never_paired(tmp_path):
     md = report.files["summary.md"].read_text()
     assert ("not paired, configured alike but trained in another precision than the baseline's run of the same "
             "seed: focal seed 1") in md
-    assert "| fp32 | unknown CPU | 5 |" in md and "| bf16 | unknown CPU | 1 |" in md
+    # make_run records 120 s per run: 5 x 120 s = 0.17 h, 1 x 120 s = 0.03 h
+    assert "| fp32 | unknown CPU | 5 | 0.17 |" in md and "| bf16 | unknown CPU | 1 | 0.03 |" in md
     # arms that set different precisions on purpose (a precision study) are paired
     for seed in range(3):
         config_path = study_dir / "runs" / f"focal__seed{seed}" / "config.yaml"

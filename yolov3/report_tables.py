@@ -240,10 +240,16 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     where = {}
     for run in study.runs:
         if run.status == "finished":
-            where.setdefault((run.numeric or "unknown", run.cpu or "unknown CPU"), []).append(run.run_name)
+            where.setdefault((run.numeric or "unknown", run.cpu or "unknown CPU"), []).append(run)
     if where:
-        lines += ["", "## Where the finished runs ran", "", "| precision | CPU | runs |", "|---|---|---|"]
-        lines += [f"| {numeric} | {cpu} | {len(names)} |" for (numeric, cpu), names in sorted(where.items())]
+        lines += ["", "## Where the finished runs ran", "",
+                  "Training time is each run's own wall time, summed (runs made side by side overlap on the clock).",
+                  "", "| precision | CPU | runs | training time, all runs (h) |", "|---|---|---|---|"]
+        for (numeric, cpu), runs in sorted(where.items()):
+            seconds = [r.metrics.get("wall_time_s", float("nan")) for r in runs]
+            known = [s for s in seconds if np.isfinite(s)]
+            total = f"{sum(known) / 3600:.2f}" + ("" if len(known) == len(runs) else f" ({len(known)} timed)")
+            lines.append(f"| {numeric} | {cpu} | {len(runs)} | {total if known else ''} |")
     lines += data_balance_lines(study.study_dir)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

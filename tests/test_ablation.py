@@ -504,6 +504,11 @@ def test_runner_failure_logging_rerun_and_resume(tmp_path, fake_train, monkeypat
     calls = {c["name"]: c for c in read_calls()}
     assert sorted(calls) == ["bce__seed1", "focal__seed1"]
     assert calls["bce__seed1"]["resume"] is True and calls["focal__seed1"]["resume"] is False
+    # runs.json keeps the command that starts the resumed run from nothing, not the resume (its last.pt is not kept)
+    recorded = {r["run_name"]: r["command"] for r in json.loads((study_dir / "runs.json").read_text())["runs"]}
+    resumed = recorded["bce__seed1"]
+    assert "--resume" not in resumed and resumed[resumed.index("--name") + 1] == "bce__seed1"
+    assert resumed[resumed.index("--seed") + 1] == "1"
     assert (study_dir / "summary.md").is_file()
     # third time: nothing to do
     assert ablate.main(argv) == 0 and read_calls() == []

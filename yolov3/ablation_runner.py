@@ -53,11 +53,15 @@ def run_record(study: Study, run: RunSpec, command: Sequence[str] = ()) -> dict:
 
 
 def write_study_files(study: Study, study_dir: Union[str, Path], planned: Sequence[PlannedRun]) -> None:
-    """spec.yaml (verbatim copy) and runs.json (every run with its identity and command)."""
+    """spec.yaml (verbatim copy) and runs.json (every run with its identity and the command that starts it).
+
+    A resumed run is recorded with its start command, not ``--resume <last.pt>``: the record is for rebuilding a run
+    from nothing, and the checkpoint it would resume from is never committed.
+    """
     study_dir = Path(study_dir)
     atomic_write_text(study_dir / "spec.yaml", study.spec_text)
-    records = [run_record(study, p.run, p.command or train_command(p.run, study_dir / "runs", study.hyp))
-               for p in planned]
+    records = [run_record(study, p.run, p.command if p.action == "start"
+                          else train_command(p.run, study_dir / "runs", study.hyp)) for p in planned]
     atomic_write_text(study_dir / "runs.json", json.dumps({"study": study.name, "baseline": study.baseline,
                                                            "grid_keys": list(study.grid), "seeds": study.seeds,
                                                            "command_line_overrides": study.command_overrides,

@@ -1,14 +1,17 @@
 """The README's account of the objectness study quotes the committed report, never numbers of its own.
 
 Issue 18: "every number in the README's verdict is in the report". These tests read the README section on the
-study and `docs/studies/objectness/summary.md` (rebuilt from the committed runs by `ablate.py --report-only`) and
-check that the quoted table rows, the run count and every measured number in the prose are in the report.
+study and the committed report (`docs/studies/objectness/summary.md` and `summary.csv`, rebuilt from the runs by
+`ablate.py --report-only`, plus the reports of other studies the section cites) and check that the quoted table
+rows, the run count and every measured number in the verdict are in it.
 """
 import json
 import re
 from pathlib import Path
 
 import pytest
+
+from yolov3.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -33,13 +36,14 @@ def _section(text: str) -> str:
     return text[start:end if end >= 0 else len(text)]
 
 
+def _value(token: str) -> tuple:
+    """(value, decimal places) of a number as written: thousands commas, a typographic minus or a plus allowed."""
+    token = token.replace(",", "").replace("−", "-").lstrip("+")
+    return float(token), len(token.split(".")[1]) if "." in token else 0
+
+
 def _report_numbers(report: str) -> list:
-    out = []
-    for tok in NUMBER.findall(report):
-        tok = tok.replace(",", "").replace("−", "-").lstrip("+")
-        decimals = len(tok.split(".")[1]) if "." in tok else 0
-        out.append((float(tok), decimals))
-    return out
+    return [_value(token) for token in NUMBER.findall(report)]
 
 
 def _in_report(value: float, decimals: int, numbers: list) -> bool:
@@ -49,11 +53,8 @@ def _in_report(value: float, decimals: int, numbers: list) -> bool:
 
 
 def _finished_runs() -> int:
-    n = 0
-    for summary in (STUDY / "runs").glob("*/summary.json"):
-        if json.loads(summary.read_text()).get("status") == "finished":
-            n += 1
-    return n
+    """Committed runs that count as finished, by the rule ablate.py and the report use."""
+    return sum(read_summary(run_dir)[0] is not None for run_dir in (STUDY / "runs").iterdir() if run_dir.is_dir())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def report(section) -> str:
     return "\n".join(texts)
 
 
-def test_quoted_table_rows_are_the_reports(section, report):
+def test_quoted_table_rows_are_the_reports(section):
     rows = [line for line in section.splitlines() if line.startswith("| ") and " ± " in line]
     assert rows, "the README study section quotes no result table"
     report_lines = set((STUDY / "summary.md").read_text(encoding="utf-8").splitlines())
@@ -103,17 +104,15 @@ def test_every_measured_number_in_the_prose_is_in_the_report(section, report):
     verdict = prose[start:end if end >= 0 else len(prose)]
     missing = []
     for tok in MEASURED.findall(verdict):
-        clean = tok.replace("−", "-").lstrip("+")
-        decimals = len(clean.split(".")[1])
-        if not _in_report(float(clean), decimals, numbers):
+        if not _in_report(*_value(tok), numbers):
             missing.append(tok)
     for tok in PERCENT.findall(verdict):
         if tok in SETTING_PERCENTS:
             continue
-        decimals = (len(tok.split(".")[1]) if "." in tok else 0) + 2
-        if not _in_report(float(tok) / 100, decimals, numbers):
+        percent, decimals = _value(tok)
+        if not _in_report(percent / 100, decimals + 2, numbers):
             missing.append(tok + " %")
-    assert not missing, f"numbers in the README verdict that the committed reports (summary.md, summary.csv) lack: {missing}"
+    assert not missing, f"numbers in the README verdict that the committed reports (summary.md, .csv) lack: {missing}"
 
 
 def test_the_number_check_catches_a_made_up_number():

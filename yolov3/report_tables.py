@@ -246,10 +246,11 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
                   "Training time is each run's own wall time, summed (runs made side by side overlap on the clock).",
                   "", "| precision | CPU | runs | training time, all runs (h) |", "|---|---|---|---|"]
         for (numeric, cpu), runs in sorted(where.items()):
-            seconds = [r.metrics.get("wall_time_s", float("nan")) for r in runs]
-            known = [s for s in seconds if np.isfinite(s)]
-            total = f"{sum(known) / 3600:.2f}" + ("" if len(known) == len(runs) else f" ({len(known)} timed)")
-            lines.append(f"| {numeric} | {cpu} | {len(runs)} | {total if known else ''} |")
+            known = [s for s in (r.metrics.get("wall_time_s", float("nan")) for r in runs) if np.isfinite(s)]
+            total = f"{sum(known) / 3600:.2f}" if known else ""
+            if known and len(known) < len(runs):
+                total += f" ({len(known)} timed)"
+            lines.append(f"| {numeric} | {cpu} | {len(runs)} | {total} |")
     lines += data_balance_lines(study.study_dir)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

@@ -1,9 +1,9 @@
-"""The README's account of the objectness study quotes the committed report, never numbers of its own.
+"""The README's account of each committed study quotes the committed report, never numbers of its own.
 
-Issue 18: "every number in the README's verdict is in the report". These tests read the README section on the
-study and the committed report (`docs/studies/objectness/summary.md` and `summary.csv`, rebuilt from the runs by
-`ablate.py --report-only`, plus the reports of other studies the section cites) and check that the quoted table
-rows, the run count and every measured number in the verdict are in it.
+Issue 18: "every number in the README's verdict is in the report". These tests read each README study section
+(the objectness study, the box-loss study) and its committed report (`docs/studies/<name>/summary.md` and
+`summary.csv`, rebuilt from the runs by `ablate.py --report-only`, plus the reports of other studies the section
+cites) and check that the quoted table rows, the run count and every measured number in the verdict are in it.
 """
 import json
 import re
@@ -15,8 +15,9 @@ from yolov3.runs import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-STUDY = ROOT / "docs" / "studies" / "objectness"
-HEADING = "### The objectness study"
+STUDIES = ROOT / "docs" / "studies"
+# (README heading, study folder)
+SECTIONS = [("### The objectness study", "objectness"), ("### The box-loss study", "box_loss")]
 
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?")
 # a decimal with at least 3 places: mAPs, differences, interval ends, p values, gradient shares
@@ -26,14 +27,13 @@ PERCENT = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) ?%")
 SETTING_PERCENTS = {"1", "5", "95"}
 
 
-def _section(text: str) -> str:
-    start = text.find(HEADING)
-    assert start >= 0, f"README.md has no section starting with {HEADING!r}"
-    end = text.find("\n### ", start + len(HEADING))
-    sub = text.find("\n#### ", start + len(HEADING))
-    if sub >= 0 and (end < 0 or sub < end):
-        end = sub  # the superseded earlier answer that follows is not part of the study
-    return text[start:end if end >= 0 else len(text)]
+def _section(text: str, heading: str) -> str:
+    start = text.find(heading)
+    assert start >= 0, f"README.md has no section starting with {heading!r}"
+    # it ends at the next heading of any level: a sub-heading (the superseded earlier answer after the objectness
+    # study) is not part of the study
+    ends = [i for i in (text.find(h, start + len(heading)) for h in ("\n## ", "\n### ", "\n#### ")) if i >= 0]
+    return text[start:min(ends, default=len(text))]
 
 
 def _value(token: str) -> tuple:
@@ -52,49 +52,55 @@ def _in_report(value: float, decimals: int, numbers: list) -> bool:
     return any(places >= decimals and abs(number - value) <= half for number, places in numbers)
 
 
-def _finished_runs() -> int:
+def _finished_runs(study: Path) -> int:
     """Committed runs that count as finished, by the rule ablate.py and the report use."""
-    return sum(read_summary(run_dir)[0] is not None for run_dir in (STUDY / "runs").iterdir() if run_dir.is_dir())
+    return sum(read_summary(run_dir)[0] is not None for run_dir in (study / "runs").iterdir() if run_dir.is_dir())
+
+
+@pytest.fixture(scope="module", params=SECTIONS, ids=[folder for _, folder in SECTIONS])
+def study(request) -> tuple:
+    """(README section, study folder) for each study the README reports."""
+    heading, folder = request.param
+    return _section(README.read_text(encoding="utf-8"), heading), STUDIES / folder
 
 
 @pytest.fixture(scope="module")
-def section() -> str:
-    return _section(README.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def report(section) -> str:
+def report(study) -> str:
     """The study's report (summary.md and the per-run summary.csv), plus the reports of any other committed study
     the section cites by its folder (the length pilot)."""
-    texts = [(STUDY / name).read_text(encoding="utf-8") for name in ("summary.md", "summary.csv")]
-    for other in sorted(STUDY.parent.iterdir()):
-        if other != STUDY and f"docs/studies/{other.name}/" in section:
+    section, folder = study
+    texts = [(folder / name).read_text(encoding="utf-8") for name in ("summary.md", "summary.csv")]
+    for other in sorted(STUDIES.iterdir()):
+        if other != folder and f"docs/studies/{other.name}/" in section:
             texts += [(other / name).read_text(encoding="utf-8") for name in ("summary.md", "summary.csv")
                       if (other / name).is_file()]
     return "\n".join(texts)
 
 
-def test_quoted_table_rows_are_the_reports(section):
+def test_quoted_table_rows_are_the_reports(study):
+    section, folder = study
     rows = [line for line in section.splitlines() if line.startswith("| ") and " ± " in line]
     assert rows, "the README study section quotes no result table"
-    report_lines = set((STUDY / "summary.md").read_text(encoding="utf-8").splitlines())
+    report_lines = set((folder / "summary.md").read_text(encoding="utf-8").splitlines())
     missing = [row for row in rows if row not in report_lines]
-    assert not missing, f"README rows not in docs/studies/objectness/summary.md: {missing}"
+    assert not missing, f"README rows not in docs/studies/{folder.name}/summary.md: {missing}"
 
 
-def test_run_count_matches_the_committed_runs(section):
-    finished = _finished_runs()
+def test_run_count_matches_the_committed_runs(study):
+    section, folder = study
+    finished = _finished_runs(folder)
     header = section.splitlines()[0]
     m = re.search(r"(\d+) of (\d+) runs", header)
     if m:
         assert int(m.group(1)) == finished, f"README says {m.group(0)}, {finished} runs are committed finished"
     else:
         assert "complete" in header, f"README heading {header!r} gives neither 'N of M runs' nor 'complete'"
-        planned = len(json.loads((STUDY / "runs.json").read_text())["runs"])
+        planned = len(json.loads((folder / "runs.json").read_text())["runs"])
         assert finished == planned, f"README says the study is complete; {finished} of {planned} runs are finished"
 
 
-def test_every_measured_number_in_the_prose_is_in_the_report(section, report):
+def test_every_measured_number_in_the_prose_is_in_the_report(study, report):
+    section = study[0]
     numbers = _report_numbers(report)
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
     # the recipe paragraph quotes the pilot studies and the set-aside runs; the verdicts start after the table
@@ -120,3 +126,10 @@ def test_the_number_check_catches_a_made_up_number():
     assert _in_report(0.461, 3, numbers) and _in_report(0.0196, 4, numbers) and _in_report(0.999, 3, numbers)
     assert not _in_report(0.462, 3, numbers)
     assert not _in_report(0.46091, 5, numbers)  # more precise than the report: not from it
+
+
+def test_a_section_ends_at_the_next_heading_of_any_level():
+    text = "intro\n### The study x\nbody\n#### Earlier\nold\n## Next\nother\n"
+    assert _section(text, "### The study") == "### The study x\nbody"
+    assert _section("### The study x\nbody\n## Next\n### Speed\n", "### The study") == "### The study x\nbody"
+    assert _section("### The study x\nbody", "### The study") == "### The study x\nbody"

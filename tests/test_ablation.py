@@ -222,7 +222,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 @pytest.mark.parametrize("spec_file", sorted((ROOT / "cfg" / "ablation").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
-    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
+    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "box_loss_confirm": 10, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
                      "precision": 6}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]
@@ -232,6 +232,24 @@ def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
         # the exact argv, read back the way train.py reads it, gives the config the planner expects
         cmd = train_command(run, "runs/ablate/x/runs", study.hyp)
         assert config_differences(run.config, config_lib.to_dict(parse_like_train_py(cmd))) == []
+
+
+COMMITTED_STUDIES = sorted(p for p in (ROOT / "docs" / "studies").iterdir() if (p / "runs").is_dir())
+
+
+@pytest.mark.parametrize("study_dir", COMMITTED_STUDIES, ids=lambda p: p.name)
+def test_committed_runs_match_what_their_shipped_spec_resolves_to(study_dir):
+    """A changed default or spec would make `ablate.py` refuse to resume a committed study (its runs' config.yaml
+    no longer what the spec resolves to) and would make a rerun train something else: every committed run must
+    still be the run its shipped spec plans."""
+    study = load_spec(ROOT / "cfg" / "ablation" / f"{study_dir.name}.yaml")
+    planned = {run.run_name: run.config for run in study.runs}
+    committed = sorted(d for d in (study_dir / "runs").iterdir() if (d / "config.yaml").is_file())
+    assert committed, f"{study_dir} has no committed run"
+    for run_dir in committed:
+        assert run_dir.name in planned, f"{run_dir} is not a run of cfg/ablation/{study_dir.name}.yaml"
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config_differences(planned[run_dir.name], saved) == [], run_dir
 
 
 def test_objectness_spec_arms_test_each_claim_at_fixed_precision():

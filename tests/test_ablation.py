@@ -222,7 +222,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 @pytest.mark.parametrize("spec_file", sorted((ROOT / "cfg" / "ablation").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
-    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "box_loss_confirm": 10, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
+    expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "box_loss_confirm": 10, "box_loss_default_recipe": 6, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
                      "precision": 6}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]

@@ -310,7 +310,7 @@ OBJ_SUM, NOOBJ_SUM, CLS_SUM = LOG2, 63 * LOG2, 2 * LOG2
 
 
 def test_mse_box_loss_hand_computed_and_counts():
-    total, terms = make_loss()([zero_maps()], TRUTH)
+    total, terms = make_loss(box="mse")([zero_maps()], TRUTH)
     assert BOX_SUM == pytest.approx(0.165181, abs=1e-6)
     # normalizer batch: each sum / 2
     assert terms["box"].item() == pytest.approx(BOX_SUM / 2, rel=1e-5)
@@ -339,7 +339,7 @@ def test_darknet_box_loss_hand_computed_with_darknets_gradient():
 
 @pytest.mark.parametrize("normalizer, divisor", [("batch", BATCH), ("positives", 1)])
 def test_normalizer_and_lambdas_scale_each_term_exactly(normalizer, divisor):
-    loss = make_loss(normalizer=normalizer, lambda_box=2.0, lambda_obj=3.0, lambda_noobj=5.0, lambda_cls=7.0)
+    loss = make_loss(box="mse", normalizer=normalizer, lambda_box=2.0, lambda_obj=3.0, lambda_noobj=5.0, lambda_cls=7.0)
     total, terms = loss([zero_maps()], TRUTH)
     expected = {"box": 2 * BOX_SUM, "obj": 3 * OBJ_SUM, "noobj": 5 * NOOBJ_SUM, "cls": 7 * CLS_SUM}
     for name, value in expected.items():
@@ -512,7 +512,7 @@ def rect_maps(requires_grad: bool = True) -> torch.Tensor:
 
 def test_rectangular_input_hand_computed_terms_counts_and_gradients():
     raw = rect_maps()
-    total, terms = make_rect_loss()([raw], RECT_TRUTH)
+    total, terms = make_rect_loss(box="mse")([raw], RECT_TRUTH)
     total.backward()
     assert (terms["num_pos"], terms["num_ignored"], terms["num_neg"]) == (1, 1, 126)
     assert terms["box"].item() == pytest.approx(RECT_WEIGHT * RECT_MSE / BATCH, rel=1e-6)  # 1.8828 * .1114 / 2

@@ -81,6 +81,8 @@ def test_quoted_table_rows_are_the_reports(study):
     section, folder = study
     rows = [line for line in section.splitlines() if line.startswith("| ") and " ± " in line]
     assert rows, "the README study section quotes no result table"
+    repeated = sorted({row for row in rows if rows.count(row) > 1})
+    assert not repeated, f"README rows quoted twice (a table header pasted with the rows?): {repeated}"
     report_lines = set((folder / "summary.md").read_text(encoding="utf-8").splitlines())
     missing = [row for row in rows if row not in report_lines]
     assert not missing, f"README rows not in docs/studies/{folder.name}/summary.md: {missing}"

@@ -265,10 +265,10 @@ def interrupt_and_wait(procs: Sequence[subprocess.Popen], say=print) -> None:
     running = [proc for proc in procs if proc.poll() is None]
     if not running:
         return
-    for proc in running:
-        _send_interrupt(proc)
-    say(f"interrupted: waiting for {len(running)} run(s) to save last.pt; press Ctrl-C again to kill them")
-    try:
+    try:  # a second Ctrl-C may come as soon as the first child has its SIGINT, even before the message is out
+        for proc in running:
+            _send_interrupt(proc)
+        say(f"interrupted: waiting for {len(running)} run(s) to save last.pt; press Ctrl-C again to kill them")
         for proc in running:
             proc.wait()
     except KeyboardInterrupt:

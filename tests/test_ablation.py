@@ -252,6 +252,25 @@ def test_committed_runs_match_what_their_shipped_spec_resolves_to(study_dir):
         assert config_differences(planned[run_dir.name], saved) == [], run_dir
 
 
+@pytest.mark.parametrize("study_dir", COMMITTED_STUDIES, ids=lambda p: p.name)
+def test_committed_study_records_rebuild_the_runs_of_the_shipped_spec(study_dir):
+    """spec.yaml and runs.json are how a reader rebuilds a run from nothing: the spec copy must be the shipped spec,
+    and each run's recorded command must train the config that spec plans (a default changed since the runs, with
+    the spec pinning the old value, once left runs.json commands that would have trained the new default)."""
+    from yolov3.train_cli import parse_args as parse_train_args, resolve_config
+
+    shipped = ROOT / "cfg" / "ablation" / f"{study_dir.name}.yaml"
+    assert (study_dir / "spec.yaml").read_text() == shipped.read_text(), \
+        f"{study_dir}/spec.yaml is not {shipped.name}: rewrite the study records"
+    planned = {run.run_name: run.config for run in load_spec(shipped).runs}
+    records = json.loads((study_dir / "runs.json").read_text())["runs"]
+    assert sorted(r["run_name"] for r in records) == sorted(planned)
+    for record in records:
+        argv = record["command"][2:]  # the python interpreter and train.py, as on the machine that ran it
+        config, _ = resolve_config(parse_train_args(argv))
+        assert config_differences(planned[record["run_name"]], config_lib.to_dict(config)) == [], record["run_name"]
+
+
 def test_objectness_spec_arms_test_each_claim_at_fixed_precision():
     study = load_spec(ROOT / "cfg" / "ablation" / "objectness.yaml")
     arms = {r.variant: r.config for r in study.runs if r.seed == 0}

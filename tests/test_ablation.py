@@ -706,8 +706,9 @@ def test_a_second_interrupt_before_the_message_is_out_still_kills_the_child():
     child had its SIGINT, the runner was in its message, and the KeyboardInterrupt escaped, leaving it running)."""
     from yolov3.ablation import interrupt_and_wait
 
-    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                              "print('ready', flush=True); time.sleep(120)"],
+    ignores_sigint = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                      "print('ready', flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", ignores_sigint],
                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     said = []
 

@@ -237,13 +237,18 @@ def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
 COMMITTED_STUDIES = sorted(p for p in (ROOT / "docs" / "studies").iterdir() if (p / "runs").is_dir())
 
 
+def _shipped_plan(study_dir: Path) -> tuple:
+    """(the shipped spec of a committed study, {run name: the config that spec plans for it})."""
+    shipped = ROOT / "cfg" / "ablation" / f"{study_dir.name}.yaml"
+    return shipped, {run.run_name: run.config for run in load_spec(shipped).runs}
+
+
 @pytest.mark.parametrize("study_dir", COMMITTED_STUDIES, ids=lambda p: p.name)
 def test_committed_runs_match_what_their_shipped_spec_resolves_to(study_dir):
     """A changed default or spec would make `ablate.py` refuse to resume a committed study (its runs' config.yaml
     no longer what the spec resolves to) and would make a rerun train something else: every committed run must
     still be the run its shipped spec plans."""
-    study = load_spec(ROOT / "cfg" / "ablation" / f"{study_dir.name}.yaml")
-    planned = {run.run_name: run.config for run in study.runs}
+    _, planned = _shipped_plan(study_dir)
     committed = sorted(d for d in (study_dir / "runs").iterdir() if (d / "config.yaml").is_file())
     assert committed, f"{study_dir} has no committed run"
     for run_dir in committed:
@@ -259,10 +264,9 @@ def test_committed_study_records_rebuild_the_runs_of_the_shipped_spec(study_dir)
     the spec pinning the old value, once left runs.json commands that would have trained the new default)."""
     from yolov3.train_cli import parse_args as parse_train_args, resolve_config
 
-    shipped = ROOT / "cfg" / "ablation" / f"{study_dir.name}.yaml"
+    shipped, planned = _shipped_plan(study_dir)
     assert (study_dir / "spec.yaml").read_text() == shipped.read_text(), \
         f"{study_dir}/spec.yaml is not {shipped.name}: rewrite the study records"
-    planned = {run.run_name: run.config for run in load_spec(shipped).runs}
     records = json.loads((study_dir / "runs.json").read_text())["runs"]
     assert sorted(r["run_name"] for r in records) == sorted(planned)
     for record in records:

@@ -40,7 +40,7 @@ import yaml
 
 from yolov3.boxes import yolo_label_row
 from yolov3.config import MAX_IMG_SIZE, ConfigError
-from yolov3.data import IMAGE_SUFFIXES, read_image
+from yolov3.data import IMAGE_SUFFIXES, load_data_yaml, read_image
 from yolov3.detector import Detector, default_names
 from yolov3.draw import draw_boxes, write_image
 from yolov3.errors import user_errors
@@ -203,11 +203,14 @@ def read_names_file(names_arg: str) -> list:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-def load_names(names_arg: Optional[str], ckpt: Optional[dict], num_classes: int) -> list:
-    """Class names: from the checkpoint, a --names file, COCO's for an 80-class model, else class0, class1..."""
-    names = read_names_file(names_arg) if names_arg else default_names(num_classes, ckpt)
+def load_names(names_arg: Optional[str], ckpt: Optional[dict], num_classes: int,
+               data_names: Optional[list] = None) -> list:
+    """Class names: a --names file, else --data's, else the checkpoint's, COCO's for an 80-class model, else
+    class0, class1..."""
+    flag = "--names" if names_arg else "--data"
+    names = read_names_file(names_arg) if names_arg else data_names or default_names(num_classes, ckpt)
     if len(names) != num_classes:
-        raise SourceError(f"--names: {len(names)} names for a model with {num_classes} classes")
+        raise SourceError(f"{flag}: {len(names)} names for a model with {num_classes} classes")
     return names
 
 
@@ -422,6 +425,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                           "weights/best.pt), or a Darknet .weights with --cfg")
     parser.add_argument("--cfg", help="Darknet cfg (needed with .weights)")
     parser.add_argument("--names", help="class names, one per line (default: from the .pt, or COCO for 80 classes)")
+    parser.add_argument("--data", help="a data YAML: its class names; a dataset with a download: mapping is built "
+                                       "first when missing (so --source can be one of its image folders)")
     parser.add_argument("--source", required=True, help="image, folder, glob, .txt list, video, webcam index or URL")
     parser.add_argument("--img-size", type=int, default=None, help="inference size (default: the training size "
                                                                     "for a .pt, else the cfg's width)")
@@ -468,14 +473,15 @@ def check_flags(args: argparse.Namespace) -> None:
                           f"got {args.img_size}")
 
 
-def load_detector(weights: str, cfg: Optional[str], names_arg: Optional[str], device) -> tuple:
-    """load_model, with a Darknet model's heads built for the --names count: a .weights file does not record its
-    class count, so the cfg's (often COCO's 80) would not fit weights trained on other classes. A .pt knows its
-    own; a --names that disagrees with it is reported by load_names."""
+def load_detector(weights: str, cfg: Optional[str], names_arg: Optional[str], device,
+                  data_names: Optional[list] = None) -> tuple:
+    """load_model, with a Darknet model's heads built for the --names (else --data) count: a .weights file does not
+    record its class count, so the cfg's (often COCO's 80) would not fit weights trained on other classes. A .pt
+    knows its own; names that disagree with it are reported by load_names."""
     weights = find_weights(weights)  # a run folder: its best.pt
-    if not names_arg or weights.suffix == ".pt":
+    if not (names_arg or data_names) or weights.suffix == ".pt":
         return load_model(weights, cfg=cfg, device=device)
-    num_classes = len(read_names_file(names_arg))
+    num_classes = len(read_names_file(names_arg)) if names_arg else len(data_names)
     try:
         return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
     except WeightsError as error:
@@ -488,16 +494,17 @@ def load_detector(weights: str, cfg: Optional[str], names_arg: Optional[str], de
 
 def run(args: argparse.Namespace) -> int:
     check_flags(args)
+    data_names = load_data_yaml(args.data)["names"] if args.data else None  # builds a dataset that fetches itself
     items, warnings = resolve_sources(args.source)
     for warning in warnings:
         print(f"warning: {display(warning)}", file=sys.stderr)
     tags = output_stems(items)
     device = select_device(args.device)
-    model, ckpt = load_detector(args.weights, args.cfg, args.names, device)
+    model, ckpt = load_detector(args.weights, args.cfg, args.names, device, data_names)
     prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16)
     if args.bf16:
         print(bf16_inference_note(device))
-    names = load_names(args.names, ckpt, model.num_classes)
+    names = load_names(args.names, ckpt, model.num_classes, data_names)
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     bad_classes = [c for c in args.classes or [] if not 0 <= c < model.num_classes]

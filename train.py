@@ -88,6 +88,8 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
     data = load_data_yaml(cfg.data)
     data = as_single_class(data) if tcfg.single_cls else data  # every box as class 0, 'object'
     names = data["names"]
+    if cfg.val.test and not data.get("test"):
+        raise ConfigError(f"'val.test' is true but {cfg.data} has no 'test' split")
     if tcfg.batch_size % world_size:
         raise ConfigError(f"'train.batch_size' {tcfg.batch_size} must be divisible by the {world_size} processes")
     batch_per_process = tcfg.batch_size // world_size
@@ -325,18 +327,30 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
     if is_main:
         if state.history and "per_class" in metrics:
             print(format_table(metrics))  # the final validation, class by class
+        test_loader = None
+        if cfg.val.test:  # once, at the end: a split no choice of this run has looked at
+            test_loader, _ = create_dataloader(data, "test", tcfg.img_size, batch_per_process, None, tcfg.workers,
+                                               tcfg.seed, shuffle=False, device=device)
         summary = finish_run(run_dir, cfg, evaluated, loss_fn, val_loader, device, state.history, started,
-                             precision.name)
+                             precision.name, metrics if state.history else {}, test_loader, names)
     cleanup_distributed(world_size)
     return summary
 
 
-def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started, precision: str) -> dict:
-    """summary.json and the objectness-loss distributions of the final model (read by the ablation report)."""
+def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, started, precision: str,
+               final_metrics: dict, test_loader, names) -> dict:
+    """summary.json (with the final validation's per-class rows and, with val.test, the test split's scores) and the
+    objectness-loss distributions of the final model (read by the ablation report)."""
     samples = objectness_samples(model, val_loader, cfg.loss, device, seed=cfg.train.seed)
-    samples["neg_logit"] = samples["neg_logit"].astype(np.float16)  # 250k of them: half the file; ~1% in a tail loss
+    samples["neg_logit"] = samples["neg_logit"].astype(np.float16)  # the largest array: half the file; ~1% in a tail loss
     atomic_write(run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, **samples))
-    summary = write_summary(run_dir, history, time.time() - started, precision)
+    extra = {"per_class": final_metrics["per_class"]} if "per_class" in final_metrics else {}
+    if test_loader is not None:
+        scored = evaluate(model, test_loader, names, conf_thres=cfg.val.conf_thres, iou_thres=cfg.val.iou_thres,
+                          max_det=cfg.val.max_det, device=device)
+        extra["test"] = {k: scored[k] for k in ("precision", "recall", "mAP50", "mAP50_95", "per_class")}
+        print(f"test split: mAP@.5 {scored['mAP50']:.3f} mAP@.5:.95 {scored['mAP50_95']:.3f}")
+    summary = write_summary(run_dir, history, time.time() - started, precision, extra)
     final = history[-1] if history else {}
     print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
           f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}; weights in {run_dir}")

@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from yolov3.convert import ConversionError, coco_to_yolo, main, voc_to_yolo
+from yolov3.convert import (VOC_CLASSES, ConversionError, coco_to_yolo, main, parse_untrusted_xml, split_by_fraction,
+                            voc_to_yolo, voc_to_yolo_dataset)
 
 
 def _rows(path):
@@ -82,13 +83,13 @@ VOC_XML = """<annotation>
 def test_voc_hand_computed_rows_and_difficult_flag(tmp_path):
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "000001.xml").write_text(VOC_XML)
-    stats = voc_to_yolo(tmp_path / "ann", tmp_path / "labels" / "t")
+    stats = voc_to_yolo(tmp_path / "ann", tmp_path / "labels" / "t", classes=VOC_CLASSES)
     # dog (class 11): 1-based inclusive 48..195 x 240..371 -> continuous 47..195 x 239..371
     # cx (47+195)/2/500 = 0.242, cy (239+371)/2/375 = 0.813333, w 148/500 = 0.296, h 132/375 = 0.352
     np.testing.assert_allclose(_rows(tmp_path / "labels" / "t" / "000001.txt"),
                                [[11, 0.242, 0.813333, 0.296, 0.352]], atol=1e-6)
     assert stats["skipped"] == 1  # the difficult person
-    voc_to_yolo(tmp_path / "ann", tmp_path / "labels" / "d", include_difficult=True)
+    voc_to_yolo(tmp_path / "ann", tmp_path / "labels" / "d", include_difficult=True, classes=VOC_CLASSES)
     # person (class 14): 7..352 x 11..498, y clipped to 375: cx 179.5/500 = 0.359, cy 193/375, w 0.69, h 364/375
     np.testing.assert_allclose(_rows(tmp_path / "labels" / "d" / "000001.txt")[1],
                                [14, 0.359, 193 / 375, 0.69, 364 / 375], atol=1e-6)
@@ -104,7 +105,7 @@ def test_voc_hand_computed_rows_and_difficult_flag(tmp_path):
 def test_voc_malformed_input_names_file_and_element(tmp_path, text, fragment):
     (tmp_path / "x.xml").write_text(text)
     with pytest.raises(ConversionError) as info:
-        voc_to_yolo([tmp_path / "x.xml"], tmp_path / "out")
+        voc_to_yolo([tmp_path / "x.xml"], tmp_path / "out", classes=VOC_CLASSES)
     assert fragment in str(info.value) and "x.xml" in str(info.value)
 
 
@@ -117,3 +118,190 @@ def test_cli_help_and_error_exit_code(tmp_path, capsys):
     (tmp_path / "ok.json").write_text(json.dumps(COCO))
     assert main(["coco", "--json", str(tmp_path / "ok.json"), "--out", str(tmp_path / "o")]) == 0
     assert "2 images, 2 boxes" in capsys.readouterr().out
+
+
+# ---- a user's own VOC / LabelImg data ------------------------------------------------------------------------------
+def _labelimg_xml(filename, width, height, objects):
+    """XML as LabelImg writes it; objects are (name, xmin, ymin, xmax, ymax, difficult)."""
+    body = "".join(f"<object><name>{n}</name><pose>Unspecified</pose><truncated>0</truncated>"
+                   f"<difficult>{d}</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+                   f"<ymax>{y2}</ymax></bndbox></object>" for n, x1, y1, x2, y2, d in objects)
+    size = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>" if width is not None else ""
+    return (f"<annotation><folder>photos</folder><filename>{filename}</filename>"
+            f"<path>C:\\Users\\me\\photos\\{filename}</path>{size}<segmented>0</segmented>{body}</annotation>")
+
+
+def _labelimg_folder(folder, count=10, size=(64, 48)):
+    """``count`` photos with their XML beside them: image i has one 'WBC' box and, for odd i, a 'Platelets' box."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"img{i}.jpg"), np.full((size[1], size[0], 3), 20 * i % 255, np.uint8))
+        objects = [("WBC", 11, 11, 30, 20, 0)] + ([("Platelets", 1, 1, 10, 10, 0)] if i % 2 else [])
+        (folder / f"img{i}.xml").write_text(_labelimg_xml(f"img{i}.jpg", *size, objects))
+
+
+def test_voc_class_names_come_from_the_xml_sorted_when_no_names_file(tmp_path, capsys):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 100, 100, [("WBC", 1, 1, 50, 50, 0)]))
+    (tmp_path / "ann" / "b.xml").write_text(_labelimg_xml("b.jpg", 100, 100, [("Platelets", 1, 1, 10, 10, 0),
+                                                                            ("RBC", 51, 1, 100, 50, 0)]))
+    (tmp_path / "split.txt").write_text("a\n")
+    # only 'a' is converted, yet the names come from every XML of the folder, so each split gets the same indices
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--ids", str(tmp_path / "split.txt"),
+                 "--out", str(tmp_path / "labels" / "train")]) == 0
+    out = capsys.readouterr().out
+    assert "Platelets, RBC, WBC" in out and "split: 1 images, 1 boxes (WBC 1)" in out
+    assert (tmp_path / "labels" / "classes.txt").read_text() == "Platelets\nRBC\nWBC\n"
+    # WBC is class 2: continuous 0..50 of 100 -> cx .25, w .5
+    np.testing.assert_allclose(_rows(tmp_path / "labels" / "train" / "a.txt"), [[2, 0.25, 0.25, 0.5, 0.5]])
+
+
+def test_voc_names_file_sets_the_class_order_and_unknown_names_fail(tmp_path, capsys):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "b.xml").write_text(_labelimg_xml("b.jpg", 100, 100, [("Platelets", 1, 1, 10, 10, 0),
+                                                                            ("RBC", 51, 1, 100, 50, 0)]))
+    (tmp_path / "names.txt").write_text("RBC\nWBC\nPlatelets\n")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--out", str(tmp_path / "l"),
+                 "--names", str(tmp_path / "names.txt")]) == 0
+    assert [r[0] for r in _rows(tmp_path / "l" / "b.txt")] == [2, 0]  # Platelets line 3, RBC line 1
+    assert (tmp_path / "names.txt").read_text() == "RBC\nWBC\nPlatelets\n"  # the user's file is left as it was
+    (tmp_path / "names.txt").write_text("RBC\nWBC\n")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--out", str(tmp_path / "l"),
+                 "--names", str(tmp_path / "names.txt")]) == 2
+    assert "b.xml: <object> #1 has unknown class 'Platelets' (known: RBC, WBC)" in capsys.readouterr().err
+
+
+def test_voc_boxes_outside_the_image_are_clipped_and_counted(tmp_path):
+    (tmp_path / "ann").mkdir()
+    # continuous -10..40 x 5..120 in a 100 x 80 image -> 0..40 x 5..80 (clipped); 200..300 is empty -> skipped
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 100, 80, [("cat", -9, 6, 40, 120, 0),
+                                                                           ("cat", 201, 1, 300, 10, 0),
+                                                                           ("cat", 11, 11, 20, 20, 0)]))
+    stats = voc_to_yolo(tmp_path / "ann", tmp_path / "l")
+    assert (stats["clipped"], stats["empty"], stats["boxes"]) == (1, 1, 2)
+    np.testing.assert_allclose(_rows(tmp_path / "l" / "a.txt")[0], [0, 0.2, 42.5 / 80, 0.4, 75 / 80], atol=1e-6)
+
+
+@pytest.mark.parametrize("size_xml", ["absent", "zero"])
+def test_voc_missing_or_zero_size_is_read_from_the_image(tmp_path, size_xml):
+    import cv2
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p.png"), np.zeros((30, 70, 3), np.uint8))  # 70 wide, 30 high
+    xml = _labelimg_xml("p.png", None if size_xml == "absent" else 0, 0, [("cat", 8, 4, 42, 24, 0)])
+    (folder / "p.xml").write_text(xml)
+    stats = voc_to_yolo(folder, tmp_path / "l")
+    assert stats["size_from_image"] == 1
+    # continuous 7..42 x 3..24 in 70 x 30: cx 24.5/70, cy 13.5/30, w 35/70, h 21/30
+    np.testing.assert_allclose(_rows(tmp_path / "l" / "p.txt"), [[0, 24.5 / 70, 13.5 / 30, 0.5, 0.7]], atol=1e-6)
+    (folder / "p.png").unlink()
+    with pytest.raises(ConversionError, match=r"p.xml: <size> is missing or zero and no image was found"):
+        voc_to_yolo(folder, tmp_path / "l2")
+
+
+def test_labelimg_folder_to_a_whole_dataset_that_train_reads(tmp_path, capsys):
+    from yolov3.data import create_dataloader, load_data_yaml
+
+    _labelimg_folder(tmp_path / "photos", count=10)
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--dataset", str(tmp_path / "ds"),
+                 "--val-fraction", "0.3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    expected = split_by_fraction([f"img{i}" for i in range(10)], 0.3, seed=1)
+    for split, count in (("train", 7), ("val", 3)):
+        platelets = sum(int(stem[-1]) % 2 for stem in expected[split])
+        assert f"{split}: {count} images, {count + platelets} boxes (Platelets {platelets}, WBC {count})" in out
+    for split in ("train", "val"):
+        assert sorted(p.stem for p in (tmp_path / "ds" / "images" / split).iterdir()) == expected[split]
+        assert sorted(p.stem for p in (tmp_path / "ds" / "labels" / split).iterdir()) == expected[split]
+    data = load_data_yaml(tmp_path / "ds" / "data.yaml")
+    assert data["names"] == ["Platelets", "WBC"]
+    _, dataset = create_dataloader(data, "val", 64, 2, None, 0, 0, shuffle=False)
+    boxes = sum(len(dataset.labels[i]) for i in range(len(dataset)))
+    assert boxes == sum(1 + int(stem[-1]) % 2 for stem in expected["val"])
+    # the whole layout is written once: a second run into the same folder is refused, nothing overwritten
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--dataset", str(tmp_path / "ds")]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+
+
+def test_voc_dataset_with_split_files_and_a_missing_image(tmp_path, capsys):
+    root = tmp_path / "VOC"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets").mkdir()
+    import cv2
+
+    for stem in ("a", "b", "c"):
+        cv2.imwrite(str(root / "JPEGImages" / f"{stem}.jpg"), np.zeros((20, 40, 3), np.uint8))
+        (root / "Annotations" / f"{stem}.xml").write_text(_labelimg_xml(f"{stem}.jpg", 40, 20,
+                                                                        [("dog", 1, 1, 20, 20, int(stem == "c"))]))
+    (root / "ImageSets" / "train.txt").write_text("a\nb\n")
+    (root / "ImageSets" / "test.txt").write_text("c\n")
+    assert main(["voc", "--annotations", str(root / "Annotations"), "--dataset", str(tmp_path / "ds"),
+                 "--split", f"train={root / 'ImageSets' / 'train.txt'}",
+                 "--split", f"test={root / 'ImageSets' / 'test.txt'}"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 images, 2 boxes (dog 2); 0 difficult skipped" in out
+    assert "test: 1 images, 0 boxes (none); 1 difficult skipped" in out  # one summary line per split
+    assert (tmp_path / "ds" / "images" / "test" / "c.jpg").is_file()
+    assert (tmp_path / "ds" / "labels" / "test" / "c.txt").read_text() == ""
+    (root / "JPEGImages" / "b.jpg").unlink()
+    assert main(["voc", "--annotations", str(root / "Annotations"), "--dataset", str(tmp_path / "ds2"),
+                 "--split", f"train={root / 'ImageSets' / 'train.txt'}"]) == 2
+    assert "b.xml: no image for it in" in capsys.readouterr().err
+
+
+# ---- untrusted XML -------------------------------------------------------------------------------------------------
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<annotation><size><width>10</width><height>10</height></size>
+<object><name>&lol9;</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_billion_laughs_is_refused_before_any_expansion(tmp_path):
+    (tmp_path / "a.xml").write_text(BILLION_LAUGHS)
+    with pytest.raises(ConversionError, match=r"a.xml: declares a DOCTYPE or entities; refused"):
+        voc_to_yolo([tmp_path / "a.xml"], tmp_path / "l")
+
+
+def test_external_entities_never_read_another_file(tmp_path):
+    (tmp_path / "secret.txt").write_text("TOP-SECRET")
+    for declaration in (f'<!DOCTYPE a [<!ENTITY x SYSTEM "file://{tmp_path / "secret.txt"}">]>',
+                        f'<!DOCTYPE a SYSTEM "file://{tmp_path / "secret.txt"}">',
+                        f'<!DOCTYPE a [<!ENTITY % p SYSTEM "file://{tmp_path / "secret.txt"}"> %p;]>'):
+        (tmp_path / "a.xml").write_text(f'<?xml version="1.0"?>{declaration}<annotation><folder>&x;</folder>'
+                                        "</annotation>")
+        with pytest.raises(ConversionError, match="declares a DOCTYPE or entities") as info:
+            parse_untrusted_xml(tmp_path / "a.xml")
+        assert "TOP-SECRET" not in str(info.value)
+
+
+def test_plain_xml_parses_as_elementtree_does(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "a.xml").write_text(VOC_XML)
+    ours, reference = parse_untrusted_xml(tmp_path / "a.xml"), ET.parse(tmp_path / "a.xml").getroot()
+    assert ET.tostring(ours) == ET.tostring(reference)
+
+
+def test_voc_dataset_api_writes_no_yaml_when_asked(tmp_path):
+    _labelimg_folder(tmp_path / "p", count=3)
+    lines = []
+    voc_to_yolo_dataset(tmp_path / "p", tmp_path / "ds", {"train": None}, classes=["WBC", "Platelets"],
+                        log=lines.append, write_yaml=False)
+    assert not (tmp_path / "ds" / "data.yaml").exists() and len(lines) == 1 and lines[0].startswith("train: 3 images")
+    assert (tmp_path / "ds" / "classes.txt").read_text() == "WBC\nPlatelets\n"

@@ -5,7 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolov3.draw import class_colour, draw_boxes
+from yolov3.draw import class_colour, draw_boxes, place_labels
 
 
 def test_label_at_the_right_edge_is_shifted_inside():
@@ -98,3 +98,29 @@ def test_line_width_scales_with_the_image_unless_given():
     assert np.array_equal(drawn(line_thickness=6), drawn(line_thickness=6))
     column = drawn(line_thickness=6)[300, 90:110]  # across the left edge at x = 100
     assert (column.any(axis=1)).sum() in (6, 7)  # an explicit width is drawn as given
+
+
+def test_crowded_labels_do_not_cover_each_other():
+    # a 6 x 4 grid of touching 40 x 30 boxes (blood cells): every "above" place is the box above's bottom strip
+    boxes = np.array([[x, y, x + 40, y + 30] for y in range(20, 140, 30) for x in range(0, 240, 40)], float)
+    sizes = [(38, 14)] * len(boxes)
+    order = list(range(len(boxes)))
+    placed = place_labels(boxes, sizes, (240, 160), order)
+    assert placed[0] == (0, 6, 38, 20)  # the first (best) label keeps the usual place, right above its box
+    for i, a in enumerate(placed):
+        assert 0 <= a[0] and a[2] <= 240 and 0 <= a[1] and a[3] <= 160
+        for b in placed[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+
+
+def test_no_box_line_crosses_a_label():
+    image = np.zeros((100, 160, 3), np.uint8)
+    # the better box's left edge (x = 35) runs down through where the worse box's label goes (its top-left corner);
+    # labels are drawn after every box line, so that label interrupts the line instead of being crossed by it
+    boxes = np.array([[20.0, 40.0, 60.0, 90.0], [35.0, 10.0, 150.0, 95.0]])
+    draw_boxes(image, boxes, np.array([0, 4]), scores=np.array([0.5, 0.9]), names=["a", "b"], line_thickness=2)
+    line_colour = np.array(class_colour(4), np.uint8)
+    on_line = (image[12:94, 35] == line_colour).all(axis=1)
+    assert (~on_line).sum() >= 8  # some rows of the line are label, not line
+    first_colour = np.array(class_colour(0), np.uint8)
+    assert (image[12:94, 35] == first_colour).all(axis=1).sum() >= 8  # ... and it is the worse box's label

@@ -142,6 +142,7 @@ class ValConfig:
     iou_thres: float = 0.6  # NMS IoU threshold
     max_det: int = 300  # detections kept per image
     interval: int = 1  # validate every N epochs (and always after the last)
+    test: bool = False  # also score the final model once on the data's test split (summary.json "test")
 
 
 @dataclass

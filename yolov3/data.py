@@ -9,7 +9,8 @@ Data YAML (the common YOLO convention)::
     test: test-dev2017.txt       # optional
     nc: 80                       # optional; must equal len(names)
     names: [person, bicycle, ...]  # or {0: person, 1: bicycle, ...}
-    download: ...                # optional, informational text only (how to get the data)
+    download: ...                # optional: text telling a person how to get the data (never run), or a mapping
+                                 # that builds the dataset when it is missing (yolov3.fetch; data/bccd.yaml)
     generate: {...}              # optional, built-in dataset only: see yolov3.synthetic
 
 Lines of a .txt list are image paths relative to ``path`` (or absolute). Any other top-level key (a Roboflow
@@ -76,11 +77,12 @@ from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, letterbox
 from yolov3.config import AugmentConfig, read_yaml
 from yolov3 import paths as project_paths
 from yolov3.paths import data_yaml_base, resolve_path
+from yolov3.fetch import FetchError, ensure_dataset, parse_download_spec
+from yolov3.files import IMAGE_SUFFIXES
 from yolov3.utils import atomic_write_text
 
 LOGGER = logging.getLogger("yolov3.data")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 YAML_KEYS = ("path", "train", "val", "test", "nc", "names", "download", "generate")
 SPLIT_KEYS = ("train", "val", "test")
 CACHE_VERSION = 3  # bump when the scan's rules or the cache layout change (3: label_files in the summary)
@@ -165,11 +167,13 @@ def as_single_class(data: dict) -> dict:
     return {**data, "names": [SINGLE_CLASS_NAME], "single_cls": True}
 
 
-def load_data_yaml(path: Union[str, Path]) -> dict:
+def load_data_yaml(path: Union[str, Path], fetch: bool = True, source: Optional[str] = None) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the
-    YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed. A Darknet
-    ``.data`` file gives the same dict (see the module docstring)."""
+    YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed; a
+    ``download:`` mapping builds a missing dataset (:mod:`yolov3.fetch`; ``source`` a local archive or folder, or a
+    URL, instead of its url) unless ``fetch`` is False. A Darknet ``.data`` file gives the same dict (see the module
+    docstring)."""
     yaml_path = resolve_path(path).resolve()  # as given, else the data YAML of that name shipped with the package
     if yaml_path.suffix == ".data":
         return _load_darknet_data(yaml_path)
@@ -198,6 +202,15 @@ def load_data_yaml(path: Union[str, Path]) -> dict:
             "download": content.get("download"), "path_tried": tried}
     for split in SPLIT_KEYS:
         data[split] = _resolve_split(content.get(split), root, yaml_path, split)
+    if isinstance(data["download"], dict):
+        data["path_tried"] = []  # built where the YAML says when missing (the first place _dataset_root looks)
+        try:
+            if fetch:
+                ensure_dataset(data, data["download"], source, log=LOGGER.info)
+            else:
+                parse_download_spec(data["download"], yaml_path)
+        except FetchError as exc:
+            raise DataError(str(exc)) from None
     return data
 
 

@@ -68,12 +68,42 @@ def text_colour(background_bgr: Sequence[int]) -> Tuple[int, int, int]:
     return black if contrast_ratio(background_bgr, black) >= contrast_ratio(background_bgr, white) else white
 
 
+def _overlap(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> int:
+    """Overlapping area of two (x1, y1, x2, y2) rectangles."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_labels(boxes_xyxy: np.ndarray, label_sizes: Sequence[Tuple[int, int]], image_wh: Tuple[int, int],
+                 order: Sequence[int]) -> list:
+    """Where each box's label rectangle goes, as ``(x1, y1, x2, y2)`` pixels, so that crowded boxes keep readable
+    labels: in ``order`` (best score first), each label takes the first of these places that is inside the image
+    and overlaps no label placed before it: above the box, inside its top, below it, inside its bottom; when
+    every place is taken, the one overlapping least. ``label_sizes`` are (width, height) with the baseline."""
+    width, height = image_wh
+    placed: list = [None] * len(boxes_xyxy)
+    taken: list = []
+    for i in order:
+        x1, y1, _, y2 = (int(round(v)) for v in boxes_xyxy[i])
+        label_w, label_h = label_sizes[i]
+        x = max(0, min(x1, width - label_w))  # shifted left at the right edge, so it stays readable
+        candidates = [y1 - label_h, y1, y2, y2 - label_h]
+        rectangles = [(x, y, x + label_w, y + label_h) for y in candidates if 0 <= y and y + label_h <= height]
+        rectangles = rectangles or [(x, max(0, min(y1, height - label_h)), x + label_w,
+                                     max(0, min(y1, height - label_h)) + label_h)]
+        best = min(rectangles, key=lambda r: sum(_overlap(r, t) for t in taken))  # min keeps the first of ties
+        placed[i] = best
+        taken.append(best)
+    return placed
+
+
 def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Optional[Sequence[str]] = None,
                line_thickness: Optional[int] = None, hide_labels: bool = False, hide_conf: bool = False) -> np.ndarray:
     """Draw boxes **in place** on a ``(H, W, 3)`` BGR uint8 image and return it.
 
-    With scores, boxes are drawn from the lowest score to the highest, so the best-scoring box and label end on
-    top where they overlap. Label text is black or white, whichever contrasts more with the class colour.
+    Every box first, then every label, so no box line crosses a label's text. With scores, boxes are drawn from the
+    lowest score to the highest (the best box ends on top where boxes overlap) and the best label is placed first;
+    labels are laid out by :func:`place_labels`, so crowded boxes (blood cells, a crowd) keep labels that do not
+    cover each other. Label text is black or white, whichever contrasts more with the class colour.
 
     Args:
         boxes_xyxy: ``(n, 4)`` pixel corners (array or tensor).
@@ -94,26 +124,28 @@ def draw_boxes(img_bgr: np.ndarray, boxes_xyxy, classes, scores=None, names: Opt
     font_thickness = max(line_thickness - 1, 1)
     order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(boxes))  # best drawn last
     for i in order:
-        box, class_id = boxes[i], class_ids[i]
-        colour = class_colour(class_id)
-        top_left = (int(round(box[0])), int(round(box[1])))
-        bottom_right = (int(round(box[2])), int(round(box[3])))
-        cv2.rectangle(img_bgr, top_left, bottom_right, colour, line_thickness)  # crisp, exact pixels
-        if hide_labels:
-            continue
+        top_left = (int(round(boxes[i][0])), int(round(boxes[i][1])))
+        bottom_right = (int(round(boxes[i][2])), int(round(boxes[i][3])))
+        cv2.rectangle(img_bgr, top_left, bottom_right, class_colour(class_ids[i]), line_thickness)  # exact pixels
+    if hide_labels or not len(boxes):
+        return img_bgr
+    texts, sizes, baselines = [], [], []
+    for i in range(len(boxes)):
+        class_id = class_ids[i]
         text = printable(names[class_id]) if names is not None and 0 <= class_id < len(names) else str(class_id)
         if scores is not None and not hide_conf:
             text = f"{text} {scores[i]:.2f}"
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
-        # label above the box, or inside it when the box touches the top edge
-        above = top_left[1] - text_h - baseline >= 0
-        y_text = top_left[1] - baseline if above else top_left[1] + text_h + baseline
-        # shift left when the label would run past the right edge, so it stays readable
-        x_text = max(0, min(top_left[0], img_bgr.shape[1] - text_w))
-        cv2.rectangle(img_bgr, (x_text, y_text - text_h - baseline), (x_text + text_w, y_text + baseline),
-                      colour, -1)
-        cv2.putText(img_bgr, text, (x_text, y_text), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_colour(colour),
-                    font_thickness, cv2.LINE_AA)
+        texts.append(text)
+        sizes.append((text_w, text_h + 2 * baseline))
+        baselines.append(baseline)
+    rectangles = place_labels(boxes, sizes, (img_bgr.shape[1], img_bgr.shape[0]), order[::-1])
+    for i in order:
+        colour = class_colour(class_ids[i])
+        x1, y1, x2, y2 = rectangles[i]
+        cv2.rectangle(img_bgr, (x1, y1), (x2, y2), colour, -1)
+        cv2.putText(img_bgr, texts[i], (x1, y2 - baselines[i]), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    text_colour(colour), font_thickness, cv2.LINE_AA)
     return img_bgr
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Optional, Union
 
 TMP_SUFFIX = ".tmp"  # atomic_write's temporaries: .<name>.<random>.tmp beside the target
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what a dataset folder's images may be
 
 
 def _umask_mode() -> int:

@@ -140,14 +140,16 @@ def read_results_csv(path: Union[str, Path]) -> dict:
     return out
 
 
-def write_summary(run_dir: Path, history: list, wall_time_s: float, precision: str) -> dict:
-    """summary.json of a finished run (atomically): its epochs, the best one and the final epoch's row."""
+def write_summary(run_dir: Path, history: list, wall_time_s: float, precision: str,
+                  extra: Optional[dict] = None) -> dict:
+    """summary.json of a finished run (atomically): its epochs, the best one and the final epoch's row, plus
+    ``extra`` (the final validation's per-class rows, the test split's scores)."""
     final = history[-1] if history else {}
     best = best_epoch(history)
     summary = {"status": "finished", "epochs": len(history), "best_epoch": best,
                "best_fitness": fitness(history[best - 1]) if best else None,
                "final": {k: v for k, v in final.items() if k != "epoch"},
-               "wall_time_s": wall_time_s, "precision": precision}
+               "wall_time_s": wall_time_s, "precision": precision, **(extra or {})}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     return summary
 

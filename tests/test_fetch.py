@@ -1,0 +1,319 @@
+"""Datasets that build themselves: hostile archives refused, a loopback download, local sources, nothing half-done.
+
+Every archive here is fabricated by the test; the "download" is a server on 127.0.0.1 run by the test.
+"""
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import stat
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolov3.archives import ArchiveError, download, extract_archive
+from yolov3.data import DataError, load_data_yaml
+from yolov3.fetch import ENV_SOURCE, build_dataset, parse_download_spec
+from yolov3.prepare import main as prepare_main
+
+
+# ---- hostile archives ----------------------------------------------------------------------------------------------
+def _zip(path: Path, entries) -> Path:
+    """entries: (name, bytes) or (name, bytes, unix mode)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for entry in entries:
+            info = zipfile.ZipInfo(entry[0])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if len(entry) == 3:
+                info.external_attr = entry[2] << 16
+            zf.writestr(info, entry[1])
+    return path
+
+
+def _tar(path: Path, members, mode="w:gz") -> Path:
+    """members: (name, type, data or linkname)."""
+    with tarfile.open(path, mode) as tf:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+            else:
+                info.linkname = payload or ""
+                tf.addfile(info)
+    return path
+
+
+def _outside_files(tmp_path: Path, dest: Path) -> set:
+    return {p for p in tmp_path.rglob("*") if p.is_file() and dest not in p.parents and p.suffix not in (".zip", ".gz")}
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("../evil.txt", "would land outside the target folder"),
+    ("ok/../../evil.txt", "would land outside the target folder"),
+    ("/tmp/evil-absolute.txt", "would land outside the target folder"),
+    ("C:\\evil.txt", "would land outside the target folder"),
+    ("..\\evil.txt", "would land outside the target folder"),
+])
+def test_zip_entries_that_escape_are_refused_by_name(tmp_path, name, fragment):
+    archive = _zip(tmp_path / "a.zip", [("fine.txt", b"ok"), (name, b"pwned")])
+    with pytest.raises(ArchiveError) as info:
+        extract_archive(archive, tmp_path / "out")
+    assert fragment in str(info.value) and repr(name) in str(info.value)
+    assert _outside_files(tmp_path, tmp_path / "out") == set()
+    assert not Path("/tmp/evil-absolute.txt").exists()
+
+
+def test_zip_symlink_entry_is_refused(tmp_path):
+    archive = _zip(tmp_path / "a.zip", [("link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
+    with pytest.raises(ArchiveError, match="'link' is a symbolic link"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "link").exists()
+
+
+@pytest.mark.parametrize("member, fragment", [
+    (("../evil.txt", tarfile.REGTYPE, b"x"), "would land outside the target folder"),
+    (("/abs/evil.txt", tarfile.REGTYPE, b"x"), "would land outside the target folder"),
+    (("link", tarfile.SYMTYPE, "/etc/passwd"), "'link' is a symbolic link to '/etc/passwd'"),
+    (("hard", tarfile.LNKTYPE, "/etc/passwd"), "'hard' is a hard link to '/etc/passwd'"),
+    (("dev", tarfile.CHRTYPE, None), "'dev' is not a file or folder"),
+    (("fifo", tarfile.FIFOTYPE, None), "'fifo' is not a file or folder"),
+])
+def test_tar_members_that_escape_or_link_are_refused(tmp_path, member, fragment):
+    archive = _tar(tmp_path / "a.tar.gz", [("fine.txt", tarfile.REGTYPE, b"ok"), member])
+    with pytest.raises(ArchiveError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        extract_archive(archive, tmp_path / "out")
+    assert _outside_files(tmp_path, tmp_path / "out") == set()
+
+
+def test_a_symlinked_folder_then_a_file_through_it_cannot_escape(tmp_path):
+    # the classic two-step: a link to a folder outside, then a file "inside" the link
+    archive = _tar(tmp_path / "a.tar", [("d", tarfile.SYMTYPE, str(tmp_path / "elsewhere")),
+                                        ("d/evil.txt", tarfile.REGTYPE, b"x")], mode="w")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        extract_archive(archive, tmp_path / "out")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_bombs_stop_at_the_byte_bound(tmp_path):
+    zeros = b"\0" * (4 << 20)  # 4 MiB that deflate to ~4 KB
+    archive = _zip(tmp_path / "bomb.zip", [(f"z{i}", zeros) for i in range(4)])
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(ArchiveError, match=r"declares 16,777,216 bytes extracted, more than 1,000,000"):
+        extract_archive(archive, tmp_path / "out", max_bytes=1_000_000)
+    tar_bomb = _tar(tmp_path / "bomb.tar.gz", [(f"z{i}", tarfile.REGTYPE, zeros) for i in range(4)])
+    with pytest.raises(ArchiveError, match=r"passes the bound of 5,000,000 bytes"):
+        extract_archive(tar_bomb, tmp_path / "out2", max_bytes=5_000_000)
+    written = sum(p.stat().st_size for p in (tmp_path / "out2").rglob("*") if p.is_file())
+    assert written <= 5_000_000
+
+
+def test_too_many_entries_and_duplicates_are_refused(tmp_path):
+    many = _zip(tmp_path / "many.zip", [(f"f{i}", b"") for i in range(30)])
+    with pytest.raises(ArchiveError, match="30 entries, more than 10"):
+        extract_archive(many, tmp_path / "o1", max_entries=10)
+    twice = _tar(tmp_path / "twice.tar.gz", [("a.txt", tarfile.REGTYPE, b"1"), ("a.txt", tarfile.REGTYPE, b"2")])
+    with pytest.raises(ArchiveError, match="appears twice"):
+        extract_archive(twice, tmp_path / "o2")
+
+
+def test_good_archives_round_trip(tmp_path):
+    payload = {"top/a.txt": b"alpha", "top/sub/b.bin": bytes(range(256)) * 9, "top/empty.txt": b""}
+    zip_archive = _zip(tmp_path / "g.zip", [("top/", b"")] + list(payload.items()))
+    tar_archive = _tar(tmp_path / "g.tar.xz", [(n, tarfile.REGTYPE, d) for n, d in payload.items()], mode="w:xz")
+    for archive, out in ((zip_archive, tmp_path / "z"), (tar_archive, tmp_path / "t")):
+        assert extract_archive(archive, out) == 3
+        for name, data in payload.items():
+            assert (out / name).read_bytes() == data
+    (tmp_path / "junk.zip").write_bytes(b"PK\3\4 not really")
+    with pytest.raises(ArchiveError, match="junk.zip: not a zip or tar archive"):
+        extract_archive(tmp_path / "junk.zip", tmp_path / "j")
+
+
+# ---- a fabricated VOC dataset in an archive, served on 127.0.0.1 ----------------------------------------------------
+SPLITS = {"train": ["im0", "im1", "im2"], "val": ["im3", "im4"]}
+
+
+def _voc_archive(tmp_path: Path, bad_entry: bool = False) -> Path:
+    """``Repo-master/VOCSET/{Annotations,JPEGImages,ImageSets/Main}`` and a LICENSE, zipped as a repository download.
+    Image i is 60 x 40 with one 'cell' box at 1-based 11..30 x 11..20 and, for i >= 3, one 'blob' at 1..10 x 1..10."""
+    import cv2
+
+    entries = [("Repo-master/", b""), ("Repo-master/LICENSE", b"MIT, fabricated")]
+    for i in range(5):
+        ok, jpg = cv2.imencode(".jpg", np.full((40, 60, 3), 40 * i, np.uint8))
+        objects = "<object><name>cell</name><difficult>0</difficult><bndbox><xmin>11</xmin><ymin>11</ymin>" \
+                  "<xmax>30</xmax><ymax>20</ymax></bndbox></object>"
+        if i >= 3:
+            objects += "<object><name>blob</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax>" \
+                       "<ymax>10</ymax></bndbox></object>"
+        xml = f"<annotation><filename>im{i}.jpg</filename><size><width>60</width><height>40</height></size>" \
+              f"{objects}</annotation>"
+        entries += [(f"Repo-master/VOCSET/JPEGImages/im{i}.jpg", jpg.tobytes()),
+                    (f"Repo-master/VOCSET/Annotations/im{i}.xml", xml.encode())]
+    for split, ids in SPLITS.items():
+        entries.append((f"Repo-master/VOCSET/ImageSets/Main/{split}.txt", "\n".join(ids).encode() + b"\n"))
+    if bad_entry:
+        entries.append(("Repo-master/../../escape.txt", b"x"))
+    return _zip(tmp_path / ("bad.zip" if bad_entry else "repo.zip"), entries)
+
+
+def _data_yaml(tmp_path: Path, url: str, extra: str = "") -> Path:
+    path = tmp_path / "cells.yaml"
+    path.write_text(f"path: cells\ntrain: images/train\nval: images/val\nnames: [cell, blob]\n"
+                    f"download:\n  url: {url}\n  voc: VOCSET\n"
+                    f"  splits: {{train: ImageSets/Main/train.txt, val: ImageSets/Main/val.txt}}\n"
+                    f"  keep: [LICENSE]\n{extra}")
+    return path
+
+
+class _Server:
+    """Serves one file on 127.0.0.1; ``truncate`` claims more bytes than it sends; counts requests."""
+
+    def __init__(self, payload: bytes, truncate: bool = False):
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload) + (1000 if truncate else 0)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/repo.zip"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _rows(path: Path):
+    return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
+
+
+def test_a_missing_dataset_downloads_extracts_and_converts_itself_once(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    with _Server(_voc_archive(tmp_path).read_bytes()) as server:
+        yaml_path = _data_yaml(tmp_path, server.url)
+        data = load_data_yaml(yaml_path)
+        assert server.requests == 1
+        root = tmp_path / "cells"
+        assert sorted(p.name for p in (root / "images" / "train").iterdir()) == ["im0.jpg", "im1.jpg", "im2.jpg"]
+        # the YAML's class order: cell 0, blob 1; 1-based 11..30 x 11..20 -> continuous 10..30 x 10..20 in 60 x 40
+        np.testing.assert_allclose(_rows(root / "labels" / "val" / "im4.txt"),
+                                   [[0, 20 / 60, 15 / 40, 20 / 60, 10 / 40], [1, 5 / 60, 5 / 40, 10 / 60, 10 / 40]],
+                                   atol=1e-6)
+        assert (root / "LICENSE").read_text() == "MIT, fabricated"
+        assert json.loads((root / "fetched.json").read_text())["splits"] == {"train": 3, "val": 2}
+        assert data["train"] == [str(root / "images" / "train")]
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+        load_data_yaml(yaml_path)  # complete now: nothing fetched again
+        assert server.requests == 1
+
+
+def test_a_truncated_download_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    with _Server(_voc_archive(tmp_path).read_bytes(), truncate=True) as server:
+        with pytest.raises(DataError, match="could not download|stopped at"):
+            load_data_yaml(_data_yaml(tmp_path, server.url))
+    assert not (tmp_path / "cells").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_hostile_archive_stops_the_build_and_leaves_no_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_SOURCE, str(_voc_archive(tmp_path, bad_entry=True)))
+    with pytest.raises(DataError, match="would land outside the target folder"):
+        load_data_yaml(_data_yaml(tmp_path, "https://example.invalid/never.zip"))
+    assert not (tmp_path / "cells").exists() and not (tmp_path.parent / "escape.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_offline_the_error_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    with _Server(b"") as server:
+        url = server.url
+    with pytest.raises(DataError) as info:  # the server is gone: connection refused
+        load_data_yaml(_data_yaml(tmp_path, url))
+    assert f"could not download {url}" in str(info.value) and "--source" in str(info.value)
+    assert ENV_SOURCE in str(info.value)
+
+
+def test_local_archive_or_folder_sources(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    archive = _voc_archive(tmp_path)
+    yaml_path = _data_yaml(tmp_path, "https://example.invalid/never.zip")
+    assert prepare_main([str(yaml_path), "--source", str(archive)]) == 0
+    assert len(list((tmp_path / "cells" / "labels" / "val").iterdir())) == 2
+    assert prepare_main([str(yaml_path)]) == 0
+    assert "complete" in capsys.readouterr().out
+    # a folder (an unpacked copy) through the environment variable, into a second dataset
+    extract_archive(archive, tmp_path / "unpacked")
+    monkeypatch.setenv(ENV_SOURCE, str(tmp_path / "unpacked"))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml_path.read_text().replace("path: cells", "path: cells2"))
+    load_data_yaml(other)
+    for split in ("train", "val"):
+        assert sorted(os.listdir(tmp_path / "cells2" / "labels" / split)) == \
+            sorted(os.listdir(tmp_path / "cells" / "labels" / split))
+
+
+def test_checksum_and_a_foreign_folder_at_the_target(tmp_path, monkeypatch):
+    archive = _voc_archive(tmp_path)
+    monkeypatch.setenv(ENV_SOURCE, str(archive))
+    yaml_path = _data_yaml(tmp_path, "https://example.invalid/x.zip", extra=f"  sha256: '{'0' * 64}'\n")
+    with pytest.raises(DataError, match=f"is not the {'0' * 64} the YAML expects"):
+        load_data_yaml(yaml_path)
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "mine.txt").write_text("a user's file")
+    with pytest.raises(DataError, match="exists but lacks some of its splits"):
+        load_data_yaml(_data_yaml(tmp_path, "https://example.invalid/x.zip"))
+    assert (tmp_path / "cells" / "mine.txt").read_text() == "a user's file"
+
+
+@pytest.mark.parametrize("block, fragment", [
+    ("  colour: red\n", "unknown key 'colour'"),
+    ("  max_bytes: -1\n", "max_bytes must be a positive whole number"),
+])
+def test_bad_download_blocks_name_the_key(tmp_path, block, fragment):
+    with pytest.raises(DataError, match=fragment):
+        load_data_yaml(_data_yaml(tmp_path, "https://example.invalid/x.zip", extra=block))
+
+
+def test_download_spec_paths_must_stay_inside_the_archive():
+    with pytest.raises(ValueError, match=r"voc: '\.\./\.\./etc' must be a relative path inside the archive"):
+        parse_download_spec({"url": "https://x/y.zip", "voc": "../../etc", "splits": {"train": "t.txt"}}, "d.yaml")
+    assert parse_download_spec("bash data/scripts/get_voc.sh", "d.yaml") is None  # text: never run
+
+
+def test_download_is_bounded_and_atomic(tmp_path):
+    with _Server(b"x" * 5000) as server:
+        with pytest.raises(ArchiveError, match="more than the bound of 1,000"):
+            download(server.url, tmp_path / "f", max_bytes=1000)
+        assert not (tmp_path / "f").exists()
+        assert download(server.url, tmp_path / "f", max_bytes=10_000).read_bytes() == b"x" * 5000
+        assert not (tmp_path / "f.part").exists()
+
+
+def test_build_dataset_refuses_an_unknown_source(tmp_path):
+    spec = parse_download_spec({"url": "https://x/y.zip", "voc": "V", "splits": {"train": "t.txt"}}, "d.yaml")
+    with pytest.raises(ValueError, match="neither a URL nor an existing archive or folder"):
+        build_dataset(spec, tmp_path / "ds", ["a"], source=str(tmp_path / "nope.zip"), log=lambda line: None)

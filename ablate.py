@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         study = load_spec(resolve_path(args.spec), name=args.name, overrides=args.overrides)  # or the shipped spec
+        for note in study.notes:
+            print(f"note: {note}")
         study_dir, _ = study_paths(args.project, study.name)
         if args.report_only:
             return report(study_dir)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 import yaml
 
-from yolov3.boxes import yolo_label_row
+from yolov3.boxes import yolo_label_rows
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import IMAGE_SUFFIXES, load_data_yaml, read_image
 from yolov3.detector import Detector, default_names
@@ -245,11 +245,7 @@ class Writer:
 
     def txt_rows(self, detections: torch.Tensor, shape: tuple) -> str:
         height, width = shape
-        rows = []
-        for x1, y1, x2, y2, score, cls in detections.tolist():
-            row = yolo_label_row(cls, x1, y1, x2, y2, width, height)
-            rows.append(row + (f" {score:.5f}" if self.args.save_conf else ""))
-        return "\n".join(rows) + ("\n" if rows else "")
+        return yolo_label_rows(detections, width, height, with_score=self.args.save_conf)
 
     def record(self, detections: torch.Tensor, image_bgr: np.ndarray, tag: str, source: str,
                frame: Optional[int], annotated: Optional[str]) -> None:

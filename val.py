@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from yolov3.boxes import yolo_label_row
+from yolov3.boxes import yolo_label_rows
 from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, numeric_image_ids, read_ids_record
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
@@ -236,9 +236,7 @@ def unique_stems(paths: list) -> list:
 def txt_rows(record: dict, save_conf: bool) -> str:
     """An image's detections as YOLO label rows normalised to the original image (``--save-txt``)."""
     height, width = record["orig_shape"]
-    rows = [yolo_label_row(cls, x1, y1, x2, y2, width, height) + (f" {score:.5f}" if save_conf else "")
-            for x1, y1, x2, y2, score, cls in record["preds"].tolist()]
-    return "".join(row + "\n" for row in rows)
+    return yolo_label_rows(record["preds"], width, height, with_score=save_conf)
 
 
 def _json_default(value):

@@ -223,7 +223,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
     expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "box_loss_confirm": 10, "box_loss_default_recipe": 6, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
-                     "precision": 6}
+                     "precision": 6, "bccd_finetune": 2, "objectness_bccd_pilot": 4}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]
     assert len(set(names)) == len(names) and all(SAFE.match(n) for n in names)
@@ -304,9 +304,16 @@ def test_objectness_spec_arms_test_each_claim_at_fixed_precision():
 def test_a_spec_must_fix_the_numeric_precision(tmp_path):
     spec = json.loads(json.dumps(BASE_SPEC))
     del spec["base"]["train.amp"]
+    # silent on precision: float32 for every run, said once and recorded in each run's overrides (its command)
+    study = load_spec(write_spec(tmp_path, spec))
+    assert {run.config.train.amp for run in study.runs} == {"off"}
+    assert all(run.overrides["train.amp"] == "off" for run in study.runs)
+    assert len(study.notes) == 1 and "does not set train.amp: every run trains in float32" in study.notes[0]
+    spec["base"]["train.amp"] = "auto"  # said explicitly: still refused
     with pytest.raises(AblationError, match=r"train.amp is 'auto' in variants.bce, variants.focal; a study fixes "
                                             r"its numeric precision"):
         load_spec(write_spec(tmp_path, spec))
+    del spec["base"]["train.amp"]
     spec["variants"]["focal"]["train.amp"] = "bf16"
     with pytest.raises(AblationError, match=r"'auto' in variants.bce;"):  # only the arm left at auto is named
         load_spec(write_spec(tmp_path, spec))

@@ -66,6 +66,7 @@ class Study:
     baseline: str
     runs: list = field(default_factory=list)  # list[RunSpec]
     command_overrides: dict = field(default_factory=dict)  # ablate.py's key=value after the spec: dotted -> value
+    notes: list = field(default_factory=list)  # what loading decided for the user (printed once by ablate.py)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -316,9 +317,16 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None, overrides: Seq
             raise AblationError(f"command line: {key}: also set by {', '.join(owners)} of {src}, which would win "
                                 "for those runs; change it in the spec instead")
 
+    notes = []
+    names_amp = "train.amp" in base or "train.amp" in grid or any("train.amp" in o for o in variants.values())
+    if not names_amp and base_cfg.train.amp == "auto":  # silent on precision: float32, said once and recorded
+        base = {**base, "train.amp": "off"}
+        base_cfg = apply_flat(base_cfg, {"train.amp": "off"}, "base", src)
+        notes.append(f"{src} does not set train.amp: every run trains in float32 (train.amp off, in each run's "
+                     "command and config.yaml); set it in base for bf16")
     study = Study(name=study_name, spec_path=path, spec_text=spec_text, description=description.strip(), hyp=hyp,
                   base=base, variants=variants, grid=grid, grid_variants=list(grid_variants), seeds=list(seeds),
-                  baseline=baseline, command_overrides=command_line)
+                  baseline=baseline, command_overrides=command_line, notes=notes)
     study.runs = expand_runs(study, base_cfg)
     return study
 
@@ -347,7 +355,7 @@ def expand_runs(study: Study, base_cfg: Optional[Config] = None) -> list:
 
     Every run must fix its numeric precision (``train.amp`` off, bf16 or fp16, never ``auto``): ``auto`` resolves
     differently on a CPU with and without native bf16, and a study resumed on another machine would compare runs
-    computed differently."""
+    computed differently. A spec that never names ``train.amp`` gets float32 from :func:`load_spec`."""
     src = str(study.spec_path)
     if base_cfg is None:
         base_cfg = load_hyp(study.hyp)[0] if study.hyp else Config()

@@ -28,6 +28,15 @@ def yolo_label_row(class_index: int, x1: float, y1: float, x2: float, y2: float,
             f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
 
 
+def yolo_label_rows(detections, width: float, height: float, with_score: bool = False) -> str:
+    """YOLO label text for ``(n, 6)`` detections ``x1 y1 x2 y2 score class`` (pixels of a ``width`` x ``height``
+    image): one :func:`yolo_label_row` per line, the score appended (5 decimals) when ``with_score`` (val.py and
+    detect.py --save-txt, --save-conf)."""
+    rows = [yolo_label_row(cls, x1, y1, x2, y2, width, height) + (f" {score:.5f}" if with_score else "")
+            for x1, y1, x2, y2, score, cls in detections.tolist()]
+    return "".join(row + "\n" for row in rows)
+
+
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """(..., 4) corners -> (..., 4) centre-size."""
     x1, y1, x2, y2 = boxes.unbind(-1)
@@ -43,7 +52,8 @@ def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor, eps: float = 1e-9) -> Tens
     """Pairwise IoU: (N, 4) and (M, 4) xyxy -> (N, M)."""
     area1 = box_area(boxes1_xyxy)
     area2 = box_area(boxes2_xyxy)
-    # x and y overlaps as separate (N, M) planes: ~3x faster on CPU than an (N, M, 2) stack reduced with prod (NMS)
+    # x and y overlaps as separate (N, M) planes, not an (N, M, 2) stack reduced with prod: NMS calls this in its
+    # inner loop and the stack's strided reduction is the slow part (benchmarks/results/2026-12-06-comment-timings.md)
     inter_w = (torch.minimum(boxes1_xyxy[:, None, 2], boxes2_xyxy[None, :, 2])
                - torch.maximum(boxes1_xyxy[:, None, 0], boxes2_xyxy[None, :, 0])).clamp_(min=0)  # (N, M)
     inter_h = (torch.minimum(boxes1_xyxy[:, None, 3], boxes2_xyxy[None, :, 3])

@@ -387,6 +387,8 @@ def overrides_from_defaults(cfg: Config) -> list:
     return [f"{key}={yaml_text(value)}" for key, value in flat_items(cfg) if value != defaults[key]]
 
 
+OPTIMIZERS = ("sgd", "adamw")  # train.optimizer's choices (yolov3.optim builds them, train.py --optimizer names them)
+
 # The largest image size accepted (train.img_size, and --img-size of val.py and detect.py). YOLO models run at up to
 # ~1280-1920 px; at 8192 px yolov3.cfg's first feature map alone (32 channels, float32) takes 8.6 GB per image, so a
 # larger value is a typo (an extra zero) that would end in a MemoryError or the OOM killer long after the start.
@@ -402,7 +404,7 @@ _RANGES = [
     ("train.img_size", lambda v: 32 <= v <= MAX_IMG_SIZE and v % 32 == 0, f"a multiple of 32 in [32, {MAX_IMG_SIZE}]"),
     # numpy seeds (np.random.seed, the loader's SeedSequence) lie in [0, 2**32); a negative one fails deep inside
     ("train.seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
-    ("train.optimizer", lambda v: v in ("sgd", "adamw"), "one of sgd, adamw"),
+    ("train.optimizer", lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
     ("train.schedule", lambda v: v in ("cosine", "step"), "one of cosine, step"),
     ("train.lr0", lambda v: v > 0, "greater than 0"),
     ("train.lrf", lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -98,9 +98,8 @@ class Detector:
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, float, tuple]:
         """BGR uint8 (H, W, 3) -> ((1, 3, h, w) RGB float in [0, 1] on the device, letterbox ratio, padding)."""
-        # bilinear, as Darknet and OpenCV's blobFromImage: INTER_AREA at a non-integer shrink (a 640x480 frame to
-        # 256 px) costs 1.7 ms, 15 % of a small model's forward, and buys nothing measurable: the shapes model on
-        # its 250 val images blown up to 640 px scored mAP@0.5 0.7674 with INTER_AREA, 0.7678 with INTER_LINEAR
+        # bilinear, as Darknet and OpenCV's blobFromImage: INTER_AREA costs a sizeable share of a small model's
+        # forward at a non-integer shrink and buys no accuracy (benchmarks/results/2026-12-06-comment-timings.md)
         boxed, ratio, pad = letterbox(image_bgr, self.img_size, auto=True, stride=self.stride,
                                       interpolation=cv2.INTER_LINEAR)
         rgb = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB)  # (h, w, 3) uint8: HWC is already the channels_last layout

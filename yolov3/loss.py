@@ -363,9 +363,9 @@ class YOLOLoss(nn.Module):
                 grid_y, grid_x = torch.meshgrid(
                     torch.arange(grid_h, device=device), torch.arange(grid_w, device=device), indexing="ij"
                 )
-                # decode_boxes + cxcywh_to_xyxy on contiguous planes: sigmoid and exp on the (..., 5+C)-strided logits
-                # ran 3x slower (4.8 -> 1.5 ms a batch for the small model's three maps, timed interleaved); values
-                # equal up to float rounding (the vectorised exp rounds some last bits differently)
+                # decode_boxes + cxcywh_to_xyxy on contiguous planes: elementwise ops on the (..., 5+C)-strided logits
+                # cannot vectorise (benchmarks/results/2026-12-06-comment-timings.md); values equal up to float
+                # rounding (the vectorised exp rounds some last bits differently)
                 tx, ty, tw, th = raw[..., :4].permute(4, 0, 1, 2, 3).contiguous()  # each (B, A, H, W)
                 centre_x = (tx.sigmoid_() + grid_x) * stride
                 centre_y = (ty.sigmoid_() + grid_y) * stride

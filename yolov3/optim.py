@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov3.config import ConfigError, TrainConfig
+from yolov3.config import OPTIMIZERS, ConfigError, TrainConfig
 
-OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step")
 
 

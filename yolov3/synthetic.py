@@ -241,8 +241,8 @@ def generate_split(root: Union[str, Path], split: str, params: dict, progress: b
         folder.mkdir(parents=True)
     count = params[f"{split}_images"]
     tasks = [(str(image_dir), str(label_dir), split, index, params) for index in range(count)]
-    # serial on purpose: a process pool gained nothing on a busy 2-core machine and forking after OpenCV has started
-    # its thread pool can deadlock; ~20 ms per 256 px image keeps the default dataset under a minute
+    # serial on purpose: a process pool gained nothing on a busy 2-core machine, and forking after OpenCV has started
+    # its thread pool can deadlock
     for task in tqdm(tasks, total=count, desc=f"generating shapes/{split}", disable=not progress, unit="img"):
         _write_one(task)
 

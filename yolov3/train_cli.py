@@ -17,7 +17,7 @@ from typing import Optional
 from yolov3 import config as config_lib
 from yolov3.cfgparse import parse_cfg
 from yolov3.cli import CommandParser
-from yolov3.config import Config, ConfigError
+from yolov3.config import OPTIMIZERS, Config, ConfigError
 from yolov3.paths import resolve_path, tried
 from yolov3.yolov5_hyp import load_hyp
 
@@ -43,7 +43,7 @@ def _optimizer(text: str) -> str:
     if name == "adam":
         raise argparse.ArgumentTypeError("Adam is not offered here; the nearest is AdamW (Adam with decoupled "
                                          "weight decay): --optimizer AdamW")
-    if name not in ("sgd", "adamw"):
+    if name not in OPTIMIZERS:
         raise argparse.ArgumentTypeError(f"expected SGD or AdamW, got {text!r}")
     return name
 

@@ -317,3 +317,36 @@ def test_build_dataset_refuses_an_unknown_source(tmp_path):
     spec = parse_download_spec({"url": "https://x/y.zip", "voc": "V", "splits": {"train": "t.txt"}}, "d.yaml")
     with pytest.raises(ValueError, match="neither a URL nor an existing archive or folder"):
         build_dataset(spec, tmp_path / "ds", ["a"], source=str(tmp_path / "nope.zip"), log=lambda line: None)
+
+
+def test_the_shipped_bccd_yaml_builds_from_an_archive_laid_out_like_the_real_one(tmp_path, monkeypatch):
+    """data/bccd.yaml's download block (voc folder, split files, kept LICENSE) against a fabricated archive in the
+    layout of the BCCD repository's download: class indices follow the YAML's names (RBC 0, WBC 1, Platelets 2)."""
+    import cv2
+    import yaml
+
+    from conftest import REPO_ROOT
+
+    shipped = yaml.safe_load((REPO_ROOT / "data" / "bccd.yaml").read_text())
+    top = "BCCD_Dataset-master/BCCD"
+    entries = [("BCCD_Dataset-master/LICENSE", b"MIT License (fabricated copy)")]
+    ok, jpg = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    split_of = {"a": "train", "b": "val", "c": "test"}
+    for stem, name in zip(split_of, ("RBC", "WBC", "Platelets")):
+        xml = (f"<annotation><filename>{stem}.jpg</filename><size><width>64</width><height>48</height></size>"
+               f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>1</ymin>"
+               f"<xmax>32</xmax><ymax>24</ymax></bndbox></object></annotation>")
+        entries += [(f"{top}/JPEGImages/{stem}.jpg", jpg.tobytes()), (f"{top}/Annotations/{stem}.xml", xml.encode())]
+    for stem, split in split_of.items():
+        entries.append((f"{top}/ImageSets/Main/{split}.txt", f"{stem}\n".encode()))
+    archive = _zip(tmp_path / "BCCD_Dataset-master.zip", entries)
+    monkeypatch.setenv(ENV_SOURCE, str(archive))
+    local = tmp_path / "bccd.yaml"
+    local.write_text((REPO_ROOT / "data" / "bccd.yaml").read_text().replace("path: ../datasets/bccd", "path: bccd"))
+    data = load_data_yaml(local)
+    assert data["names"] == shipped["names"] == ["RBC", "WBC", "Platelets"]
+    for stem, split in split_of.items():
+        row = _rows(tmp_path / "bccd" / "labels" / split / f"{stem}.txt")[0]
+        assert row[0] == ["RBC", "WBC", "Platelets"].index({"a": "RBC", "b": "WBC", "c": "Platelets"}[stem])
+        np.testing.assert_allclose(row[1:], [0.25, 0.25, 0.5, 0.5], atol=1e-6)
+    assert (tmp_path / "bccd" / "LICENSE").read_text().startswith("MIT")

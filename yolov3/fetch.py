@@ -118,8 +118,10 @@ def build_dataset(spec: DownloadSpec, root: Union[str, Path], names: Sequence[st
     root = Path(root)
     source = source or os.environ.get(ENV_SOURCE) or spec.url
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FetchError(f"{yaml_path}: {root} exists but lacks some of its splits; it was not made by a fetch "
-                         "(move it away, or fix the YAML's path)")
+        made_here = (root / "fetched.json").is_file()
+        raise FetchError(f"{yaml_path}: {root} exists but lacks some of its splits; "
+                         + ("remove it to fetch it again" if made_here else
+                            "it was not made by a fetch (move it away, or fix the YAML's path)"))
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-fetching-", dir=root.parent))
     started = time.time()
@@ -166,10 +168,10 @@ def build_dataset(spec: DownloadSpec, root: Union[str, Path], names: Sequence[st
         record = {"source": source, "yaml": str(yaml_path), "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "splits": {split: len(ids) for split, ids in splits.items()}, "names": list(names)}
         atomic_write_text(build / "fetched.json", json.dumps(record, indent=2) + "\n")
-        if root.is_dir():
-            root.rmdir()  # empty (checked above)
         try:
-            os.rename(build, root)
+            if root.is_dir():
+                root.rmdir()  # empty when checked above
+            os.rename(build, root)  # the one step that makes the dataset appear, complete
         except OSError:
             if root.is_dir() and any(root.iterdir()):  # another process (a DDP rank) finished first
                 log(f"{root}: built by another process meanwhile; using that one")
@@ -181,10 +183,10 @@ def build_dataset(spec: DownloadSpec, root: Union[str, Path], names: Sequence[st
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def ensure_dataset(data: dict, download_value, source: Optional[str] = None, force: bool = False,
+def ensure_dataset(data: dict, download_value, source: Optional[str] = None,
                    log: Callable[[str], None] = print) -> bool:
-    """Build a loaded data YAML's dataset when a split is missing (or ``force``) and its ``download:`` is a
-    mapping; returns whether it built one. A string ``download:`` is left to the person reading it."""
+    """Build a loaded data YAML's dataset when a split is missing and its ``download:`` is a mapping; returns
+    whether it built one. A string ``download:`` is left to the person reading it."""
     spec = parse_download_spec(download_value, data["yaml"])
     if spec is None:
         return False
@@ -192,12 +194,9 @@ def ensure_dataset(data: dict, download_value, source: Optional[str] = None, for
     if unknown:
         raise FetchError(f"{data['yaml']}: download.splits names {unknown[0]!r}; splits are train, val, test")
     missing = missing_splits(data)
-    if not missing and not force:
+    if not missing:
         return False
     root = Path(data["path"])
-    if force and root.exists():
-        raise FetchError(f"{root}: exists; remove it first to fetch it again")
-    if missing:
-        log(f"{data['yaml']}: {', '.join(sorted(set(missing)))} missing under {root}; building the dataset")
+    log(f"{data['yaml']}: {', '.join(sorted(set(missing)))} missing under {root}; building the dataset")
     build_dataset(spec, root, data["names"], source, data["yaml"], log)
     return True

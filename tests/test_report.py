@@ -439,3 +439,34 @@ def test_diagnostics_table_means_over_seeds(tmp_path):
                           "0.650 ± 0.071"]
     # positives at logit 0: BCE log 2; negatives: 99 at -20 (2e-9 each) and one at 0 carrying ~all of the loss
     assert cells[10] == f"{math.log(2):.3f} ± 0.000" and cells[11] == "1.000 ± 0.000"
+
+
+def test_per_class_and_test_split_tables_by_hand(tmp_path):
+    """Runs that recorded per-class rows and a test-split score (summary.json 'per_class', 'test') get two more
+    tables; a study whose runs did not (every study before them) gets neither, so its report is unchanged."""
+    study_dir = tmp_path / "s"
+    plain = build_report(_two_arm_study(tmp_path / "plain"), plots=False).files["summary.md"].read_text()
+    assert "Per-class AP" not in plain and "Test split" not in plain
+    rows = {"bce": [(0.9, 0.5, 0.4), (0.8, 0.7, 0.6)], "focal": [(0.95, 0.6, 0.5), (0.85, 0.8, 0.7)]}
+    tests = {"bce": [0.50, 0.40], "focal": [0.56, 0.43]}
+    for index, (arm, per_seed) in enumerate(rows.items()):
+        for seed, (wbc, rbc, rbc95) in enumerate(per_seed):
+            run = make_run(study_dir, 2 * index + seed, arm, seed, 0.5, 0.3)
+            summary = json.loads((run / "summary.json").read_text())
+            summary["per_class"] = [{"name": "WBC", "mAP50": wbc, "mAP50_95": wbc / 2},
+                                    {"name": "RBC", "mAP50": rbc, "mAP50_95": rbc95}]
+            summary["test"] = {"mAP50": 0.9, "mAP50_95": tests[arm][seed], "precision": 0.8, "recall": 0.7}
+            (run / "summary.json").write_text(json.dumps(summary))
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    # bce WBC AP@.5: (.9, .8) -> .850 ± .071; focal RBC AP@.5:.95 (.5, .7) -> .600 ± .141
+    assert "| bce | 2 | 0.850 ± 0.071 | 0.425 ± 0.035 | 0.600 ± 0.141 | 0.500 ± 0.141 |" in md
+    assert "| focal | 2 | 0.900 ± 0.071 | 0.450 ± 0.035 | 0.700 ± 0.141 | 0.600 ± 0.141 |" in md
+    # test split: differences .06 and .03 -> mean .045, sd .0212, t(.975, 1) = 12.706: half width .1906
+    assert "| focal | 2 | 0.9000 ± 0.0000 | 0.4950 ± 0.0919 | +0.0450 | ±0.1906 [-0.1456, +0.2356] |" in md
+
+
+def _two_arm_study(study_dir):
+    for seed in range(2):
+        make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
+        make_run(study_dir, 2 + seed, "focal", seed, 0.6, 0.35)
+    return study_dir

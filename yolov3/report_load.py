@@ -41,6 +41,8 @@ class RunResult:
     cpu: str = ""  # environment.json's cpu_line (where it ran)
     config: Optional[dict] = None  # config.yaml
     baseline: Optional[str] = None  # the study's baseline variant as recorded in ablation.json
+    per_class: Optional[list] = None  # summary.json 'per_class' (runs since 2026-12-06): the final validation's rows
+    test: Optional[dict] = None  # summary.json 'test' (val.test): the final model scored once on the test split
 
 
 def _read_json(path: Path, notes: list) -> Optional[dict]:
@@ -144,7 +146,16 @@ def load_run(run_dir: Union[str, Path], notes: list) -> Optional[RunResult]:
                      arm=str(identity.get("arm", run_dir.name)), grid=dict(identity.get("grid") or {}),
                      seed=int(identity.get("seed", -1)), status=status, metrics=metrics, history=history,
                      objectness=objectness, config=config, baseline=identity.get("baseline"), steps=steps,
-                     numeric=numeric, cpu=str((environment or {}).get("cpu_line", "")))
+                     numeric=numeric, cpu=str((environment or {}).get("cpu_line", "")),
+                     per_class=_rows_or_none((summary or {}).get("per_class")),
+                     test=(summary or {}).get("test") if isinstance((summary or {}).get("test"), dict) else None)
+
+
+def _rows_or_none(value: Any) -> Optional[list]:
+    """summary.json's per-class rows when they are a list of mappings with a name, else None."""
+    if isinstance(value, list) and value and all(isinstance(r, dict) and "name" in r for r in value):
+        return value
+    return None
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, noobj_obj_ratio
-from yolov3.report_stats import CONFIDENCE, ArmSummary, PairedDifference, common_objectness_losses, mean_sd
+from yolov3.report_stats import (CONFIDENCE, ArmSummary, PairedDifference, common_objectness_losses, mean_sd,
+                                  paired_difference)
 
 SUMMARY_COLUMNS = ["run", "variant", "arm", "seed", "status", "mAP50", "mAP50_95", "precision", "recall",
                    "train_obj", "train_noobj", "noobj_obj_ratio", "epochs", "wall_time_s",
@@ -189,6 +190,58 @@ def diagnostics_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     return lines
 
 
+def _finished_by_arm(study: StudyRuns, arms: Sequence[ArmSummary]) -> dict:
+    return {arm.arm: [r for r in study.runs if r.arm == arm.arm and r.status == "finished"] for arm in arms}
+
+
+def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
+    """Per-class AP of the final validation, mean ± sd over an arm's seeds (runs that recorded it: summary.json
+    'per_class'); nothing for studies whose runs did not."""
+    finished = _finished_by_arm(study, arms)
+    names = next((([row["name"] for row in r.per_class]) for runs in finished.values() for r in runs
+                  if r.per_class), None)
+    if not names:
+        return []
+    lines = ["", "## Per-class AP (final epoch, validation split)", "",
+             "Mean ± sd over the seeds whose run recorded per-class rows (n). The rare classes are where a change in "
+             "the weighting of cells shows first.", "",
+             "| arm | n | " + " | ".join(f"{name} AP@.5 | {name} AP@.5:.95" for name in names) + " |",
+             "|---|---|" + "---|" * (2 * len(names))]
+    for arm in arms:
+        runs = [r for r in finished[arm.arm] if r.per_class and [row["name"] for row in r.per_class] == names]
+        cells = []
+        for index in range(len(names)):
+            for key in ("mAP50", "mAP50_95"):
+                cells.append(_pm(*mean_sd([float(r.per_class[index].get(key, float("nan"))) for r in runs]), 3)
+                             if runs else "—")
+        lines.append(f"| {arm.arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_split_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
+    """The test split, scored once at the end of each run (val.test): mean ± sd per arm and the paired difference
+    to the baseline (secondary: not corrected, no choice was made on it)."""
+    finished = _finished_by_arm(study, arms)
+    if not any(r.test for runs in finished.values() for r in runs):
+        return []
+    base = {r.seed: r.test for r in finished.get(study.baseline, []) if r.test}
+    lines = ["", "## Test split (scored once, at the end of each run)", "",
+             "Secondary endpoint: nothing in the study was chosen on it. Δ is paired by seed against the baseline, "
+             f"{int(CONFIDENCE * 100)}% interval, not corrected.", "",
+             "| arm | n | mAP@0.5 | mAP@0.5:0.95 | Δ mAP@0.5:0.95 | 95% CI of Δ |", "|---|---|---|---|---|---|"]
+    for arm in arms:
+        tests = {r.seed: r.test for r in finished[arm.arm] if r.test}
+        cells = [_pm(*mean_sd([float(t.get(k, float("nan"))) for t in tests.values()])) if tests else "—"
+                 for k in ("mAP50", "mAP50_95")]
+        delta, ci = "", ""
+        if arm.arm != study.baseline and base:
+            diff = paired_difference({s: float(t["mAP50_95"]) for s, t in base.items()},
+                                     {s: float(t["mAP50_95"]) for s, t in tests.items()})
+            delta, ci, _ = _interval(diff)
+        lines.append(f"| {arm.arm} | {len(tests)} | {cells[0]} | {cells[1]} | {delta} | {ci} |")
+    return lines
+
+
 def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
     """The text of summary.md."""
     counts = {}
@@ -236,6 +289,8 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
                      f"{_pm(arm.mean['train_noobj'], arm.sd['train_noobj'])} | "
                      f"{_pm(arm.mean['noobj_obj_ratio'], arm.sd['noobj_obj_ratio'], 2)} | "
                      f"{'—' if not np.isfinite(wall) else f'{wall:.1f}'} |")
+    lines += per_class_lines(study, arms)
+    lines += test_split_lines(study, arms)
     lines += diagnostics_lines(study, arms)
     where = {}
     for run in study.runs:

@@ -189,6 +189,7 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert epochs["epoch"].tolist() == [1, 2]
     assert epochs["mean"] == pytest.approx([0.2, 0.5]) and epochs["min"] == pytest.approx([0.1, 0.4])
     assert epochs["max"] == pytest.approx([0.3, 0.6])
+    assert epochs["mAP50_95"]["mean"] == pytest.approx([0.1, 0.25])  # results.csv's mAP50_95 is mAP50 / 2 here
     # losses per epoch: bce noobj/obj = 8/1 then 2/0.5 -> [8, 4]; focal 0.4/0.2, 0.1/0.1 -> [2, 1]
     losses = report.plots["objectness_losses"]
     assert losses["ratio"]["bce"]["mean"] == pytest.approx([8.0, 4.0])

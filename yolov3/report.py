@@ -11,7 +11,7 @@ arm, grid values, seed, baseline, planned index, exit code), ``config.yaml``, ``
                                 adjustment over the study's comparisons; seeds run in different precision are
                                 never paired; where (precision, CPU) the runs ran
     map_per_variant.png         (a) mAP@0.5 and mAP@0.5:0.95 per arm: mean ± sd, individual seeds as dots
-    val_map_per_epoch.png       (b) validation mAP@0.5 per epoch: mean line and min–max band over seeds
+    val_map_per_epoch.png       (b) validation mAP@0.5 and mAP@0.5:0.95 per epoch: mean line and min–max band
     objectness_losses.png       (c) train object loss, no-object loss and noobj/obj per epoch (log scale)
     grid_gamma_alpha.png        (d) only when the grid sweeps a *gamma and an *alpha key: mAP@0.5 over gamma, a
                                 line per alpha

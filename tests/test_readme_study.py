@@ -1,7 +1,8 @@
 """The README's account of each committed study quotes the committed report, never numbers of its own.
 
-Issue 18: "every number in the README's verdict is in the report". These tests read each README study section
-(the objectness study, the box-loss study) and its committed report (`docs/studies/<name>/summary.md` and
+Issue 18: "every number in the README's verdict is in the report". These tests read each study's account (the
+objectness study, the box-loss study: pages of their own under docs/studies/ that the README links to, since the
+README became a landing page) and its committed report (`docs/studies/<name>/summary.md` and
 `summary.csv`, rebuilt from the runs by `ablate.py --report-only`, plus the reports of other studies the section
 cites) and check that the quoted table rows, the run count and every measured number in the verdict are in it.
 """
@@ -16,8 +17,9 @@ from yolov3.runs import read_summary
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 STUDIES = ROOT / "docs" / "studies"
-# (README heading, study folder)
-SECTIONS = [("### The objectness study", "objectness"), ("### The box-loss study", "box_loss")]
+# (the page that tells the study, its heading, study folder)
+SECTIONS = [(STUDIES / "objectness.md", "# The objectness study", "objectness"),
+            (STUDIES / "box_loss.md", "# The box-loss study", "box_loss")]
 
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?")
 # a decimal with at least 3 places: mAPs, differences, interval ends, p values, gradient shares
@@ -29,7 +31,7 @@ SETTING_PERCENTS = {"1", "5", "95"}
 
 def _section(text: str, heading: str) -> str:
     start = text.find(heading)
-    assert start >= 0, f"README.md has no section starting with {heading!r}"
+    assert start >= 0, f"no section starting with {heading!r}"
     # it ends at the next heading of any level: a sub-heading (the superseded earlier answer after the objectness
     # study) is not part of the study
     ends = [i for i in (text.find(h, start + len(heading)) for h in ("\n## ", "\n### ", "\n#### ")) if i >= 0]
@@ -57,11 +59,12 @@ def _finished_runs(study: Path) -> int:
     return sum(read_summary(run_dir)[0] is not None for run_dir in (study / "runs").iterdir() if run_dir.is_dir())
 
 
-@pytest.fixture(scope="module", params=SECTIONS, ids=[folder for _, folder in SECTIONS])
+@pytest.fixture(scope="module", params=SECTIONS, ids=[folder for _, _, folder in SECTIONS])
 def study(request) -> tuple:
-    """(README section, study folder) for each study the README reports."""
-    heading, folder = request.param
-    return _section(README.read_text(encoding="utf-8"), heading), STUDIES / folder
+    """(the study's section of its page, study folder) for each study the README reports."""
+    page, heading, folder = request.param
+    assert page.relative_to(ROOT).as_posix() in README.read_text(encoding="utf-8"), f"README.md does not link {page}"
+    return _section(page.read_text(encoding="utf-8"), heading), STUDIES / folder
 
 
 @pytest.fixture(scope="module")

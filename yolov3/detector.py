@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from yolov3.augment import letterbox
-from yolov3.data import read_image
+from yolov3.labels import read_image
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.runs import find_weights
 from yolov3.paths import ROOT

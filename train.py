@@ -37,7 +37,7 @@ from yolov3.distributed import all_ranks_agree, cleanup_distributed, setup_distr
 from yolov3.diagnostics import DiagnosticsRecorder, objectness_statistics
 from yolov3.draw import plot_batch
 from yolov3.errors import user_errors
-from yolov3.evaluate import LOSS_TERMS, evaluate, format_table, objectness_samples
+from yolov3.evaluate import LOSS_TERMS, EvalOptions, evaluate, format_table, objectness_samples
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
 from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, freeze_layers,
@@ -264,9 +264,9 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
                                     f"'{broken}') although each batch's loss was finite; nothing of this epoch was "
                                     f"saved; {state.what_was_kept()}")
             if final_epoch or (not args.noval and (epoch + 1) % cfg.val.interval == 0):
-                metrics = evaluate(evaluated, val_loader, names, conf_thres=cfg.val.conf_thres,
-                                   iou_thres=cfg.val.iou_thres, max_det=cfg.val.max_det, device=device,
-                                   loss_fn=loss_fn, save_dir=run_dir if final_epoch else None, plots=final_epoch)
+                options = EvalOptions(cfg.val.conf_thres, cfg.val.iou_thres, cfg.val.max_det,
+                                      plot_dir=run_dir if final_epoch else None)
+                metrics = evaluate(evaluated, val_loader, names, device, options, loss_fn=loss_fn)
             else:
                 metrics = {k: float("nan") for k in ("precision", "recall", "mAP50", "mAP50_95", "val_box",
                                                       "val_obj", "val_noobj", "val_cls")}
@@ -346,8 +346,8 @@ def finish_run(run_dir, cfg, model, loss_fn, val_loader, device, history, starte
     atomic_write(run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, **samples))
     extra = {"per_class": final_metrics["per_class"]} if "per_class" in final_metrics else {}
     if test_loader is not None:
-        scored = evaluate(model, test_loader, names, conf_thres=cfg.val.conf_thres, iou_thres=cfg.val.iou_thres,
-                          max_det=cfg.val.max_det, device=device)
+        scored = evaluate(model, test_loader, names, device,
+                          EvalOptions(cfg.val.conf_thres, cfg.val.iou_thres, cfg.val.max_det))
         extra["test"] = {k: scored[k] for k in ("precision", "recall", "mAP50", "mAP50_95", "per_class")}
         print(f"test split: mAP@.5 {scored['mAP50']:.3f} mAP@.5:.95 {scored['mAP50_95']:.3f}")
     summary = write_summary(run_dir, history, time.time() - started, precision, extra)

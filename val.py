@@ -34,7 +34,7 @@ from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, nume
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
-from yolov3.evaluate import evaluate, format_table  # format_table: the per-class table
+from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_model, prepare_for_inference
 from yolov3.postprocess import check_inference_args
@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> dict:
                                                                 sort_keys=False))
     records = [] if args.save_json or args.save_txt else None
     try:
-        result = evaluate(model, loader, names, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                          max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records,
-                          warmup=True, single_cls=args.single_cls)
+        options = EvalOptions(args.conf_thres, args.iou_thres, args.max_det, single_cls=args.single_cls,
+                              plot_dir=save_dir, warmup=True)
+        result = evaluate(model, loader, names, device, options, records=records)
     except BaseException:  # an error or Ctrl-C mid-evaluation: no run folder holding nothing but its config
         if created and [p.name for p in save_dir.iterdir()] == ["config.yaml"]:
             shutil.rmtree(save_dir)

@@ -20,7 +20,8 @@ from yolov3.layers import (BN_EPS, BN_MOMENTUM, LEAKY_SLOPE, ConvLayer, MaxPoolL
 from yolov3.runs import find_weights
 from yolov3.weights import WeightsError, first_non_finite, load_darknet_weights, read_checkpoint, save_darknet_weights
 
-__all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model", "prepare_for_inference",
+__all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model", "load_for_inference",
+           "prepare_for_inference",
            # the layers' names, for the code that knew them here
            "BN_EPS", "BN_MOMENTUM", "LEAKY_SLOPE", "RouteLayer", "ShortcutLayer", "UpsampleLayer", "decode_boxes"]
 
@@ -323,3 +324,26 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
         raise WeightsError(f"{weights}: the weights hold NaN or infinite values (first in '{broken}'); "
                            "the model is unusable: use an earlier checkpoint or retrain with a lower train.lr0")
     return model.to(device).eval(), checkpoint
+
+
+def load_for_inference(weights: Union[str, Path], cfg: Union[str, Path, None] = None,
+                       num_classes: Optional[int] = None,
+                       device: Union[str, torch.device] = "cpu") -> Tuple[Darknet, Optional[Dict[str, Any]]]:
+    """What detect.py, val.py, export.py and :class:`yolov3.detector.Detector` load a model with: :func:`load_model`,
+    with a Darknet ``.weights`` model's heads built for ``num_classes`` (the class names' count) when given.
+
+    A ``.weights`` file does not record its class count, so the cfg's (often COCO's 80) would not fit weights trained
+    on other classes. When the weights fit only the cfg's own count, that model is returned and the caller reports the
+    mismatch with its names; when they fit neither, the error for ``num_classes`` is raised. A ``.pt`` (or a run
+    folder) knows its own classes: ``num_classes`` is not used for it.
+    """
+    weights = find_weights(weights)  # a run folder: its best.pt
+    if num_classes is None or weights.suffix == ".pt":
+        return load_model(weights, cfg=cfg, device=device)
+    try:
+        return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
+    except WeightsError as error:
+        try:
+            return load_model(weights, cfg=cfg, device=device)
+        except WeightsError:
+            raise error from None

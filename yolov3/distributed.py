@@ -1,6 +1,7 @@
 """Several training processes under torchrun (DDP): NCCL on GPUs, gloo on CPU.
 
-One process alone (no torchrun) gets rank -1 and skips all of it; every collective below is then a no-op.
+One process alone (no torchrun) gets rank -1 and skips all of it: it starts no process group, and its callers make no
+collective (yolov3.bookkeeping.RankAgreement agrees with itself).
 """
 from __future__ import annotations
 

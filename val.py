@@ -34,17 +34,14 @@ from yolov3.coco_ids import COCO80_TO_91, find_ids_record, is_coco_classes, nume
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
-from yolov3.evaluate import evaluate, format_table  # format_table: the per-class table
+from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
 from yolov3.metrics import to_coco_json
-from yolov3.model import default_img_size, load_model, prepare_for_inference
+from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
-from yolov3.runs import find_weights
+from yolov3.sources import Source, output_stems
 from yolov3.threads import ThreadGovernor, parse_threads
 from yolov3.utils import atomic_write_text, increment_path, select_device
-from yolov3.weights import WeightsError
-
-
 
 SINGLE_CLASS_NAME = "object"  # the one class of --single-cls
 
@@ -108,29 +105,15 @@ def check_flags(args: argparse.Namespace) -> None:
                           f"got {args.img_size}")
 
 
-def load_for_data(weights: str, cfg: str | None, num_classes: int, device) -> tuple:
-    """load_model, with a Darknet model's heads built for the data's class count: a .weights file does not record
-    its own, so the cfg's (often COCO's 80) would not fit weights trained on other classes. When the weights fit
-    only the cfg's count, that model is returned and run() reports the mismatch with the data."""
-    weights = find_weights(weights)  # a run folder: its best.pt
-    if weights.suffix == ".pt":
-        return load_model(weights, cfg=cfg, device=device)
-    try:
-        return load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
-    except WeightsError as error:
-        try:
-            return load_model(weights, cfg=cfg, device=device)
-        except WeightsError:
-            raise error from None
-
-
 def run(args: argparse.Namespace) -> dict:
     check_flags(args)
     data = load_data_yaml(args.data)
     if not data.get(args.task):
         raise ValError(f"--task {args.task}: {args.data} has no '{args.task}' split")
     device = select_device(args.device)
-    model, ckpt = load_for_data(args.weights, args.cfg, len(data["names"]), device)
+    # a Darknet .weights file's heads are built for the data's class count; when the weights fit only the cfg's own,
+    # that model comes back and the mismatch is reported below
+    model, ckpt = load_for_inference(args.weights, args.cfg, len(data["names"]), device)
     names = data["names"]
     if args.single_cls:  # boxes only: the model's classes may differ from the data's in number and meaning
         names = [SINGLE_CLASS_NAME]
@@ -156,9 +139,9 @@ def run(args: argparse.Namespace) -> dict:
                                                                 sort_keys=False))
     records = [] if args.save_json or args.save_txt else None
     try:
-        result = evaluate(model, loader, names, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                          max_det=args.max_det, device=device, save_dir=save_dir, plots=True, records=records,
-                          warmup=True, single_cls=args.single_cls)
+        options = EvalOptions(args.conf_thres, args.iou_thres, args.max_det, single_cls=args.single_cls,
+                              plot_dir=save_dir, warmup=True)
+        result = evaluate(model, loader, names, device, options, records=records)
     except BaseException:  # an error or Ctrl-C mid-evaluation: no run folder holding nothing but its config
         if created and [p.name for p in save_dir.iterdir()] == ["config.yaml"]:
             shutil.rmtree(save_dir)
@@ -174,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
                     "iou_thres": args.iou_thres, "max_det": args.max_det})
     atomic_write_text(save_dir / "metrics.json", json.dumps(summary, indent=2, default=_json_default))
     if args.save_txt:
-        for record, stem in zip(records, unique_stems([r["path"] for r in records])):
+        for record, stem in zip(records, output_stems([Source("image", r["path"]) for r in records])):
             atomic_write_text(save_dir / "labels" / f"{stem}.txt", txt_rows(record, args.save_conf))
         print(f"labels: {len(records)} files in {save_dir / 'labels'}")
     if args.save_json:
@@ -218,19 +201,6 @@ def coco_ids(records: list, names: list, single_cls: bool = False) -> tuple:
     if not single_cls and is_coco_classes(names):
         return image_ids, COCO80_TO_91, how + ", COCO category ids 1..90"
     return image_ids, None, how + ", category id = class + 1"
-
-
-def unique_stems(paths: list) -> list:
-    """One file stem per image, ``<stem>_2``, ``<stem>_3``... when two images share one (a/x.jpg, b/x.png)."""
-    taken, stems = set(), []
-    for path in paths:
-        stem, candidate, n = Path(path).stem, Path(path).stem, 1
-        while candidate.casefold() in taken:
-            n += 1
-            candidate = f"{stem}_{n}"
-        taken.add(candidate.casefold())
-        stems.append(candidate)
-    return stems
 
 
 def txt_rows(record: dict, save_conf: bool) -> str:

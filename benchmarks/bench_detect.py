@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 import cv2
-from detect import Detector, annotate, load_names
+from detect import Detector, load_names
 from detect import parse_args as detect_defaults
+from yolov3.detect_outputs import DrawStyle, annotate
 from yolov3.model import Darknet, load_model
 from yolov3.postprocess import non_max_suppression
 from yolov3.synthetic import render_image
@@ -100,6 +101,7 @@ def bench_model(model: Darknet, label: str, img_size: int, image: np.ndarray, ca
     defaults = detect_defaults(["--weights", "unused", "--source", "unused"])  # detect.py's own defaults
     model.optimize_for_inference()  # as detect.py
     names = load_names(None, ckpt, model.num_classes)  # as detect.py: the checkpoint's, COCO's or class<i>
+    style = DrawStyle(defaults.line_thickness, defaults.hide_labels, defaults.hide_conf)  # detect.py's defaults
     detector = Detector(model, torch.device("cpu"), img_size, defaults.conf_thres, defaults.iou_thres,
                         defaults.max_det, None, defaults.agnostic_nms)
     tensor, _ratio, _pad = detector.preprocess(image)  # exactly what the Detector feeds the model, for the peer
@@ -117,7 +119,7 @@ def bench_model(model: Darknet, label: str, img_size: int, image: np.ndarray, ca
         frame = image.copy()  # detect.py draws on the frame it read; ~0.1 ms for 640x480
         found, _net_shape, stage_ms = detector(frame)
         start = time.perf_counter()
-        annotate(frame, found, names, defaults)
+        annotate(frame, found, names, style)
         stage_samples.append([*stage_ms, (time.perf_counter() - start) * 1000])
 
     def forward_only():

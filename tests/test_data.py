@@ -419,7 +419,7 @@ def test_batches_are_channels_last_with_rgb_pixels(tmp_path):
 
 
 def test_ram_cache_auto_caches_what_fits_in_a_tenth_of_free_memory(monkeypatch):
-    import yolov3.data as data_module
+    import yolov3.dataset as data_module
 
     monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 10 * 2**30)  # 10 GiB free
     # 1,750 images at 256 px: 0.34 GB <= 1 GiB -> cached; COCO at 640 px: 145 GB -> not

@@ -227,20 +227,6 @@ def test_preprocess_is_letterboxed_rgb_in_unit_range_and_channels_last():
     torch.testing.assert_close(corner, torch.tensor([250, 120, 10]) / 255)
 
 
-def test_output_stems_are_unique_and_readable():
-    # the stem when no earlier input has it, else <stem>_2, _3... skipping stems other inputs have of their own
-    # (x_2.jpg keeps its name), case-folded; images and videos may share a stem, but an image never takes a
-    # video's frame name <video stem>_<frame>
-    Source = detect.Source
-    items = [Source("image", "a/x.jpg"), Source("image", "b/x.jpg"), Source("image", "a/x.png"),
-             Source("image", "c/X.JPG"), Source("image", "x_2.jpg"), Source("video", "clip.avi"),
-             Source("image", "clip_3.jpg"), Source("image", "clip.jpg"), Source("image", "y_4.jpg"),
-             Source("video", "y.mp4"), Source("stream", "0"), Source("image", "stream11.png"),
-             Source("image", "d/clip.png"), Source("video", "b/clip.avi"), Source("video", "c/clip.mp4")]
-    assert detect.output_stems(items) == ["x", "x_3", "x_4", "X_5", "x_2", "clip", "clip_3_2", "clip", "y_4",
-                                          "y_2", "stream11", "stream11", "clip-2", "clip_2", "clip_4"]
-
-
 def test_inputs_with_the_same_name_keep_their_own_outputs(easy_data, trained_checkpoint, tmp_path, capsys):
     """a/x.jpg, b/x.jpg and a/x.png: three annotated images, label files and sets of crops, each named in its own
     JSON entry (they used to overwrite each other)."""

@@ -73,17 +73,17 @@ def test_first_image_of_each_size_is_warmed_up_before_timing(cfg_dir):
 
 def test_evaluate_warms_up_each_batch_shape(easy_data, trained_checkpoint):
     from yolov3.data import create_dataloader, load_data_yaml
-    from yolov3.evaluate import evaluate
+    from yolov3.evaluate import EvalOptions, evaluate
     from yolov3.model import load_model
 
     data = load_data_yaml(easy_data)
     model, _ = load_model(trained_checkpoint)
     loader, _ = create_dataloader(data, "val", 128, 2, None, 0, seed=0, shuffle=False, progress=False)
     slow = SlowFirstCall(model)
-    result = evaluate(slow, loader, data["names"], warmup=True, progress=False)
+    result = evaluate(slow, loader, data["names"], options=EvalOptions(warmup=True, progress=False))
     assert result["warmup_s"] >= 0.3 and result["speed_ms"]["inference"] < 150  # 4 images: 0.3 s would be 75 ms each
     slow.seen.clear()
-    cold = evaluate(slow, loader, data["names"], progress=False)
+    cold = evaluate(slow, loader, data["names"], options=EvalOptions(progress=False))
     assert cold["warmup_s"] == 0 and cold["speed_ms"]["inference"] >= 75
     assert cold["mAP50"] == result["mAP50"]
 

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 import yolov3.evaluate as evaluate_module
-from yolov3.evaluate import evaluate
+from yolov3.evaluate import EvalOptions, evaluate
+
+QUIET = EvalOptions(progress=False)
 
 NAMES = ["circle", "square", "triangle"]
 SIZE = 64  # network input, square
@@ -64,7 +66,7 @@ class ReplayModel(nn.Module):
 def test_perfect_predictions_score_one_and_perturbed_lower(tmp_path):
     batches, outputs = make_loader()
     model = ReplayModel(outputs).train()
-    result = evaluate(model, batches, NAMES, save_dir=tmp_path, plots=True, progress=False)
+    result = evaluate(model, batches, NAMES, options=EvalOptions(plot_dir=tmp_path, progress=False))
     assert model.training  # mode restored
     assert result["mAP50"] == pytest.approx(1.0) and result["mAP50_95"] == pytest.approx(1.0)
     assert result["precision"] == pytest.approx(1.0) and result["recall"] == pytest.approx(1.0)
@@ -82,12 +84,12 @@ def test_perfect_predictions_score_one_and_perturbed_lower(tmp_path):
     shifted = [o.clone() for o in outputs]
     for o in shifted:
         o[..., 0] += 0.3 * o[..., 2]
-    shifted_result = evaluate(ReplayModel(shifted), batches, NAMES, progress=False)
+    shifted_result = evaluate(ReplayModel(shifted), batches, NAMES, options=QUIET)
     assert shifted_result["mAP50"] == pytest.approx(1.0)
     assert shifted_result["mAP50_95"] < 0.2
     # classes rotated: every prediction has the wrong class
     wrong = [torch.cat((o[..., :5], o[..., 5:].roll(1, dims=-1)), -1) for o in outputs]
-    assert evaluate(ReplayModel(wrong), batches, NAMES, progress=False)["mAP50"] < 0.05
+    assert evaluate(ReplayModel(wrong), batches, NAMES, options=QUIET)["mAP50"] < 0.05
 
 
 def test_truths_and_predictions_are_mapped_to_original_pixels(monkeypatch):
@@ -107,7 +109,7 @@ def test_truths_and_predictions_are_mapped_to_original_pixels(monkeypatch):
     decoded = torch.zeros(1, 1, 8)
     decoded[0, 0, :5] = torch.tensor([32.0, 32.0, 16.0, 8.0, 1.0])
     decoded[0, 0, 5 + 1] = 0.8
-    evaluate(ReplayModel([decoded]), [batch], NAMES, progress=False)
+    evaluate(ReplayModel([decoded]), [batch], NAMES, options=QUIET)
     (preds, truths), = recorded
     np.testing.assert_allclose(truths.numpy(), [[1, 48, 24, 80, 40]])
     np.testing.assert_allclose(preds.numpy(), [[48, 24, 80, 40, 0.8, 1]])
@@ -123,7 +125,7 @@ def test_validation_losses_average_the_loss_terms_over_batches():
         terms = {"box": value, "obj": 2 * value, "noobj": 3 * value, "cls": 4 * value}
         return value, terms
 
-    result = evaluate(ReplayModel(outputs), batches, NAMES, loss_fn=fake_loss, progress=False)
+    result = evaluate(ReplayModel(outputs), batches, NAMES, loss_fn=fake_loss, options=QUIET)
     # means over batches of (1, 2, 3) times 1, 2, 3, 4
     assert (result["val_box"], result["val_obj"], result["val_noobj"], result["val_cls"]) == (2.0, 4.0, 6.0, 8.0)
     assert seen_targets == [len(b[1]) for b in batches]
@@ -133,7 +135,7 @@ def test_validation_losses_average_the_loss_terms_over_batches():
             return outputs[0]
 
     with pytest.raises(ValueError, match="no return_raw argument"):
-        evaluate(NoRaw(), batches, NAMES, loss_fn=fake_loss, progress=False)
+        evaluate(NoRaw(), batches, NAMES, loss_fn=fake_loss, options=QUIET)
 
 
 def test_real_darknet_and_yolo_loss_end_to_end(cfg_dir):
@@ -145,7 +147,7 @@ def test_real_darknet_and_yolo_loss_end_to_end(cfg_dir):
     model = Darknet(cfg_dir / "yolov3-tiny.cfg", num_classes=len(NAMES))
     batches, _ = make_loader(num_batches=1)
     loss_fn = YOLOLoss.from_model(model)
-    result = evaluate(model, batches, NAMES, loss_fn=loss_fn, progress=False)
+    result = evaluate(model, batches, NAMES, loss_fn=loss_fn, options=QUIET)
     assert model.training  # a fresh module is in train mode; restored
     # the validation losses are the loss of the eval-mode raw maps of the one batch, term by term
     images, targets, _, _ = batches[0]
@@ -161,9 +163,9 @@ def test_bad_batches_raise_clear_errors():
     batches, outputs = make_loader(num_batches=1)
     images, targets, paths, shapes = batches[0]
     with pytest.raises(ValueError, match=r"targets must be \(N, 6\)"):
-        evaluate(ReplayModel(outputs), [(images, targets[:, 1:], paths, shapes)], NAMES, progress=False)
+        evaluate(ReplayModel(outputs), [(images, targets[:, 1:], paths, shapes)], NAMES, options=QUIET)
     with pytest.raises(ValueError, match="one letterbox shape"):
-        evaluate(ReplayModel(outputs), [(images, targets, paths, [None, None])], NAMES, progress=False)
+        evaluate(ReplayModel(outputs), [(images, targets, paths, [None, None])], NAMES, options=QUIET)
 
 
 def test_objectness_samples_keep_logits_aligned_with_the_losses(cfg_dir):
@@ -197,7 +199,7 @@ def test_first_batch_is_drawn_with_its_labels_and_its_confident_detections(tmp_p
     drawn = {}
     monkeypatch.setattr(evaluate_module, "plot_batch",
                         lambda images, targets, paths, names, out: drawn.setdefault(out.name, (targets, paths)))
-    evaluate(ReplayModel(outputs), batches, NAMES, save_dir=tmp_path, plots=True, progress=False)
+    evaluate(ReplayModel(outputs), batches, NAMES, options=EvalOptions(plot_dir=tmp_path, progress=False))
     labels, paths = drawn["val_batch0_labels.jpg"]
     assert torch.equal(labels, batches[0][1]) and paths == batches[0][2]
     predicted, _ = drawn["val_batch0_pred.jpg"]

@@ -76,7 +76,7 @@ def test_detect_maps_boxes_back_to_original_pixels_on_non_square_images(tmp_path
     for name, (size, box) in CASES.items():
         _write_case(tmp_path / "src", name, size, box, label=False)
     oracle = _oracle(monkeypatch, detect)
-    monkeypatch.setattr(detect, "load_detector", lambda *args, **kwargs: (oracle, None))
+    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (oracle, None))
     assert detect.main(["--weights", "oracle.pt", "--source", str(tmp_path / "src" / "images"), "--save-txt",
                         "--save-json", "--project", str(tmp_path / "out"), "--name", "exp", "--img-size",
                         str(img_size), "--no-optimize", "--threads", "1"]) == 0
@@ -98,7 +98,7 @@ def test_val_scores_non_square_images_and_saves_boxes_in_original_pixels(tmp_pat
         _write_case(tmp_path / "ds", name, size, box)
     (tmp_path / "d.yaml").write_text(f"path: {tmp_path / 'ds'}\ntrain: images\nval: images\nnames: [rect]\n")
     oracle = _oracle(monkeypatch, val)
-    monkeypatch.setattr(val, "load_for_data", lambda *args, **kwargs: (oracle, None))
+    monkeypatch.setattr(val, "load_for_inference", lambda *args, **kwargs: (oracle, None))
     summary = val.run(val.parse_args(["--weights", "oracle.pt", "--data", str(tmp_path / "d.yaml"), "--img-size",
                                       "256", "--save-json", "--save-txt", "--project", str(tmp_path / "v"),
                                       "--name", "exp", "--no-optimize", "--batch-size", "2"]))

@@ -159,3 +159,11 @@ def test_tensorboard_logs_the_epoch_rows_when_installed_and_says_when_not(tmp_pa
     on.close()
     assert written == [("dir", str(tmp_path / "exp")), ("train/obj", 0.5, 3), ("train/noobj", 2.0, 3),
                        ("metrics/mAP50", 0.7, 3), ("lr/group0", 0.005, 3), ("closed",)]  # nan: not drawn
+
+
+def test_patience_counts_validated_epochs_only():
+    nan = float("nan")
+    rows = [{"mAP50": m, "mAP50_95": m / 2} for m in (0.2, nan, 0.5, nan, 0.4, 0.3)]
+    # validated: 0.2, 0.5, 0.4, 0.3 -> the best is the 2nd validated one, 2 validated epochs since
+    assert epochs_without_improvement(rows) == 2
+    assert epochs_without_improvement([{"mAP50": nan, "mAP50_95": nan}] * 5) == 0

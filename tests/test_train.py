@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402
+from yolov3 import bookkeeping  # noqa: E402
 
 TINY_ARGS = ["--epochs", "2", "--batch-size", "4", "--img-size", "64", "--workers", "0",
              "train.nominal_batch=8", "train.warmup_epochs=0.5", "val.conf_thres=0.01"]
@@ -145,13 +146,13 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, monkeypatch, stop, s
 
     calls = {"n": 0}
     if stop == "epoch_boundary":
-        original = train.plot_results_csv
+        original = bookkeeping.plot_results_csv
 
         def interrupt_after_first_epoch(*args, **kwargs):  # called once per epoch, after its row is recorded
             original(*args, **kwargs)
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(train, "plot_results_csv", interrupt_after_first_epoch)
+        monkeypatch.setattr(bookkeeping, "plot_results_csv", interrupt_after_first_epoch)
     else:
         original = train.set_learning_rates
 
@@ -258,14 +259,6 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     assert train.main(["--resume", str(tmp_path), "--epochs", "50"]) == 2
     err = capsys.readouterr().err
     assert "--epochs cannot change it" in err and "--workers" in err
-
-
-def test_patience_counts_validated_epochs_only():
-    nan = float("nan")
-    rows = [{"mAP50": m, "mAP50_95": m / 2} for m in (0.2, nan, 0.5, nan, 0.4, 0.3)]
-    # validated: 0.2, 0.5, 0.4, 0.3 -> the best is the 2nd validated one, 2 validated epochs since
-    assert train.epochs_without_improvement(rows) == 2
-    assert train.epochs_without_improvement([{"mAP50": nan, "mAP50_95": nan}] * 5) == 0
 
 
 def test_corrupt_or_foreign_weights_are_one_line_errors(tmp_path, capsys):
@@ -412,15 +405,15 @@ KILL_SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import train
-from yolov3 import utils
+from yolov3 import bookkeeping, utils
 kill_at, calls = int(sys.argv[1]), {{"n": 0}}
-original = train.atomic_torch_save
+original = bookkeeping.atomic_torch_save
 def dying(obj, path):
     calls["n"] += 1
     if calls["n"] == kill_at:  # SIGKILL halfway through this write: a temporary file exists, the target is untouched
         utils.atomic_write(path, lambda fh: (fh.write(b"half a checkpoint"), fh.flush(), os.kill(os.getpid(), 9)))
     original(obj, path)
-train.atomic_torch_save = dying
+bookkeeping.atomic_torch_save = dying
 sys.exit(train.main(sys.argv[2:]))
 """
 
@@ -434,8 +427,8 @@ def test_kill_at_each_checkpoint_write_then_resume_gives_the_straight_run(tiny_d
     summary.json names (also when the process died between last.pt and best.pt), and no temporary files left.
     """
     writes = []
-    original = train.atomic_torch_save
-    monkeypatch.setattr(train, "atomic_torch_save", lambda obj, path: (writes.append(Path(path).name),
+    original = bookkeeping.atomic_torch_save
+    monkeypatch.setattr(bookkeeping, "atomic_torch_save", lambda obj, path: (writes.append(Path(path).name),
                                                                         original(obj, path)))
     assert run_train(tiny_data, tmp_path, "count") == 0
     monkeypatch.undo()

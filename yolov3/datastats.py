@@ -16,7 +16,8 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from yolov3.data import load_data_yaml, scan_split
+from yolov3.data_yaml import load_data_yaml
+from yolov3.labels import scan_split
 from yolov3.model import Darknet
 
 SMALL_AREA_PX = 32 ** 2  # COCO's size buckets, applied to boxes at the network input size

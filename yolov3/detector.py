@@ -19,9 +19,8 @@ import numpy as np
 import torch
 
 from yolov3.augment import letterbox
-from yolov3.data import read_image
-from yolov3.model import default_img_size, load_model, prepare_for_inference
-from yolov3.runs import find_weights
+from yolov3.labels import read_image
+from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.paths import ROOT
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes
 from yolov3.threads import ThreadGovernor
@@ -84,9 +83,7 @@ class Detector:
         fused model (detect.py ``--no-optimize``), ``bf16=True`` runs it under bfloat16 autocast (``--bf16``;
         :func:`yolov3.model.prepare_for_inference`); ``img_size`` defaults to the training size of a ``.pt``, else
         the cfg's width; ``threads`` as in the class docstring."""
-        weights = find_weights(weights)  # a train.py run folder: its best.pt
-        num_classes = len(names) if names is not None and weights.suffix != ".pt" else None
-        model, checkpoint = load_model(weights, cfg=cfg, num_classes=num_classes, device=device)
+        model, checkpoint = load_for_inference(weights, cfg, len(names) if names is not None else None, device)
         prepare_for_inference(model, optimize=optimize, bf16=bf16)
         names = list(names) if names is not None else default_names(model.num_classes, checkpoint)
         if len(names) != model.num_classes:

@@ -1,6 +1,7 @@
 """Several training processes under torchrun (DDP): NCCL on GPUs, gloo on CPU.
 
-One process alone (no torchrun) gets rank -1 and skips all of it; every collective below is then a no-op.
+One process alone (no torchrun) gets rank -1 and skips all of it: it starts no process group, and its callers make no
+collective (yolov3.bookkeeping.RankAgreement agrees with itself).
 """
 from __future__ import annotations
 
@@ -31,13 +32,10 @@ def setup_distributed(device_arg: str) -> tuple[int, int, int, torch.device]:
     return rank, local_rank, world_size, device
 
 
-def all_ranks_agree(flag: bool, world_size: int, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any rank (so every process stops together, none hangs)."""
-    if world_size == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+def all_reduce_max(values: torch.Tensor) -> None:
+    """Replace ``values``, in place, by their elementwise maximum over the ranks: a collective, so every rank must
+    call it at the same point (yolov3.bookkeeping.RankAgreement keeps that rule for train.py)."""
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
 
 
 def cleanup_distributed(world_size: int) -> None:

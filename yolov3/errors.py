@@ -9,7 +9,7 @@ from __future__ import annotations
 from yolov3.cfgparse import CfgError
 from yolov3.checkpoint import RunFolderError
 from yolov3.config import ConfigError
-from yolov3.data import DataError
+from yolov3.data_yaml import DataError
 from yolov3.files import OutputError
 from yolov3.weights import WeightsError
 

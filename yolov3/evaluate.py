@@ -5,12 +5,14 @@ metrics are computed in original-image pixels, as COCO does; both are clipped to
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,23 +46,56 @@ def _check_batch(batch: Any, batch_index: int) -> tuple:
     return images, targets, paths, shapes
 
 
-def evaluate(
-    model: nn.Module,
-    loader: Any,
-    names: Sequence[str],
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.6,
-    max_det: int = 300,
-    device: Union[str, torch.device] = "cpu",
-    loss_fn: Optional[Callable] = None,
-    save_dir: Optional[Union[str, Path]] = None,
-    plots: bool = False,
-    half: bool = False,
-    progress: bool = True,
-    records: Optional[list] = None,
-    warmup: bool = False,
-    single_cls: bool = False,
-) -> dict:
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate` scores, and what it does besides: plots, a warm-up pass, a progress bar."""
+
+    conf_thres: float = 0.001  # NMS: the low default keeps the PR curve's low-score tail
+    iou_thres: float = 0.6
+    max_det: int = 300
+    single_cls: bool = False  # every prediction and truth as class 0 of one class (one name); NMS across classes
+    plot_dir: Optional[Path] = None  # PR/F1/P/R curves, confusion matrix and the first batch drawn here (None: none)
+    half: bool = False  # fp16 images (the caller converts the model); CUDA only, ignored on CPU
+    warmup: bool = False  # each new batch shape runs once untimed first (val.py; train.py does not time)
+    progress: bool = True  # a tqdm bar
+
+
+STAGES = ("inference", "loss", "nms", "metrics")
+
+
+class StageClock:
+    """Wall time per stage of :func:`evaluate`, summed over batches, and the untimed warm-up passes apart from it.
+
+    A warm-up pass (:attr:`EvalOptions.warmup`) runs the first batch of each input shape once before it is timed:
+    that pass pays for one-time preparation (optimize_for_inference() measures each conv's paths at a new shape,
+    oneDNN builds primitives), which says nothing about the per-image speed."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.warmup_s = 0.0
+        self._warm_shapes: set = set()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] += time.perf_counter() - start
+
+    def warm_up(self, shape: tuple, run: Callable[[], Any]) -> None:
+        """``run()`` once, untimed, the first time ``shape`` is seen."""
+        if shape not in self._warm_shapes:
+            start = time.perf_counter()
+            run()
+            self.warmup_s += time.perf_counter() - start
+            self._warm_shapes.add(shape)
+
+    def per_image_ms(self, num_images: int) -> dict:
+        return {name: 1000.0 * seconds / max(num_images, 1) for name, seconds in self.seconds.items()}
+
+
+def evaluate(model: nn.Module, loader: Any, names: Sequence[str], device: Union[str, torch.device] = "cpu",
+             options: EvalOptions = EvalOptions(), loss_fn: Optional[Callable] = None,
+             records: Optional[list] = None) -> dict:
     """Run ``model`` over ``loader`` and compute detection metrics (and validation losses when ``loss_fn`` is given).
 
     Args:
@@ -69,23 +104,15 @@ def evaluate(
             train/eval mode is restored afterwards.
         loader: iterable of ``(images, targets, paths, shapes)`` batches (CONTRACTS.md), un-augmented.
         names: class names; ``len(names)`` is the number of classes.
-        conf_thres, iou_thres, max_det: NMS settings (the low default confidence keeps the PR curve's tail).
         device: where images go.
+        options: NMS settings, single-class scoring, plots, warm-up and progress bar (:class:`EvalOptions`); with
+            ``plot_dir`` also the first batch with its labels (``val_batch0_labels.jpg``) and its detections above
+            PLOT_CONF (``val_batch0_pred.jpg``).
         loss_fn: ``YOLOLoss``-like ``(raw_maps, targets) -> (total, terms)``; its ``box obj noobj cls`` terms are
             averaged over batches into ``val_box`` ...; without it those are NaN.
-        save_dir, plots: write PR/F1/P/R curves and the confusion matrix PNGs to ``save_dir``, and the first
-            batch with its labels (``val_batch0_labels.jpg``) and its detections above PLOT_CONF
-            (``val_batch0_pred.jpg``).
-        half: feed fp16 images (the caller converts the model); CUDA only, ignored on CPU.
-        progress: show a tqdm bar.
         records: if a list is given, one dict per image is appended: ``path``, ``orig_shape`` ``(h, w)``,
             ``preds`` ``(n, 6)`` and ``truths`` ``(m, 5)`` in original pixels — exactly what was scored (val.py
             writes its COCO JSON files from these).
-        warmup: run the first batch of each input shape once untimed before timing it, so ``speed_ms`` excludes
-            one-time preparation (optimize_for_inference() measures each conv's paths at a new shape, oneDNN
-            builds primitives); that time is reported apart as ``warmup_s`` (val.py; train.py does not time).
-        single_cls: score every prediction and ground truth as class 0 of one class (``names`` then has one
-            entry); NMS runs across classes.
 
     Returns:
         ``precision, recall, mAP50, mAP50_95`` (floats), ``val_box val_obj val_noobj val_cls``, ``per_class``
@@ -98,118 +125,124 @@ def evaluate(
     if loss_fn is not None and "return_raw" not in inspect.signature(model.forward).parameters:
         raise ValueError(f"evaluate: loss_fn needs raw maps, but {type(model).__name__}.forward has no return_raw "
                          "argument (Darknet's forward(x, return_raw=True) returns (decoded, raw_maps) in eval mode)")
-    if single_cls and len(names) != 1:
+    if options.single_cls and len(names) != 1:
         raise ValueError(f"evaluate: single_cls scores every box as one class, but {len(names)} names were given")
-    use_half = half and device.type != "cpu"
-    evaluator = DetectionEvaluator(len(names))
-    loss_sums = {term: 0.0 for term in LOSS_TERMS}
-    loss_batches = 0
-    seconds = {"inference": 0.0, "loss": 0.0, "nms": 0.0, "metrics": 0.0}
-    warmup_s, warm_shapes = 0.0, set()
+    use_half = options.half and device.type != "cpu"
+    scoring = _Scoring(len(names), options.single_cls, records)
+    clock = StageClock()
+
+    def forward(images: torch.Tensor) -> tuple:
+        return model(images, return_raw=True) if loss_fn is not None else (model(images), None)
+
     was_training = model.training
     model.eval()
-    image_id = 0
     try:
-        bar = tqdm(loader, desc="val", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(loader, desc="val", unit="batch", disable=not options.progress, leave=False)
         with torch.inference_mode():
             for batch_index, batch in enumerate(bar):
                 images, targets, paths, shapes = _check_batch(batch, batch_index)
                 images = images.to(device, non_blocking=True)
                 images = images.half() if use_half else images.float()
                 targets = targets.to(device)
-                height, width = images.shape[-2:]
-
-                if warmup and tuple(images.shape) not in warm_shapes:
-                    start = time.perf_counter()
-                    model(images, return_raw=True) if loss_fn is not None else model(images)
-                    warmup_s += time.perf_counter() - start
-                    warm_shapes.add(tuple(images.shape))
-                start = time.perf_counter()
+                if options.warmup:
+                    clock.warm_up(tuple(images.shape), lambda: forward(images))
+                with clock.stage("inference"):
+                    decoded, raw_maps = forward(images)
                 if loss_fn is not None:
-                    decoded, raw_maps = model(images, return_raw=True)
-                else:
-                    decoded = model(images)
-                seconds["inference"] += time.perf_counter() - start
-
-                if loss_fn is not None:
-                    start = time.perf_counter()
-                    _, terms = loss_fn([m.float() for m in raw_maps], targets)
-                    for term in LOSS_TERMS:
-                        loss_sums[term] += float(terms[term])
-                    loss_batches += 1
-                    seconds["loss"] += time.perf_counter() - start
-
-                start = time.perf_counter()
-                detections = non_max_suppression(decoded.float(), conf_thres, iou_thres, max_det=max_det,
-                                                 agnostic=single_cls)
-                seconds["nms"] += time.perf_counter() - start
-
-                start = time.perf_counter()
-                targets = targets.float().cpu()
-                if single_cls:
-                    targets[:, 1] = 0
-                if plots and save_dir is not None and batch_index == 0:
-                    plot_first_batch(images, targets, detections, paths, names, Path(save_dir), single_cls)
-                # normalised cxcywh on the network input -> xyxy network pixels
-                target_boxes_xyxy = cxcywh_to_xyxy(targets[:, 2:6] * torch.tensor([width, height, width, height]))
-                for i, image_detections in enumerate(detections):
-                    orig_shape, ratio, pad = shapes[i]
-                    image_detections = image_detections.cpu()
-                    if single_cls:
-                        image_detections[:, 5] = 0
-                    in_image = targets[:, 0] == i
-                    truths = torch.cat(
-                        (targets[in_image, 1:2], scale_boxes(target_boxes_xyxy[in_image], ratio, pad, orig_shape)), 1
-                    )  # (m, 5) [class, x1, y1, x2, y2] original pixels
-                    preds = torch.cat(
-                        (scale_boxes(image_detections[:, :4], ratio, pad, orig_shape), image_detections[:, 4:]), 1
-                    )  # (n, 6) original pixels
-                    evaluator.update(preds, truths, image_id)
-                    if records is not None:
-                        records.append({"path": paths[i], "orig_shape": tuple(int(v) for v in orig_shape),
-                                        "preds": preds.numpy(), "truths": truths.numpy()})
-                    image_id += 1
-                seconds["metrics"] += time.perf_counter() - start
+                    with clock.stage("loss"):
+                        scoring.add_losses(loss_fn([m.float() for m in raw_maps], targets)[1])
+                with clock.stage("nms"):
+                    detections = non_max_suppression(decoded.float(), options.conf_thres, options.iou_thres,
+                                                     max_det=options.max_det, agnostic=options.single_cls)
+                with clock.stage("metrics"):
+                    targets = targets.float().cpu()
+                    if options.single_cls:
+                        targets[:, 1] = 0
+                    if options.plot_dir is not None and batch_index == 0:
+                        plot_first_batch(images, targets, detections, paths, names, Path(options.plot_dir),
+                                         options.single_cls)
+                    scoring.add_batch(detections, targets, paths, shapes, images.shape[-2:])
     finally:
         model.train(was_training)
 
-    start = time.perf_counter()
-    metrics = evaluator.compute()
-    seconds["metrics"] += time.perf_counter() - start
-
-    per_class = [
-        {
-            "name": names[c],
-            "images": int(metrics["num_images_with_class"][c]),
-            "instances": int(metrics["num_instances"][c]),
-            "precision": float(metrics["precision_per_class"][c]),
-            "recall": float(metrics["recall_per_class"][c]),
-            "mAP50": float(metrics["ap50"][c]),
-            "mAP50_95": float(metrics["ap50_95"][c]),
-        }
-        for c in range(len(names))
-    ]
-    written: list = []
-    if plots and save_dir is not None:
-        written = plot_validation(metrics, names, save_dir)
-    num_images = max(evaluator.num_images, 1)
-    result = {
-        "precision": metrics["precision"],
-        "recall": metrics["recall"],
-        "mAP50": metrics["mAP50"],
-        "mAP50_95": metrics["mAP50_95"],
-        "per_class": per_class,
-        "num_images": evaluator.num_images,
-        "num_instances": int(metrics["num_instances"].sum()),
-        "confusion_matrix": metrics["confusion_matrix"],
-        "speed_ms": {key: 1000.0 * value / num_images for key, value in seconds.items()},
-        "warmup_s": warmup_s,
-        "plots": written,
-        "details": metrics,
-    }
-    for term in LOSS_TERMS:
-        result[f"val_{term}"] = loss_sums[term] / loss_batches if loss_batches else float("nan")
+    with clock.stage("metrics"):
+        metrics = scoring.evaluator.compute()
+    result = scoring.result(metrics, names)
+    result["plots"] = plot_validation(metrics, names, options.plot_dir) if options.plot_dir is not None else []
+    result["speed_ms"] = clock.per_image_ms(scoring.evaluator.num_images)
+    result["warmup_s"] = clock.warmup_s
     return result
+
+
+class _Scoring:
+    """What :func:`evaluate` scores: every image's predictions against its truths in original pixels, and the
+    validation losses; kept apart from the loop's timing."""
+
+    def __init__(self, num_classes: int, single_cls: bool, records: Optional[list]) -> None:
+        self.evaluator = DetectionEvaluator(num_classes)
+        self.single_cls, self.records = single_cls, records
+        self.loss_sums = dict.fromkeys(LOSS_TERMS, 0.0)
+        self.loss_batches = 0
+        self.image_id = 0
+
+    def add_losses(self, terms: dict) -> None:
+        for term in LOSS_TERMS:
+            self.loss_sums[term] += float(terms[term])
+        self.loss_batches += 1
+
+    def add_batch(self, detections: Sequence[torch.Tensor], targets: torch.Tensor, paths: Sequence[str],
+                  shapes: Sequence[tuple], net_size: Sequence[int]) -> None:
+        """Map the batch's detections and targets (network pixels / normalised) back through each image's letterbox
+        and score them."""
+        height, width = net_size
+        # normalised cxcywh on the network input -> xyxy network pixels
+        target_boxes_xyxy = cxcywh_to_xyxy(targets[:, 2:6] * torch.tensor([width, height, width, height]))
+        for i, image_detections in enumerate(detections):
+            orig_shape, ratio, pad = shapes[i]
+            image_detections = image_detections.cpu()
+            if self.single_cls:
+                image_detections[:, 5] = 0
+            in_image = targets[:, 0] == i
+            truths = torch.cat(
+                (targets[in_image, 1:2], scale_boxes(target_boxes_xyxy[in_image], ratio, pad, orig_shape)), 1
+            )  # (m, 5) [class, x1, y1, x2, y2] original pixels
+            preds = torch.cat(
+                (scale_boxes(image_detections[:, :4], ratio, pad, orig_shape), image_detections[:, 4:]), 1
+            )  # (n, 6) original pixels
+            self.evaluator.update(preds, truths, self.image_id)
+            if self.records is not None:
+                self.records.append({"path": paths[i], "orig_shape": tuple(int(v) for v in orig_shape),
+                                     "preds": preds.numpy(), "truths": truths.numpy()})
+            self.image_id += 1
+
+    def result(self, metrics: dict, names: Sequence[str]) -> dict:
+        per_class = [
+            {
+                "name": names[c],
+                "images": int(metrics["num_images_with_class"][c]),
+                "instances": int(metrics["num_instances"][c]),
+                "precision": float(metrics["precision_per_class"][c]),
+                "recall": float(metrics["recall_per_class"][c]),
+                "mAP50": float(metrics["ap50"][c]),
+                "mAP50_95": float(metrics["ap50_95"][c]),
+            }
+            for c in range(len(names))
+        ]
+        result = {
+            "precision": metrics["precision"],
+            "recall": metrics["recall"],
+            "mAP50": metrics["mAP50"],
+            "mAP50_95": metrics["mAP50_95"],
+            "per_class": per_class,
+            "num_images": self.evaluator.num_images,
+            "num_instances": int(metrics["num_instances"].sum()),
+            "confusion_matrix": metrics["confusion_matrix"],
+            "details": metrics,
+        }
+        for term in LOSS_TERMS:
+            result[f"val_{term}"] = (self.loss_sums[term] / self.loss_batches if self.loss_batches
+                                     else float("nan"))
+        return result
 
 
 def plot_first_batch(images: torch.Tensor, targets: torch.Tensor, detections: Sequence[torch.Tensor],

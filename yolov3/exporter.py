@@ -27,7 +27,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 
 from yolov3.detector import default_names
-from yolov3.model import Darknet, default_img_size, load_model
+from yolov3.model import Darknet, default_img_size, load_for_inference
 from yolov3.utils import atomic_write_bytes, atomic_write_text, ensure_dir
 
 ONNX_OPSET = 17  # every onnxruntime since 1.11 runs it
@@ -66,8 +66,7 @@ def _load(weights: Union[str, Path, Darknet], cfg: Union[str, Path, None], names
     if isinstance(weights, Darknet):
         model, checkpoint = weights, None
     else:
-        num_classes = len(names) if names is not None and Path(weights).suffix != ".pt" else None
-        model, checkpoint = load_model(weights, cfg=cfg, num_classes=num_classes, device="cpu")
+        model, checkpoint = load_for_inference(weights, cfg, len(names) if names is not None else None, "cpu")
     names = list(names) if names is not None else default_names(model.num_classes, checkpoint)
     if len(names) != model.num_classes:
         raise ExportError(f"{len(names)} class names for a model with {model.num_classes} classes")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from yolov3.boxes import cxcywh_to_xyxy, elementwise_iou
 from yolov3.config import ConfigError, LossConfig, require_range, validate_loss_config
-from yolov3.model import decode_boxes
+from yolov3.layers import decode_boxes
 from yolov3.targets import assign_targets, ignore_mask, pad_truths_per_image
 
 LossFn = Callable[[Tensor, Tensor], Tensor]

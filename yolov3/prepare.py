@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from yolov3.data import DataError, load_data_yaml
+from yolov3.data_yaml import DataError, load_data_yaml
 from yolov3.fetch import ENV_SOURCE, missing_splits, parse_download_spec
 
 

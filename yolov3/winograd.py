@@ -18,8 +18,8 @@ ones). Transform matrices are those of Lavin & Gray (interpolation points 0, +-1
 Float32 error grows with m (the F(4x4) matrices hold entries up to 8): measured against ``F.conv2d`` it stays
 around 1e-5 relative to the output scale (tests/test_winograd.py). Every output of a tile mixes every input of
 it, so a non-finite or huge input spoils its whole m x m tile, not only the outputs whose window holds it (a
-trained network's activations are finite and moderate). Used by :meth:`yolov3.model.Darknet.
-optimize_for_inference`; training never takes this path.
+trained network's activations are finite and moderate). Used by :mod:`yolov3.fastconv` (what
+:meth:`yolov3.model.Darknet.optimize_for_inference` switches on); training never takes this path.
 """
 from __future__ import annotations
 

@@ -1,0 +1,194 @@
+"""The CPU inference fast path (yolov3/fastconv.py): optimize_for_inference keeps the fused model's outputs on every
+kind of fast conv, falls back to the plain path, follows weight changes; and the private torch calls it rests on
+still exist."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolov3 import fastconv
+from yolov3.fastconv import FastConvLayer
+from yolov3.layers import ConvLayer
+from yolov3.model import Darknet
+
+
+def test_the_private_torch_calls_still_exist_and_compute_a_conv():
+    """The fast path rests on torch calls that are not public API; a torch release may drop or change them. This
+    test names the call that is gone, so the failure says what to replace (yolov3/fastconv.py, its private-API
+    section) rather than surfacing as a wrong choice of path or an AttributeError deep inside inference."""
+    missing = fastconv.missing_private_calls()
+    if not torch.backends.mkldnn.is_available():  # a build without oneDNN never had its ops
+        missing = [name for name in missing if not name.startswith("torch.ops.mkldnn")]
+    assert not missing, (f"torch {torch.__version__} no longer has {', '.join(missing)}, which yolov3/fastconv.py "
+                         "calls: adapt its private-API section (or drop that fast path)")
+    assert fastconv.edit_count(torch.zeros(1)) == 0
+    if not torch.backends.mkldnn.is_available():
+        return
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, 1, 1).eval()
+    x = torch.rand(1, 8, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = F.leaky_relu(conv(x), 0.1)
+        try:
+            got = fastconv.onednn_convolution(x, fastconv.onednn_weight(conv, tuple(x.shape)), conv.bias, conv,
+                                              "leaky")
+        except Exception as error:  # a changed signature is as fatal as a removed call
+            pytest.fail(f"torch {torch.__version__}: {fastconv.PRIVATE_TORCH_CALLS[0]} / "
+                        f"{fastconv.PRIVATE_TORCH_CALLS[1]} no longer take the arguments yolov3/fastconv.py "
+                        f"passes: {type(error).__name__}: {error}")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_convs_replace_the_fused_layers_and_keep_their_weights(cfg_dir):
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg")
+    convs = [m.conv for m in model.module_list if isinstance(m, ConvLayer)]
+    model.optimize_for_inference(select="rule")
+    fast = [m for m in model.module_list if isinstance(m, ConvLayer)]
+    assert all(isinstance(m, FastConvLayer) for m in fast) and [m.conv for m in fast] == convs  # same tensors
+    model.optimize_for_inference(onednn=False, winograd=False)  # again: fresh layers, the new switches
+    assert [(m._use_onednn, m._use_winograd) for m in model.module_list if isinstance(m, ConvLayer)] == \
+        [(False, False)] * len(convs)
+
+
+def _assert_same_outputs(got: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-4) -> None:
+    """Decoded outputs agree: boxes (pixels) within ``tolerance`` of the largest box value, probabilities absolutely."""
+    torch.testing.assert_close(got[..., :4], expected[..., :4], rtol=0,
+                               atol=tolerance * expected[..., :4].abs().max().item())
+    torch.testing.assert_close(got[..., 4:], expected[..., 4:], rtol=0, atol=tolerance)
+
+
+def _optimized_pair(cfg_dir, randomize, name, images, **kwargs):
+    """The rule's choices by default: these tests check that each kind of fast conv computes the right numbers."""
+    model = randomize(Darknet(cfg_dir / name), images, seed=2)
+    plain = copy.deepcopy(model).fuse()
+    return plain, model.optimize_for_inference(**{"select": "rule", **kwargs})
+
+
+@pytest.mark.parametrize("name, height, width, kinds", [
+    ("yolov3-tiny.cfg", 416, 320, {"winograd4", "winograd2", "onednn"}),  # every kind of fast conv
+    ("yolov3-small.cfg", 256, 192, {"onednn"}),  # narrow convs: Winograd would not pay
+])
+def test_optimize_for_inference_keeps_outputs(cfg_dir, randomize, name, height, width, kinds):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, height, width)
+    plain, fast = _optimized_pair(cfg_dir, randomize, name, images)
+    convs = [m for m in fast.module_list if isinstance(m, ConvLayer)]
+    with torch.inference_mode():
+        expected = plain(images)
+        got = fast(images)
+        again = fast(images.contiguous(memory_format=torch.channels_last))
+    assert fast.is_fused and not fast.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    methods = [set(m.__dict__.get("_fast_cache", {})) for m in convs]  # the weight layouts each conv built
+    assert all(methods)  # every conv took a fast path
+    assert set().union(*methods) == kinds
+    _assert_same_outputs(got, expected)
+    assert torch.equal(again, got)
+
+
+def test_optimize_for_inference_falls_back_to_plain_path(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 64)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-small.cfg", images)
+    with torch.inference_mode():
+        reference = fast(images)
+    # autograd on: the plain path, so gradients reach the input
+    wanted = images.clone().requires_grad_(True)
+    out = fast(wanted)
+    out[..., 4].sum().backward()
+    assert wanted.grad is not None and wanted.grad.abs().sum() > 0
+    _assert_same_outputs(out.detach(), reference)
+    # float64 input: the plain path in float64
+    with torch.inference_mode():
+        double = copy.deepcopy(plain).double()(images.double())
+        fast_double = copy.deepcopy(fast).double()(images.double())
+    torch.testing.assert_close(fast_double, double)
+
+
+def test_optimized_model_copies_pickles_and_follows_weight_changes(cfg_dir, randomize, tmp_path):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 96, 96)
+    _plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-small.cfg", images)
+    with torch.inference_mode():
+        before = fast(images)
+    clone = copy.deepcopy(fast)  # the derived weights (oneDNN's have no storage) are dropped and rebuilt
+    torch.save(fast, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with torch.inference_mode():
+        assert torch.equal(clone(images), before) and torch.equal(loaded(images), before)
+        # weights edited in place after the first call: the derived weights must follow, not serve stale results
+        for module in fast.module_list:
+            if isinstance(module, ConvLayer):
+                module.conv.weight.mul_(0.5)
+        halved_fast = fast(images)
+        for module in clone.module_list:
+            if isinstance(module, ConvLayer):
+                module._use_onednn = module._use_winograd = False
+                module.conv.weight.mul_(0.5)
+        halved_plain = clone(images)
+    assert not torch.allclose(halved_fast, before, atol=1e-2)
+    _assert_same_outputs(halved_fast, halved_plain)
+
+
+def test_optimize_for_inference_without_fast_paths_is_fuse_and_channels_last(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 96)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, onednn=False, winograd=False)
+    with torch.inference_mode():
+        _assert_same_outputs(fast(images), plain(images), tolerance=1e-5)  # NHWC vs NCHW: float32 rounding only
+    assert not any("_fast_cache" in m.__dict__ for m in fast.module_list)
+
+
+def test_optimized_model_built_in_inference_mode_and_replaced_weights(cfg_dir, randomize):
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 64)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, winograd=True)
+    with torch.inference_mode():
+        # weights created inside inference_mode have no version counter: the fast path must cope
+        inside = copy.deepcopy(plain).optimize_for_inference()
+        _assert_same_outputs(inside(images), plain(images))
+        fast(images)  # derived weights built
+        # replace a conv's weight twice before the next call: the new tensor may reuse the old one's memory,
+        # so only identity (not the address) tells that the derived weights are stale
+        first_conv = fast.module_list[0].conv
+        replacement = first_conv.weight.detach().clone() * -1
+        first_conv.weight = torch.nn.Parameter(first_conv.weight.detach().clone(), requires_grad=False)
+        first_conv.weight = torch.nn.Parameter(replacement, requires_grad=False)
+        plain.module_list[0].conv.weight = torch.nn.Parameter(replacement.contiguous(), requires_grad=False)
+        _assert_same_outputs(fast(images), plain(images))
+
+
+def test_measured_selection_takes_the_fastest_candidate_and_remembers_it(cfg_dir, randomize, monkeypatch):
+    """select='measure' times each path once per conv shape and keeps the fastest; here the timings are scripted
+    (plain fastest for 1x1 convs, F(4x4) Winograd for the 3x3 ones) so the test does not depend on the machine."""
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    speed = {"plain": 1.0, "onednn": 2.0, "winograd2": 3.0, "winograd4": 0.5}
+    timed = []
+
+    def scripted_time(self, method, x):
+        timed.append(method)
+        self._run_method(method, x)  # still computes it: its weights get prepared, as when really timed
+        return speed[method] if method != "plain" or self.conv.kernel_size == (1, 1) else 9.0
+
+    monkeypatch.setattr(FastConvLayer, "_time_method", scripted_time)
+    images = torch.rand(1, 3, 160, 160)
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, select="measure")
+    convs = [m for m in fast.module_list if isinstance(m, ConvLayer)]
+    with torch.inference_mode():
+        expected, got = plain(images), fast(images)
+        calls = len(timed)
+        fast(images)  # the same shapes again: nothing is timed twice
+    assert calls > 0 and len(timed) == calls
+    _assert_same_outputs(got, expected)
+    kept = [(conv.conv.kernel_size, set(conv.__dict__.get("_fast_cache", {}))) for conv in convs]
+    # 1x1: plain won, and the losers' prepared weights were dropped; 3x3: F(4x4) where the map allows Winograd
+    # (>= 8 cells a side), else oneDNN (the next fastest)
+    assert all(methods == set() for size, methods in kept if size == (1, 1))
+    three = [methods for size, methods in kept if size == (3, 3)]
+    assert all(methods in ({"winograd4"}, {"onednn"}) for methods in three)
+    assert {"winograd4"} in three and {"onednn"} in three
+    with pytest.raises(ValueError, match="select must be 'measure' or 'rule'"):
+        Darknet(cfg_dir / "yolov3-tiny.cfg").optimize_for_inference(select="fast")

@@ -67,7 +67,7 @@ class LossConfig:
 
     objectness: ObjectnessLossConfig = field(default_factory=ObjectnessLossConfig)  # both confidence terms share one loss choice
     cls: ClassLossConfig = field(default_factory=ClassLossConfig)  # the class term is chosen independently
-    box: str = "darknet"  # darknet's exact deltas scaled by (2 - w*h) (box_loss studies, README); alternatives: mse, giou, ciou
+    box: str = "darknet"  # darknet's exact deltas scaled by (2 - w*h) (docs/studies/box_loss.md); alternatives: mse, giou, ciou
     obj_target: str = "one"  # "one" as in darknet; "iou" uses the predicted box's IoU with its truth (soft target)
     normalizer: str = "batch"  # "batch": sum / batch size (darknet-like); "positives": sum / #positives (RetinaNet)
     lambda_box: float = 1.0  # term weights: 1 everywhere reproduces the unweighted darknet sum

@@ -261,7 +261,7 @@ def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = 
     ``bf16=True`` (``--bf16``): the plain fused channels_last model run under bfloat16 autocast, the boxes decoded
     in float32. The float32 fast paths do not apply to it (``optimize`` is then ignored). It pays only where bf16 is
     native (AVX512_BF16 / AMX, or a GPU); elsewhere oneDNN converts to and from float32 and it is slower. It keeps 8
-    mantissa bits: scores move by up to a few hundredths (README "Speed" gives its measured mAP effect)."""
+    mantissa bits: scores move by up to a few hundredths (docs/speed.md gives its measured mAP effect)."""
     model.inference_dtype = torch.bfloat16 if bf16 else None
     if optimize and not bf16:
         return model.optimize_for_inference()

@@ -4,7 +4,7 @@ torch runs every op's parallel region on a fixed team of OpenMP threads, one per
 only when its slowest thread does. Between regions an idle libgomp thread spins (~300k iterations) before it sleeps.
 On 2 cores beside a busy process, one of our two threads keeps losing its core to it, and its sibling spins through
 the wait, taking CPU from the very threads it waits for. Measured with benchmarks/bench_load.py (yolov3-tiny at
-416 px, 2026-12-01, README "Speed"): ~25 ms per image idle; beside one busy core 430 ms with torch's defaults, and
+416 px, 2026-12-01, docs/speed.md): ~25 ms per image idle; beside one busy core 430 ms with torch's defaults, and
 the plain fused model (few large ops, no Winograd) just as slow (496 ms) — so spinning, not the Winograd path's many
 small ops, is the cause. Two remedies, both on in detect.py and val.py:
 

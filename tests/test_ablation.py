@@ -223,7 +223,7 @@ def parse_like_train_py(cmd: list) -> config_lib.Config:
 def test_shipped_specs_load_and_commands_reproduce_config(spec_file):
     study = load_spec(spec_file)
     expected_runs = {"objectness": 45, "objectness_pilot": 6, "objectness_recipe": 10, "objectness_recipe_confirm": 4, "objectness_length": 4, "box_loss": 12, "box_loss_confirm": 10, "box_loss_default_recipe": 6, "focal_grid": 42, "objectness_vs_class": 12, "voc_yolov3": 6,
-                     "precision": 6, "bccd_finetune": 3, "objectness_bccd_pilot": 4}
+                     "precision": 6, "bccd_finetune": 3, "objectness_bccd_pilot": 4, "objectness_bccd": 30}
     assert len(study.runs) == expected_runs[study.name]
     names = [r.run_name for r in study.runs]
     assert len(set(names)) == len(names) and all(SAFE.match(n) for n in names)

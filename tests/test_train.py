@@ -589,3 +589,22 @@ def test_grad_clip_epochs_clips_only_the_first_epochs(tiny_data, tmp_path):
     rows = read_rows(tmp_path / "clip1")
     assert [float(r["clipped_fraction"]) for r in rows] == [1.0, 0.0]
     assert all(float(r["grad_norm"]) > 1e-3 for r in rows)
+
+
+def test_val_test_scores_the_final_model_once_on_the_test_split(tiny_data, tmp_path, capsys):
+    # the test split is the val images: the final model scored there must give the final validation's numbers
+    with_test = tmp_path / "with_test.yaml"
+    content = yaml.safe_load(tiny_data.read_text())
+    content.pop("generate")
+    content["path"] = str(tiny_data.parent / "shapes")
+    content["test"] = "images/val"
+    with_test.write_text(yaml.safe_dump(content))
+    assert train.main(["--data", str(with_test), "--project", str(tmp_path), "--name", "t", *TINY_ARGS,
+                       "val.test=true"]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert summary["test"]["mAP50_95"] == pytest.approx(summary["final"]["mAP50_95"], abs=1e-9)
+    assert summary["test"]["per_class"] == summary["per_class"]
+    assert [row["name"] for row in summary["per_class"]] == content["names"]
+    assert "test split: mAP@.5" in capsys.readouterr().out
+    assert run_train(tiny_data, tmp_path, "no_test", "val.test=true") == 2
+    assert "'val.test' is true but" in capsys.readouterr().err

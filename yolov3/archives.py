@@ -68,7 +68,7 @@ class _Budget:
         self.bytes += count
         if self.bytes > self.max_bytes:
             raise ArchiveError(f"{self.archive}: extracting {name!r} passes the bound of {self.max_bytes:,} bytes "
-                             "(max_bytes); refused")
+                               "(max_bytes); refused")
 
 
 def _copy_stream(source: BinaryIO, target: Path, budget: _Budget, name: str) -> None:
@@ -99,9 +99,8 @@ def extract_archive(archive: Union[str, Path], dest: Union[str, Path], max_bytes
                 declared = sum(info.file_size for info in infos)
                 if declared > max_bytes:
                     raise ArchiveError(f"{archive}: declares {declared:,} bytes extracted, more than {max_bytes:,} "
-                                     "(max_bytes); refused")
-                for info in infos:
-                    budget.entry()
+                                       "(max_bytes); refused")
+                for info in infos:  # the entry count is checked above, before anything is written
                     mode = info.external_attr >> 16
                     if stat.S_ISLNK(mode):
                         raise ArchiveError(f"{archive}: entry {info.filename!r} is a symbolic link; refused")
@@ -121,7 +120,7 @@ def extract_archive(archive: Union[str, Path], dest: Union[str, Path], max_bytes
                     if member.issym() or member.islnk():
                         kind = "symbolic" if member.issym() else "hard"
                         raise ArchiveError(f"{archive}: entry {member.name!r} is a {kind} link to "
-                                         f"{member.linkname!r}; refused")
+                                           f"{member.linkname!r}; refused")
                     target = _member_target(dest, member.name, archive)
                     if member.isdir():
                         if target is not None:
@@ -129,7 +128,7 @@ def extract_archive(archive: Union[str, Path], dest: Union[str, Path], max_bytes
                         continue
                     if not member.isreg():
                         raise ArchiveError(f"{archive}: entry {member.name!r} is not a file or folder (device or FIFO); "
-                                         "refused")
+                                           "refused")
                     if target is None:
                         raise ArchiveError(f"{archive}: a file entry without a name; refused")
                     source = tf.extractfile(member)
@@ -140,9 +139,7 @@ def extract_archive(archive: Union[str, Path], dest: Union[str, Path], max_bytes
             raise ArchiveError(f"{archive}: not a zip or tar archive")
     except FileExistsError as exc:
         raise ArchiveError(f"{archive}: entry {exc.filename} appears twice; refused") from None
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, ArchiveError):
-            raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:  # ArchiveError is none of these
         raise ArchiveError(f"{archive}: damaged or truncated archive ({exc})") from None
     return files
 
@@ -171,8 +168,6 @@ def download(url: str, dest: Union[str, Path], max_bytes: int, timeout: float = 
                     out.write(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as exc:
-        if isinstance(exc, ArchiveError):
-            raise
         reason = getattr(exc, "reason", None) or exc
         raise ArchiveError(f"could not download {url}: {reason}" + (f"; {hint}" if hint else "")) from None
     if expected is not None and received != expected:

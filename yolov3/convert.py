@@ -35,7 +35,7 @@ import sys
 import xml.etree.ElementTree as ET
 import xml.parsers.expat as expat
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import write_ids_record
@@ -262,22 +262,33 @@ def voc_class_names(xml_paths: Iterable[Union[str, Path]]) -> List[str]:
     return sorted(names)
 
 
-def _empty_counts() -> Dict[str, int]:
-    return {"boxes": 0, "difficult": 0, "clipped": 0, "empty": 0, "size_from_image": 0}
+def _collected_note(names: Sequence[str]) -> str:
+    return f"classes collected from the XML (sorted; index = position): {', '.join(names)}"
+
+
+def _empty_counts() -> Dict[str, Any]:
+    return {"boxes": 0, "difficult": 0, "clipped": 0, "empty": 0, "size_from_image": 0, "per_class": {}}
 
 
 def voc_xml_to_rows(xml_path: Union[str, Path], classes: Sequence[str] = VOC_CLASSES,
                     include_difficult: bool = False, image_folder: Union[str, Path, None] = None,
-                    counts: Optional[Dict[str, int]] = None) -> Tuple[List[str], int]:
+                    counts: Optional[Dict[str, Any]] = None) -> Tuple[List[str], int]:
     """YOLO rows of one VOC XML file and the number of boxes skipped (difficult, or empty after clipping).
 
-    ``counts`` (optional) is updated with what happened: ``boxes``, ``difficult`` and ``empty`` (skipped),
-    ``clipped`` (kept, cut to the image), ``size_from_image`` (no usable ``<size>``: read from the image, looked
-    for in ``image_folder``, default the XML's folder).
+    ``counts`` (optional) is updated with what happened: ``boxes`` (and ``per_class``: name -> boxes),
+    ``difficult`` and ``empty`` (skipped), ``clipped`` (kept, cut to the image), ``size_from_image`` (no usable
+    ``<size>``: read from the image, looked for in ``image_folder``, default the XML's folder).
     """
     xml_path = Path(xml_path)
     counts = _empty_counts() if counts is None else counts
-    root = parse_untrusted_xml(xml_path)
+    before = counts["difficult"] + counts["empty"]
+    rows = _rows_of(parse_untrusted_xml(xml_path), xml_path, classes, include_difficult, image_folder, counts)
+    return rows, counts["difficult"] + counts["empty"] - before
+
+
+def _rows_of(root: ET.Element, xml_path: Path, classes: Sequence[str], include_difficult: bool,
+             image_folder: Union[str, Path, None], counts: Dict[str, Any]) -> List[str]:
+    """:func:`voc_xml_to_rows` on an already parsed annotation."""
     size = root.find("size")
     width = height = 0.0
     if size is not None and size.findtext("width", "").strip() and size.findtext("height", "").strip():
@@ -292,7 +303,7 @@ def voc_xml_to_rows(xml_path: Union[str, Path], classes: Sequence[str] = VOC_CLA
         width, height = _image_size(find_image(xml_path, root, folder), xml_path)
         counts["size_from_image"] += 1
     class_index = {name: i for i, name in enumerate(classes)}
-    rows, skipped = [], 0
+    rows = []
     for number, obj in enumerate(root.iter("object"), start=1):
         context = f"<object> #{number}"
         name = _xml_text(obj, "name", xml_path, context)
@@ -300,7 +311,6 @@ def voc_xml_to_rows(xml_path: Union[str, Path], classes: Sequence[str] = VOC_CLA
             raise ConversionError(f"{xml_path}: {context} has unknown class {name!r} (known: {', '.join(classes)})")
         difficult = obj.find("difficult")
         if difficult is not None and (difficult.text or "0").strip() not in ("0", "") and not include_difficult:
-            skipped += 1
             counts["difficult"] += 1
             continue
         box = obj.find("bndbox")
@@ -314,15 +324,14 @@ def voc_xml_to_rows(xml_path: Union[str, Path], classes: Sequence[str] = VOC_CLA
         x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive -> continuous
         row = _yolo_row(class_index[name], x1, y1, x2, y2, width, height)
         if row is None:
-            skipped += 1
             counts["empty"] += 1
             continue
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
             counts["clipped"] += 1
         counts["boxes"] += 1
-        counts[f"class:{name}"] = counts.get(f"class:{name}", 0) + 1
+        counts["per_class"][name] = counts["per_class"].get(name, 0) + 1
         rows.append(row)
-    return rows, skipped
+    return rows
 
 
 def read_ids(ids_path: Union[str, Path]) -> List[str]:
@@ -368,7 +377,7 @@ def resolve_class_names(annotations: Path, names_path: Optional[Path],
     if not names:
         raise ConversionError(f"{annotations}: no <object> in any XML file, so no class names to collect "
                               "(pass --names)")
-    return names, f"classes collected from the XML (sorted; index = position): {', '.join(names)}"
+    return names, _collected_note(names)
 
 
 def summary_line(split: str, stats: Dict[str, object]) -> str:
@@ -383,7 +392,8 @@ def summary_line(split: str, stats: Dict[str, object]) -> str:
 def voc_to_yolo(annotations: Union[str, Path, Iterable[Union[str, Path]]], out_dir: Union[str, Path],
                 ids: Optional[Sequence[str]] = None, classes: Optional[Sequence[str]] = None,
                 include_difficult: bool = False, names_path: Union[str, Path, None] = None,
-                images: Union[str, Path, None] = None) -> Dict[str, object]:
+                images: Union[str, Path, None] = None, copy_images_to: Union[str, Path, None] = None
+                ) -> Dict[str, object]:
     """Convert VOC XML files (a folder of them, or a list of paths) to ``out_dir/<xml stem>.txt``.
 
     ``ids`` restricts a folder to those stems (an ``ImageSets/Main/*.txt`` list). ``classes`` fixes the class order;
@@ -391,7 +401,7 @@ def voc_to_yolo(annotations: Union[str, Path, Iterable[Union[str, Path]]], out_d
     and are written to ``names_path`` (default ``out_dir/../classes.txt``). Objects flagged ``difficult`` are
     skipped unless ``include_difficult`` (VOC evaluation ignores them too). ``images``: where to read an image's
     size when its XML has none (default: ``JPEGImages`` beside an ``Annotations`` folder, else the XML's folder).
-    Returns counts (``images``, ``boxes``, ``skipped``, ``difficult``, ``clipped``, ``empty``, ``size_from_image``,
+    ``copy_images_to``: also copy each annotation's image there (every one must be found). Returns counts (``images``, ``boxes``, ``skipped``, ``difficult``, ``clipped``, ``empty``, ``size_from_image``,
     ``per_class``), the ``names`` list, ``out`` and ``note`` (how the names were chosen, or None).
     """
     out_dir = Path(out_dir)
@@ -403,26 +413,30 @@ def voc_to_yolo(annotations: Union[str, Path, Iterable[Union[str, Path]]], out_d
     else:
         xml_paths = [Path(p) for p in annotations]
         folder = xml_paths[0].parent if xml_paths else Path(".")
-        names, note = list(classes) if classes is not None else voc_class_names(xml_paths), None
-        if classes is None:
-            note = f"classes collected from the XML (sorted; index = position): {', '.join(names)}"
+        names = list(classes) if classes is not None else voc_class_names(xml_paths)
+        note = None if classes is not None else _collected_note(names)
     if not xml_paths:
         raise ConversionError(f"{annotations}: no XML files to convert")
     image_folder = Path(images) if images is not None else default_image_folder(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if copy_images_to is not None:
+        Path(copy_images_to).mkdir(parents=True, exist_ok=True)
     counts = _empty_counts()
-    skipped = 0
     for xml_path in xml_paths:
-        rows, skipped_here = voc_xml_to_rows(xml_path, names, include_difficult, image_folder, counts)
+        root = parse_untrusted_xml(xml_path)
+        if copy_images_to is not None:
+            image = find_image(xml_path, root, image_folder)
+            if image is None:
+                raise ConversionError(f"{xml_path}: no image for it in {image_folder} (looked for its <filename> and "
+                                      f"{xml_path.stem} with {', '.join(IMAGE_SUFFIXES)}; pass --images)")
+            shutil.copyfile(image, Path(copy_images_to) / (xml_path.stem + image.suffix.lower()))
+        rows = _rows_of(root, xml_path, names, include_difficult, image_folder, counts)
         atomic_write_text(out_dir / f"{xml_path.stem}.txt", "".join(f"{r}\n" for r in rows))
-        skipped += skipped_here
     names_from_file = classes is None and note is None  # read from an existing names file: it stays as it is
     if not names_from_file:
         _write_names(names, names_file)
-    per_class = {key[len("class:"):]: value for key, value in counts.items() if key.startswith("class:")}
-    return {"images": len(xml_paths), "boxes": counts["boxes"], "skipped": skipped, "difficult": counts["difficult"],
-            "clipped": counts["clipped"], "empty": counts["empty"], "size_from_image": counts["size_from_image"],
-            "per_class": per_class, "names": names, "out": str(out_dir), "note": note}
+    return {"images": len(xml_paths), "skipped": counts["difficult"] + counts["empty"], **counts, "names": names,
+            "out": str(out_dir), "note": note}
 
 
 def split_by_fraction(stems: Sequence[str], val_fraction: float, seed: int = 0) -> Dict[str, List[str]]:
@@ -461,17 +475,9 @@ def voc_to_yolo_dataset(annotations: Union[str, Path], root: Union[str, Path], s
     image_folder = Path(images) if images is not None else default_image_folder(annotations)
     results = {}
     for split, ids in splits.items():
-        xml_paths = _xml_paths(annotations, ids)
-        image_dir = root / "images" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        for xml_path in xml_paths:
-            image = find_image(xml_path, parse_untrusted_xml(xml_path), image_folder)
-            if image is None:
-                raise ConversionError(f"{xml_path}: no image for it in {image_folder} (looked for its <filename> and "
-                                      f"{xml_path.stem} with {', '.join(IMAGE_SUFFIXES)}; pass --images)")
-            shutil.copyfile(image, image_dir / (xml_path.stem + image.suffix.lower()))
-        stats = voc_to_yolo(xml_paths, root / "labels" / split, classes=names, include_difficult=include_difficult,
-                            names_path=root / "classes.txt", images=image_folder)
+        stats = voc_to_yolo(_xml_paths(annotations, ids), root / "labels" / split, classes=names,
+                            include_difficult=include_difficult, names_path=root / "classes.txt", images=image_folder,
+                            copy_images_to=root / "images" / split)
         log(summary_line(split, stats))
         results[split] = stats
     if not write_yaml:

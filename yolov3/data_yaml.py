@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 from yolov3 import paths as project_paths
 from yolov3 import synthetic
@@ -118,12 +118,12 @@ def as_single_class(data: dict) -> dict:
     return {**data, "names": [SINGLE_CLASS_NAME], "single_cls": True}
 
 
-def load_data_yaml(path: Union[str, Path], fetch: bool = True, source: Optional[str] = None) -> dict:
+def load_data_yaml(path: Union[str, Path], fetch: bool = True) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the
     YAML's own path (for messages). A ``generate:`` block writes the built-in dataset first when needed; a
-    ``download:`` mapping builds a missing dataset (:mod:`yolov3.fetch`; ``source`` a local archive or folder, or a
-    URL, instead of its url) unless ``fetch`` is False. A Darknet ``.data`` file gives the same dict (see the module
+    ``download:`` mapping builds a missing dataset (:mod:`yolov3.fetch`; ``$YOLOV3_DATA_SOURCE`` may name a local
+    archive or folder instead of its url) unless ``fetch`` is False. A Darknet ``.data`` file gives the same dict (see the module
     docstring)."""
     yaml_path = resolve_path(path).resolve()  # as given, else the data YAML of that name shipped with the package
     if yaml_path.suffix == ".data":
@@ -157,7 +157,7 @@ def load_data_yaml(path: Union[str, Path], fetch: bool = True, source: Optional[
         data["path_tried"] = []  # built where the YAML says when missing (the first place _dataset_root looks)
         try:
             if fetch:
-                ensure_dataset(data, data["download"], source, log=LOGGER.info)
+                ensure_dataset(data, data["download"], log=LOGGER.info)
             else:
                 parse_download_spec(data["download"], yaml_path)
         except FetchError as exc:

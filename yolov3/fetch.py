@@ -76,6 +76,9 @@ def parse_download_spec(value, yaml_path: Union[str, Path]) -> Optional[Download
     if not isinstance(splits, dict) or not splits or not all(isinstance(k, str) and isinstance(v, str)
                                                             for k, v in splits.items()):
         raise FetchError(f"{where}.splits must map each split to its ids file, e.g. {{train: ImageSets/Main/train.txt}}")
+    unknown = [k for k in splits if k not in ("train", "val", "test")]
+    if unknown:
+        raise FetchError(f"{where}.splits names {unknown[0]!r}; splits are train, val, test")
     max_bytes = value.get("max_bytes", DEFAULT_MAX_BYTES)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
         raise FetchError(f"{where}.max_bytes must be a positive whole number of bytes, got {max_bytes!r}")
@@ -142,8 +145,9 @@ def build_dataset(spec: DownloadSpec, root: Union[str, Path], names: Sequence[st
         else:
             raise FetchError(f"{yaml_path}: source {source!r} is neither a URL nor an existing archive or folder")
         if archive is not None:
-            if spec.sha256 and sha256_file(archive) != spec.sha256:
-                raise FetchError(f"{archive}: sha256 {sha256_file(archive)} is not the {spec.sha256} the YAML expects")
+            digest = sha256_file(archive) if spec.sha256 else None
+            if digest != spec.sha256:
+                raise FetchError(f"{archive}: sha256 {digest} is not the {spec.sha256} the YAML expects")
             extracted = staging / "extracted"
             try:
                 count = extract_archive(archive, extracted, spec.max_bytes)
@@ -160,7 +164,7 @@ def build_dataset(spec: DownloadSpec, root: Union[str, Path], names: Sequence[st
             voc_to_yolo_dataset(voc_root / "Annotations", build, splits, classes=list(names),
                                 images=voc_root / "JPEGImages", write_yaml=False,
                                 log=lambda line: log(line.replace(str(build), str(root))))  # where it will be
-        except (ConversionError, ArchiveError) as exc:
+        except ConversionError as exc:
             raise FetchError(str(exc)) from None
         for name in spec.keep:
             if (content / name).is_file():
@@ -190,9 +194,6 @@ def ensure_dataset(data: dict, download_value, source: Optional[str] = None,
     spec = parse_download_spec(download_value, data["yaml"])
     if spec is None:
         return False
-    unknown = [s for s in spec.splits if s not in ("train", "val", "test")]
-    if unknown:
-        raise FetchError(f"{data['yaml']}: download.splits names {unknown[0]!r}; splits are train, val, test")
     missing = missing_splits(data)
     if not missing:
         return False

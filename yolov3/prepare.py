@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from yolov3.data_yaml import DataError, load_data_yaml
-from yolov3.fetch import ENV_SOURCE, missing_splits, parse_download_spec
+from yolov3.fetch import ENV_SOURCE, FetchError, ensure_dataset, parse_download_spec
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -24,14 +24,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"(also: ${ENV_SOURCE})")
     args = parser.parse_args(argv)
     try:
-        data = load_data_yaml(args.data, fetch=False)
+        data = load_data_yaml(args.data, fetch=False)  # checks the download: mapping, builds nothing
         if parse_download_spec(data["download"], data["yaml"]) is None:
             raise DataError(f"{data['yaml']}: has no download: mapping to build its dataset from")
-        if not missing_splits(data):
+        if not ensure_dataset(data, data["download"], args.source):
             print(f"{data['path']}: complete (every split of {data['yaml']} is there; remove it to build it again)")
-            return 0
-        load_data_yaml(args.data, source=args.source)
-    except DataError as exc:
+    except (DataError, FetchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import yaml
@@ -156,6 +156,15 @@ def _rows_or_none(value: Any) -> Optional[list]:
     if isinstance(value, list) and value and all(isinstance(r, dict) and "name" in r for r in value):
         return value
     return None
+
+
+def finished_by_arm(runs: Sequence[RunResult]) -> dict:
+    """{arm: its finished runs, in planned order}; an arm with none is absent."""
+    out: dict = {}
+    for run in runs:
+        if run.status == "finished":
+            out.setdefault(run.arm, []).append(run)
+    return out
 
 
 @dataclass

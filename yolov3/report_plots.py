@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from yolov3.report_load import METRIC_TITLES, RunResult
+from yolov3.report_load import METRIC_TITLES, RunResult, finished_by_arm
 from yolov3.report_stats import ArmSummary, common_objectness_losses
 
 CDF_POINTS = 201  # fractions at which the cumulative loss curves are sampled (0, 0.005, ..., 1)
@@ -92,18 +92,10 @@ def _per_epoch(runs: Sequence[RunResult], column: str, transform=None) -> Option
                 "n": np.isfinite(table).sum(axis=0)}
 
 
-def _finished_by_arm(runs: Sequence[RunResult]) -> dict:
-    out: dict = {}
-    for run in runs:
-        if run.status == "finished":
-            out.setdefault(run.arm, []).append(run)
-    return out
-
-
 def plot_val_map_per_epoch(runs: Sequence[RunResult], path: Union[str, Path], notes: list) -> dict:
     """(b) validation mAP@0.5 and mAP@0.5:0.95 (the primary endpoint) per epoch per arm: mean over seeds, min–max
     band. Returns {arm: the mAP@0.5 curve, with the mAP@0.5:0.95 curve under 'mAP50_95' when recorded}."""
-    by_arm = _finished_by_arm(runs)
+    by_arm = finished_by_arm(runs)
     data = {}
     for arm, arm_runs in by_arm.items():
         curve = _per_epoch(arm_runs, "mAP50")
@@ -145,7 +137,7 @@ def plot_objectness_losses(runs: Sequence[RunResult], path: Union[str, Path], no
     panels = (("train_obj", "object loss (train)", None), ("train_noobj", "no-object loss (train)", None),
               ("ratio", "no-object / object", ratio))
     data: dict = {name: {} for name, _, _ in panels}
-    for arm, arm_runs in _finished_by_arm(runs).items():
+    for arm, arm_runs in finished_by_arm(runs).items():
         for name, _, transform in panels:
             curve = _per_epoch(arm_runs, name, transform)
             if curve is not None:
@@ -255,7 +247,7 @@ def plot_objectness_cdf(runs: Sequence[RunResult], path: Union[str, Path], notes
     compare different rulers. Runs saved before the logits were kept (no ``pos_logit``) are drawn with their own
     loss instead, in a single row, and said so in a note."""
     fractions = np.linspace(0.0, 1.0, CDF_POINTS)
-    by_arm = _finished_by_arm(runs)
+    by_arm = finished_by_arm(runs)
     common = any(r.objectness is not None and "pos_logit" in r.objectness for rs in by_arm.values() for r in rs)
     scorers = SCORERS if common else (("own", "each run's own loss"),)
     data: dict = {"fraction": fractions, "scorers": [name for name, _ in scorers]}
@@ -322,7 +314,7 @@ def plot_first_epoch(runs: Sequence[RunResult], path: Union[str, Path], notes: l
               ("neg_grad_share", "share of the objectness gradient from negatives"))
     data: dict = {name: {} for name, _ in panels}
     missing: list = []
-    for arm, arm_runs in _finished_by_arm(runs).items():
+    for arm, arm_runs in finished_by_arm(runs).items():
         tables = []
         for run in arm_runs:
             steps = run.steps

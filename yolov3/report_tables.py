@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, noobj_obj_ratio
+from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, finished_by_arm, noobj_obj_ratio
 from yolov3.report_stats import (CONFIDENCE, ArmSummary, PairedDifference, common_objectness_losses, mean_sd,
                                   paired_difference)
 
@@ -190,14 +190,10 @@ def diagnostics_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     return lines
 
 
-def _finished_by_arm(study: StudyRuns, arms: Sequence[ArmSummary]) -> dict:
-    return {arm.arm: [r for r in study.runs if r.arm == arm.arm and r.status == "finished"] for arm in arms}
-
-
 def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     """Per-class AP of the final validation, mean ± sd over an arm's seeds (runs that recorded it: summary.json
     'per_class'); nothing for studies whose runs did not."""
-    finished = _finished_by_arm(study, arms)
+    finished = finished_by_arm(study.runs)
     names = next((([row["name"] for row in r.per_class]) for runs in finished.values() for r in runs
                   if r.per_class), None)
     if not names:
@@ -208,7 +204,7 @@ def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
              "| arm | n | " + " | ".join(f"{name} AP@.5 | {name} AP@.5:.95" for name in names) + " |",
              "|---|---|" + "---|" * (2 * len(names))]
     for arm in arms:
-        runs = [r for r in finished[arm.arm] if r.per_class and [row["name"] for row in r.per_class] == names]
+        runs = [r for r in finished.get(arm.arm, []) if r.per_class and [row["name"] for row in r.per_class] == names]
         cells = []
         for index in range(len(names)):
             for key in ("mAP50", "mAP50_95"):
@@ -221,7 +217,7 @@ def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
 def test_split_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     """The test split, scored once at the end of each run (val.test): mean ± sd per arm and the paired difference
     to the baseline (secondary: not corrected, no choice was made on it)."""
-    finished = _finished_by_arm(study, arms)
+    finished = finished_by_arm(study.runs)
     if not any(r.test for runs in finished.values() for r in runs):
         return []
     base = {r.seed: r.test for r in finished.get(study.baseline, []) if r.test}
@@ -230,7 +226,7 @@ def test_split_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
              f"{int(CONFIDENCE * 100)}% interval, not corrected.", "",
              "| arm | n | mAP@0.5 | mAP@0.5:0.95 | Δ mAP@0.5:0.95 | 95% CI of Δ |", "|---|---|---|---|---|---|"]
     for arm in arms:
-        tests = {r.seed: r.test for r in finished[arm.arm] if r.test}
+        tests = {r.seed: r.test for r in finished.get(arm.arm, []) if r.test}
         cells = [_pm(*mean_sd([float(t.get(k, float("nan"))) for t in tests.values()])) if tests else "—"
                  for k in ("mAP50", "mAP50_95")]
         delta, ci = "", ""

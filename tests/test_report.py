@@ -471,3 +471,29 @@ def _two_arm_study(study_dir):
         make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
         make_run(study_dir, 2 + seed, "focal", seed, 0.6, 0.35)
     return study_dir
+
+
+def test_report_figures_are_palette_pngs_with_the_same_bytes_every_time(tmp_path):
+    """The figures are committed with each study: small (a 256-colour palette at 100 dpi) and deterministic (no
+    metadata, no dithering), so that rebuilding a report changes no byte of it."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from yolov3.report_plots import DPI, _save
+
+    def draw(path):
+        fig = Figure(figsize=(4, 3), layout="constrained")
+        ax = fig.subplots()
+        x = np.linspace(0, 1, 200)
+        for i in range(12):  # more colours than tab10, each line anti-aliased
+            ax.plot(x, x ** (i + 1), label=f"arm {i}")
+            ax.fill_between(x, x ** (i + 1), x ** (i + 2), alpha=0.15, linewidth=0)
+        ax.legend(fontsize=7)
+        _save(fig, path)
+
+    draw(tmp_path / "a.png")
+    draw(tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.format == "PNG" and image.mode == "P" and image.size == (4 * DPI, 3 * DPI)
+        assert not getattr(image, "text", {})  # no 'Software: matplotlib version ...'

@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 
-from yolov3.runs import (RESULT_COLUMNS, best_epoch, epochs_without_improvement, read_results_csv, read_summary,
-                         write_results_csv, write_summary)
+import pytest
+
+from yolov3.runs import (RESULT_COLUMNS, best_epoch, epochs_without_improvement, is_objectness_record,
+                         objectness_record, read_results_csv, read_summary, write_results_csv, write_summary)
 
 
 def test_results_csv_round_trip_keeps_six_significant_digits_and_blank_epochs(tmp_path):
@@ -167,3 +169,32 @@ def test_patience_counts_validated_epochs_only():
     # validated: 0.2, 0.5, 0.4, 0.3 -> the best is the 2nd validated one, 2 validated epochs since
     assert epochs_without_improvement(rows) == 2
     assert epochs_without_improvement([{"mAP50": nan, "mAP50_95": nan}] * 5) == 0
+
+
+def test_objectness_record_orders_the_negatives_by_logit_and_keeps_their_pairs():
+    rng = np.random.default_rng(0)
+    neg_logit = rng.normal(-6.0, 3.0, 500).astype(np.float32)
+    neg_logit[:3] = [-1.0, -1.0, -1.0]  # ties keep the order they came in (a stable sort: the same file every time)
+    neg = np.log1p(np.exp(neg_logit)) + np.arange(500) * 1e-3  # own loss: not a function of the logit alone
+    pos_logit, pos = rng.normal(1.0, 2.0, 40), rng.random(40)
+    samples = {"pos": pos, "neg": neg, "pos_logit": pos_logit, "neg_logit": neg_logit}
+    assert not is_objectness_record(samples)
+    record = objectness_record(samples)
+    assert is_objectness_record(record) and objectness_record(record).keys() == record.keys()
+    for key, value in objectness_record(record).items():  # a record is a fixed point
+        np.testing.assert_array_equal(value, record[key])
+    # positives: float32, as given (in order)
+    assert record["pos"].dtype == record["pos_logit"].dtype == np.float32
+    np.testing.assert_array_equal(record["pos_logit"], pos_logit.astype(np.float32))
+    # negatives: float16, ascending logit, every (own loss, logit) pair kept
+    assert record["neg"].dtype == record["neg_logit"].dtype == np.float16
+    assert np.all(np.diff(record["neg_logit"].astype(float)) >= 0)
+    pairs = sorted(zip(neg.astype(np.float16).tolist(), neg_logit.astype(np.float16).tolist()))
+    assert sorted(zip(record["neg"].tolist(), record["neg_logit"].tolist())) == pairs
+    tied = record["neg"][record["neg_logit"] == -1.0]
+    np.testing.assert_array_equal(tied, neg[:3].astype(np.float16))
+    # a record saved without logits is ordered by its own loss
+    own = objectness_record({"pos": pos, "neg": neg[::-1]})
+    assert own.keys() == {"pos", "neg"} and np.all(np.diff(own["neg"].astype(float)) >= 0)
+    with pytest.raises(ValueError, match="align"):
+        objectness_record({"pos": pos, "neg": neg, "pos_logit": pos_logit, "neg_logit": neg_logit[:-1]})

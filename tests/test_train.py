@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402
 from yolov3 import bookkeeping  # noqa: E402
+from yolov3.runs import is_objectness_record  # noqa: E402
 
 TINY_ARGS = ["--epochs", "2", "--batch-size", "4", "--img-size", "64", "--workers", "0",
              "train.nominal_batch=8", "train.warmup_epochs=0.5", "val.conf_thres=0.01"]
@@ -64,6 +66,11 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path, capsys):
                  "val_batch0_pred.jpg", "train.log"):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob("events.out.tfevents.*"))  # tensorboard is not installed here: off, and said so
+    # the saved objectness sample in the record's compact form (studies commit it): negatives float16 by logit
+    with np.load(run_dir / "objectness_losses.npz") as npz:
+        record = {key: npz[key] for key in npz.files}
+    assert set(record) == {"pos", "neg", "pos_logit", "neg_logit"} and is_objectness_record(record)
+    assert record["neg"].size == record["neg_logit"].size > 0 and record["pos"].size == record["pos_logit"].size > 0
     # train.log: the commands, each epoch's line, the per-class table, the end; never a progress bar
     log = (run_dir / "train.log").read_text()
     lines = log.splitlines()

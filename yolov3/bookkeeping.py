@@ -53,8 +53,8 @@ from yolov3.evaluate import LOSS_TERMS, EvalOptions, evaluate, format_table, obj
 from yolov3.optim import unwrap
 from yolov3.plots import plot_labels, plot_results_csv
 from yolov3.precision import Precision, environment_record
-from yolov3.runs import (TensorBoardLog, TrainLog, epochs_without_improvement, open_run_folder, weights_dir,
-                         write_results_csv, write_summary)
+from yolov3.runs import (TensorBoardLog, TrainLog, epochs_without_improvement, objectness_record, open_run_folder,
+                         weights_dir, write_results_csv, write_summary)
 from yolov3.train_cli import check_resume_flags, command_header, resolve_config
 from yolov3.utils import OutputError, StopRequest, atomic_torch_save, atomic_write, atomic_write_text, increment_path
 
@@ -431,8 +431,8 @@ class Bookkeeper:
         """summary.json (with the final validation's per-class rows and, given a ``test_loader``, the test split's
         scores) and the objectness-loss distributions of the final model (read by the ablation report)."""
         cfg, model = self.cfg, self.evaluated
-        samples = objectness_samples(model, val_loader, cfg.loss, self.device, seed=cfg.train.seed)
-        samples["neg_logit"] = samples["neg_logit"].astype(np.float16)  # the largest array: half the file; ~1% in a tail loss
+        # the compact form (negatives float16, ordered by logit): a study commits this file for every run
+        samples = objectness_record(objectness_samples(model, val_loader, cfg.loss, self.device, seed=cfg.train.seed))
         atomic_write(self.run_dir / "objectness_losses.npz", lambda fh: np.savez_compressed(fh, **samples))
         final_metrics = self.metrics if self.state.history else {}
         extra = {"per_class": final_metrics["per_class"]} if "per_class" in final_metrics else {}

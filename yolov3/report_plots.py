@@ -14,6 +14,30 @@ from yolov3.report_load import METRIC_TITLES, RunResult, finished_by_arm
 from yolov3.report_stats import ArmSummary, common_objectness_losses
 
 CDF_POINTS = 201  # fractions at which the cumulative loss curves are sampled (0, 0.005, ..., 1)
+# The report's figures are committed with every study (issue 27: a clone's docs/ stays small). 100 dpi keeps the
+# 7-pt legends legible (at 85 dpi they were barely so); a 256-colour palette holds a line plot's few colours and
+# their anti-aliased blends, and makes each PNG about a quarter of matplotlib's 120-dpi RGBA one.
+DPI = 100
+PALETTE_COLOURS = 256
+
+
+def _save(fig, path: Union[str, Path]) -> None:
+    """Write ``fig`` as a palette PNG. Deterministic: median-cut quantisation without dithering (dithering is noise
+    that compresses badly, and the flat colours of a plot need none), and no metadata (matplotlib's PNG names its
+    version; the same figure drawn by a later matplotlib should not differ for that alone)."""
+    import io
+
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    buffer.seek(0)
+    with Image.open(buffer) as rgba:
+        # the figure is drawn on an opaque white face: the alpha channel carries nothing
+        # method 0, dither 0: Image.Quantize.MEDIANCUT, Image.Dither.NONE, by number because the named enums came
+        # with Pillow 9.1 and matplotlib 3.5 (requirements.txt) still accepts Pillow 6.2
+        image = rgba.convert("RGB").quantize(PALETTE_COLOURS, method=0, dither=0)
+    image.save(path, format="PNG", optimize=True)
 
 
 def _figure(ncols: int, width: float = 5.0, height: float = 4.0):
@@ -57,7 +81,7 @@ def plot_map_per_arm(arms: Sequence[ArmSummary], path: Union[str, Path], baselin
         ax.set_title(f"final {METRIC_TITLES[metric]}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(all_seeds) > 4 else 1)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data
 
 
@@ -119,7 +143,7 @@ def plot_val_map_per_epoch(runs: Sequence[RunResult], path: Union[str, Path], no
         ax.grid(alpha=0.3)
     if data:
         axes[0].legend(fontsize=7, ncol=2 if len(data) > 8 else 1)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data
 
 
@@ -161,7 +185,7 @@ def plot_objectness_losses(runs: Sequence[RunResult], path: Union[str, Path], no
         ax.grid(alpha=0.3, which="both")
     if arms:  # one legend for the three panels, outside them so it hides no curve
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data
 
 
@@ -217,7 +241,7 @@ def plot_gamma_alpha(arms: Sequence[ArmSummary], grid_keys: Sequence[str], path:
         ax.set_title(f"{variant}: mAP@0.5 over {gamma_key.split('.')[-1]}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data
 
 
@@ -301,7 +325,7 @@ def plot_objectness_cdf(runs: Sequence[RunResult], path: Union[str, Path], notes
                     if axes[r][c].get_legend_handles_labels()[0]), None)
     if handles:
         fig.legend(*handles, loc="outside right upper", fontsize=7)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data
 
 
@@ -354,5 +378,5 @@ def plot_first_epoch(runs: Sequence[RunResult], path: Union[str, Path], notes: l
         ax.grid(alpha=0.3, which="both")
     fig.suptitle("the first epoch, step by step (mean over seeds)", fontsize=11)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     return data

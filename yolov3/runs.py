@@ -154,6 +154,48 @@ def write_summary(run_dir: Path, history: list, wall_time_s: float, precision: s
     return summary
 
 
+def objectness_record(samples: dict) -> dict:
+    """The arrays of ``objectness_losses.npz`` as a run keeps them: ``samples`` (``pos``, ``neg`` and, where saved,
+    ``pos_logit``, ``neg_logit``; any other key as is) in the record's compact form.
+
+    - positives (``pos``, ``pos_logit``): float32, in the order given. They are few (every positive is kept) and
+      the report averages their logits' BCE, a single number that float16 would move.
+    - negatives (``neg``, ``neg_logit``): float16, as in every record committed since 2026-12-06 (the report reads
+      their distribution and the hardest 1 %'s share of it, no single value), reordered by ascending logit (by loss
+      where no logit was saved), stably, one permutation for both, so they stay aligned element by element. The
+      mask order the sample comes in tells a reader nothing (no cell indices are kept), every reader sorts by loss
+      anyway, and a sorted float16 array deflates to a fraction of a shuffled one: a BCCD run's record 116 kB ->
+      21 kB, a shapes one 86 kB -> 39 kB (issue 27: every study run's record is committed, 30 runs to a study).
+    """
+    out = dict(samples)
+    for key in ("pos", "pos_logit"):
+        if key in out:
+            out[key] = np.asarray(out[key], dtype=np.float32).ravel()
+    negatives = [key for key in ("neg", "neg_logit") if key in out]
+    for key in negatives:
+        out[key] = np.asarray(out[key]).ravel().astype(np.float16)
+    if len({out[key].size for key in negatives}) > 1:
+        raise ValueError("objectness_record: 'neg' and 'neg_logit' differ in length; they must align element by "
+                         "element")
+    if negatives:
+        order = np.argsort(out["neg_logit" if "neg_logit" in out else "neg"], kind="stable")
+        for key in negatives:
+            out[key] = out[key][order]
+    return out
+
+
+def is_objectness_record(arrays: dict) -> bool:
+    """True when ``arrays`` are already in :func:`objectness_record`'s form (rewriting them would change nothing)."""
+    negatives = [key for key in ("neg", "neg_logit") if key in arrays]
+    if not (all(arrays[key].dtype == np.float32 for key in ("pos", "pos_logit") if key in arrays)
+            and all(arrays[key].dtype == np.float16 for key in negatives)):
+        return False
+    if not negatives:
+        return True
+    by = arrays["neg_logit" if "neg_logit" in arrays else "neg"]
+    return bool(np.array_equal(np.argsort(by, kind="stable"), np.arange(by.size)))
+
+
 def read_summary(run_dir: Union[str, Path]) -> tuple:
     """``(summary, problem)`` for ``<run_dir>/summary.json``, which train.py writes when a run finished:
     ``(dict, None)`` for a finished run's summary, ``(None, None)`` when there is none, and ``(None, problem)``

@@ -4,14 +4,19 @@ The studies committed before 2026-12-06 kept 250,000 negatives per run (about 1.
 rewrites each such file in place, keeping
 
 - every positive: 'pos' and 'pos_logit' unchanged, float32;
-- a seeded uniform sample of 20,000 negatives (``numpy.random.default_rng(0)``, indices sorted), the same indices
-  for 'neg' and 'neg_logit', which are aligned element by element; both stored as float16;
+- a seeded uniform sample of 20,000 negatives (``numpy.random.default_rng(0)``), the same indices for 'neg' and
+  'neg_logit', which are aligned element by element;
 
-with ``np.savez_compressed``. 20,000 is what ``yolov3.evaluate.objectness_samples`` keeps for new runs. A file that
-already holds at most 20,000 negatives in float16 is left as it is, so a second pass changes nothing. Then rebuild
-each study's report with ``python ablate.py cfg/ablation/<study>.yaml --project docs/studies --report-only``.
+in the form ``yolov3.runs.objectness_record`` gives every new run's record: the negatives float16 and ordered by
+logit (since 2026-12-06, issue 27: a sorted float16 array deflates to about half of a shuffled one; the values and their
+pairing are kept, and every report reads them sorted), with ``np.savez_compressed``. 20,000 is what
+``yolov3.evaluate.objectness_samples`` keeps for new runs. A file already in that form is left as it is, so a
+second pass changes nothing. Then rebuild each study's report with
+``python ablate.py cfg/ablation/<study>.yaml --project docs/studies --report-only``: it comes out byte for byte
+as before unless negatives were dropped (the order of the negatives is not read, and 'neg', the run's own loss, is
+read only for runs saved without logits, where it was float16 already).
 
-    python docs/studies/slim_records.py                 # every study folder here except *bccd*
+    python docs/studies/slim_records.py                 # every study folder here
     python docs/studies/slim_records.py docs/studies/objectness docs/studies/box_loss
 """
 import argparse
@@ -21,36 +26,33 @@ from pathlib import Path
 
 import numpy as np
 
+STUDIES = Path(__file__).resolve().parent
+sys.path.insert(0, str(STUDIES.parents[1]))  # run as a script from anywhere: the repository's yolov3 package
+from yolov3.runs import is_objectness_record, objectness_record  # noqa: E402
+
 NEGATIVES = 20_000
 SEED = 0
 RECORD = "objectness_losses.npz"
-STUDIES = Path(__file__).resolve().parent
 
 
 def slim(arrays: dict, negatives: int = NEGATIVES, seed: int = SEED) -> dict:
     """The slim record of one run's arrays ('pos', 'neg', 'pos_logit', 'neg_logit'; any other key kept as is)."""
     out = dict(arrays)
-    for key in ("pos", "pos_logit"):
-        if key in out:
-            out[key] = np.asarray(out[key]).astype(np.float32)
     neg_keys = [key for key in ("neg", "neg_logit") if key in out]
     sizes = {out[key].size for key in neg_keys}
     if len(sizes) > 1:
         raise ValueError(f"'neg' and 'neg_logit' differ in length ({sizes}): they must align element by element")
     size = sizes.pop() if sizes else 0
-    keep = None
     if size > negatives:
         keep = np.sort(np.random.default_rng(seed).choice(size, size=negatives, replace=False))
-    for key in neg_keys:
-        values = np.asarray(out[key]).ravel()
-        out[key] = (values[keep] if keep is not None else values).astype(np.float16)
-    return out
+        for key in neg_keys:
+            out[key] = np.asarray(out[key]).ravel()[keep]
+    return objectness_record(out)
 
 
 def is_slim(arrays: dict, negatives: int = NEGATIVES) -> bool:
-    return (all(arrays[key].dtype == np.float16 and arrays[key].size <= negatives
-                for key in ("neg", "neg_logit") if key in arrays)
-            and all(arrays[key].dtype == np.float32 for key in ("pos", "pos_logit") if key in arrays))
+    return (all(arrays[key].size <= negatives for key in ("neg", "neg_logit") if key in arrays)
+            and is_objectness_record(arrays))
 
 
 def rewrite(path: Path) -> tuple:
@@ -73,13 +75,13 @@ def rewrite(path: Path) -> tuple:
 
 def records(folders: list) -> list:
     if not folders:
-        folders = sorted(p for p in STUDIES.iterdir() if p.is_dir() and "bccd" not in p.name)
+        folders = sorted(p for p in STUDIES.iterdir() if p.is_dir())
     return sorted(path for folder in folders for path in Path(folder).glob(f"runs/*/{RECORD}"))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="*", type=Path, help="study folders (default: every one here but *bccd*)")
+    parser.add_argument("folders", nargs="*", type=Path, help="study folders (default: every one here)")
     args = parser.parse_args(argv)
     total_before = total_after = 0
     for path in records(args.folders):

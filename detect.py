@@ -26,12 +26,15 @@ from typing import Optional
 
 from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import load_data_yaml
-from yolov3.detect_outputs import DrawStyle, SaveOptions, Viewer, Writer, run_image, run_video
+from yolov3.detect_outputs import (DETECT_BATCH, BackgroundSaver, DrawStyle, ImageReader, SaveOptions, Viewer,
+                                   Writer, run_images, run_video)
 from yolov3.detector import Detector, default_names
 from yolov3.errors import user_errors
+from yolov3.fastconv import use_prep_cache
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
+from yolov3.prepcache import MODES as PREP_CACHE_MODES
 from yolov3.sources import SourceError, display, output_stems, resolve_sources
 from yolov3.threads import parse_threads
 from yolov3.utils import select_device
@@ -79,8 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain fused channels_last model instead of optimize_for_inference()'s "
-                             "Winograd/oneDNN convs (those are timed per conv at the first image and kept only "
-                             "where faster on this machine)")
+                             "Winograd/oneDNN convs (those are timed per conv on a job long enough to pay for it, "
+                             "kept only where faster on this machine, and remembered for the next run)")
+    parser.add_argument("--prep-cache", default="use", choices=PREP_CACHE_MODES,
+                        help="the fast path's measured choices on disk ($YOLOV3_PREP_CACHE, else "
+                             "~/.cache/yolov3-focal/prep-cache.json): use them, 'off' for this run, or 'clear' "
+                             "them first")
     parser.add_argument("--bf16", action="store_true",
                         help="run the network in bfloat16 autocast (plain fused channels_last model, boxes decoded "
                              "in float32): faster only on CPUs with native bf16 (AVX512_BF16/AMX) or a GPU; "
@@ -125,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
     # a Darknet .weights file's heads are built for the --names (else --data) count; a .pt knows its own
     given_names = read_names_file(args.names) if args.names else data_names
     model, ckpt = load_for_inference(args.weights, args.cfg, len(given_names) if given_names else None, device)
-    prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16)
+    if not (args.no_optimize or args.bf16):
+        use_prep_cache(args.prep_cache)
+    # how many forward passes are coming tells the fast path whether measuring its convs can pay (videos: unknown)
+    calls = -(-len(items) // DETECT_BATCH) if all(item.kind == "image" for item in items) else None
+    prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16, expected_calls=calls)
     if args.bf16:
         print(bf16_inference_note(device))
     names = load_names(args.names, ckpt, model.num_classes, data_names)
@@ -146,20 +157,31 @@ def run(args: argparse.Namespace) -> int:
         print(detector.governor.describe())
     processed = 0
     interrupted = False
+    reader = ImageReader(items, prepare=detector.letterbox_rgb)  # the next images decode while the model runs
+    saver = BackgroundSaver(enabled=viewer is None)  # the last ones are drawn and written meanwhile, in order
+    images: list = []  # (index, item, tag, loaded) of images gathered for one batch
     try:
         for index, (item, tag) in enumerate(zip(items, tags), 1):
-            runner = run_image if item.kind == "image" else run_video
-            processed += runner(item, index, len(items), tag, detector, writer, style, viewer)
+            if item.kind == "image":
+                images.append((index, item, tag, reader.get(index - 1)))
+                if len(images) < DETECT_BATCH and index < len(items):
+                    continue
+            processed += run_images(images, len(items), detector, writer, style, viewer, saver)
+            images = []
+            if item.kind != "image":
+                processed += run_video(item, index, len(items), tag, detector, writer, style, viewer, saver)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        reader.close()
+        saver.close()  # every image detected so far is saved, also after Ctrl-C
         writer.close()  # detections.json of everything processed, also after Ctrl-C or an error
     if detector.count:
         per = detector.times / detector.count * 1000
         sizes = len(detector.warmup_shapes)
         print(f"speed: {per[0]:.1f}ms pre-processing, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
-              f"(max side {img_size}); {detector.count} images/frames; not included: one untimed warm-up pass at "
-              f"each of {sizes} input size{'s' * (sizes != 1)} ({detector.warmup_s:.2f}s of one-time preparation)")
+              f"(max side {img_size}); {detector.count} images/frames; not included: the first at each of {sizes} "
+              f"input size{'s' * (sizes != 1)} ({detector.warmup_s:.2f}s inference, one-time preparation included)")
         if detector.governor.changes:
             print(detector.governor.describe())
     saved = f"results saved to {display(writer.save_dir)}" if writer.save_dir is not None else "nothing saved"

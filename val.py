@@ -35,10 +35,12 @@ from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
 from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
+from yolov3.fastconv import use_prep_cache
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
+from yolov3.prepcache import MODES as PREP_CACHE_MODES
 from yolov3.sources import Source, output_stems
 from yolov3.threads import ThreadGovernor, parse_threads
 from yolov3.utils import atomic_write_text, increment_path, select_device
@@ -76,9 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
     parser.add_argument("--no-optimize", action="store_true",
                         help="run the plain fused channels_last model instead of optimize_for_inference()'s "
-                             "Winograd/oneDNN convs (those are timed per conv at the first batch and kept only "
-                             "where faster on this machine); either way the first batch of each shape runs "
-                             "once untimed before timing (warm-up)")
+                             "Winograd/oneDNN convs (those are timed per conv on a job long enough to pay for it, "
+                             "kept only where faster on this machine, and remembered for the next run)")
+    parser.add_argument("--prep-cache", default="use", choices=PREP_CACHE_MODES,
+                        help="the fast path's measured choices on disk ($YOLOV3_PREP_CACHE, else "
+                             "~/.cache/yolov3-focal/prep-cache.json): use them, 'off' for this run, or 'clear' "
+                             "them first")
     parser.add_argument("--bf16", action="store_true",
                         help="run the network in bfloat16 autocast (plain fused channels_last model, boxes decoded "
                              "in float32): faster only on CPUs with native bf16 (AVX512_BF16/AMX) or a GPU")
@@ -123,15 +128,18 @@ def run(args: argparse.Namespace) -> dict:
     elif ckpt and ckpt.get("names") and list(ckpt["names"]) != list(data["names"]):
         raise ValError(f"{args.weights} was trained with classes {list(ckpt['names'])} but {args.data} names "
                        f"{list(data['names'])}: same count, different classes or order")
-    prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16)
-    if args.bf16:
-        print(bf16_inference_note(device))
-    if device.type == "cpu":
-        print(ThreadGovernor(args.threads).describe())
     img_size = args.img_size if args.img_size is not None else default_img_size(model, ckpt)
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
                                          shuffle=False, device=device)
+    if not (args.no_optimize or args.bf16):
+        use_prep_cache(args.prep_cache)
+    # the number of batches tells the fast path whether measuring its convs can pay for itself
+    prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16, expected_calls=len(loader))
+    if args.bf16:
+        print(bf16_inference_note(device))
+    if device.type == "cpu":
+        print(ThreadGovernor(args.threads).describe())
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
     created = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -148,9 +156,12 @@ def run(args: argparse.Namespace) -> dict:
         raise
     print(format_table(result))
     speed = result["speed_ms"]
+    first = ("every batch was the first of its shape, so inference includes one-time preparation"
+             if speed["first_pass_only"] else
+             f"inference without the first batch of each shape ({result['warmup_s']:.2f} s, one-time preparation "
+             f"included)")
     print(f"speed per image: {speed['inference']:.1f} ms inference, {speed['nms']:.1f} ms NMS, "
-          f"{speed['metrics']:.1f} ms metrics at {img_size}; not included: one untimed warm-up pass at the first "
-          f"batch of each shape ({result['warmup_s']:.2f} s of one-time preparation)")
+          f"{speed['metrics']:.1f} ms metrics at {img_size}; {first}")
     summary = {k: result[k] for k in ("precision", "recall", "mAP50", "mAP50_95", "num_images", "num_instances")}
     summary.update({"per_class": result["per_class"], "weights": str(args.weights), "data": str(args.data),
                     "task": args.task, "img_size": img_size, "conf_thres": args.conf_thres,

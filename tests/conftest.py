@@ -12,6 +12,10 @@ from typing import Callable
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
+# The fast path's preparation cache (yolov3/prepcache.py) lives in the user's home: no test reads or writes it there;
+# the cache's own tests point it at a temporary file.
+os.environ["YOLOV3_PREP_CACHE"] = "off"
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

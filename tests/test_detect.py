@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 import detect  # noqa: E402
 from yolov3.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
+from yolov3.labels import read_image  # noqa: E402
 
 
 def train_images(easy_data):
@@ -324,25 +327,27 @@ def test_huge_img_size_is_a_one_line_error(easy_data, trained_checkpoint, tmp_pa
 
 @pytest.mark.parametrize("stop_in", ["images", "video"])
 def test_ctrl_c_keeps_what_was_processed(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch, stop_in):
-    """Ctrl-C on the 2nd image (or frame): exit 130, and detections.json is valid and holds the 1st."""
+    """Ctrl-C in the 2nd forward pass (images: batches of 2; or the 2nd frame): exit 130, and detections.json is
+    valid and holds what the 1st pass found, its annotated outputs written."""
     folder = tmp_path / "in"
     folder.mkdir()
     if stop_in == "images":
         for image in train_images(easy_data)[:3]:
             shutil.copy(image, folder / image.name)
-        first = str(folder / train_images(easy_data)[0].name)
+        done = [(str(folder / image.name), None) for image in train_images(easy_data)[:2]]
     else:
-        first = str(write_video(folder / "clip.avi"))
+        done = [(str(write_video(folder / "clip.avi")), 0)]
     calls = []
-    detector_call = detect.Detector.__call__
+    run_batch = detect.Detector.run_batch
 
-    def interrupt_second_call(self, image):
+    def interrupt_second_call(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return detector_call(self, image)
+        return run_batch(self, *args, **kwargs)
 
-    monkeypatch.setattr(detect.Detector, "__call__", interrupt_second_call)
+    monkeypatch.setattr(detect, "DETECT_BATCH", 2)
+    monkeypatch.setattr(detect.Detector, "run_batch", interrupt_second_call)
     try:
         code, _, err = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "out",
                             "--save-json", "--save-txt"], capsys)
@@ -351,11 +356,104 @@ def test_ctrl_c_keeps_what_was_processed(easy_data, trained_checkpoint, tmp_path
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     out_dir = tmp_path / "out" / "exp"
     entries = json.loads((out_dir / "detections.json").read_text())
-    assert [(e["source"], e["frame"]) for e in entries] == [(first, None if stop_in == "images" else 0)]
-    assert [p.name for p in (out_dir / "labels").iterdir()] == [Path(entries[0]["outputs"]["labels"]).name]
+    assert [(e["source"], e["frame"]) for e in entries] == done
+    assert sorted(p.name for p in (out_dir / "labels").iterdir()) == \
+        sorted(Path(e["outputs"]["labels"]).name for e in entries)
     assert not [p for p in out_dir.rglob("*") if p.name.endswith(".tmp")]
     if stop_in == "video":  # the annotated video is closed properly, with the frame written before Ctrl-C
         assert frame_count(out_dir / "clip.mp4")[0] == 1
+    else:  # the annotated images, drawn and saved in the saver's thread, were waited for
+        assert all(cv2.imread(str(out_dir / e["outputs"]["annotated"])) is not None for e in entries)
+
+
+def test_images_of_one_size_share_a_forward_pass_with_the_results_of_single_images(easy_data, trained_checkpoint,
+                                                                                    tmp_path, capsys, monkeypatch):
+    """Consecutive images are batched (DETECT_BATCH), split where the network size changes or an image cannot be
+    read; every image gets the detections it gets alone, and the outputs keep the input order."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sources = train_images(easy_data)[:5]
+    for k, image in enumerate(sources):
+        shutil.copy(image, folder / f"{k}{image.suffix}")
+    wide = cv2.resize(cv2.imread(str(sources[0])), (160, 64))  # another network size: a batch of its own
+    cv2.imwrite(str(folder / "2b.png"), wide)
+    (folder / "3b.jpg").write_bytes(b"garbage")
+    sizes = []
+    run_batch = detect.Detector.run_batch
+
+    def spy(self, images, letterboxed=None):
+        sizes.append(len(images))
+        return run_batch(self, images, letterboxed)
+
+    monkeypatch.setattr(detect.Detector, "run_batch", spy)
+    code, out, err = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "out",
+                          "--save-json", "--conf-thres", "0.1"], capsys)
+    assert code == 0 and "3b.jpg: cannot be read, skipped" in err
+    # 0 1 2 2b 3 3b 4, DETECT_BATCH 4 per gathering: [0 1 2] [2b] | [3] (3b unreadable) [4]
+    assert sizes == [3, 1, 1, 1]
+    entries = json.loads((tmp_path / "out" / "exp" / "detections.json").read_text())
+    assert [Path(e["source"]).name for e in entries] == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
+    assert [line.split(":")[0].split()[-1].split("/")[-1] for line in out.splitlines() if line.startswith("image ")] \
+        == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
+    monkeypatch.setattr(detect, "DETECT_BATCH", 1)
+    code, _, _ = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "single",
+                      "--save-json", "--conf-thres", "0.1"], capsys)
+    singles = json.loads((tmp_path / "single" / "exp" / "detections.json").read_text())
+    assert sizes[4:] == [1] * 6 and len(singles) == len(entries)
+    found = 0
+    for batched, single in zip(entries, singles):
+        assert len(batched["detections"]) == len(single["detections"])
+        for a, b in zip(batched["detections"], single["detections"]):
+            assert a["class_id"] == b["class_id"] and abs(a["score"] - b["score"]) < 1e-4
+            assert np.allclose(a["bbox_xyxy"], b["bbox_xyxy"], atol=0.02)
+        found += len(single["detections"])
+    assert found >= 3  # a model that finds things: the comparison is not between empty lists
+
+
+def test_reading_ahead_and_saving_behind_keep_the_input_order(tmp_path):
+    """ImageReader decodes ahead in a thread and hands images back by index; BackgroundSaver runs its jobs one at a
+    time in the order queued, even when early jobs are slow; an error in its thread reaches the caller."""
+    from yolov3.detect_outputs import READ_AHEAD, BackgroundSaver, ImageReader
+    from yolov3.sources import Source
+
+    paths = []
+    for k in range(6):
+        path = tmp_path / f"{k}.png"
+        cv2.imwrite(str(path), np.full((8, 8, 3), 10 * k, np.uint8))
+        paths.append(path)
+    (tmp_path / "2.png").write_bytes(b"not an image")
+    items = [Source("image", str(p)) for p in paths[:3]] + [Source("video", "v.mp4")] + \
+        [Source("image", str(p)) for p in paths[3:]]
+    requested = []
+    lock = threading.Lock()
+
+    def read(path):
+        with lock:
+            requested.append(Path(path).name)
+        return read_image(path)
+
+    reader = ImageReader(items, read=read)
+    first = reader.get(0)
+    time.sleep(0.2)  # the read-ahead has run by now
+    with lock:
+        assert requested[0] == "0.png" and len(requested) == READ_AHEAD + 1  # the next ones queued, not all
+    got = [first] + [reader.get(i) for i in (1, 2, 4, 5, 6)]
+    reader.close()
+    assert [None if im is None else int(im[0, 0, 0]) for im, _ in got] == [0, 10, None, 30, 40, 50]
+    assert all(prepared is None for _, prepared in got)
+    prepared = ImageReader(items, prepare=lambda image: image.shape).get(4)
+    assert prepared[1] == (8, 8, 3) and int(prepared[0][0, 0, 0]) == 30
+
+    done = []
+    saver = BackgroundSaver()
+    for k in range(5):
+        saver.submit(lambda k=k: (time.sleep(0.05 * (5 - k)), done.append(k)))
+    saver.close()
+    assert done == [0, 1, 2, 3, 4]
+    failing = BackgroundSaver()
+    failing.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.close()
 
 
 @pytest.mark.parametrize("case", ["missing source", "only unreadable images", "bad --classes", "bad --names"])

@@ -4,12 +4,13 @@ still exist."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from yolov3 import fastconv
+from yolov3 import fastconv, prepcache
 from yolov3.fastconv import FastConvLayer
 from yolov3.layers import ConvLayer
 from yolov3.model import Darknet
@@ -161,28 +162,48 @@ def test_optimized_model_built_in_inference_mode_and_replaced_weights(cfg_dir, r
         _assert_same_outputs(fast(images), plain(images))
 
 
-def test_measured_selection_takes_the_fastest_candidate_and_remembers_it(cfg_dir, randomize, monkeypatch):
-    """select='measure' times each path once per conv shape and keeps the fastest; here the timings are scripted
-    (plain fastest for 1x1 convs, F(4x4) Winograd for the 3x3 ones) so the test does not depend on the machine."""
-    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
-    speed = {"plain": 1.0, "onednn": 2.0, "winograd2": 3.0, "winograd4": 0.5}
-    timed = []
+SPEED = {"plain": 1.0, "onednn": 2.0, "winograd2": 3.0, "winograd4": 0.5}  # scripted seconds per call
 
-    def scripted_time(self, method, x):
+
+def _scripted_clock(monkeypatch, timed: list) -> None:
+    """Measurement timings scripted (plain fastest for 1x1 convs, F(4x4) Winograd for the 3x3 ones) so that the
+    tests do not depend on the machine; every call still computes its output."""
+    def scripted(self, method, x):
         timed.append(method)
-        self._run_method(method, x)  # still computes it: its weights get prepared, as when really timed
-        return speed[method] if method != "plain" or self.conv.kernel_size == (1, 1) else 9.0
+        out = self._run_method(method, x)
+        return out, SPEED[method] if method != "plain" or self.conv.kernel_size == (1, 1) else 9.0
 
-    monkeypatch.setattr(FastConvLayer, "_time_method", scripted_time)
+    monkeypatch.setattr(FastConvLayer, "_timed_run", scripted)
+
+
+@pytest.fixture
+def fresh_measurements(monkeypatch, tmp_path):
+    """No choice measured by an earlier test of this process; the preparation cache in a temporary file."""
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", str(tmp_path / "prep-cache.json"))
+    return tmp_path / "prep-cache.json"
+
+
+def test_measured_selection_takes_the_fastest_candidate_and_remembers_it(cfg_dir, randomize, monkeypatch,
+                                                                          fresh_measurements):
+    """select='measure' runs each candidate on the conv's own calls (1 untimed + MEASURE_REPEATS timed each) and
+    keeps the fastest; every call of the measurement returns the right output."""
+    timed = []
+    _scripted_clock(monkeypatch, timed)
     images = torch.rand(1, 3, 160, 160)
-    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, select="measure")
+    plain, fast = _optimized_pair(cfg_dir, randomize, "yolov3-tiny.cfg", images, select="measure",
+                                  expected_calls=fastconv.JOB_MIN_CALLS)
     convs = [m for m in fast.module_list if isinstance(m, ConvLayer)]
+    calls_to_decide = 4 * (1 + fastconv.MEASURE_REPEATS)  # the most candidates a conv has, each 1 + repeats calls
     with torch.inference_mode():
-        expected, got = plain(images), fast(images)
+        expected = plain(images)
+        for _ in range(calls_to_decide):
+            _assert_same_outputs(fast(images), expected)  # candidates in turn: still the right numbers
         calls = len(timed)
-        fast(images)  # the same shapes again: nothing is timed twice
+        fast(images)  # decided: nothing is timed again
     assert calls > 0 and len(timed) == calls
-    _assert_same_outputs(got, expected)
+    assert all(not m.__dict__.get("_trials") for m in convs)
     kept = [(conv.conv.kernel_size, set(conv.__dict__.get("_fast_cache", {}))) for conv in convs]
     # 1x1: plain won, and the losers' prepared weights were dropped; 3x3: F(4x4) where the map allows Winograd
     # (>= 8 cells a side), else oneDNN (the next fastest)
@@ -190,5 +211,184 @@ def test_measured_selection_takes_the_fastest_candidate_and_remembers_it(cfg_dir
     three = [methods for size, methods in kept if size == (3, 3)]
     assert all(methods in ({"winograd4"}, {"onednn"}) for methods in three)
     assert {"winograd4"} in three and {"onednn"} in three
+
+
+def _tiny_fast(cfg_dir, expected_calls):
+    model = Darknet(cfg_dir / "yolov3-tiny.cfg")
+    return model.optimize_for_inference(select="measure", expected_calls=expected_calls)
+
+
+def test_a_short_job_never_measures_and_runs_the_plain_path(cfg_dir, monkeypatch, fresh_measurements):
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    fast = _tiny_fast(cfg_dir, expected_calls=fastconv.JOB_MIN_CALLS - 1)
+    with torch.inference_mode():
+        for _ in range(3 * fastconv.MEASURE_AFTER_CALLS // 2):
+            fast(torch.rand(1, 3, 64, 64))
+    assert timed == []
+    assert all(not m.__dict__.get("_fast_cache") for m in fast.module_list)  # no derived weights: plain only
+    assert not fresh_measurements.exists()
+
+
+def test_a_job_of_unknown_length_measures_a_shape_after_enough_plain_calls(cfg_dir, monkeypatch, fresh_measurements):
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    fast = _tiny_fast(cfg_dir, expected_calls=None)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        for _ in range(fastconv.MEASURE_AFTER_CALLS - 1):
+            fast(x)
+        assert timed == []
+        fast(x)  # the MEASURE_AFTER_CALLS-th call of this shape: measuring starts
+    first_conv = fast.module_list[0]
+    assert timed and timed[0] == "plain" and set(first_conv.__dict__["_trials"]) == {first_conv._shape_key(x)}
+
+
+def test_measured_choices_are_stored_and_the_next_process_uses_them_without_measuring(cfg_dir, monkeypatch,
+                                                                                     fresh_measurements):
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    fast = _tiny_fast(cfg_dir, expected_calls=1000)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.inference_mode():
+        for _ in range(12):
+            fast(x)
+    stored = json.loads(fresh_measurements.read_text())
+    assert stored["format"] == prepcache.FORMAT and stored["machine"] == prepcache.machine_key()
+    keys = {key for m in fast.module_list if isinstance(m, FastConvLayer) for key in m.__dict__["_methods"]}
+    assert len(keys) == len(stored["choices"]) > 0 and keys == set(stored["choices"])
+    assert set(stored["choices"].values()) <= set(prepcache.METHODS)
+    # a new process: nothing in memory, the same file
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    timed.clear()
+    again = _tiny_fast(cfg_dir, expected_calls=1000)
+    with torch.inference_mode():
+        again(x)
+    assert timed == []
+    chosen = {key: m.__dict__["_methods"][key] for m in again.module_list if isinstance(m, FastConvLayer)
+              for key in m.__dict__.get("_methods", {})}
+    assert chosen and all(stored["choices"][key] == method for key, method in chosen.items())
+
+
+def test_known_choices_wait_for_a_job_long_enough_to_win_back_their_preparation(cfg_dir, monkeypatch,
+                                                                                  fresh_measurements):
+    """A stored choice is used from the first call by a job of USE_KNOWN_MIN_CALLS calls or more, never by a shorter
+    one, after USE_KNOWN_MIN_CALLS calls by a job of unknown length; a job shorter than JOB_MIN_CALLS never
+    measures a shape nothing is known about."""
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        measured = _tiny_fast(cfg_dir, expected_calls=fastconv.JOB_MIN_CALLS)
+        for _ in range(12):
+            measured(x)
+    stored = json.loads(fresh_measurements.read_text())["choices"]
+    assert "winograd4" in stored.values()  # something a fast path runs, so that using it shows
+
+    def fast_paths_used(model):
+        return any(m.__dict__.get("_fast_cache") for m in model.module_list)
+
+    for expected, calls, uses in [(fastconv.USE_KNOWN_MIN_CALLS - 1, 30, False),
+                                  (fastconv.USE_KNOWN_MIN_CALLS, 1, True),
+                                  (None, fastconv.USE_KNOWN_MIN_CALLS - 1, False),
+                                  (None, fastconv.USE_KNOWN_MIN_CALLS, True)]:
+        monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+        monkeypatch.setattr(fastconv, "_PREP_CACHE", None)  # a new process, the same file
+        timed.clear()
+        model = _tiny_fast(cfg_dir, expected_calls=expected)
+        with torch.inference_mode():
+            for _ in range(calls):
+                model(x)
+        assert fast_paths_used(model) == uses, (expected, calls)
+        assert timed == []  # known: nothing measured
+    fresh_measurements.unlink()
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    model = _tiny_fast(cfg_dir, expected_calls=fastconv.JOB_MIN_CALLS - 1)
+    with torch.inference_mode():
+        for _ in range(fastconv.JOB_MIN_CALLS):
+            model(x)
+    assert timed == [] and not fast_paths_used(model)
+
+
+def _write_choices(path, machine, choices):
+    path.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION, "machine": machine,
+                                "choices": choices}))
+
+
+@pytest.mark.parametrize("content, note", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"choices": {"x": "plain"}}), "not a yolov3-focal preparation cache"),
+    (json.dumps(["a", "list"]), "not a yolov3-focal preparation cache"),
+])
+def test_a_corrupt_or_foreign_cache_file_is_ignored_with_a_note_and_left_alone(cfg_dir, monkeypatch, capsys,
+                                                                                fresh_measurements, content, note):
+    fresh_measurements.write_text(content)
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    fast = _tiny_fast(cfg_dir, expected_calls=1000)
+    with torch.inference_mode():
+        for _ in range(12):
+            fast(torch.rand(1, 3, 64, 64))
+    assert timed  # measured, as with no file
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and note in err and str(fresh_measurements) in err
+    assert fresh_measurements.read_text() == content  # maybe a user's own file: never overwritten
+
+
+def test_a_stale_cache_forces_a_new_measurement_and_is_replaced(cfg_dir, monkeypatch, capsys, fresh_measurements):
+    """Choices stored for another CPU or torch are not used: the conv measures again and the file is rewritten for
+    this machine. A stored choice for a path this build cannot take is measured again too."""
+    x = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    probe = _tiny_fast(cfg_dir, expected_calls=0)
+    key = probe.module_list[0]._shape_key(x)
+    other = {**prepcache.machine_key(), "torch": "1.0.0"}
+    _write_choices(fresh_measurements, other, {key: "onednn"})
+    timed = []
+    _scripted_clock(monkeypatch, timed)
+    fast = _tiny_fast(cfg_dir, expected_calls=1000)
+    with torch.inference_mode():
+        fast(x)
+    assert timed  # measuring, not the stored choice
+    assert "another machine or torch" in capsys.readouterr().err
+    with torch.inference_mode():
+        for _ in range(12):
+            fast(x)
+    stored = json.loads(fresh_measurements.read_text())
+    assert stored["machine"] == prepcache.machine_key() and stored["choices"][key] == "winograd4"  # SPEED's 3x3 pick
+    # this machine's file, but a stored path a conv cannot take (Winograd for a 1x1 conv): measured again
+    one_by_one = next(m for m in fast.module_list if isinstance(m, FastConvLayer) and m.conv.kernel_size == (1, 1))
+    seen = []
+    handle = one_by_one.register_forward_pre_hook(lambda module, args: seen.append(module._shape_key(args[0])))
+    with torch.inference_mode():
+        fast(x)
+    handle.remove()
+    _write_choices(fresh_measurements, prepcache.machine_key(), {seen[0]: "winograd4"})
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    fresh = _tiny_fast(cfg_dir, expected_calls=1000)
+    timed.clear()
+    with torch.inference_mode():
+        fresh(x)
+    fresh_one = next(m for m in fresh.module_list if isinstance(m, FastConvLayer) and m.conv.kernel_size == (1, 1))
+    assert seen[0] in fresh_one.__dict__.get("_trials", {})  # measuring it, not running Winograd on a 1x1 conv
+
+
+def test_prep_cache_modes_off_and_clear(cfg_dir, monkeypatch, fresh_measurements, capsys):
+    _write_choices(fresh_measurements, prepcache.machine_key(), {})
+    assert fastconv.use_prep_cache("off") is None
+    assert fresh_measurements.exists()  # off: neither read nor written, nor deleted
+    assert fastconv.use_prep_cache("clear") is not None and not fresh_measurements.exists()
+    fresh_measurements.write_text("mine, not a cache\n")
+    fastconv.use_prep_cache("clear")
+    assert fresh_measurements.exists() and "not deleted" in capsys.readouterr().err  # maybe the user's own
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", "off")
+    assert prepcache.default_path() is None
+    with pytest.raises(ValueError, match="--prep-cache must be one of use, off, clear"):
+        fastconv.use_prep_cache("never")
+
+
+def test_select_is_checked(cfg_dir):
     with pytest.raises(ValueError, match="select must be 'measure' or 'rule'"):
         Darknet(cfg_dir / "yolov3-tiny.cfg").optimize_for_inference(select="fast")

@@ -21,6 +21,12 @@ def test_resolve_precision_on_cpu(mode, info, name):
     assert precision.dtype == {"bf16": torch.bfloat16, "fp32": None}[name]
 
 
+def test_bf16_asked_for_on_a_cpu_without_it_warns_that_it_is_emulated_and_slow():
+    assert resolve_precision("bf16", CPU, BF16_CPU).reason == "asked for"
+    reason = resolve_precision("bf16", CPU, AVX2_CPU).reason
+    assert "WARNING" in reason and "no native bf16" in reason and "slower than in fp32" in reason
+
+
 def test_fp16_and_unknown_modes_are_errors_naming_the_key():
     with pytest.raises(ValueError, match="'train.amp' fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU, BF16_CPU)

@@ -1,19 +1,29 @@
 """What detect.py does with each input: detect, then save, draw, show and report, image by image or frame by frame.
 
+Reading and decoding the next images (:class:`ImageReader`) and drawing and encoding the last ones
+(:class:`BackgroundSaver`) run in one thread each, beside the model: OpenCV releases the GIL while it decodes,
+draws and encodes, so that work overlaps with inference. Outputs are written in input order (one saver thread works
+through its queue in order), and closing the saver waits for what was queued, so Ctrl-C keeps every image already
+detected.
+
 :class:`Writer` owns the run folder (created on first use, so a run that cannot process any input leaves none) and
 everything saved there: annotated images and videos, YOLO txt rows (labels/), crops (crops/<class>/) and
-detections.json. :func:`run_image` and :func:`run_video` process one input each. What is saved and how boxes are
+detections.json. :func:`run_images` processes images (consecutive ones of one size as one batch), :func:`run_video`
+one video or stream. What is saved and how boxes are
 drawn come in as values (:class:`SaveOptions`, :class:`DrawStyle`), set by detect.py's flags.
 """
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -159,33 +169,170 @@ class Viewer:
             print("warning: --view-img: no display available, not showing results", file=sys.stderr)
 
 
-def run_image(item: Source, index: int, total: int, tag: str, detector: Detector, writer: Writer,
-              style: DrawStyle, viewer: Optional[Viewer]) -> int:
-    """Detect, save, draw and show one image; returns 1, or 0 when it cannot be read."""
-    shown = display(item.location)
-    image = read_image(item.location)
-    if image is None:
-        print(f"warning: image {index}/{total} {shown}: cannot be read, skipped", file=sys.stderr)
+READ_AHEAD = 2  # images decoded ahead of the model: enough to hide a decode behind one forward pass
+class ImageReader:
+    """Images read, decoded and (with ``prepare``, e.g. :meth:`Detector.letterbox_rgb`) letterboxed in a thread, up
+    to READ_AHEAD ahead of the one asked for."""
+
+    def __init__(self, items: List[Source], read: Callable = read_image, prepare: Optional[Callable] = None) -> None:
+        self.paths = {i: item.location for i, item in enumerate(items) if item.kind == "image"}
+        self.read, self.prepare = read, prepare
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect-read")
+        self.pending: Dict[int, Future] = {}
+        self.next_to_queue = 0
+
+    def _load(self, path: str) -> tuple:
+        image = self.read(path)
+        return image, (self.prepare(image) if image is not None and self.prepare is not None else None)
+
+    def get(self, index: int) -> tuple:
+        """(input ``index``'s image (BGR) or None when it cannot be read, what ``prepare`` made of it or None);
+        queues the next ones."""
+        while self.next_to_queue <= index + READ_AHEAD:
+            position = self.next_to_queue
+            if position in self.paths:
+                self.pending[position] = self.pool.submit(self._load, self.paths[position])
+            self.next_to_queue += 1
+        future = self.pending.pop(index, None)
+        return future.result() if future is not None else self._load(self.paths[index])
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+class BackgroundSaver:
+    """Draws and saves annotated images in one thread, in the order they were queued; ``close()`` waits for all.
+
+    An error in the thread is raised in the caller at its next ``submit`` or at ``close``. With ``enabled`` False
+    (``--view-img``: a window must be drawn from the main thread) each job runs at once."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect-save") if enabled else None
+        self.queued: List[Future] = []
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self.pool is None:
+            job()
+            return
+        done = [future for future in self.queued if future.done()]
+        self.queued = [future for future in self.queued if not future.done()]
+        for future in done:
+            future.result()
+        self.queued.append(self.pool.submit(job))
+
+    def drain(self) -> None:
+        """Wait until everything queued is saved (raising its first error)."""
+        queued, self.queued = self.queued, []
+        for future in queued:
+            future.result()
+
+    def close(self) -> None:
+        if self.pool is None:
+            return
+        self.pool.shutdown(wait=True)  # Ctrl-C too: what was detected is saved
+        self.drain()
+
+
+def frames_read_ahead(capture: "cv2.VideoCapture") -> Iterator[np.ndarray]:
+    """The frames of ``capture`` until it ends or breaks off, read and decoded in a thread up to READ_AHEAD frames
+    ahead; the thread stops when the caller stops iterating (Ctrl-C included)."""
+    frames: "queue.Queue[Optional[np.ndarray]]" = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def put(value: Optional[np.ndarray]) -> bool:
+        while not stop.is_set():
+            try:
+                frames.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                ok, frame = capture.read()
+                if not ok or frame is None or not put(frame):
+                    break
+        finally:
+            put(None)
+
+    thread = threading.Thread(target=read, name="detect-video-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            frame = frames.get()
+            if frame is None:
+                return
+            yield frame
+    finally:
+        stop.set()
+        thread.join()
+
+
+DETECT_BATCH = 4  # consecutive images of one network size share a forward pass (Detector.run_batch)
+
+
+def run_images(entries: list, total: int, detector: Detector, writer: Writer, style: DrawStyle,
+               viewer: Optional[Viewer], saver: Optional[BackgroundSaver] = None) -> int:
+    """Detect, save, draw and show images, in order; returns how many could be read.
+
+    ``entries``: ``(index, item, tag, loaded)`` per image, ``loaded`` being :meth:`ImageReader.get`'s result (or
+    None: read here). Consecutive readable images of one network size run as one batch. With a ``saver`` the
+    drawing and saving run in its thread."""
+    ready = []  # (index, item, tag, image, letterboxed) of the batch being gathered
+    processed = 0
+    for index, item, tag, loaded in entries:
+        image, letterboxed = loaded if loaded is not None else (read_image(item.location), None)
+        if image is None:
+            processed += _detect_and_save(ready, total, detector, writer, style, viewer, saver)
+            ready = []
+            print(f"warning: image {index}/{total} {display(item.location)}: cannot be read, skipped",
+                  file=sys.stderr)
+            continue
+        letterboxed = letterboxed if letterboxed is not None else detector.letterbox_rgb(image)
+        if ready and ready[0][4][0].shape != letterboxed[0].shape:
+            processed += _detect_and_save(ready, total, detector, writer, style, viewer, saver)
+            ready = []
+        ready.append((index, item, tag, image, letterboxed))
+    return processed + _detect_and_save(ready, total, detector, writer, style, viewer, saver)
+
+
+def _detect_and_save(ready: list, total: int, detector: Detector, writer: Writer, style: DrawStyle,
+                     viewer: Optional[Viewer], saver: Optional[BackgroundSaver]) -> int:
+    if not ready:
         return 0
-    warmed = detector.warmup_s
-    detections, net_shape, ms = detector(image)
-    warmed = detector.warmup_s - warmed  # > 0: first image at this input size, run once untimed before timing
-    annotated = f"{tag}{image_suffix(item.location)}" if writer.save.annotated else None
-    writer.record(detections, image, tag, item.location, None, annotated)
-    annotate(image, detections, writer.names, style)
-    if annotated is not None and not save_image(writer.save_dir / annotated, image):
-        annotated = None
-    if viewer is not None:
-        viewer.show(shown, image)
-    renamed = f" -> {display(annotated)}" if annotated and annotated != Path(item.location).name else ""
-    print(f"image {index}/{total} {shown}: {net_shape[0]}x{net_shape[1]} "
-          f"{describe(detections, writer.names)}, {ms[0]:.1f}ms pre, {ms[1]:.1f}ms inference, {ms[2]:.1f}ms NMS"
-          + (f" (after a {warmed * 1000:.0f}ms warm-up at this size, not included)" if warmed else "") + renamed)
-    return 1
+    first_passes = detector.first_passes
+    results = detector.run_batch([entry[3] for entry in ready], [entry[4] for entry in ready])
+    first = detector.first_passes > first_passes  # the first batch at this input: one-time preparation in it
+    for (index, item, tag, image, _), (detections, net_shape, ms) in zip(ready, results):
+        shown = display(item.location)
+        annotated = f"{tag}{image_suffix(item.location)}" if writer.save.annotated else None
+        writer.record(detections, image, tag, item.location, None, annotated)
+
+        def draw_and_save(image=image, detections=detections, annotated=annotated, shown=shown) -> None:
+            annotate(image, detections, writer.names, style)
+            if annotated is not None:
+                save_image(writer.save_dir / annotated, image)
+            if viewer is not None:
+                viewer.show(shown, image)
+
+        if saver is not None:
+            saver.submit(draw_and_save)
+        else:
+            draw_and_save()
+        renamed = f" -> {display(annotated)}" if annotated and annotated != Path(item.location).name else ""
+        batch = f", batch of {len(ready)}" if len(ready) > 1 else ""
+        print(f"image {index}/{total} {shown}: {net_shape[0]}x{net_shape[1]} "
+              f"{describe(detections, writer.names)}, {ms[0]:.1f}ms pre, {ms[1]:.1f}ms inference, {ms[2]:.1f}ms NMS"
+              f"{batch}" + (" (first at this size: one-time preparation included)" if first else "") + renamed)
+    return len(ready)
 
 
 def run_video(item: Source, index: int, total: int, tag: str, detector: Detector, writer: Writer,
-              style: DrawStyle, viewer: Optional[Viewer]) -> int:
+              style: DrawStyle, viewer: Optional[Viewer], saver: Optional[BackgroundSaver] = None) -> int:
     """Read frames until the video ends (or breaks off, for a truncated file); returns frames processed.
 
     Ctrl-C closes the annotated video (keeping the frames written) and is raised again to stop the run.
@@ -204,16 +351,25 @@ def run_video(item: Source, index: int, total: int, tag: str, detector: Detector
     frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if item.kind == "video" else 0
     annotated = f"{tag}.mp4" if writer.save.annotated else None
     out_path = None  # known once the first frame is read and the run folder exists
-    video_writer = None
     frames = 0
     counts = Counter()
     bar = tqdm(total=frame_count or None, desc=f"{item.kind} {index}/{total} {shown}", unit="frame",
                dynamic_ncols=True)
+    saver = saver or BackgroundSaver(enabled=False)
+    video: Dict[str, "cv2.VideoWriter"] = {}  # made in the saver's thread at the first frame
+
+    def draw_and_write(frame: np.ndarray, detections: torch.Tensor, path: Optional[Path]) -> None:
+        annotate(frame, detections, writer.names, style)
+        if path is not None:
+            if "writer" not in video:
+                height, width = frame.shape[:2]
+                video["writer"] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            video["writer"].write(frame)
+        if viewer is not None:
+            viewer.show(shown, frame)
+
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok or frame is None:
-                break
+        for frame in frames_read_ahead(capture):
             if out_path is None:
                 out_path = writer.open() / f"{tag}.mp4"
                 if annotated is not None and not opencv_can_open(out_path):
@@ -223,15 +379,8 @@ def run_video(item: Source, index: int, total: int, tag: str, detector: Detector
             detections, _net_shape, _ms = detector(frame)
             writer.record(detections, frame, f"{tag}_{frames}", item.location, frames, annotated)
             counts.update(writer.names[int(c)] for c in detections[:, 5].tolist())
-            annotate(frame, detections, writer.names, style)
-            if annotated is not None:
-                if video_writer is None:
-                    height, width = frame.shape[:2]
-                    video_writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                                   (width, height))
-                video_writer.write(frame)
-            if viewer is not None:
-                viewer.show(shown, frame)
+            path = out_path if annotated is not None else None
+            saver.submit(lambda frame=frame, detections=detections, path=path: draw_and_write(frame, detections, path))
             frames += 1
             bar.update(1)
     except KeyboardInterrupt:
@@ -240,8 +389,9 @@ def run_video(item: Source, index: int, total: int, tag: str, detector: Detector
     finally:
         bar.close()
         capture.release()
-        if video_writer is not None:
-            video_writer.release()
+        saver.drain()  # every detected frame is in the video before it is closed, Ctrl-C included
+        if "writer" in video:
+            video["writer"].release()
     if frame_count and frames < frame_count:
         print(f"warning: {shown}: stopped after {frames} of {frame_count} frames (truncated or unreadable); "
               f"kept what was written", file=sys.stderr)

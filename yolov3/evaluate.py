@@ -56,7 +56,7 @@ class EvalOptions:
     single_cls: bool = False  # every prediction and truth as class 0 of one class (one name); NMS across classes
     plot_dir: Optional[Path] = None  # PR/F1/P/R curves, confusion matrix and the first batch drawn here (None: none)
     half: bool = False  # fp16 images (the caller converts the model); CUDA only, ignored on CPU
-    warmup: bool = False  # each new batch shape runs once untimed first (val.py; train.py does not time)
+    warmup: bool = False  # the first batch of each shape is timed apart from the rest (val.py; train.py does not time)
     progress: bool = True  # a tqdm bar
 
 
@@ -64,16 +64,24 @@ STAGES = ("inference", "loss", "nms", "metrics")
 
 
 class StageClock:
-    """Wall time per stage of :func:`evaluate`, summed over batches, and the untimed warm-up passes apart from it.
+    """Wall time per stage of :func:`evaluate`, summed over batches, with the first batch of each input shape apart.
 
-    A warm-up pass (:attr:`EvalOptions.warmup`) runs the first batch of each input shape once before it is timed:
-    that pass pays for one-time preparation (optimize_for_inference() measures each conv's paths at a new shape,
-    oneDNN builds primitives), which says nothing about the per-image speed."""
+    With :attr:`EvalOptions.warmup` the first batch at each shape has its inference timed apart (``warmup_s``): that
+    pass pays for one-time preparation (the fast path measuring its convs, oneDNN building primitives), which says
+    nothing about the per-image speed. It is not run twice: the job takes no longer for being timed."""
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.warmup_s = 0.0
-        self._warm_shapes: set = set()
+        self.first_pass_images = 0
+        self.timed_images = 0  # images whose inference is in seconds["inference"]
+        self._seen_shapes: set = set()
+
+    def first_at(self, shape: tuple) -> bool:
+        """True the first time ``shape`` is seen (and never again)."""
+        new = shape not in self._seen_shapes
+        self._seen_shapes.add(shape)
+        return new
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -81,16 +89,29 @@ class StageClock:
         yield
         self.seconds[name] += time.perf_counter() - start
 
-    def warm_up(self, shape: tuple, run: Callable[[], Any]) -> None:
-        """``run()`` once, untimed, the first time ``shape`` is seen."""
-        if shape not in self._warm_shapes:
-            start = time.perf_counter()
-            run()
-            self.warmup_s += time.perf_counter() - start
-            self._warm_shapes.add(shape)
+    @contextlib.contextmanager
+    def inference(self, images: int, first_pass: bool) -> Iterator[None]:
+        """Time one batch's inference, into the per-image figure or (``first_pass``) into ``warmup_s``."""
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        if first_pass:
+            self.warmup_s += elapsed
+            self.first_pass_images += images
+        else:
+            self.seconds["inference"] += elapsed
+            self.timed_images += images
 
     def per_image_ms(self, num_images: int) -> dict:
-        return {name: 1000.0 * seconds / max(num_images, 1) for name, seconds in self.seconds.items()}
+        """Per image: inference over the batches timed as such (over the first passes when there were only those,
+        ``first_pass_only`` then True), the other stages over every image."""
+        result = {name: 1000.0 * seconds / max(num_images, 1) for name, seconds in self.seconds.items()}
+        only_first = self.timed_images == 0 and self.first_pass_images > 0
+        timed_s, timed_n = ((self.warmup_s, self.first_pass_images) if only_first
+                            else (self.seconds["inference"], self.timed_images or num_images))
+        result["inference"] = 1000.0 * timed_s / max(timed_n, 1)
+        result["first_pass_only"] = only_first
+        return result
 
 
 def evaluate(model: nn.Module, loader: Any, names: Sequence[str], device: Union[str, torch.device] = "cpu",
@@ -144,9 +165,8 @@ def evaluate(model: nn.Module, loader: Any, names: Sequence[str], device: Union[
                 images = images.to(device, non_blocking=True)
                 images = images.half() if use_half else images.float()
                 targets = targets.to(device)
-                if options.warmup:
-                    clock.warm_up(tuple(images.shape), lambda: forward(images))
-                with clock.stage("inference"):
+                first_pass = options.warmup and clock.first_at(tuple(images.shape))
+                with clock.inference(len(images), first_pass):
                     decoded, raw_maps = forward(images)
                 if loss_fn is not None:
                     with clock.stage("loss"):

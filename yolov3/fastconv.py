@@ -9,9 +9,15 @@ copied). For float32 CPU input without autograd or autocast a FastConvLayer runs
   oneDNN's layout instead of on every call;
 * ``plain``: the conv and activation as in training.
 
-Which one: ``select="measure"`` times each candidate at a conv's first input of each shape and keeps the fastest
-on this machine; ``select="rule"`` applies fixed thresholds (the tests use it to reach every kind of conv). Any
-other call takes the plain path, so training, autograd and other dtypes and devices see the ordinary layer.
+Which one: ``select="measure"`` times each candidate on the conv's own calls at each input shape (every call
+still computes its real output, so measuring costs only the slower candidates' extra time) and keeps the fastest on
+this machine, in memory and in the on-disk preparation cache (:mod:`yolov3.prepcache`), so the next process here
+starts with it. Both pay only over enough calls (:func:`start_calls`): a job announced shorter than
+``USE_KNOWN_MIN_CALLS`` calls runs plain, as ``--no-optimize`` would; one shorter than ``JOB_MIN_CALLS`` uses known
+choices but never measures; a job of unknown length (a stream, the Python API) starts plain and turns to a known
+choice after ``USE_KNOWN_MIN_CALLS`` calls of a shape, to measuring after ``MEASURE_AFTER_CALLS``. ``select="rule"`` applies fixed
+thresholds (the tests use it to reach every kind of conv). Any other call takes the plain path, so training,
+autograd and other dtypes and devices see the ordinary layer.
 
 Torch's private API: the oneDNN ops and the tensors' in-place edit counter are used here and nowhere else in the
 project, each through one function of the section below; :func:`missing_private_calls` lists the ones a torch
@@ -26,7 +32,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from yolov3 import prepcache
 from yolov3.layers import LEAKY_SLOPE, ConvLayer, activate
+from yolov3.prepcache import PrepCache
 from yolov3.winograd import transform_weights, winograd_conv3x3
 
 # select="rule": Winograd for 3x3 stride-1 convs with H * W * C_in * C_out >= WINOGRAD_MIN_WORK on maps of at least
@@ -34,11 +42,21 @@ from yolov3.winograd import transform_weights, winograd_conv3x3
 WINOGRAD_MIN_WORK = 10_000_000
 WINOGRAD_MIN_SIZE = 8
 WINOGRAD_F4_MIN_SIZE = 26
-# select="measure": timed runs per candidate path (after one untimed), and the choices made, shared by every model
-# of this process (same layers, same choice)
-MEASURE_REPEATS = 3
-_MEASURED_METHODS: Dict[tuple, str] = {}
+# select="measure": each candidate path runs once untimed (its weights are prepared, oneDNN builds its primitive), then
+# MEASURE_REPEATS timed calls; the fastest call decides (the least disturbed by other processes)
+MEASURE_REPEATS = 2
+# A job announced with fewer calls than this never measures: yolov3-tiny's 4 candidates x 3 calls spend up to ~1.5x
+# plain's time on a third of them, more than the fast paths' few percent can win back over a short job
+JOB_MIN_CALLS = 50
+# A job of unknown length measures a shape after this many plain calls at it (pay once what was already spent)
+MEASURE_AFTER_CALLS = 50
+# A choice already known (stored on disk, or measured in this process) is used only by a job of at least this many
+# calls: the first call of a fast path prepares its weights and oneDNN its primitive, ~0.16 s for yolov3-tiny at
+# batch 4 against ~40 ms won per call (2-core AVX2 EPYC); an unknown length uses it after this many calls
+USE_KNOWN_MIN_CALLS = 10
 SELECTIONS = ("measure", "rule")
+_MEASURED_METHODS: Dict[str, str] = {}  # choice per shape key, shared by every model of this process
+_PREP_CACHE: Optional[PrepCache] = None  # the on-disk choices, opened at first need (use_prep_cache)
 
 # Darknet activations oneDNN applies inside the convolution: name -> (oneDNN post-op, its scalars)
 _ONEDNN_ACTIVATIONS: Dict[str, Tuple[str, List[float]]] = {
@@ -105,14 +123,48 @@ def check_options(onednn: Optional[bool], select: str) -> bool:
 
 
 def speed_up(layers: nn.ModuleList, onednn: Optional[bool] = None, winograd: bool = True,
-             select: str = "measure") -> None:
+             select: str = "measure", expected_calls: Optional[int] = None) -> None:
     """Replace every fused conv of ``layers`` (a fused Darknet's ``module_list``) by a :class:`FastConvLayer` on the
-    same conv, allowed the given paths; a FastConvLayer already there is replaced too (its choices forgotten)."""
+    same conv, allowed the given paths; a FastConvLayer already there is replaced too (its choices forgotten).
+    ``expected_calls``: how many forward calls the job will make, if known (see :func:`start_calls`)."""
     onednn = check_options(onednn, select)
     for index, layer in enumerate(layers):
         if isinstance(layer, ConvLayer) and layer.bn is None:
-            fast = FastConvLayer(layer.conv, layer.activation, onednn, bool(winograd), select)
+            fast = FastConvLayer(layer.conv, layer.activation, onednn, bool(winograd), select, expected_calls)
             layers[index] = fast.train(layer.training)  # a fresh module is in training mode
+
+
+def start_calls(expected_calls: Optional[int]) -> Tuple[Optional[int], Optional[int]]:
+    """(the call of a new shape from which a conv runs a choice already known (stored or measured in this process),
+    the call from which it measures one); None: never, for a job too short to pay for it.
+
+    Known choices: from the first call for a job of at least USE_KNOWN_MIN_CALLS calls, never for a shorter one (a
+    fast path's first call prepares its weights and oneDNN its primitive, which a few calls cannot win back), after
+    USE_KNOWN_MIN_CALLS calls when the length is unknown. Measuring likewise with JOB_MIN_CALLS and
+    MEASURE_AFTER_CALLS."""
+    if expected_calls is None:
+        return USE_KNOWN_MIN_CALLS, MEASURE_AFTER_CALLS
+    return (1 if expected_calls >= USE_KNOWN_MIN_CALLS else None, 1 if expected_calls >= JOB_MIN_CALLS else None)
+
+
+def use_prep_cache(mode: str = "use") -> Optional[PrepCache]:
+    """Open the preparation cache for this process: ``use`` (the default file), ``off`` (no file: measure, keep
+    in memory), ``clear`` (delete the file, then measure and write it anew). Returns it (None when off)."""
+    global _PREP_CACHE
+    if mode not in prepcache.MODES:
+        raise ValueError(f"--prep-cache must be one of {', '.join(prepcache.MODES)}, got {mode!r}")
+    path = None if mode == "off" else prepcache.default_path()
+    if mode == "clear":
+        prepcache.clear(path)
+    _MEASURED_METHODS.clear()  # what this process measured under another cache setting is not reused either
+    _PREP_CACHE = PrepCache(path)
+    return _PREP_CACHE if path is not None else None
+
+
+def _prep_cache() -> PrepCache:
+    if _PREP_CACHE is None:
+        use_prep_cache("use")
+    return _PREP_CACHE
 
 
 def _cpu_autocast_enabled() -> bool:
@@ -134,15 +186,19 @@ class FastConvLayer(ConvLayer):
     (not through ``.data``), kept in ``_fast_cache`` (one entry per path taken) and never pickled or copied.
     """
 
-    def __init__(self, conv: nn.Conv2d, activation: str, onednn: bool, winograd: bool, select: str) -> None:
+    def __init__(self, conv: nn.Conv2d, activation: str, onednn: bool, winograd: bool, select: str,
+                 expected_calls: Optional[int] = None) -> None:
         nn.Module.__init__(self)  # not ConvLayer's: the fused layer's own conv is taken over, no weights are made
         self.conv, self.bn, self.activation = conv, None, activation
         self._use_onednn, self._use_winograd, self._select = onednn, winograd, select
+        # the call of a new shape from which a known choice is used / measuring starts; None: never
+        self._use_stored_after, self._measure_after = start_calls(expected_calls)
 
     def forward(self, x: Tensor) -> Tensor:
         if (self._use_onednn or self._use_winograd) and self._fast_path_applies(x):
-            method = self._measured_method(x) if self._select == "measure" else self._rule_method(x)
-            return self._run_method(method, x)
+            if self._select == "rule":
+                return self._run_method(self._rule_method(x), x)
+            return self._measured_forward(x)
         return super().forward(x)
 
     def _fast_path_applies(self, x: Tensor) -> bool:
@@ -169,37 +225,65 @@ class FastConvLayer(ConvLayer):
             found += ["winograd2", "winograd4"]
         return found
 
-    def _measured_method(self, x: Tensor) -> str:
-        """The fastest candidate for this conv's shape on this machine, timed once per process and shape.
-
-        Each candidate runs once untimed (its weights are prepared, oneDNN builds its primitive), then
-        MEASURE_REPEATS times; the fastest run decides (the least disturbed by other processes). The choice is kept
-        in ``_MEASURED_METHODS``, keyed by the conv's geometry, the input's shape and layout and the thread count, so
-        other models with the same layers reuse it; the losers' prepared weights are dropped. The rule's thresholds
-        came from one AVX2 CPU and picked paths 1.4-1.6x slower than plain on an AVX-512 one: measuring cannot."""
+    def _shape_key(self, x: Tensor) -> str:
+        """What a measured choice holds for: the conv's geometry, the input (shape, layout, dtype) and the threads.
+        Convs of other models with the same key share the choice, in memory and in the preparation cache."""
         conv = self.conv
-        key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.groups,
-               self.activation, tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last),
-               torch.get_num_threads())
-        method = _MEASURED_METHODS.get(key)
-        if method is None:
-            timings = {candidate: self._time_method(candidate, x) for candidate in self._candidates(x)}
-            method = _MEASURED_METHODS[key] = min(timings, key=timings.get)
-            chosen = self.__dict__.setdefault("_chosen_methods", set())
-            chosen.add(method)
-            cache = self.__dict__.get("_fast_cache", {})
-            for loser in [m for m in cache if m not in chosen]:
-                del cache[loser]
-        return method
+        pair = lambda values: "x".join(str(v) for v in values)  # noqa: E731
+        layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
+        return (f"conv {conv.in_channels}>{conv.out_channels} k{pair(conv.kernel_size)} s{pair(conv.stride)} "
+                f"p{pair(conv.padding)} g{conv.groups} {self.activation} | input {pair(x.shape)} {layout} "
+                f"{str(x.dtype).replace('torch.', '')} | threads {torch.get_num_threads()}")
 
-    def _time_method(self, method: str, x: Tensor) -> float:
-        self._run_method(method, x)  # untimed: prepares the weights and warms the primitive
-        best = math.inf
-        for _ in range(MEASURE_REPEATS):
-            start = time.perf_counter()
-            self._run_method(method, x)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def _measured_forward(self, x: Tensor) -> Tensor:
+        """This call computed by the path chosen for its shape; while none is chosen, by plain (before the job is
+        known to be long enough) or by the candidate whose turn it is in the measurement (module docstring)."""
+        key = self._shape_key(x)
+        methods: Dict[str, str] = self.__dict__.setdefault("_methods", {})  # this conv's choice per shape key
+        method = methods.get(key)
+        if method is not None:
+            return self._run_method(method, x)
+        trials: Dict[str, _Trial] = self.__dict__.setdefault("_trials", {})
+        plain_calls = self.__dict__.setdefault("_plain_calls", {})
+        calls = plain_calls[key] = plain_calls.get(key, 0) + (key not in trials)  # this shape's calls so far
+        if self._use_stored_after is not None and calls >= self._use_stored_after:
+            method = _MEASURED_METHODS.get(key)  # another conv of the same key chose (perhaps during our trial)
+            if method is None:
+                stored = _prep_cache().get(key)
+                if stored is not None and stored in self._candidates(x):  # a path this build lacks: measured again
+                    method = _MEASURED_METHODS[key] = stored
+            if method is not None:
+                trials.pop(key, None)
+                methods[key] = method
+                self._drop_losers(method)
+                return self._run_method(method, x)
+        trial = trials.get(key)
+        if trial is None:
+            if self._measure_after is None or calls < self._measure_after:
+                return self._run_method("plain", x)
+            trial = trials[key] = _Trial(self._candidates(x))
+        method = trial.method
+        out, seconds = self._timed_run(method, x)
+        trial.record(seconds)
+        if trial.done:
+            winner = _MEASURED_METHODS[key] = methods[key] = trial.winner()
+            del trials[key]
+            _prep_cache().put(key, winner)
+            self._drop_losers(winner)
+        return out
+
+    def _timed_run(self, method: str, x: Tensor) -> Tuple[Tensor, float]:
+        start = time.perf_counter()
+        out = self._run_method(method, x)
+        return out, time.perf_counter() - start
+
+    def _drop_losers(self, winner: str) -> None:
+        """Forget the prepared weights of paths no shape of this conv chose."""
+        chosen = self.__dict__.setdefault("_chosen_methods", set())
+        chosen.add(winner)
+        cache = self.__dict__.get("_fast_cache", {})
+        for loser in [m for m in cache if m not in chosen]:
+            del cache[loser]
 
     def _rule_method(self, x: Tensor) -> str:
         """'winograd2' / 'winograd4' (F(2x2) / F(4x4, 3x3)), 'onednn' or 'plain' for this input, by thresholds.
@@ -246,4 +330,33 @@ class FastConvLayer(ConvLayer):
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_fast_cache", None)  # derived weights (oneDNN's have no storage to copy or pickle): rebuilt on demand
+        state.pop("_trials", None)  # a measurement half done holds timings of this process only
+        state.pop("_methods", None)  # the copy looks its choices up again (another process may lack this one's)
         return state
+
+
+class _Trial:
+    """One conv's measurement at one input shape: each candidate in turn computes the next 1 + MEASURE_REPEATS real
+    calls, the first untimed; ``winner()`` is the candidate with the fastest timed call."""
+
+    def __init__(self, candidates: List[str]) -> None:
+        self.candidates, self.index, self.runs = list(candidates), 0, 0
+        self.best: Dict[str, float] = {}
+
+    @property
+    def method(self) -> str:
+        return self.candidates[self.index]
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.candidates)
+
+    def record(self, seconds: float) -> None:
+        if self.runs > 0:
+            self.best[self.method] = min(self.best.get(self.method, math.inf), seconds)
+        self.runs += 1
+        if self.runs > MEASURE_REPEATS:
+            self.index, self.runs = self.index + 1, 0
+
+    def winner(self) -> str:
+        return min(self.best, key=self.best.get)

@@ -165,7 +165,7 @@ class Darknet(nn.Module):
         return self
 
     def optimize_for_inference(self, onednn: Optional[bool] = None, winograd: bool = True,
-                               select: str = "measure") -> "Darknet":
+                               select: str = "measure", expected_calls: Optional[int] = None) -> "Darknet":
         """Make this model as fast as it gets for inference; it cannot be trained or saved as Darknet weights after.
 
         Folds BatchNorm into the convs (:meth:`fuse`), switches to eval mode and to the channels_last memory format
@@ -177,10 +177,12 @@ class Darknet(nn.Module):
           * ``onednn`` (default: when :func:`yolov3.fastconv.onednn_available`): every other conv runs as one oneDNN
             convolution with its activation applied inside and its weights reordered once into oneDNN's layout
             instead of on every call.
-        ``select``: ``"measure"`` (default) times every path a conv can take (plain included) at its first input of
-        each shape and keeps the fastest on this machine (~1-3 s once per process for yolov3), so the result is
-        never slower than the plain fused model but for timing noise; ``"rule"`` applies fixed thresholds measured
-        once on a 2-core AVX2 CPU.
+        ``select``: ``"measure"`` (default) times every path a conv can take (plain included) on its own calls at
+        each input shape and keeps the fastest on this machine, remembered on disk (:mod:`yolov3.prepcache`) for the
+        next process; ``expected_calls`` (the job's forward calls, if known) decides whether measuring can pay: a job
+        shorter than ``fastconv.JOB_MIN_CALLS`` never measures and runs plain where nothing is stored, an unknown
+        length measures after ``fastconv.MEASURE_AFTER_CALLS`` calls of a shape. ``"rule"`` applies fixed
+        thresholds measured once on a 2-core AVX2 CPU.
         The derived weights are built on first use, rebuilt if the conv's weights are replaced or edited in place
         (not through ``.data``), and kept beside the originals, one copy per path a conv has taken: 2.2x the
         weights' size for yolov3 at 416 (+550 MB), 2.1x for tiny (measured); more when input sizes vary enough
@@ -190,7 +192,7 @@ class Darknet(nn.Module):
         onednn = check_options(onednn, select)  # before anything changes
         self.fuse().eval()
         self.to(memory_format=torch.channels_last)
-        speed_up(self.module_list, onednn, winograd, select)
+        speed_up(self.module_list, onednn, winograd, select, expected_calls)
         return self
 
     @property
@@ -254,8 +256,10 @@ class Darknet(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = False) -> "Darknet":
-    """What detect.py and val.py run: :meth:`Darknet.optimize_for_inference` (fast paths chosen by measurement), or
+def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = False,
+                          expected_calls: Optional[int] = None) -> "Darknet":
+    """What detect.py and val.py run: :meth:`Darknet.optimize_for_inference` (fast paths chosen by measurement where
+    ``expected_calls`` forward calls can pay for it, or stored from an earlier process), or
     with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way.
 
     ``bf16=True`` (``--bf16``): the plain fused channels_last model run under bfloat16 autocast, the boxes decoded
@@ -264,7 +268,7 @@ def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = 
     mantissa bits: scores move by up to a few hundredths (docs/speed.md gives its measured mAP effect)."""
     model.inference_dtype = torch.bfloat16 if bf16 else None
     if optimize and not bf16:
-        return model.optimize_for_inference()
+        return model.optimize_for_inference(expected_calls=expected_calls)
     model.fuse().eval()
     return model.to(memory_format=torch.channels_last)
 

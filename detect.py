@@ -15,8 +15,13 @@ everything written so far (detections.json included).
 """
 from __future__ import annotations
 
+import gc
+
 from yolov3.cli import CommandParser, sleep_idle_omp_threads
 
+# the imports below make ~10^5 objects that live for the whole run: collecting garbage among them while importing
+# is wasted start-up time (~0.15 s of ~1.5), and once frozen no later collection walks them again
+gc.disable()
 sleep_idle_omp_threads()  # before torch loads OpenMP
 
 import argparse
@@ -25,7 +30,6 @@ from pathlib import Path
 from typing import Optional
 
 from yolov3.config import MAX_IMG_SIZE, ConfigError
-from yolov3.data import load_data_yaml
 from yolov3.detect_outputs import (DETECT_BATCH, BackgroundSaver, DrawStyle, ImageReader, SaveOptions, Viewer,
                                    Writer, run_images, run_video)
 from yolov3.detector import Detector, default_names
@@ -38,6 +42,9 @@ from yolov3.prepcache import MODES as PREP_CACHE_MODES
 from yolov3.sources import SourceError, display, output_stems, resolve_sources
 from yolov3.threads import parse_threads
 from yolov3.utils import select_device
+
+gc.freeze()
+gc.enable()
 
 
 def read_names_file(names_arg: str) -> list:
@@ -123,7 +130,11 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_flags(args)
-    data_names = load_data_yaml(args.data)["names"] if args.data else None  # builds a dataset that fetches itself
+    data_names = None
+    if args.data:  # imported here: the data modules (datasets, downloads, archives) are start-up time otherwise
+        from yolov3.data_yaml import load_data_yaml
+
+        data_names = load_data_yaml(args.data)["names"]  # builds a dataset that fetches itself
     items, warnings = resolve_sources(args.source)
     for warning in warnings:
         print(f"warning: {display(warning)}", file=sys.stderr)

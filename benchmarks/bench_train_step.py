@@ -9,7 +9,9 @@ train.py parameter groups), step on the same fixed batch (random images, 4-8 syn
     focal  the same with ``loss.objectness.name=focal`` (gamma 2, alpha .25)
 
 Figures: bce / bare (target <= 1.15: assigning targets and computing the loss costs at most 15 % of the network)
-and focal / bce (target <= 1.03: focal objectness is nearly free). Gradient clipping and the EMA of train.py are
+and focal / bce (target <= 1.03: focal objectness is nearly free). ``--compile`` adds ``compiled``, the bce step with
+the model wrapped in ``torch.compile`` (inductor), against bce (informational: whether compiling would pay for
+training, with the compile time of its first steps reported apart). Gradient clipping and the EMA of train.py are
 left out of all three: they are the same work whatever the loss.
 
     python benchmarks/bench_train_step.py [--cfgs yolov3-small.cfg yolov3-tiny.cfg] [--img-size 320] [--batch 16]
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from pathlib import Path
 
 import common  # first: puts the repository root on sys.path
@@ -39,6 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--cfgs", nargs="+", default=["yolov3-small.cfg", "yolov3-tiny.cfg"])
     parser.add_argument("--img-size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--compile", action="store_true", help="also time the bce step under torch.compile")
     args = parser.parse_args(argv)
     common.apply_smoke(parser, args, img_size=64, batch=2, repeats=2, warmup=1)
     if args.img_size % 32:
@@ -77,6 +81,16 @@ def bench_cfg(cfg_path: Path, args):
         "bce": make_step(models["bce"], images, targets, YOLOLoss.from_model(models["bce"], bce_cfg)),
         "focal": make_step(models["focal"], images, targets, YOLOLoss.from_model(models["focal"], focal_cfg)),
     }
+    compile_s = None
+    if args.compile:
+        models["compiled"] = copy.deepcopy(base)
+        compiled = torch.compile(models["compiled"])
+        compiled.num_classes = base.num_classes
+        steps["compiled"] = make_step(compiled, images, targets, YOLOLoss.from_model(models["compiled"], bce_cfg))
+        start = time.perf_counter()
+        steps["compiled"]()  # compiles forward and backward
+        steps["compiled"]()  # and the recompile some graphs take at their second call
+        compile_s = time.perf_counter() - start
     times = common.interleaved_times(steps, args.repeats, args.warmup)
     loss_ms = float(np.median(times["bce"] - times["bare"])) * 1000
     stem = cfg_path.stem
@@ -85,8 +99,11 @@ def bench_cfg(cfg_path: Path, args):
                            TARGET_LOSS_OVERHEAD, note=f"loss share ~{loss_ms:.1f} ms per step"),
         common.time_figure(f"{stem} train step focal / BCE objectness", times, "focal", "bce", TARGET_FOCAL_OVERHEAD),
     ]
+    if compile_s is not None:
+        figures.append(common.time_figure(f"{stem} train step torch.compile / eager (BCE)", times, "compiled", "bce",
+                                          None, note=f"compiling took {compile_s:.1f} s (the first two steps)"))
     info = {"cfg": cfg_path.name, "img_size": args.img_size, "batch": args.batch, "num_targets": int(len(targets)),
-            "num_classes": base.num_classes}
+            "num_classes": base.num_classes, "compile_s": compile_s}
     return figures, times, info
 
 

@@ -312,6 +312,23 @@ def test_known_choices_wait_for_a_job_long_enough_to_win_back_their_preparation(
     assert timed == [] and not fast_paths_used(model)
 
 
+def test_a_trial_drops_a_hopeless_candidate_and_winograd_is_not_measured_on_thin_convs():
+    trial = fastconv._Trial(["plain", "onednn", "winograd4"])
+    for seconds in (1.0, 1.0):  # plain: untimed, timed
+        trial.record(seconds)
+    assert trial.method == "onednn"
+    trial.record(fastconv.ABANDON_FACTOR * 1.0 + 0.1)  # its untimed call: hopeless, no timed call
+    assert trial.method == "winograd4"
+    trial.record(2.0)
+    trial.record(0.5)
+    assert trial.done and trial.winner() == "winograd4" and "onednn" not in trial.best
+    for channels, winograd in [(fastconv.WINOGRAD_MIN_CHANNELS - 1, False), (fastconv.WINOGRAD_MIN_CHANNELS, True)]:
+        conv = torch.nn.Conv2d(channels, channels, 3, 1, 1)
+        layer = FastConvLayer(conv, "leaky", onednn=True, winograd=True, select="measure")
+        candidates = layer._candidates(torch.rand(1, channels, 16, 16))
+        assert ("winograd4" in candidates) == winograd and candidates[0] == "plain"
+
+
 def _write_choices(path, machine, choices):
     path.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION, "machine": machine,
                                 "choices": choices}))
@@ -356,7 +373,8 @@ def test_a_stale_cache_forces_a_new_measurement_and_is_replaced(cfg_dir, monkeyp
         for _ in range(12):
             fast(x)
     stored = json.loads(fresh_measurements.read_text())
-    assert stored["machine"] == prepcache.machine_key() and stored["choices"][key] == "winograd4"  # SPEED's 3x3 pick
+    # SPEED's pick for a 3x3 conv without Winograd among its candidates (3 input channels: too thin to measure it)
+    assert stored["machine"] == prepcache.machine_key() and stored["choices"][key] == "onednn"
     # this machine's file, but a stored path a conv cannot take (Winograd for a 1x1 conv): measured again
     one_by_one = next(m for m in fast.module_list if isinstance(m, FastConvLayer) and m.conv.kernel_size == (1, 1))
     seen = []

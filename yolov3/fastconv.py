@@ -43,8 +43,14 @@ WINOGRAD_MIN_WORK = 10_000_000
 WINOGRAD_MIN_SIZE = 8
 WINOGRAD_F4_MIN_SIZE = 26
 # select="measure": each candidate path runs once untimed (its weights are prepared, oneDNN builds its primitive), then
-# MEASURE_REPEATS timed calls; the fastest call decides (the least disturbed by other processes)
-MEASURE_REPEATS = 2
+# MEASURE_REPEATS timed calls; the fastest call decides (the least disturbed by other processes). A candidate whose
+# untimed call already took ABANDON_FACTOR x the best timed one so far is dropped without its timed calls: no
+# preparation makes a path that much slower, and every call spent on a loser is time the job loses
+MEASURE_REPEATS = 1
+ABANDON_FACTOR = 3.0
+# Winograd's matrix products have C_in rows and C_out columns per tile position: below this many channels they are
+# too thin to beat one direct convolution (2-core AVX2 and AVX-512 CPUs alike), so they are not even measured
+WINOGRAD_MIN_CHANNELS = 64
 # A job announced with fewer calls than this never measures: yolov3-tiny's 4 candidates x 3 calls spend up to ~1.5x
 # plain's time on a third of them, more than the fast paths' few percent can win back over a short job
 JOB_MIN_CALLS = 50
@@ -221,8 +227,8 @@ class FastConvLayer(ConvLayer):
         found = ["plain"]
         if self._use_onednn and self.activation in _ONEDNN_ACTIVATIONS:
             found.append("onednn")
-        if self._winograd_fits(x):
-            found += ["winograd2", "winograd4"]
+        if self._winograd_fits(x) and min(self.conv.in_channels, self.conv.out_channels) >= WINOGRAD_MIN_CHANNELS:
+            found += ["winograd4", "winograd2"]
         return found
 
     def _shape_key(self, x: Tensor) -> str:
@@ -337,7 +343,8 @@ class FastConvLayer(ConvLayer):
 
 class _Trial:
     """One conv's measurement at one input shape: each candidate in turn computes the next 1 + MEASURE_REPEATS real
-    calls, the first untimed; ``winner()`` is the candidate with the fastest timed call."""
+    calls, the first untimed (or only that one: ABANDON_FACTOR); ``winner()`` is the candidate with the fastest timed
+    call."""
 
     def __init__(self, candidates: List[str]) -> None:
         self.candidates, self.index, self.runs = list(candidates), 0, 0
@@ -354,6 +361,9 @@ class _Trial:
     def record(self, seconds: float) -> None:
         if self.runs > 0:
             self.best[self.method] = min(self.best.get(self.method, math.inf), seconds)
+        elif self.best and seconds > ABANDON_FACTOR * min(self.best.values()):
+            self.index, self.runs = self.index + 1, 0  # hopeless: not timed further (see ABANDON_FACTOR)
+            return
         self.runs += 1
         if self.runs > MEASURE_REPEATS:
             self.index, self.runs = self.index + 1, 0

@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Optional
 
 from yolov3.config import MAX_IMG_SIZE, ConfigError
-from yolov3.detect_outputs import (DETECT_BATCH, BackgroundSaver, DrawStyle, ImageReader, SaveOptions, Viewer,
-                                   Writer, run_images, run_video)
+from yolov3.detect_outputs import DETECT_BATCH, DrawStyle, SaveOptions, Viewer, Writer, run_inputs
 from yolov3.detector import Detector, default_names
 from yolov3.errors import user_errors
-from yolov3.fastconv import use_prep_cache
+from yolov3.fastconv import add_fast_path_flags, use_prep_cache
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
-from yolov3.prepcache import MODES as PREP_CACHE_MODES
 from yolov3.sources import SourceError, display, output_stems, resolve_sources
 from yolov3.threads import parse_threads
 from yolov3.utils import select_device
@@ -87,14 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--classes", type=int, nargs="+", help="keep only these class indices")
     parser.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
-    parser.add_argument("--no-optimize", action="store_true",
-                        help="run the plain fused channels_last model instead of optimize_for_inference()'s "
-                             "Winograd/oneDNN convs (those are timed per conv on a job long enough to pay for it, "
-                             "kept only where faster on this machine, and remembered for the next run)")
-    parser.add_argument("--prep-cache", default="use", choices=PREP_CACHE_MODES,
-                        help="the fast path's measured choices on disk ($YOLOV3_PREP_CACHE, else "
-                             "~/.cache/yolov3-focal/prep-cache.json): use them, 'off' for this run, or 'clear' "
-                             "them first")
+    add_fast_path_flags(parser)  # --no-optimize, --prep-cache
     parser.add_argument("--bf16", action="store_true",
                         help="run the network in bfloat16 autocast (plain fused channels_last model, boxes decoded "
                              "in float32): faster only on CPUs with native bf16 (AVX512_BF16/AMX) or a GPU; "
@@ -168,24 +159,11 @@ def run(args: argparse.Namespace) -> int:
         print(detector.governor.describe())
     processed = 0
     interrupted = False
-    reader = ImageReader(items, prepare=detector.letterbox_rgb)  # the next images decode while the model runs
-    saver = BackgroundSaver(enabled=viewer is None)  # the last ones are drawn and written meanwhile, in order
-    images: list = []  # (index, item, tag, loaded) of images gathered for one batch
     try:
-        for index, (item, tag) in enumerate(zip(items, tags), 1):
-            if item.kind == "image":
-                images.append((index, item, tag, reader.get(index - 1)))
-                if len(images) < DETECT_BATCH and index < len(items):
-                    continue
-            processed += run_images(images, len(items), detector, writer, style, viewer, saver)
-            images = []
-            if item.kind != "image":
-                processed += run_video(item, index, len(items), tag, detector, writer, style, viewer, saver)
+        processed = run_inputs(items, tags, detector, writer, style, viewer)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        reader.close()
-        saver.close()  # every image detected so far is saved, also after Ctrl-C
         writer.close()  # detections.json of everything processed, also after Ctrl-C or an error
     if detector.count:
         per = detector.times / detector.count * 1000

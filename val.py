@@ -40,12 +40,11 @@ from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
 from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
-from yolov3.fastconv import use_prep_cache
+from yolov3.fastconv import add_fast_path_flags, use_prep_cache
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
-from yolov3.prepcache import MODES as PREP_CACHE_MODES
 from yolov3.sources import Source, output_stems
 from yolov3.threads import ThreadGovernor, parse_threads
 from yolov3.utils import atomic_write_text, increment_path, select_device
@@ -84,14 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="score boxes only: every prediction and label counts as one class 'object' (NMS "
                              "across classes); the model's and the data's class counts need not match")
     parser.add_argument("--device", default="", help="'' (auto), cpu, 0 or cuda:0")
-    parser.add_argument("--no-optimize", action="store_true",
-                        help="run the plain fused channels_last model instead of optimize_for_inference()'s "
-                             "Winograd/oneDNN convs (those are timed per conv on a job long enough to pay for it, "
-                             "kept only where faster on this machine, and remembered for the next run)")
-    parser.add_argument("--prep-cache", default="use", choices=PREP_CACHE_MODES,
-                        help="the fast path's measured choices on disk ($YOLOV3_PREP_CACHE, else "
-                             "~/.cache/yolov3-focal/prep-cache.json): use them, 'off' for this run, or 'clear' "
-                             "them first")
+    add_fast_path_flags(parser)  # --no-optimize, --prep-cache
     parser.add_argument("--bf16", action="store_true",
                         help="run the network in bfloat16 autocast (plain fused channels_last model, boxes decoded "
                              "in float32): faster only on CPUs with native bf16 (AVX512_BF16/AMX) or a GPU")

@@ -119,21 +119,21 @@ def model_files(name: str, work: Path, photo: Path) -> tuple:
     return cfg, path
 
 
-def batch_sizes(jobs: list, val_batch: int) -> list:
-    """The batch sizes the jobs run their network at: detect.py's DETECT_BATCH and what is left at the end of a
-    folder, val.py's batch and its last batch."""
-    sizes = set()
+def input_shapes(jobs: list, val_batch: int) -> list:
+    """The network inputs the jobs run at: detect.py letterboxes a 640x480 photo to 320x416 and runs DETECT_BATCH
+    at a time (and what is left at the end of a folder); val.py letterboxes to 416x416, its batch and its last one."""
+    shapes = set()
     for job in jobs:
         kind = job.rstrip("0123456789")
         count = int(job[len(kind):])
-        full = DETECT_BATCH if kind == "detect" else val_batch
-        sizes.update({min(full, count)} | ({count % full} if count % full else set()))
-    return sorted(sizes)
+        full, hw = (DETECT_BATCH, (320, 416)) if kind == "detect" else (val_batch, (416, 416))
+        shapes.update((size, 3, *hw) for size in {min(full, count), count % full} if size)
+    return sorted(shapes)
 
 
-def fill_warm_cache(cfg: Path, weights: Path, path: Path, sizes: list, threads: int) -> None:
+def fill_warm_cache(cfg: Path, weights: Path, path: Path, shapes: list, threads: int) -> None:
     """What an earlier run on this machine would have left in the preparation cache: every conv measured at the
-    jobs' input shapes (photos 640x480 -> 320x416 at 416), in this process at the jobs' thread count."""
+    jobs' input shapes (:func:`input_shapes`), in this process at the jobs' thread count."""
     from yolov3 import fastconv
     from yolov3.model import load_model, prepare_for_inference
 
@@ -143,12 +143,12 @@ def fill_warm_cache(cfg: Path, weights: Path, path: Path, sizes: list, threads: 
     model, _ = load_model(weights, cfg=cfg)
     prepare_for_inference(model, expected_calls=fastconv.JOB_MIN_CALLS)
     with torch.inference_mode():
-        for size in sizes:
-            x = torch.rand(size, 3, 320, 416).contiguous(memory_format=torch.channels_last)
+        for shape in shapes:
+            x = torch.rand(shape).contiguous(memory_format=torch.channels_last)
             for _ in range(4 * (1 + fastconv.MEASURE_REPEATS)):  # the most candidates a conv has
                 model(x)
     os.environ.pop("YOLOV3_PREP_CACHE")
-    print(f"warm cache for batches {sizes}: {path}", flush=True)
+    print(f"warm cache for inputs {shapes}: {path}", flush=True)
 
 
 def commands(kind: str, job: Path, cfg: Path, weights: Path, out: Path, batch: int, threads: int = 2) -> dict:
@@ -189,7 +189,7 @@ def main(argv=None) -> dict:
         for model_name in args.models:
             cfg, weights = model_files(model_name, work, pairs[0][0])
             warm_cache = work / f"{model_name}-warm-cache.json"
-            fill_warm_cache(cfg, weights, warm_cache, batch_sizes(args.jobs, args.batch_size), args.threads)
+            fill_warm_cache(cfg, weights, warm_cache, input_shapes(args.jobs, args.batch_size), args.threads)
             for job_name in args.jobs:
                 kind = job_name.rstrip("0123456789")
                 count = int(job_name[len(kind):])

@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 import detect  # noqa: E402
 from yolov3.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
+from yolov3 import detect_outputs  # noqa: E402
 from yolov3.labels import read_image  # noqa: E402
 
 
@@ -346,7 +347,7 @@ def test_ctrl_c_keeps_what_was_processed(easy_data, trained_checkpoint, tmp_path
             raise KeyboardInterrupt
         return run_batch(self, *args, **kwargs)
 
-    monkeypatch.setattr(detect, "DETECT_BATCH", 2)
+    monkeypatch.setattr(detect_outputs, "DETECT_BATCH", 2)
     monkeypatch.setattr(detect.Detector, "run_batch", interrupt_second_call)
     try:
         code, _, err = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "out",
@@ -395,7 +396,7 @@ def test_images_of_one_size_share_a_forward_pass_with_the_results_of_single_imag
     assert [Path(e["source"]).name for e in entries] == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
     assert [line.split(":")[0].split()[-1].split("/")[-1] for line in out.splitlines() if line.startswith("image ")] \
         == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
-    monkeypatch.setattr(detect, "DETECT_BATCH", 1)
+    monkeypatch.setattr(detect_outputs, "DETECT_BATCH", 1)
     code, _, _ = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "single",
                       "--save-json", "--conf-thres", "0.1"], capsys)
     singles = json.loads((tmp_path / "single" / "exp" / "detections.json").read_text())

@@ -8,8 +8,8 @@ detected.
 
 :class:`Writer` owns the run folder (created on first use, so a run that cannot process any input leaves none) and
 everything saved there: annotated images and videos, YOLO txt rows (labels/), crops (crops/<class>/) and
-detections.json. :func:`run_images` processes images (consecutive ones of one size as one batch), :func:`run_video`
-one video or stream. What is saved and how boxes are
+detections.json. :func:`run_inputs` processes detect.py's inputs in order: :func:`run_images` images (consecutive
+ones of one size as one batch), :func:`run_video` one video or stream. What is saved and how boxes are
 drawn come in as values (:class:`SaveOptions`, :class:`DrawStyle`), set by detect.py's flags.
 """
 from __future__ import annotations
@@ -273,6 +273,31 @@ def frames_read_ahead(capture: "cv2.VideoCapture") -> Iterator[np.ndarray]:
 
 
 DETECT_BATCH = 4  # consecutive images of one network size share a forward pass (Detector.run_batch)
+
+
+def run_inputs(items: List[Source], tags: List[str], detector: Detector, writer: Writer, style: DrawStyle,
+               viewer: Optional[Viewer]) -> int:
+    """Every input in order (images in batches of up to DETECT_BATCH, videos and streams frame by frame) while the
+    next images are read in a thread and the last ones saved in another; returns the images and frames processed.
+    Ctrl-C: what was detected is saved before KeyboardInterrupt goes on."""
+    reader = ImageReader(items, prepare=detector.letterbox_rgb)
+    saver = BackgroundSaver(enabled=viewer is None)  # a window is drawn from the main thread
+    processed = 0
+    images: list = []  # (index, item, tag, loaded) of images gathered for one batch
+    try:
+        for index, (item, tag) in enumerate(zip(items, tags), 1):
+            if item.kind == "image":
+                images.append((index, item, tag, reader.get(index - 1)))
+                if len(images) < DETECT_BATCH and index < len(items):
+                    continue
+            processed += run_images(images, len(items), detector, writer, style, viewer, saver)
+            images = []
+            if item.kind != "image":
+                processed += run_video(item, index, len(items), tag, detector, writer, style, viewer, saver)
+    finally:
+        reader.close()
+        saver.close()  # every image detected so far is saved, also after Ctrl-C
+    return processed
 
 
 def run_images(entries: list, total: int, detector: Detector, writer: Writer, style: DrawStyle,

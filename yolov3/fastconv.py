@@ -46,7 +46,7 @@ WINOGRAD_F4_MIN_SIZE = 26
 # MEASURE_REPEATS timed calls; the fastest call decides (the least disturbed by other processes). A candidate whose
 # untimed call already took ABANDON_FACTOR x the best timed one so far is dropped without its timed calls: no
 # preparation makes a path that much slower, and every call spent on a loser is time the job loses
-MEASURE_REPEATS = 1
+MEASURE_REPEATS = 2  # one timed call alone let noise pick plain over Winograd for tiny's biggest conv (8 ms a photo)
 ABANDON_FACTOR = 3.0
 # Winograd's matrix products have C_in rows and C_out columns per tile position: below this many channels they are
 # too thin to beat one direct convolution (2-core AVX2 and AVX-512 CPUs alike), so they are not even measured
@@ -165,6 +165,18 @@ def use_prep_cache(mode: str = "use") -> Optional[PrepCache]:
     _MEASURED_METHODS.clear()  # what this process measured under another cache setting is not reused either
     _PREP_CACHE = PrepCache(path)
     return _PREP_CACHE if path is not None else None
+
+
+def add_fast_path_flags(parser: Any) -> None:
+    """detect.py's and val.py's switches for this module: ``--no-optimize`` and ``--prep-cache``."""
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="run the plain fused channels_last model instead of optimize_for_inference()'s "
+                             "Winograd/oneDNN convs (those are timed per conv on a job long enough to pay for it, "
+                             "kept only where faster on this machine, and remembered for the next run)")
+    parser.add_argument("--prep-cache", default="use", choices=prepcache.MODES,
+                        help="the fast path's measured choices on disk ($YOLOV3_PREP_CACHE, else "
+                             "~/.cache/yolov3-focal/prep-cache.json): use them, 'off' for this run, or 'clear' "
+                             "them first")
 
 
 def _prep_cache() -> PrepCache:

@@ -304,20 +304,18 @@ def run_images(entries: list, total: int, detector: Detector, writer: Writer, st
                viewer: Optional[Viewer], saver: Optional[BackgroundSaver] = None) -> int:
     """Detect, save, draw and show images, in order; returns how many could be read.
 
-    ``entries``: ``(index, item, tag, loaded)`` per image, ``loaded`` being :meth:`ImageReader.get`'s result (or
-    None: read here). Consecutive readable images of one network size run as one batch. With a ``saver`` the
-    drawing and saving run in its thread."""
+    ``entries``: ``(index, item, tag, (image, letterboxed))`` per image, the last being the result of an
+    :class:`ImageReader` made with ``prepare=detector.letterbox_rgb``. Consecutive readable images of one network
+    size run as one batch. With a ``saver`` the drawing and saving run in its thread."""
     ready = []  # (index, item, tag, image, letterboxed) of the batch being gathered
     processed = 0
-    for index, item, tag, loaded in entries:
-        image, letterboxed = loaded if loaded is not None else (read_image(item.location), None)
+    for index, item, tag, (image, letterboxed) in entries:
         if image is None:
             processed += _detect_and_save(ready, total, detector, writer, style, viewer, saver)
             ready = []
             print(f"warning: image {index}/{total} {display(item.location)}: cannot be read, skipped",
                   file=sys.stderr)
             continue
-        letterboxed = letterboxed if letterboxed is not None else detector.letterbox_rgb(image)
         if ready and ready[0][4][0].shape != letterboxed[0].shape:
             processed += _detect_and_save(ready, total, detector, writer, style, viewer, saver)
             ready = []

@@ -114,7 +114,13 @@ class Detector:
         """BGR uint8 (H, W, 3) -> ((1, 3, h, w) RGB float in [0, 1] on the device, channels_last, letterbox ratio,
         padding); ``letterboxed``: :meth:`letterbox_rgb`'s result for this image, when already made."""
         rgb, ratio, pad = letterboxed if letterboxed is not None else self.letterbox_rgb(image_bgr)
-        return torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).unsqueeze(0), ratio, pad  # a view: no copy
+        return self._network_input([rgb]), ratio, pad
+
+    def _network_input(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
+        """Letterboxed (h, w, 3) arrays of one size -> (B, 3, h, w) on the device, channels_last (a view of the
+        arrays for one image on the CPU: no copy)."""
+        batch = rgbs[0][None] if len(rgbs) == 1 else np.stack(rgbs)
+        return torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
 
     def __call__(self, image_bgr: np.ndarray,
                  letterboxed: Optional[tuple] = None) -> tuple[torch.Tensor, tuple, np.ndarray]:
@@ -138,8 +144,7 @@ class Detector:
         if len({rgb.shape for rgb, _, _ in made}) != 1:
             raise ValueError(f"run_batch: the images letterbox to different sizes "
                              f"({sorted({rgb.shape[:2] for rgb, _, _ in made})}); batch only images of one size")
-        batch = made[0][0][None] if len(made) == 1 else np.stack([rgb for rgb, _, _ in made])
-        tensor = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)  # (B, 3, h, w), channels_last view
+        tensor = self._network_input([rgb for rgb, _, _ in made])
         t1 = time.perf_counter()
         prediction = self.model(tensor)  # (B, N, 5 + C)
         t2 = time.perf_counter()

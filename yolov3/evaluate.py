@@ -108,7 +108,7 @@ class StageClock:
         result = {name: 1000.0 * seconds / max(num_images, 1) for name, seconds in self.seconds.items()}
         only_first = self.timed_images == 0 and self.first_pass_images > 0
         timed_s, timed_n = ((self.warmup_s, self.first_pass_images) if only_first
-                            else (self.seconds["inference"], self.timed_images or num_images))
+                            else (self.seconds["inference"], self.timed_images))
         result["inference"] = 1000.0 * timed_s / max(timed_n, 1)
         result["first_pass_only"] = only_first
         return result

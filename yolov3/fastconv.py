@@ -15,9 +15,9 @@ this machine, in memory and in the on-disk preparation cache (:mod:`yolov3.prepc
 starts with it. Both pay only over enough calls (:func:`start_calls`): a job announced shorter than
 ``USE_KNOWN_MIN_CALLS`` calls runs plain, as ``--no-optimize`` would; one shorter than ``JOB_MIN_CALLS`` uses known
 choices but never measures; a job of unknown length (a stream, the Python API) starts plain and turns to a known
-choice after ``USE_KNOWN_MIN_CALLS`` calls of a shape, to measuring after ``MEASURE_AFTER_CALLS``. ``select="rule"`` applies fixed
-thresholds (the tests use it to reach every kind of conv). Any other call takes the plain path, so training,
-autograd and other dtypes and devices see the ordinary layer.
+choice after ``USE_KNOWN_MIN_CALLS`` calls of a shape, to measuring after ``MEASURE_AFTER_CALLS``.
+``select="rule"`` applies fixed thresholds (the tests use it to reach every kind of conv). Any other call takes
+the plain path, so training, autograd and other dtypes and devices see the ordinary layer.
 
 Torch's private API: the oneDNN ops and the tensors' in-place edit counter are used here and nowhere else in the
 project, each through one function of the section below; :func:`missing_private_calls` lists the ones a torch

@@ -179,10 +179,10 @@ class Darknet(nn.Module):
             instead of on every call.
         ``select``: ``"measure"`` (default) times every path a conv can take (plain included) on its own calls at
         each input shape and keeps the fastest on this machine, remembered on disk (:mod:`yolov3.prepcache`) for the
-        next process; ``expected_calls`` (the job's forward calls, if known) decides whether measuring can pay: a job
-        shorter than ``fastconv.JOB_MIN_CALLS`` never measures and runs plain where nothing is stored, an unknown
-        length measures after ``fastconv.MEASURE_AFTER_CALLS`` calls of a shape. ``"rule"`` applies fixed
-        thresholds measured once on a 2-core AVX2 CPU.
+        next process; ``expected_calls`` (the job's forward calls, if known) decides what can pay
+        (:func:`yolov3.fastconv.start_calls`): a job shorter than ``fastconv.USE_KNOWN_MIN_CALLS`` runs plain, one
+        shorter than ``fastconv.JOB_MIN_CALLS`` uses stored choices but never measures, an unknown length starts
+        plain and turns to them later. ``"rule"`` applies fixed thresholds measured once on a 2-core AVX2 CPU.
         The derived weights are built on first use, rebuilt if the conv's weights are replaced or edited in place
         (not through ``.data``), and kept beside the originals, one copy per path a conv has taken: 2.2x the
         weights' size for yolov3 at 416 (+550 MB), 2.1x for tiny (measured); more when input sizes vary enough

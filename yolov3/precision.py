@@ -105,8 +105,8 @@ def resolve_precision(mode: str, device: torch.device, info: Optional[CpuInfo] =
             return Precision(mode, torch.bfloat16, False, "asked for")
         # a fixed-precision study resumed here runs, but a user should know why each epoch takes so long
         return Precision(mode, torch.bfloat16, False, "asked for; WARNING: this CPU has no native bf16, oneDNN "
-                         "emulates it: forward and backward run several times slower than in fp32 (11x for yolov3-tiny, "
-                         "416 px, batch 16, on a 2-core AVX2 EPYC)")
+                         "emulates it: forward and backward run several times slower than in fp32 (11x for "
+                         "yolov3-tiny, 416 px, batch 16, on a 2-core AVX2 EPYC)")
     if info.native_bf16:
         return Precision(mode, torch.bfloat16, False, "the CPU has native bf16")
     return Precision(mode, None, False, "the CPU has no native bf16")

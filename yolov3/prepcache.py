@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -76,14 +76,13 @@ class PrepCache:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        kind, data = read(path)
+        if kind == "corrupt":
             self.writable = False
-            note(f"{path}: preparation cache ignored and left as it is, not valid JSON ({type(exc).__name__}); "
-                 f"delete it to have it rewritten, or point {ENV} elsewhere")
+            note(f"{path}: preparation cache ignored and left as it is, not valid JSON ({data}); delete it to have "
+                 f"it rewritten, or point {ENV} elsewhere")
             return
-        if not (isinstance(data, dict) and data.get("format") == FORMAT):
+        if kind == "foreign":
             self.writable = False
             note(f"{path}: not a yolov3-focal preparation cache (no \"format\": \"{FORMAT}\"), ignored and left "
                  f"as it is; point {ENV} at another file or set it to 'off'")
@@ -121,16 +120,24 @@ class PrepCache:
             note(f"{self.path}: cannot write the preparation cache ({exc.strerror or exc}); continuing without it")
 
 
+def read(path: Path) -> Tuple[str, Any]:
+    """("ours", the parsed file), ("foreign", None) for JSON of another format, ("corrupt", the error's name) for a
+    file that cannot be read as JSON: what both loading and clearing decide by."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return "corrupt", type(exc).__name__
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return "ours", data
+    return "foreign", None
+
+
 def clear(path: Optional[Path]) -> bool:
     """Delete the cache file at ``path`` if it is one of ours (never a corrupt or foreign file, which may be a user's
     own); True when something was deleted."""
     if path is None or not path.exists():
         return False
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        data = None
-    if not (isinstance(data, dict) and data.get("format") == FORMAT):
+    if read(path)[0] != "ours":
         note(f"{path}: not a readable yolov3-focal preparation cache, not deleted (delete it yourself if it is one)")
         return False
     path.unlink()

@@ -6,6 +6,7 @@
     python ablate.py cfg/ablation/objectness.yaml data=my.yaml train.epochs=50   # the study on your data
     python ablate.py cfg/ablation/focal_grid.yaml --jobs 2        # two runs at a time (CPU cores split)
     python ablate.py cfg/ablation/voc_yolov3.yaml --device 0,1    # one run per GPU
+    python ablate.py cfg/ablation/objectness_bccd.yaml --variants bce,retinanet   # these arms' runs first
     python ablate.py cfg/ablation/objectness.yaml --report-only   # rebuild the report from the run folders
 
 The spec schema is documented at the top of yolov3/ablation.py and in each cfg/ablation/*.yaml. key=value after
@@ -44,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "automatically; on CPU 2 (with 2+ cores), the cores split between them)")
     parser.add_argument("--device", default="", help="passed to train.py: '' (auto), cpu, or GPU indices such as "
                                                      "0,1 (then each parallel run gets one GPU)")
+    parser.add_argument("--variants", default=None, metavar="NAME[,NAME...]",
+                        help="run only these variants' runs now (still seed by seed); the others stay in the "
+                             "study and a later run without the flag does them: the arms a tight budget keeps "
+                             "first (default: every variant)")
     parser.add_argument("--name", help="study name (default: the spec's name, else its file stem)")
     parser.add_argument("--project", default="runs/ablate", help="parent folder of study folders")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report without running anything")
@@ -83,10 +88,14 @@ def main(argv=None) -> int:
             raise AblationError(f"--jobs must be at least 1, got {jobs}")
         check_recorded_overrides(study, study_dir)  # the key=value a study's runs were made with
         planned = plan_runs(study, study_dir, device=args.device, train_script=args.train_script)
+        to_run = select_variants(planned, study, args.variants)
         missing = check_paths(study)
         stale = stale_run_folders(study, study_dir)
         if args.dry_run:
             print(describe_plan(study, planned))
+            if len(to_run) < len(planned):
+                print(f"--variants {args.variants}: this command runs only " +
+                      (", ".join(p.run.run_name for p in to_run if p.action != "skip") or "nothing (all finished)"))
             print(f"study folder: {study_dir}")
             if gpus:
                 print(f"each run sees one GPU of {gpus} through CUDA_VISIBLE_DEVICES (hence --device 0)")
@@ -115,8 +124,12 @@ def main(argv=None) -> int:
     counts = {a: sum(p.action == a for p in planned) for a in ("start", "resume", "skip")}
     print(f"study {study.name}: {len(planned)} runs in {study_dir} ({counts['skip']} finished, "
           f"{counts['resume']} to resume, {counts['start']} to start; jobs={jobs})")
+    if len(to_run) < len(planned):
+        left = sum(p.action != "skip" for p in planned) - sum(p.action != "skip" for p in to_run)
+        print(f"--variants {args.variants}: {sum(p.action != 'skip' for p in to_run)} of them now; {left} other "
+              "unfinished runs wait for a run without --variants")
     try:
-        outcomes = execute(study, planned, jobs=jobs, device=args.device, verbose=args.verbose)
+        outcomes = execute(study, to_run, jobs=jobs, device=args.device, verbose=args.verbose)
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume (finished runs are kept, interrupted ones continue "
               "from their last.pt)", file=sys.stderr)
@@ -129,6 +142,18 @@ def main(argv=None) -> int:
               " (logs: <run>/console.log, <run>/train.log); rerun to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def select_variants(planned: list, study, variants) -> list:
+    """The planned runs of the variants named in --variants (comma-separated), or all of them when it is None."""
+    if variants is None:
+        return planned
+    names = [name.strip() for name in variants.split(",") if name.strip()]
+    unknown = [name for name in names if name not in study.variants]
+    if not names or unknown:
+        raise AblationError(f"--variants {variants!r}: {'no such variant ' + ', '.join(unknown) if unknown else 'empty'}"
+                            f"; {study.spec_path} has {', '.join(study.variants)}")
+    return [item for item in planned if item.run.variant in names]
 
 
 def report(study_dir) -> int:

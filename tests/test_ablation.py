@@ -580,6 +580,23 @@ def test_parallel_jobs_split_cpu_threads(tmp_path, fake_train, monkeypatch):
     assert {c["omp"] for c in read_calls()} == {"2"}
 
 
+def test_variants_runs_only_the_named_arms_then_the_rest(tmp_path, fake_train, capsys):
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    argv = [str(spec), "--project", str(tmp_path / "ablate"), "--train-script", str(script), "--jobs", "1"]
+    assert ablate.main(argv + ["--variants", "no_such,bce"]) == 2
+    err = capsys.readouterr().err
+    assert "--variants 'no_such,bce': no such variant no_such" in err and "has bce, focal" in err
+    assert read_calls() == []
+    assert ablate.main(argv + ["--variants", "focal"]) == 0
+    assert [c["name"] for c in read_calls()] == ["focal__seed0", "focal__seed1"]  # still seed by seed
+    assert "2 other unfinished runs wait for a run without --variants" in capsys.readouterr().out
+    runs = json.loads((tmp_path / "ablate" / "fake" / "runs.json").read_text())["runs"]
+    assert len(runs) == 4  # the study keeps every run; the report shows the waiting arm as not run
+    assert ablate.main(argv) == 0
+    assert [c["name"] for c in read_calls()] == ["bce__seed0", "bce__seed1"]
+
+
 def test_dry_run_lists_runs_and_commands_without_running(tmp_path, fake_train, capsys):
     script, read_calls = fake_train
     spec = runner_spec(tmp_path)

@@ -1,5 +1,6 @@
 """COCO JSON and VOC XML to YOLO labels, on tiny hand-made inputs with hand-computed rows."""
 import json
+import os
 import subprocess
 import sys
 
@@ -101,6 +102,13 @@ def test_voc_hand_computed_rows_and_difficult_flag(tmp_path):
     (VOC_XML.replace("<width>500</width>", ""), "<size> lacks <width>"),
     (VOC_XML.replace("<xmin>48</xmin>", "<xmin>abc</xmin>"), "<object> #1 <bndbox> <xmin> is not a number"),
     (VOC_XML.replace("</annotation>", ""), "malformed XML at line"),
+    # float() takes these words, which would reach the label file as 'nan' rows or zero-size boxes
+    (VOC_XML.replace("<xmin>48</xmin>", "<xmin>nan</xmin>"), "<object> #1 <bndbox> <xmin> is not a number: 'nan'"),
+    (VOC_XML.replace("<width>500</width>", "<width>inf</width>"), "<size> <width> is not a number: 'inf'"),
+    (VOC_XML.replace("<difficult>0</difficult>", "<difficult>maybe</difficult>"),
+     "<object> #1 <difficult> must be 0 or 1, got 'maybe'"),
+    (VOC_XML.replace("<annotation>", "<annotations>").replace("</annotation>", "</annotations>"),
+     "the root element is <annotations>; a Pascal VOC annotation has <annotation>"),
 ])
 def test_voc_malformed_input_names_file_and_element(tmp_path, text, fragment):
     (tmp_path / "x.xml").write_text(text)
@@ -247,10 +255,15 @@ def test_voc_dataset_with_split_files_and_a_missing_image(tmp_path, capsys):
     assert "test: 1 images, 0 boxes (none); 1 difficult skipped" in out  # one summary line per split
     assert (tmp_path / "ds" / "images" / "test" / "c.jpg").is_file()
     assert (tmp_path / "ds" / "labels" / "test" / "c.txt").read_text() == ""
+    # a photo that went missing is reported and left out; the rest of the split is converted
     (root / "JPEGImages" / "b.jpg").unlink()
     assert main(["voc", "--annotations", str(root / "Annotations"), "--dataset", str(tmp_path / "ds2"),
-                 "--split", f"train={root / 'ImageSets' / 'train.txt'}"]) == 2
-    assert "b.xml: no image for it in" in capsys.readouterr().err
+                 "--split", f"train={root / 'ImageSets' / 'train.txt'}"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {root / 'Annotations' / 'b.xml'}: no image for it in {root / 'JPEGImages'}" in out
+    assert "train: 1 images, 1 boxes (dog 1)" in out and "; 1 files skipped (see the warnings)" in out
+    assert sorted(p.name for p in (tmp_path / "ds2" / "labels" / "train").iterdir()) == ["a.txt"]
+    assert sorted(p.name for p in (tmp_path / "ds2" / "images" / "train").iterdir()) == ["a.jpg"]
 
 
 # ---- untrusted XML -------------------------------------------------------------------------------------------------
@@ -305,3 +318,247 @@ def test_voc_dataset_api_writes_no_yaml_when_asked(tmp_path):
                         log=lines.append, write_yaml=False)
     assert not (tmp_path / "ds" / "data.yaml").exists() and len(lines) == 1 and lines[0].startswith("train: 3 images")
     assert (tmp_path / "ds" / "classes.txt").read_text() == "WBC\nPlatelets\n"
+
+
+# ---- a demanding user's own hand-labelled data --------------------------------------------------------------------
+def _jpg(path, width=40, height=20, value=0):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
+
+
+def test_xml_in_a_multibyte_or_unknown_encoding_is_read_or_named(tmp_path):
+    body = _labelimg_xml("a.jpg", 40, 20, [("红细胞", 1, 1, 10, 10, 0)])
+    (tmp_path / "gbk.xml").write_bytes(('<?xml version="1.0" encoding="GBK"?>\n' + body).encode("gbk"))
+    assert parse_untrusted_xml(tmp_path / "gbk.xml").findtext("object/name") == "红细胞"
+    (tmp_path / "bom.xml").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    assert parse_untrusted_xml(tmp_path / "bom.xml").findtext("object/name") == "红细胞"
+    # decoding it here must not open a way round the DTD refusal
+    (tmp_path / "dtd.xml").write_bytes('<?xml version="1.0" encoding="GBK"?><!DOCTYPE a [<!ENTITY x "y">]><a/>'
+                                       .encode("gbk"))
+    with pytest.raises(ConversionError, match=r"dtd.xml: declares a DOCTYPE or entities; refused"):
+        parse_untrusted_xml(tmp_path / "dtd.xml")
+    (tmp_path / "odd.xml").write_bytes(b'<?xml version="1.0" encoding="no-such-codec"?>\n<annotation/>')
+    with pytest.raises(ConversionError, match=r"odd.xml: declares an encoding Python does not know"):
+        parse_untrusted_xml(tmp_path / "odd.xml")
+    # saved as Windows-1252 without saying so: the line, the column and what to do
+    (tmp_path / "ansi.xml").write_bytes("<annotation>\n<name>café</name></annotation>".encode("cp1252"))
+    with pytest.raises(ConversionError) as info:
+        parse_untrusted_xml(tmp_path / "ansi.xml")
+    assert str(info.value) == (f"{tmp_path / 'ansi.xml'}: malformed XML at line 2 column 10: not well-formed "
+                               "(invalid token) (a byte that is not UTF-8: save the file as UTF-8, or declare its "
+                               "encoding in <?xml ...?>)")
+
+
+def test_class_names_are_normalised_and_case_variants_are_not_two_classes(tmp_path, capsys):
+    import unicodedata
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    spellings = ["RBC", " rbc ", "red  blood\ncell", "red blood cell", "café", unicodedata.normalize("NFD", "café")]
+    for i, name in enumerate(spellings):
+        (folder / f"n{i}.xml").write_text(_labelimg_xml(f"n{i}.jpg", 40, 20, [(name, 1, 1, 10, 10, 0)]))
+    assert main(["voc", "--annotations", str(folder), "--out", str(tmp_path / "l")]) == 2
+    assert (f"class names that differ only in case: 'RBC' ({folder / 'n0.xml'}) and 'rbc' ({folder / 'n1.xml'}); "
+            "pass --names") in capsys.readouterr().err
+    assert not (tmp_path / "l").exists()
+    (tmp_path / "names.txt").write_text("RBC\nred blood cell\ncafé\n")
+    assert main(["voc", "--annotations", str(folder), "--out", str(tmp_path / "l"),
+                 "--names", str(tmp_path / "names.txt")]) == 0
+    assert f"note: class 'rbc' in {folder / 'n1.xml'} is taken as 'RBC'" in capsys.readouterr().out
+    assert [_rows(tmp_path / "l" / f"n{i}.txt")[0][0] for i in range(6)] == [0, 0, 1, 1, 2, 2]
+    # collected without the case variant: whitespace and accents are one spelling each, one name per line
+    (folder / "n1.xml").unlink()
+    assert main(["voc", "--annotations", str(folder), "--out", str(tmp_path / "l2")]) == 0
+    assert (tmp_path / "classes.txt").read_text(encoding="utf-8") == "RBC\ncafé\nred blood cell\n"
+
+
+def test_difficult_written_as_a_word(tmp_path):
+    text = VOC_XML.replace("<difficult>0</difficult>", "<difficult>True</difficult>")
+    (tmp_path / "a.xml").write_text(text.replace("<difficult>1</difficult>", "<difficult>false</difficult>"))
+    stats = voc_to_yolo([tmp_path / "a.xml"], tmp_path / "l", classes=VOC_CLASSES)
+    assert [row[0] for row in _rows(tmp_path / "l" / "a.txt")] == [14]  # the person only: the dog is difficult
+    assert stats["difficult"] == 1
+
+
+def test_unusable_files_are_reported_by_name_and_skipped(tmp_path, capsys):
+    p = tmp_path / "p"
+    _labelimg_folder(p, count=2)  # img0 (WBC), img1 (WBC, Platelets): usable
+    (p / "broken.xml").write_text("<annotation><object>")
+    (p / "laughs.xml").write_text(BILLION_LAUGHS)
+    (p / "cvat.xml").write_text("<annotations><image/></annotations>")
+    _jpg(p / "swapped.jpg", 64, 48)
+    (p / "swapped.xml").write_text(_labelimg_xml("swapped.jpg", 64, 48, [("WBC", 30, 1, 10, 10, 0)]))
+    (p / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (p / "corrupt.xml").write_text(_labelimg_xml("corrupt.jpg", 64, 48, [("WBC", 1, 1, 10, 10, 0)]))
+    (p / "orphan.xml").write_text(_labelimg_xml("orphan.jpg", 64, 48, [("WBC", 1, 1, 10, 10, 0)]))
+    assert main(["voc", "--annotations", str(p), "--dataset", str(tmp_path / "ds"), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    for name, fragment in {"broken.xml": "malformed XML at line 1 column 21: no element found",
+                           "laughs.xml": "declares a DOCTYPE or entities; refused",
+                           "cvat.xml": "the root element is <annotations>",
+                           "swapped.xml": "<object> #1 (WBC) has xmax < xmin or ymax < ymin: 30 1 10 10",
+                           "corrupt.xml": f"its image {p / 'corrupt.jpg'} cannot be read or decoded",
+                           "orphan.xml": f"no image for it in {p}"}.items():
+        assert f"warning: {p / name}: {fragment}" in out
+    assert "train: 2 images, 3 boxes (Platelets 1, WBC 2)" in out and "; 6 files skipped (see the warnings)" in out
+    assert sorted(x.name for x in (tmp_path / "ds" / "labels" / "train").iterdir()) == ["img0.txt", "img1.txt"]
+    assert sorted(x.name for x in (tmp_path / "ds" / "images" / "train").iterdir()) == ["img0.jpg", "img1.jpg"]
+
+
+def test_exif_rotated_photos_get_labels_in_the_frame_training_reads(tmp_path, capsys):
+    from PIL import Image
+
+    from yolov3.labels import read_image
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:5, :10] = 255  # stored 40 wide, 20 high, with a white patch at the top left
+    for stem in ("raw", "shown", "nosize"):
+        image = Image.fromarray(stored)
+        exif = image.getexif()
+        exif[0x0112] = 6  # shown (and read by cv2) a quarter turn clockwise
+        image.save(folder / f"{stem}.jpg", exif=exif.tobytes(), quality=100)
+    # older LabelImg boxes the stored pixels (<size> 40 x 20); newer tools box the photo as shown (20 x 40)
+    (folder / "raw.xml").write_text(_labelimg_xml("raw.jpg", 40, 20, [("patch", 1, 1, 10, 5, 0)]))
+    (folder / "shown.xml").write_text(_labelimg_xml("shown.jpg", 20, 40, [("patch", 16, 1, 20, 10, 0)]))
+    (folder / "nosize.xml").write_text(_labelimg_xml("nosize.jpg", None, None, [("patch", 16, 1, 20, 10, 0)]))
+    ds = tmp_path / "ds"
+    assert main(["voc", "--annotations", str(folder), "--dataset", str(ds), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    # training reads 20 wide x 40 high with the patch at x 15..20, y 0..10
+    image = read_image(str(ds / "images" / "train" / "raw.jpg"))
+    assert image.shape[:2] == (40, 20) and image[:10, 15:].mean() > 200 and image[:, :15].mean() < 30
+    for stem in ("raw", "shown", "nosize"):
+        np.testing.assert_allclose(_rows(ds / "labels" / "train" / f"{stem}.txt"), [[0, 0.875, 0.125, 0.25, 0.25]],
+                                   atol=1e-6)
+    assert "1 sizes read from the image, 1 turned with their photo's EXIF orientation" in out
+    assert f"note: {folder / 'nosize.xml'}: nosize.jpg has EXIF orientation 6" in out  # which frame cannot be told
+
+
+def test_images_are_found_ignoring_case_below_the_folder_and_never_guessed(tmp_path, capsys):
+    p = tmp_path / "p"
+    _jpg(p / "upper.JPG")
+    (p / "upper.xml").write_text(_labelimg_xml("upper.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    _jpg(p / "shots" / "IMG_7.JPG")  # a Windows path below the folder, in another case, and another name
+    (p / "renamed.xml").write_text(_labelimg_xml("shots\\img_7.jpg", 40, 20, [("cat", 21, 11, 40, 20, 0)]))
+    _jpg(p / "b.jpg")
+    _jpg(p / "c.jpg")
+    (p / "c.xml").write_text(_labelimg_xml("b.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))  # a copy of b's XML
+    _jpg(p / "shared.jpg")
+    for stem in ("x", "y"):
+        (p / f"{stem}.xml").write_text(_labelimg_xml("shared.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    ds = tmp_path / "ds"
+    assert main(["voc", "--annotations", str(p), "--dataset", str(ds), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(x.name for x in (ds / "images" / "train").iterdir()) == ["renamed.jpg", "upper.jpg"]
+    np.testing.assert_allclose(_rows(ds / "labels" / "train" / "renamed.txt"), [[0, 0.75, 0.75, 0.5, 0.5]])
+    assert (f"warning: {p / 'c.xml'}: <filename> is b.jpg, but c.jpg, named after the XML, is there too; which "
+            "photo are the boxes for?") in out
+    for one, other in (("x", "y"), ("y", "x")):
+        assert f"warning: {p / f'{one}.xml'}: its image {(p / 'shared.jpg').resolve()} is also the image of " \
+               f"{other}.xml; skipped" in out
+
+
+def test_subfolders_keep_their_paths_so_equal_names_do_not_collide(tmp_path, capsys):
+    from yolov3.data import create_dataloader, load_data_yaml
+
+    p = tmp_path / "p"
+    for day, boxes in (("day1", 1), ("day2", 2)):
+        _jpg(p / day / "img.jpg", 64, 48)
+        objects = [("cat", 1, 1, 32, 24, 0), ("cat", 33, 25, 64, 48, 0)][:boxes]
+        (p / day / "img.xml").write_text(_labelimg_xml("img.jpg", 64, 48, objects))
+    _jpg(p / "day2" / "unlabelled.jpg", 64, 48)
+    (p / "day2" / "._img.xml").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")  # hidden: not an annotation
+    ds = tmp_path / "ds"
+    assert main(["voc", "--annotations", str(p), "--dataset", str(ds), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 2 images, 3 boxes (cat 3)" in out and "warning" not in out
+    assert f"note: 1 images in {p} have no XML and are left out (e.g. day2/unlabelled.jpg)" in out
+    for day, boxes in (("day1", 1), ("day2", 2)):
+        assert len(_rows(ds / "labels" / "train" / day / "img.txt")) == boxes
+        assert (ds / "images" / "train" / day / "img.jpg").is_file()
+    # --val-fraction 0: a train split alone
+    assert (ds / "data.yaml").read_text().splitlines()[2:] == ["train: images/train", 'names: ["cat"]']
+    _, dataset = create_dataloader(load_data_yaml(ds / "data.yaml"), "train", 64, 2, None, 0, 0, shuffle=False)
+    assert sorted(len(labels) for labels in dataset.labels) == [1, 2]
+
+
+def test_split_files_with_missing_shared_or_unsafe_ids(tmp_path, capsys):
+    ann = tmp_path / "VOC" / "Annotations"
+    ann.mkdir(parents=True)
+    for stem in ("a", "b"):
+        _jpg(tmp_path / "VOC" / "JPEGImages" / f"{stem}.jpg")
+        (ann / f"{stem}.xml").write_text(_labelimg_xml(f"{stem}.jpg", 40, 20, [("dog", 1, 1, 20, 20, 0)]))
+    (tmp_path / "train.txt").write_text("a\nghost\n../../escape\na\n")
+    (tmp_path / "val.txt").write_text("b\n")
+    split_args = ["--split", f"train={tmp_path / 'train.txt'}", "--split", f"val={tmp_path / 'val.txt'}"]
+    assert main(["voc", "--annotations", str(ann), "--dataset", str(tmp_path / "ds")] + split_args) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {ann / 'ghost.xml'}: listed in split 'train' but there is no such file; skipped" in out
+    assert f"warning: split 'train': id '../../escape' is not a name inside {ann}; skipped" in out
+    assert "train: 1 images, 1 boxes (dog 1)" in out and "val: 1 images, 1 boxes (dog 1)" in out
+    # a photo in train and val would be scored on what it was trained on
+    (tmp_path / "val.txt").write_text("b\na\n")
+    assert main(["voc", "--annotations", str(ann), "--dataset", str(tmp_path / "ds2")] + split_args) == 2
+    assert "id 'a' is in split 'train' and in split 'val'" in capsys.readouterr().err
+    assert main(["voc", "--annotations", str(ann), "--dataset", str(tmp_path / "ds3"),
+                 "--split", f"train={tmp_path / 'train.txt'}", "--split", f"train={tmp_path / 'val.txt'}"]) == 2
+    assert "--split train=... is given twice" in capsys.readouterr().err
+    (tmp_path / "val.txt").write_bytes(b"b\n\xff\n")  # saved in a legacy code page
+    assert main(["voc", "--annotations", str(ann), "--dataset", str(tmp_path / "ds2")] + split_args) == 2
+    assert f"{tmp_path / 'val.txt'}: line 2 is not UTF-8 text" in capsys.readouterr().err
+    assert not (tmp_path / "ds2").exists() and not (tmp_path / "ds3").exists()
+
+
+def test_a_dataset_that_fails_half_way_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    _labelimg_folder(tmp_path / "p", count=4)
+    copy, copies = shutil.copyfile, []
+
+    def copy_until_the_disk_is_full(src, dst, **kwargs):
+        copies.append(src)
+        if len(copies) == 3:
+            raise OSError(28, "No space left on device")
+        return copy(src, dst, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_until_the_disk_is_full)
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write {tmp_path / 'ds' / 'images'}" in err and ": the disk is full" in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p"]  # neither a half dataset nor its staging folder
+    monkeypatch.undo()
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds")]) == 0
+    assert len(list((tmp_path / "ds" / "labels").rglob("*.txt"))) == 4
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o777 & ~umask  # not the staging folder's private 0700
+
+
+def test_out_folder_with_labels_from_another_run_is_refused(tmp_path, capsys):
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    for stem in ("a", "b"):
+        (folder / f"{stem}.xml").write_text(_labelimg_xml(f"{stem}.jpg", 40, 20, [("dog", 1, 1, 20, 20, 0)]))
+    assert main(["voc", "--annotations", str(folder), "--out", str(tmp_path / "l")]) == 0
+    (folder / "b.xml").unlink()
+    assert main(["voc", "--annotations", str(folder), "--out", str(tmp_path / "l")]) == 2
+    assert (f"{tmp_path / 'l'}: holds 1 label files this run would not write (e.g. b.txt), which would mix with the "
+            "new ones") in capsys.readouterr().err
+    assert sorted(x.name for x in (tmp_path / "l").iterdir()) == ["a.txt", "b.txt"]  # nothing removed or written
+
+
+def test_a_size_that_does_not_fit_the_image_is_reported(tmp_path, capsys):
+    p = tmp_path / "p"
+    _jpg(p / "scaled.jpg", 64, 48)  # scaled down after labelling: the boxes still fit, normalised
+    (p / "scaled.xml").write_text(_labelimg_xml("scaled.jpg", 640, 480, [("dog", 1, 1, 320, 240, 0)]))
+    _jpg(p / "other.jpg", 64, 48)
+    (p / "other.xml").write_text(_labelimg_xml("other.jpg", 48, 64, [("dog", 1, 1, 20, 20, 0)]))
+    assert main(["voc", "--annotations", str(p), "--dataset", str(tmp_path / "ds"), "--val-fraction", "0"]) == 0
+    assert (f"warning: {p / 'other.xml'}: <size> is 48 x 64 but its image other.jpg is 64 x 48 (as training reads "
+            "it); the boxes do not belong to this image; skipped") in capsys.readouterr().out
+    np.testing.assert_allclose(_rows(tmp_path / "ds" / "labels" / "train" / "scaled.txt"), [[0, 0.25, 0.25, 0.5, 0.5]])
+    assert not (tmp_path / "ds" / "labels" / "train" / "other.txt").exists()

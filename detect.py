@@ -65,7 +65,26 @@ def load_names(names_arg: Optional[str], ckpt: Optional[dict], num_classes: int,
     names = read_names_file(names_arg) if names_arg else data_names or default_names(num_classes, ckpt)
     if len(names) != num_classes:
         raise SourceError(f"{flag}: {len(names)} names for a model with {num_classes} classes")
+    trained = [str(name) for name in (ckpt or {}).get("names") or []]
+    if (names_arg or data_names) and trained and list(names) != trained:
+        # renaming for display is allowed; a different order would put every box under another class's name
+        print(f"warning: {flag} names {list(names)} differ from the classes the model was trained with {trained}; "
+              f"the boxes are labelled with {flag}'s", file=sys.stderr)
     return names
+
+
+def check_inputs_outside(run_dir: Path, items: list, exist_ok: bool) -> None:
+    """With --exist-ok the outputs go into an existing folder, where an input of the same name would be
+    overwritten by its own annotated copy."""
+    if not exist_ok or not run_dir.is_dir():
+        return  # without it the run gets a new folder (exp2, exp3, ...): nothing there can be an input
+    folder = run_dir.resolve()
+    inside = [item.location for item in items if item.kind != "stream"
+              and Path(item.location).resolve().is_relative_to(folder)]
+    if inside:
+        raise SourceError(f"--exist-ok: the run folder {display(str(run_dir))} holds inputs of this run (e.g. "
+                          f"{display(inside[0])}), which their outputs could overwrite; choose another "
+                          "--project/--name")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {display(warning)}", file=sys.stderr)
     tags = output_stems(items)
+    check_inputs_outside(Path(args.project) / args.name, items, args.exist_ok)
     device = select_device(args.device)
     # a Darknet .weights file's heads are built for the --names (else --data) count; a .pt knows its own
     given_names = read_names_file(args.names) if args.names else data_names

@@ -197,8 +197,12 @@ def test_empty_or_missing_split_is_an_error(tmp_path):
     data = load_data_yaml(tmp_path / "d.yaml")
     with pytest.raises(DataError, match="split 'train' has no images"):
         scan_split(data, "train", progress=False)
-    with pytest.raises(DataError, match="split 'val': .*nowhere is not a folder"):
+    with pytest.raises(DataError, match="split 'val': .*nowhere does not exist \\(expected a folder of images"):
         scan_split(data, "val", progress=False)
+    (tmp_path / "images" / "notes.md").write_text("not images")
+    (tmp_path / "d2.yaml").write_text("train: images/train\nval: images/notes.md\nnames: [a]\n")
+    with pytest.raises(DataError, match="split 'val': .*notes.md is not a folder, a .txt list or an image"):
+        scan_split(load_data_yaml(tmp_path / "d2.yaml"), "val", progress=False)
     with pytest.raises(DataError, match="split 'test' is not defined"):
         scan_split(data, "test", progress=False)
 

@@ -490,3 +490,33 @@ def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, caps
                         "--bf16"]) == 0
     out = capsys.readouterr().out
     assert "threads: 1 (--threads)" in out and ("precision: bf16 autocast" in out or "--bf16 on a CPU without" in out)
+
+
+def test_exist_ok_never_writes_over_its_own_inputs(easy_data, trained_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = shutil.copy(train_images(easy_data)[0], photos / "a.jpg")
+    before = Path(image).read_bytes()
+    # --exist-ok into the photos' own folder: a.jpg's annotated copy would be photos/a.jpg itself
+    code, _, err = run(["--weights", trained_checkpoint, "--source", photos, "--project", tmp_path,
+                        "--name", "photos", "--exist-ok"], capsys)
+    assert code == 2 and "--exist-ok: the run folder" in err and "a.jpg" in err and "Traceback" not in err
+    assert Path(image).read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.jpg"]
+    # without --exist-ok the run gets a folder of its own
+    code, out, _ = run(["--weights", trained_checkpoint, "--source", photos, "--project", tmp_path,
+                        "--name", "photos"], capsys)
+    assert code == 0 and (tmp_path / "photos2" / "a.jpg").is_file() and Path(image).read_bytes() == before
+
+
+def test_names_in_another_order_than_the_models_are_warned(easy_data, trained_checkpoint, tmp_path, capsys):
+    trained = [str(n) for n in torch.load(trained_checkpoint, map_location="cpu", weights_only=True)["names"]]
+    image = train_images(easy_data)[0]
+    for names, warned in ((trained, False), (trained[::-1], True)):
+        names_file = tmp_path / "names.txt"
+        names_file.write_text("\n".join(names) + "\n")
+        code, _, err = run(["--weights", trained_checkpoint, "--source", image, "--project", tmp_path,
+                            "--names", names_file, "--nosave"], capsys)
+        assert code == 0
+        assert ("differ from the classes the model was trained with" in err) is warned, err
+        if warned:
+            assert str(trained[::-1]) in err and str(trained) in err

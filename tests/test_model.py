@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -186,6 +187,12 @@ def test_load_model_checkpoint_and_errors(cfg_dir, tmp_path, randomize):
         torch.testing.assert_close(from_darknet(images), model(images), rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_model(tmp_path / "missing.pt")
+    # a text file, or a checkpoint renamed away from .pt, is named for what it is not, not asked for a cfg
+    (tmp_path / "notes.txt").write_text("these are my notes about the run\n")
+    shutil.copyfile(tmp_path / "best.pt", tmp_path / "best.bin")
+    for name in ("notes.txt", "best.bin"):
+        with pytest.raises(ValueError, match=rf"{name}: neither a train\.py checkpoint \(\.pt\) nor a Darknet"):
+            load_model(tmp_path / name, cfg=cfg_dir / "yolov3-small.cfg")
 
 
 @pytest.mark.parametrize("where", ["pt", "darknet"])

@@ -128,3 +128,19 @@ def test_labels_plot_counts_classes_and_bins_centres_and_sizes(tmp_path):
     assert out["sizes"][5, 49] == 1  # w = 1.0 falls in the last bin
     data = (tmp_path / "labels.jpg").read_bytes()
     assert data[:2] == b"\xff\xd8" and len(data) > 5000  # a JPEG
+
+
+def test_epoch_axes_show_whole_epochs_and_values_without_an_offset():
+    from matplotlib.figure import Figure
+
+    from yolov3.plots import readable_epoch_axes
+
+    ax = Figure().subplots()
+    ax.plot([1, 2], [8.1250001, 8.1250004])  # two epochs of a flat curve
+    readable_epoch_axes(ax)
+    ax.figure.canvas.draw()
+    xticks = [t for t in ax.get_xticks() if 1 <= t <= 2]
+    assert xticks and all(float(t).is_integer() for t in xticks)
+    # matplotlib's default labels these ticks 0.5, 1.0, ... under an offset the eye misses
+    labels = [float(label.get_text().replace("−", "-")) for label in ax.get_yticklabels() if label.get_text()]
+    assert labels and all(abs(v - 8.125) < 1e-3 for v in labels)

@@ -71,6 +71,9 @@ def list_images(sources: Sequence[str], root: str, split: str, yaml_file: str = 
                     images.append(str(line_path if line_path.is_absolute() else Path(root) / line_path))
         elif source_path.is_file() and source_path.suffix.lower() in IMAGE_SUFFIXES:
             images.append(str(source_path))
+        elif not source_path.exists():
+            raise DataError(f"{yaml_file}: split '{split}': {source} does not exist (expected a folder of images, a "
+                            ".txt list or an image)")
         else:
             raise DataError(f"{yaml_file}: split '{split}': {source} is not a folder, a .txt list or an image")
     return list(dict.fromkeys(os.path.normpath(p) for p in images))

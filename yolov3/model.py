@@ -18,7 +18,8 @@ from yolov3.fastconv import check_options, speed_up
 from yolov3.layers import (BN_EPS, BN_MOMENTUM, LEAKY_SLOPE, ConvLayer, MaxPoolLayer, RouteLayer, ShortcutLayer,
                            UpsampleLayer, YOLOLayer, activate, decode_boxes)
 from yolov3.runs import find_weights
-from yolov3.weights import WeightsError, first_non_finite, load_darknet_weights, read_checkpoint, save_darknet_weights
+from yolov3.weights import (WeightsError, first_non_finite, load_darknet_weights, looks_like_darknet_weights,
+                            read_checkpoint, save_darknet_weights)
 
 __all__ = ["Darknet", "YOLOLayer", "ConvLayer", "MaxPoolLayer", "load_model", "load_for_inference",
            "prepare_for_inference",
@@ -318,6 +319,9 @@ def load_model(weights: Union[str, Path], cfg: Union[str, Path, None] = None, nu
             raise WeightsError(f"{weights}: the weights do not fit the checkpoint's own cfg "
                                f"({str(exc).splitlines()[0]})") from None
     else:
+        if not looks_like_darknet_weights(weights):
+            raise WeightsError(f"{weights}: neither a train.py checkpoint (.pt) nor a Darknet .weights file (its first "
+                               "bytes are not a Darknet header)")
         if cfg is None:
             raise WeightsError(f"{weights}: Darknet weights need the model cfg too (pass cfg=... / --cfg path/to/model.cfg)")
         checkpoint = None

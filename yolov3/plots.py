@@ -151,6 +151,15 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], out_png: Uni
     return {"counts": counts.copy(), "shown": shown}
 
 
+def readable_epoch_axes(ax) -> None:
+    """Whole epochs on x (a 2-epoch run would get ticks at 1.25, 1.5, ...), and y values as they are: a flat curve
+    otherwise gets matplotlib's offset ('+8.125' above the axis), and its tick labels no longer read as values."""
+    from matplotlib.ticker import MaxNLocator  # (matplotlib is imported lazily, see _figure)
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)
+
+
 def plot_results_csv(csv_path: Union[str, Path], out_png: Union[str, Path]) -> dict:
     """Per-epoch curves of a training run's ``results.csv`` (columns in CONTRACTS.md), one panel per quantity.
 
@@ -181,6 +190,7 @@ def plot_results_csv(csv_path: Union[str, Path], out_png: Union[str, Path]) -> d
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        readable_epoch_axes(ax)
         plotted[column] = (epochs.copy(), values.copy())
     for ax in axes.ravel()[len(RESULTS_PANELS):]:
         ax.set_visible(False)

@@ -72,6 +72,17 @@ def read_darknet_header(path: Union[str, Path]) -> Tuple[Tuple[int, int, int, in
     return (major, minor, revision, seen), size
 
 
+def looks_like_darknet_weights(path: Union[str, Path]) -> bool:
+    """True when the file starts with a plausible Darknet header (small version numbers) and the rest is whole
+    float32 values: a text file or a renamed PyTorch checkpoint is then told apart from weights that need a cfg."""
+    try:
+        (major, minor, _revision, _seen), size = read_darknet_header(path)
+    except (WeightsError, OSError):
+        return False
+    body = Path(path).stat().st_size - size
+    return 0 <= major < 1000 and 0 <= minor < 1000 and body > 0 and body % 4 == 0
+
+
 def _check_not_fused(model: nn.Module) -> None:
     if model.is_fused:
         raise WeightsError("the model has been fused (BatchNorm folded into convs); Darknet weights need the unfused "

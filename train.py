@@ -30,6 +30,7 @@ from yolov3.data import as_single_class, create_dataloader, load_data_yaml
 from yolov3.distributed import cleanup_distributed, setup_distributed
 from yolov3.errors import user_errors
 from yolov3.evaluate import evaluate
+from yolov3.labels import split_images
 from yolov3.loss import YOLOLoss, apply_objectness_prior
 from yolov3.model import Darknet
 from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, freeze_layers,
@@ -62,6 +63,8 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
     names = data["names"]
     if cfg.val.test and not data.get("test"):
         raise ConfigError(f"'val.test' is true but {cfg.data} has no 'test' split")
+    for split in ("train", "val") + (("test",) if cfg.val.test else ()):
+        split_images(data, split)  # a split that is missing or empty fails now, not after the train scan
     if tcfg.batch_size % world_size:
         raise ConfigError(f"'train.batch_size' {tcfg.batch_size} must be divisible by the {world_size} processes")
     batch_per_process = tcfg.batch_size // world_size
@@ -93,7 +96,7 @@ def train(args: argparse.Namespace, log: TrainLog) -> dict:
     accumulate = accumulation_steps(tcfg.nominal_batch, tcfg.batch_size)
     optimizer = build_optimizer(model, tcfg)
     try:
-        precision = resolve_precision(resumed_amp_mode(ckpt, tcfg.amp), device)
+        precision = resolve_precision(resumed_amp_mode(ckpt, tcfg.amp), device, resumed=ckpt is not None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format

@@ -479,9 +479,17 @@ def test_exist_ok_refuses_a_folder_holding_a_run(tiny_data, tmp_path, straight_r
             in capsys.readouterr().err)  # a run of the older layout (checkpoints at the top) is recognised
     assert {p.name: p.stat().st_mtime_ns for p in finished.iterdir()} == {k: v for k, v in before.items()
                                                                         if k != "summary.json"}
+    # a folder of the user's own that happens to hold a results.csv (no config.yaml: no run made it) is refused
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my own table\n")
+    assert run_train(tiny_data, tmp_path, "mine", "--exist-ok") == 2
+    assert "holds results.csv, which a new run would overwrite, and no config.yaml" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["results.csv"] and (mine / "results.csv").read_text() == "my own table\n"
     # leftovers of a run that failed before its first checkpoint are cleared; the user's own files stay
     failed = tmp_path / "failed"
     failed.mkdir()
+    (failed / "config.yaml").write_text((straight_run / "config.yaml").read_text())
     (failed / "results.csv").write_text("epoch\n1\n2\n3\n")
     (failed / "notes.txt").write_text("mine")
     assert run_train(tiny_data, tmp_path, "failed", "--exist-ok", "--epochs", "1") == 0
@@ -581,13 +589,17 @@ def test_fp32_run_and_a_resume_keep_their_recorded_precision(tiny_data, tmp_path
     assert json.loads((tmp_path / "fp32" / "summary.json").read_text())["precision"] == "fp32"
     seen = []
     original = train.resolve_precision
-    monkeypatch.setattr(train, "resolve_precision", lambda mode, device: seen.append(mode) or original(mode, device))
+    monkeypatch.setattr(train, "resolve_precision",
+                        lambda mode, device, **kw: seen.append((mode, kw)) or original(mode, device, **kw))
     ckpt = torch.load(tmp_path / "fp32" / "weights" / "last.pt", weights_only=True)
     ckpt["epoch"], ckpt["config"]["train"]["amp"] = 0, "auto"  # pretend: unfinished, and asked for auto
     torch.save(ckpt, tmp_path / "fp32" / "weights" / "last.pt")
     (tmp_path / "fp32" / "summary.json").unlink()
     assert train.main(["--resume", str(tmp_path / "fp32"), "--workers", "0"]) == 0
-    assert seen == ["off"]
+    assert seen == [("off", {"resumed": True})]
+    # and it says why: the user did not ask for fp32 on resuming
+    environment = json.loads((tmp_path / "fp32" / "environment.json").read_text())
+    assert environment["precision_reason"] == "the precision the run started with"
 
 
 def test_grad_clip_epochs_clips_only_the_first_epochs(tiny_data, tmp_path):
@@ -615,3 +627,37 @@ def test_val_test_scores_the_final_model_once_on_the_test_split(tiny_data, tmp_p
     assert "test split: mAP@.5" in capsys.readouterr().out
     assert run_train(tiny_data, tmp_path, "no_test", "val.test=true") == 2
     assert "'val.test' is true but" in capsys.readouterr().err
+
+
+def test_the_end_says_which_epoch_the_table_and_best_pt_are(straight_run):
+    log = (straight_run / "train.log").read_text()
+    summary = json.loads((straight_run / "summary.json").read_text())
+    assert "the last epoch's model (epoch 2), on the validation split:" in log
+    done = next(line for line in log.splitlines() if line.startswith("done in "))
+    if summary["best_epoch"] != 2:
+        best = read_rows(straight_run)[summary["best_epoch"] - 1]
+        assert (f"(epoch 2); best.pt, which val.py and detect.py take from the run folder, is epoch "
+                f"{summary['best_epoch']}: mAP@.5:.95 {float(best['mAP50_95']):.3f}") in done
+    else:
+        assert "best.pt" not in done
+
+
+def test_weights_and_splits_are_checked_before_the_train_scan(tiny_data, tmp_path, straight_run, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights at all\n")
+    assert run_train(tiny_data, tmp_path, "a", "--weights", str(notes)) == 2
+    out, err = capsys.readouterr()
+    assert f"'weights': {notes} is neither a PyTorch checkpoint (.pt) nor Darknet weights" in err
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(tiny_data.read_text().replace("val: images/val", "val: images/nowhere"))
+    assert run_train(no_val, tmp_path, "b") == 2
+    out, err = capsys.readouterr()
+    assert "split 'val': " in err and "nowhere does not exist" in err
+    assert "train: 12 images" not in out + err  # refused before the train split was read
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a run folder as --weights, as val.py and detect.py take it: its best.pt
+    assert run_train(tiny_data, tmp_path, "c", "--weights", str(straight_run), "--epochs", "1") == 0
+    out, _ = capsys.readouterr()
+    best = straight_run / "weights" / "best.pt"
+    assert f"weights: {straight_run} is a run folder: its {best}" in out
+    assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["weights"] == str(best)

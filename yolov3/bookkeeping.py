@@ -425,6 +425,7 @@ class Bookkeeper:
     def print_final_table(self) -> None:
         """The final validation, class by class (when the last epoch was validated)."""
         if self.state.history and "per_class" in self.metrics:
+            print(f"the last epoch's model (epoch {self.state.history[-1]['epoch']}), on the validation split:")
             print(format_table(self.metrics))
 
     def finish(self, loss_fn, val_loader, test_loader) -> dict:
@@ -444,6 +445,12 @@ class Bookkeeper:
         history = self.state.history
         summary = write_summary(self.run_dir, history, time.time() - self.started, self.precision.name, extra)
         final = history[-1] if history else {}
+        best = self.state.best_epoch
+        best_row = next((row for row in history if row.get("epoch") == best), {})
+        # val.py and detect.py take a run folder's best.pt: say which epoch that is when it is not the last
+        kept = (f" (epoch {final['epoch']}); best.pt, which val.py and detect.py take from the run folder, is epoch "
+                f"{best}: mAP@.5:.95 {best_row.get('mAP50_95', float('nan')):.3f}"
+                if best_row and best != final.get("epoch") else "")
         print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
-              f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}; weights in {self.run_dir}")
+              f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}{kept}; weights in {self.run_dir}")
         return summary

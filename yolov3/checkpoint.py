@@ -260,7 +260,8 @@ def prepare_new_run_dir(run_dir: Path) -> list:
     A folder holding a finished run (summary.json) or a resumable one (last.pt) is refused: mixing two runs' rows,
     plots and checkpoints would lose the old results and make the new ones unreadable. Leftovers of a run that
     failed before its first checkpoint (its config, plots, partial results.csv, TensorBoard events) are removed so
-    the new run starts clean; other files (train.log, which the new run appends to; your notes) are left alone.
+    the new run starts clean; other files (train.log, which the new run appends to; your notes) are left alone. A
+    folder holding such a file but no config.yaml (which a run writes first) is not a run's: it is refused.
     Checkpoints are looked for in both layouts (``weights/`` and the top of the folder). Returns the names removed.
     """
     run_dir = Path(run_dir)
@@ -274,6 +275,12 @@ def prepare_new_run_dir(run_dir: Path) -> list:
         if (folder / "best.pt").exists():
             raise RunFolderError(f"{run_dir} holds a model ({folder / 'best.pt'}) that a new run would overwrite: "
                                  "choose another --name, or move it away first")
+    leftovers = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).is_file()]
+    if leftovers and not (run_dir / "config.yaml").is_file():
+        # a run writes config.yaml before anything else: without it these files are someone's own, not leftovers
+        raise RunFolderError(f"{run_dir} holds {leftovers[0].name}, which a new run would overwrite, and no "
+                             "config.yaml, so it is not left by a train.py run: choose another --name, or move it "
+                             "away first")
     removed = []
     for path in [run_dir / name for name in RUN_OUTPUTS] + sorted(run_dir.glob(TENSORBOARD_EVENTS)):
         if path.is_file():

@@ -255,8 +255,9 @@ def _log_messages(messages: Sequence[str]) -> None:
         LOGGER.warning("WARNING ... and %d more problems", len(messages) - MAX_LOGGED_PROBLEMS)
 
 
-def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
-    """Validate every image and label file of ``split`` (or load the valid cache) and log one summary line."""
+def split_images(data: dict, split: str) -> List[str]:
+    """The image paths of ``split`` (listed, not yet read); a DataError naming the data YAML when the split is not
+    defined, does not exist or holds no image."""
     yaml_file = data.get("yaml", "<data>")
     if split not in SPLIT_KEYS:
         raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLIT_KEYS)}")
@@ -272,6 +273,13 @@ def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
                         "none exists" + (f" (to get it: {data['download']})" if data.get("download") else "")) from None
     if not image_paths:
         raise DataError(f"{yaml_file}: split '{split}' has no images in {', '.join(sources)}")
+    return image_paths
+
+
+def scan_split(data: dict, split: str, progress: bool = True) -> SplitEntries:
+    """Validate every image and label file of ``split`` (or load the valid cache) and log one summary line."""
+    yaml_file = data.get("yaml", "<data>")
+    image_paths = split_images(data, split)
     label_paths = [label_path_for(p) for p in image_paths]
     num_classes = int(data["nc"])
     scan_hash = _scan_hash(image_paths, label_paths, num_classes)

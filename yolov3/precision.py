@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
@@ -83,8 +83,18 @@ class Precision:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
 
-def resolve_precision(mode: str, device: torch.device, info: Optional[CpuInfo] = None) -> Precision:
-    """The autocast precision ``train.amp = mode`` means on ``device``; errors name the key and the device."""
+def resolve_precision(mode: str, device: torch.device, info: Optional[CpuInfo] = None,
+                      resumed: bool = False) -> Precision:
+    """The autocast precision ``train.amp = mode`` means on ``device``; errors name the key and the device.
+    ``resumed``: ``mode`` is the precision a resumed run started with, which its reason then says (not 'asked
+    for', which would read as the user's choice)."""
+    precision = _resolve(mode, device, info)
+    if resumed:
+        return replace(precision, reason=precision.reason.replace("asked for", "the precision the run started with", 1))
+    return precision
+
+
+def _resolve(mode: str, device: torch.device, info: Optional[CpuInfo]) -> Precision:
     if mode not in AMP_MODES:
         raise ValueError(f"'train.amp' must be one of {', '.join(AMP_MODES)}, got {mode!r}")
     if mode == "off":

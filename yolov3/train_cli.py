@@ -128,6 +128,26 @@ def cfg_width(cfg_path: str) -> Optional[int]:
     return parse_cfg(path).input_size[1] if path.is_file() else None
 
 
+def check_weights_file(weights: str) -> Path:
+    """The file ``weights`` names (a run folder: its best.pt, as val.py and detect.py take it), checked to be a
+    checkpoint or Darknet weights by its first bytes: a wrong file is an error now, not after the data scan."""
+    import zipfile
+
+    from yolov3.runs import find_weights
+    from yolov3.weights import looks_like_darknet_weights
+
+    try:
+        path = find_weights(weights)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"'weights': {exc}") from None
+    if not path.is_file():
+        raise ConfigError(f"'weights': file not found: {weights}")
+    if not (zipfile.is_zipfile(path) or looks_like_darknet_weights(path)):  # torch.save writes a zip archive
+        raise ConfigError(f"'weights': {path} is neither a PyTorch checkpoint (.pt) nor Darknet weights (its first "
+                          "bytes are neither a zip archive nor a Darknet header)")
+    return path
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[Config, list]:
     """``(config, notes)``: defaults <- --hyp <- flags <- dotted overrides; every path checked here so errors come
     before any work. The notes (for the terminal and train.log) say what was translated or chosen on the way."""
@@ -145,8 +165,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, list]:
     for key in ("cfg", "data"):
         if not resolve_path(getattr(cfg, key)).is_file():  # as given, else the file shipped with the package
             raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)} ({tried(getattr(cfg, key))})")
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise ConfigError(f"'weights': file not found: {cfg.weights}")
+    if cfg.weights:
+        weights = check_weights_file(cfg.weights)
+        if str(weights) != cfg.weights:
+            notes.append(f"weights: {cfg.weights} is a run folder: its {weights}")
+            cfg = config_lib.merge_dict(cfg, {"weights": str(weights)}, "--weights run folder")
     if width and args.img_size is None and cfg.train.img_size == width:
         notes.append(f"img size {width}: the [net] width of {args.cfg} (give --img-size to train at another)")
     return config_lib.validate(cfg), notes

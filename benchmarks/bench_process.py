@@ -41,7 +41,8 @@ import yaml
 from yolov3.data import load_data_yaml
 from yolov3.detect_outputs import DETECT_BATCH
 from yolov3.files import IMAGE_SUFFIXES
-from yolov3.labels import label_path_for, read_image
+from yolov3.images import read_image
+from yolov3.labels import label_path_for
 from yolov3.model import Darknet
 from yolov3.precision import describe_cpu
 

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -275,7 +276,8 @@ def test_committed_study_records_rebuild_the_runs_of_the_shipped_spec(study_dir,
     for config in planned.values():
         if config.weights:
             (tmp_path / config.weights).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / config.weights).write_bytes(b"")
+            # a Darknet header (version 0.2, seen 0) and one float: train.py checks a weights file's first bytes
+            (tmp_path / config.weights).write_bytes(struct.pack("<3iqf", 0, 2, 0, 0, 0.0))
     for record in records:
         argv = record["command"][2:]  # the python interpreter and train.py, as on the machine that ran it
         config, _ = resolve_config(parse_train_args(argv))

@@ -410,7 +410,7 @@ def test_unusable_files_are_reported_by_name_and_skipped(tmp_path, capsys):
 def test_exif_rotated_photos_get_labels_in_the_frame_training_reads(tmp_path, capsys):
     from PIL import Image
 
-    from yolov3.labels import read_image
+    from yolov3.images import read_image
 
     folder = tmp_path / "p"
     folder.mkdir()

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 import detect  # noqa: E402
 from yolov3.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from yolov3 import detect_outputs  # noqa: E402
-from yolov3.labels import read_image  # noqa: E402
+from yolov3.images import read_image  # noqa: E402
 
 
 def train_images(easy_data):

@@ -25,7 +25,7 @@ XML files are found in subfolders too (dot files and folders aside); an XML's id
 (``day1/img3``), kept in the output, so equal names in two folders do not collide. A file that cannot be used
 (malformed XML, unknown class, bad box, no image, an image that does not decode or whose size does not fit,
 a photo two XML files claim) is reported on one line naming it and skipped; the run goes on.
-Images are read as training reads them (``yolov3.labels.read_image``: cv2, EXIF orientation applied): a photo
+Images are read as training reads them (``yolov3.images.read_image``: cv2, EXIF orientation applied): a photo
 that EXIF turns a quarter turn while its XML was drawn on the stored pixels (``<size>`` says which) gets its
 boxes turned with it.
 
@@ -384,12 +384,12 @@ def _image_frame(image_path: Path, xml_path: Path, xml_size: Optional[Tuple[floa
                  ) -> Tuple[float, float, int, Optional[str]]:
     """(width, height of the frame the XML's boxes are in, the EXIF orientation to turn them by, a note or None).
 
-    Training reads images with ``yolov3.labels.read_image`` (cv2, which applies the EXIF orientation), so the
+    Training reads images with ``yolov3.images.read_image`` (cv2, which applies the EXIF orientation), so the
     labels must be in that frame. A labelling tool may have shown the photo turned (LabelImg 1.8+, CVAT, browsers)
     or not (older LabelImg): ``<size>`` tells which for a quarter turn; a half turn or mirror cannot be told apart
     and is taken as shown turned, with a note.
     """
-    from yolov3.labels import read_image  # the training loader's own reader, for the same pixels and orientation
+    from yolov3.images import read_image  # the training loader's own reader, for the same pixels and orientation
 
     image = read_image(str(image_path))
     if image is None:

@@ -27,7 +27,8 @@ from yolov3.augment import (PAD_COLOR, augment_hsv, fliplr, letterbox, letterbox
                             normalised_to_pixels, pixels_to_normalised, random_affine)
 from yolov3.config import AugmentConfig
 from yolov3.data_yaml import LOGGER, DataError
-from yolov3.labels import SCAN_THREADS, read_image, scan_split
+from yolov3.images import read_image
+from yolov3.labels import SCAN_THREADS, scan_split
 
 
 class YOLODataset(Dataset):

@@ -35,7 +35,7 @@ import yaml
 from yolov3.boxes import yolo_label_rows
 from yolov3.detector import Detector
 from yolov3.draw import draw_boxes, write_image
-from yolov3.labels import read_image
+from yolov3.images import read_image
 from yolov3.sources import Source, display, image_suffix, opencv_can_open
 from yolov3.utils import atomic_write_text, increment_path
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from yolov3.augment import letterbox
-from yolov3.labels import read_image
+from yolov3.images import read_image
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.paths import ROOT
 from yolov3.postprocess import check_inference_args, non_max_suppression, scale_boxes

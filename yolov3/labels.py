@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from yolov3.data_yaml import LOGGER, SPLIT_KEYS, DataError
 from yolov3.files import IMAGE_SUFFIXES
+from yolov3.images import read_image
 from yolov3.utils import atomic_write_text
 
 CACHE_VERSION = 3  # bump when the scan's rules or the cache layout change (3: label_files in the summary)
@@ -175,17 +176,6 @@ def _is_float(text: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def read_image(path: str) -> Optional[np.ndarray]:
-    """BGR uint8 ``(H, W, 3)`` or None when the file cannot be read or decoded (works with non-ASCII paths)."""
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if raw.size == 0:
-        return None
-    return cv2.imdecode(raw, cv2.IMREAD_COLOR)
 
 
 @dataclass

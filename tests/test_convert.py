@@ -3,9 +3,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from yolov3.convert import (VOC_CLASSES, ConversionError, coco_to_yolo, main, parse_untrusted_xml, split_by_fraction,
                             voc_to_yolo, voc_to_yolo_dataset)
@@ -531,6 +533,23 @@ def test_a_dataset_that_fails_half_way_leaves_nothing_behind(tmp_path, monkeypat
     assert f"error: cannot write {tmp_path / 'ds' / 'images'}" in err and ": the disk is full" in err
     assert sorted(x.name for x in tmp_path.iterdir()) == ["p"]  # neither a half dataset nor its staging folder
     monkeypatch.undo()
+    # a text file that cannot be written is named where it was going, not in the staging folder removed after
+    import yolov3.convert as convert_module
+    from yolov3.files import OutputError
+
+    write = convert_module.atomic_write_text
+
+    def full_at_data_yaml(path, text, **kwargs):
+        if Path(path).name == "data.yaml":
+            raise OutputError(f"cannot write {path}: the disk is full", 28)
+        return write(path, text, **kwargs)
+
+    monkeypatch.setattr(convert_module, "atomic_write_text", full_at_data_yaml)
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: cannot write {tmp_path / 'ds' / 'data.yaml'}: the disk is full" in err and "converting" not in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p"]
+    monkeypatch.undo()
     assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds")]) == 0
     assert len(list((tmp_path / "ds" / "labels").rglob("*.txt"))) == 4
     umask = os.umask(0)
@@ -562,3 +581,17 @@ def test_a_size_that_does_not_fit_the_image_is_reported(tmp_path, capsys):
             "it); the boxes do not belong to this image; skipped") in capsys.readouterr().out
     np.testing.assert_allclose(_rows(tmp_path / "ds" / "labels" / "train" / "scaled.txt"), [[0, 0.25, 0.25, 0.5, 0.5]])
     assert not (tmp_path / "ds" / "labels" / "train" / "other.txt").exists()
+
+
+def test_a_split_with_nothing_converted_is_said_and_left_out_of_the_yaml(tmp_path, capsys):
+    _labelimg_folder(tmp_path / "p", count=3)
+    (tmp_path / "p" / "img2.xml").write_text("<annotation><object>")  # the only val file: malformed
+    (tmp_path / "train.txt").write_text("img0\nimg1\n")
+    (tmp_path / "val.txt").write_text("img2\n")
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds"),
+                 "--split", f"train={tmp_path / 'train.txt'}", "--split", f"val={tmp_path / 'val.txt'}"]) == 0
+    out = capsys.readouterr()
+    assert "img2.xml: malformed XML" in out.out + out.err
+    assert "split 'val': no file converted; it is left out of data.yaml" in out.out + out.err
+    data = yaml.safe_load((tmp_path / "ds" / "data.yaml").read_text())
+    assert data["train"] == "images/train" and "val" not in data

@@ -486,6 +486,11 @@ def test_exist_ok_refuses_a_folder_holding_a_run(tiny_data, tmp_path, straight_r
     assert run_train(tiny_data, tmp_path, "mine", "--exist-ok") == 2
     assert "holds results.csv, which a new run would overwrite, and no config.yaml" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["results.csv"] and (mine / "results.csv").read_text() == "my own table\n"
+    (mine / "results.csv").unlink()
+    (mine / "events.out.tfevents.1.host").write_bytes(b"my TensorBoard log")
+    assert run_train(tiny_data, tmp_path, "mine", "--exist-ok") == 2
+    assert "holds events.out.tfevents.1.host, which a new run would overwrite" in capsys.readouterr().err
+    assert (mine / "events.out.tfevents.1.host").read_bytes() == b"my TensorBoard log"
     # leftovers of a run that failed before its first checkpoint are cleared; the user's own files stay
     failed = tmp_path / "failed"
     failed.mkdir()
@@ -630,34 +635,45 @@ def test_val_test_scores_the_final_model_once_on_the_test_split(tiny_data, tmp_p
 
 
 def test_the_end_says_which_epoch_the_table_and_best_pt_are(straight_run):
-    log = (straight_run / "train.log").read_text()
-    summary = json.loads((straight_run / "summary.json").read_text())
-    assert "the last epoch's model (epoch 2), on the validation split:" in log
-    done = next(line for line in log.splitlines() if line.startswith("done in "))
-    if summary["best_epoch"] != 2:
-        best = read_rows(straight_run)[summary["best_epoch"] - 1]
-        assert (f"(epoch 2); best.pt, which val.py and detect.py take from the run folder, is epoch "
-                f"{summary['best_epoch']}: mAP@.5:.95 {float(best['mAP50_95']):.3f}") in done
-    else:
-        assert "best.pt" not in done
+    from yolov3.bookkeeping import best_pt_note
+
+    assert "the last epoch's model (epoch 2), on the validation split:" in (straight_run / "train.log").read_text()
+    history = [{"epoch": 1, "mAP50_95": 0.3}, {"epoch": 2, "mAP50_95": 0.41234}, {"epoch": 3, "mAP50_95": 0.4}]
+    assert best_pt_note(history, 2) == (" (epoch 3); best.pt, which val.py and detect.py take from the run folder, "
+                                        "is epoch 2: mAP@.5:.95 0.412")
+    assert best_pt_note(history, 3) == "" and best_pt_note([], 0) == "" and best_pt_note(history, 0) == ""
 
 
-def test_weights_and_splits_are_checked_before_the_train_scan(tiny_data, tmp_path, straight_run, capsys):
+def test_weights_and_splits_are_checked_before_the_train_scan(tiny_data, tmp_path, straight_run, capsys,
+                                                              monkeypatch):
     notes = tmp_path / "notes.txt"
     notes.write_text("not weights at all\n")
+    fake_pt = tmp_path / "fake.pt"
+    fake_pt.write_text("not a checkpoint\n")
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the data were read before the check")
+    monkeypatch.setattr(train, "create_dataloader", no_scan)
     assert run_train(tiny_data, tmp_path, "a", "--weights", str(notes)) == 2
-    out, err = capsys.readouterr()
-    assert f"'weights': {notes} is neither a PyTorch checkpoint (.pt) nor Darknet weights" in err
+    assert f"'weights': {notes} is not Darknet weights (its first bytes are not a Darknet header" \
+        in capsys.readouterr().err
+    assert run_train(tiny_data, tmp_path, "a", "--weights", str(fake_pt)) == 2
+    assert f"'weights': {fake_pt} is named .pt but is not a PyTorch checkpoint" in capsys.readouterr().err
     no_val = tmp_path / "no_val.yaml"
     no_val.write_text(tiny_data.read_text().replace("val: images/val", "val: images/nowhere"))
     assert run_train(no_val, tmp_path, "b") == 2
-    out, err = capsys.readouterr()
-    assert "split 'val': " in err and "nowhere does not exist" in err
-    assert "train: 12 images" not in out + err  # refused before the train split was read
+    err = capsys.readouterr().err
+    assert "split 'val': " in err and "nowhere does not exist" in err and "read before the check" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    monkeypatch.undo()
     # a run folder as --weights, as val.py and detect.py take it: its best.pt
     assert run_train(tiny_data, tmp_path, "c", "--weights", str(straight_run), "--epochs", "1") == 0
     out, _ = capsys.readouterr()
     best = straight_run / "weights" / "best.pt"
     assert f"weights: {straight_run} is a run folder: its {best}" in out
     assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["weights"] == str(best)
+    # a file path written another way (a doubled slash) is not a run folder, and kept as given
+    spelled = f"{straight_run}//weights/best.pt"
+    assert run_train(tiny_data, tmp_path, "d", "--weights", spelled, "--epochs", "1") == 0
+    assert "is a run folder" not in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "d" / "config.yaml").read_text())["weights"] == spelled

@@ -166,6 +166,18 @@ def start_run(args: argparse.Namespace, is_main: bool) -> RunPlan:
 # --------------------------------------------------------------------------------------------------------------------
 # The bookkeeper
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def best_pt_note(history: list, best_epoch: int) -> str:
+    """What the run's last line adds when best.pt is not the last epoch's model: val.py and detect.py take a run
+    folder's best.pt, so its epoch and score are said beside the last epoch's (empty when they are the same)."""
+    best = next((row for row in history if row.get("epoch") == best_epoch), None)
+    if not history or best is None or best_epoch == history[-1].get("epoch"):
+        return ""
+    return (f" (epoch {history[-1]['epoch']}); best.pt, which val.py and detect.py take from the run folder, is epoch "
+            f"{best_epoch}: mAP@.5:.95 {best.get('mAP50_95', float('nan')):.3f}")
+
+
 class Bookkeeper:
     """The run folder, checkpoints and resuming, Ctrl-C, the DDP stop agreement, the NaN guard and the diagnostics of
     one training run (the module docstring gives the calls in order and the rules they keep).
@@ -445,12 +457,7 @@ class Bookkeeper:
         history = self.state.history
         summary = write_summary(self.run_dir, history, time.time() - self.started, self.precision.name, extra)
         final = history[-1] if history else {}
-        best = self.state.best_epoch
-        best_row = next((row for row in history if row.get("epoch") == best), {})
-        # val.py and detect.py take a run folder's best.pt: say which epoch that is when it is not the last
-        kept = (f" (epoch {final['epoch']}); best.pt, which val.py and detect.py take from the run folder, is epoch "
-                f"{best}: mAP@.5:.95 {best_row.get('mAP50_95', float('nan')):.3f}"
-                if best_row and best != final.get("epoch") else "")
         print(f"done in {summary['wall_time_s'] / 60:.1f} min: mAP@.5 {final.get('mAP50', float('nan')):.3f} "
-              f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}{kept}; weights in {self.run_dir}")
+              f"mAP@.5:.95 {final.get('mAP50_95', float('nan')):.3f}{best_pt_note(history, self.state.best_epoch)}; "
+              f"weights in {self.run_dir}")
         return summary

@@ -276,6 +276,7 @@ def prepare_new_run_dir(run_dir: Path) -> list:
             raise RunFolderError(f"{run_dir} holds a model ({folder / 'best.pt'}) that a new run would overwrite: "
                                  "choose another --name, or move it away first")
     leftovers = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).is_file()]
+    leftovers += sorted(run_dir.glob(TENSORBOARD_EVENTS))
     if leftovers and not (run_dir / "config.yaml").is_file():
         # a run writes config.yaml before anything else: without it these files are someone's own, not leftovers
         raise RunFolderError(f"{run_dir} holds {leftovers[0].name}, which a new run would overwrite, and no "

@@ -25,9 +25,10 @@ XML files are found in subfolders too (dot files and folders aside); an XML's id
 (``day1/img3``), kept in the output, so equal names in two folders do not collide. A file that cannot be used
 (malformed XML, unknown class, bad box, no image, an image that does not decode or whose size does not fit,
 a photo two XML files claim) is reported on one line naming it and skipped; the run goes on.
-Images are read as training reads them (``yolov3.images.read_image``: cv2, EXIF orientation applied): a photo
-that EXIF turns a quarter turn while its XML was drawn on the stored pixels (``<size>`` says which) gets its
-boxes turned with it.
+With ``--dataset``, images are read as training reads them (``yolov3.images.read_image``: cv2, EXIF orientation
+applied): a photo that EXIF turns a quarter turn while its XML was drawn on the stored pixels (``<size>`` says
+which) gets its boxes turned with it. ``--out`` (labels only) reads an image only when ``<size>`` is missing, so
+it neither turns boxes nor checks that images decode.
 
 Box conventions: COCO ``bbox`` is ``[x, y, width, height]`` in continuous pixel coordinates. VOC ``bndbox`` holds
 1-based inclusive pixel indices, so the continuous box is ``[xmin - 1, ymin - 1, xmax, ymax]``.
@@ -57,6 +58,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import write_ids_record
 from yolov3.files import IMAGE_SUFFIXES, OutputError, atomic_write_text, describe_write_failure
+from yolov3.images import read_image
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -389,8 +391,6 @@ def _image_frame(image_path: Path, xml_path: Path, xml_size: Optional[Tuple[floa
     or not (older LabelImg): ``<size>`` tells which for a quarter turn; a half turn or mirror cannot be told apart
     and is taken as shown turned, with a note.
     """
-    from yolov3.images import read_image  # the training loader's own reader, for the same pixels and orientation
-
     image = read_image(str(image_path))
     if image is None:
         raise ConversionError(f"{xml_path}: its image {image_path} cannot be read or decoded (corrupt, or not an "
@@ -721,7 +721,7 @@ def voc_to_yolo(annotations: Union[str, Path, Iterable[Union[str, Path]]], out_d
         stems = [p.stem for p in paths]
         messages = [f"warning: {p}: another file of the list is also {p.stem}.xml; skipped" for p in paths
                     if stems.count(p.stem) > 1]
-        items = [(p.stem, p, Path(images) if images is not None else p.parent) for p in paths
+        items = [(p.stem, p, Path(images) if images is not None else default_image_folder(p.parent)) for p in paths
                  if stems.count(p.stem) == 1]
         names = [class_name(c) for c in classes] if classes is not None else voc_class_names(paths)
         note = None if classes is not None else _collected_note(names)
@@ -834,6 +834,10 @@ def voc_to_yolo_dataset(annotations: Union[str, Path], root: Union[str, Path], s
         log(line)
     if not any(done.values()):
         raise _nothing_converted([m for split in splits for m in messages[split]], f"{annotations}: no XML files")
+    for split in splits:
+        if not done[split]:
+            log(f"warning: split '{split}': no file converted; it is left out of data.yaml (train.py needs train "
+                "and val)")
     unlabelled = _images_without_xml(image_root, {item_id for item_id, _ in all_xml}, set(claims))
     if unlabelled:
         log(f"note: {len(unlabelled)} images in {image_root} have no XML and are left out (e.g. "
@@ -869,8 +873,10 @@ def voc_to_yolo_dataset(annotations: Union[str, Path], root: Union[str, Path], s
         if root.exists():
             root.rmdir()  # checked empty above
         os.replace(staging, root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OutputError):  # named where it was going, not by the staging folder just removed
+            raise OutputError(str(exc).replace(str(staging), str(root)), exc.errno) from None
         raise
     return results
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -88,22 +88,19 @@ def resolve_precision(mode: str, device: torch.device, info: Optional[CpuInfo] =
     """The autocast precision ``train.amp = mode`` means on ``device``; errors name the key and the device.
     ``resumed``: ``mode`` is the precision a resumed run started with, which its reason then says (not 'asked
     for', which would read as the user's choice)."""
-    precision = _resolve(mode, device, info)
-    if resumed:
-        return replace(precision, reason=precision.reason.replace("asked for", "the precision the run started with", 1))
-    return precision
+    return _resolve(mode, device, info, "the precision the run started with" if resumed else "asked for")
 
 
-def _resolve(mode: str, device: torch.device, info: Optional[CpuInfo]) -> Precision:
+def _resolve(mode: str, device: torch.device, info: Optional[CpuInfo], asked: str) -> Precision:
     if mode not in AMP_MODES:
         raise ValueError(f"'train.amp' must be one of {', '.join(AMP_MODES)}, got {mode!r}")
     if mode == "off":
-        return Precision(mode, None, False, "asked for")
+        return Precision(mode, None, False, asked)
     if device.type == "cuda":
         if mode == "fp16":
-            return Precision(mode, torch.float16, True, "asked for")
+            return Precision(mode, torch.float16, True, asked)
         if mode == "bf16" or torch.cuda.is_bf16_supported():
-            return Precision(mode, torch.bfloat16, False, "asked for" if mode == "bf16" else "the GPU has bf16")
+            return Precision(mode, torch.bfloat16, False, asked if mode == "bf16" else "the GPU has bf16")
         return Precision(mode, torch.float16, True, "the GPU has no bf16: fp16 with a gradient scaler")
     if device.type != "cpu":
         return Precision(mode, None, False, f"no autocast on {device.type}")
@@ -112,9 +109,9 @@ def _resolve(mode: str, device: torch.device, info: Optional[CpuInfo]) -> Precis
     info = info or cpu_info()
     if mode == "bf16":
         if info.native_bf16:
-            return Precision(mode, torch.bfloat16, False, "asked for")
+            return Precision(mode, torch.bfloat16, False, asked)
         # a fixed-precision study resumed here runs, but a user should know why each epoch takes so long
-        return Precision(mode, torch.bfloat16, False, "asked for; WARNING: this CPU has no native bf16, oneDNN "
+        return Precision(mode, torch.bfloat16, False, f"{asked}; WARNING: this CPU has no native bf16, oneDNN "
                          "emulates it: forward and backward run several times slower than in fp32 (11x for "
                          "yolov3-tiny, 416 px, batch 16, on a 2-core AVX2 EPYC)")
     if info.native_bf16:

@@ -142,9 +142,17 @@ def check_weights_file(weights: str) -> Path:
         raise ConfigError(f"'weights': {exc}") from None
     if not path.is_file():
         raise ConfigError(f"'weights': file not found: {weights}")
-    if not (zipfile.is_zipfile(path) or looks_like_darknet_weights(path)):  # torch.save writes a zip archive
-        raise ConfigError(f"'weights': {path} is neither a PyTorch checkpoint (.pt) nor Darknet weights (its first "
-                          "bytes are neither a zip archive nor a Darknet header)")
+    # the rule the loader follows: a .pt is read as a checkpoint (torch.save writes a zip archive; before torch 1.6,
+    # a pickle, whose first byte is 0x80), any other file as Darknet weights
+    if path.suffix == ".pt":
+        with open(path, "rb") as fh:
+            first = fh.read(1)
+        if not (zipfile.is_zipfile(path) or first == b"\x80"):
+            raise ConfigError(f"'weights': {path} is named .pt but is not a PyTorch checkpoint (neither a zip "
+                              "archive nor a pickle)")
+    elif not looks_like_darknet_weights(path):
+        raise ConfigError(f"'weights': {path} is not Darknet weights (its first bytes are not a Darknet header; "
+                          "only a file named .pt is read as a PyTorch checkpoint)")
     return path
 
 
@@ -167,7 +175,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, list]:
             raise ConfigError(f"'{key}': file not found: {getattr(cfg, key)} ({tried(getattr(cfg, key))})")
     if cfg.weights:
         weights = check_weights_file(cfg.weights)
-        if str(weights) != cfg.weights:
+        if Path(cfg.weights).is_dir():
             notes.append(f"weights: {cfg.weights} is a run folder: its {weights}")
             cfg = config_lib.merge_dict(cfg, {"weights": str(weights)}, "--weights run folder")
     if width and args.img_size is None and cfg.train.img_size == width:

@@ -151,12 +151,17 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], out_png: Uni
     return {"counts": counts.copy(), "shown": shown}
 
 
-def readable_epoch_axes(ax) -> None:
-    """Whole epochs on x (a 2-epoch run would get ticks at 1.25, 1.5, ...), and y values as they are: a flat curve
-    otherwise gets matplotlib's offset ('+8.125' above the axis), and its tick labels no longer read as values."""
+def whole_epochs(ax) -> None:
+    """Ticks on whole epochs only: a 2-epoch run would otherwise get ticks at 1.25, 1.5, ..."""
     from matplotlib.ticker import MaxNLocator  # (matplotlib is imported lazily, see _figure)
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def readable_epoch_axes(ax) -> None:
+    """Whole epochs on x, and y values as they are: a flat curve otherwise gets matplotlib's offset ('+8.125' above
+    the axis), and its tick labels no longer read as values."""
+    whole_epochs(ax)
     ax.ticklabel_format(axis="y", useOffset=False)
 
 

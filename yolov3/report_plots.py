@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from yolov3.plots import whole_epochs
 from yolov3.report_load import METRIC_TITLES, RunResult, finished_by_arm
 from yolov3.report_stats import ArmSummary, common_objectness_losses
 
@@ -85,12 +86,6 @@ def plot_map_per_arm(arms: Sequence[ArmSummary], path: Union[str, Path], baselin
     return data
 
 
-def _whole_epochs(ax) -> None:
-    from matplotlib.ticker import MaxNLocator  # (see _figure)
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
 def _per_epoch(runs: Sequence[RunResult], column: str, transform=None) -> Optional[dict]:
     """Stack one results.csv column over runs by epoch number: {'epoch', 'mean', 'min', 'max', 'n'} or None."""
     series = []
@@ -137,7 +132,7 @@ def plot_val_map_per_epoch(runs: Sequence[RunResult], path: Union[str, Path], no
             ax.plot(curve["epoch"], curve["mean"], color=color, label=arm)
             ax.fill_between(curve["epoch"], curve["min"], curve["max"], color=color, alpha=0.2, linewidth=0)
         ax.set_xlabel("epoch")
-        _whole_epochs(ax)
+        whole_epochs(ax)
         ax.set_ylabel(title)
         ax.set_title(f"{title} (mean over seeds, min–max band)", fontsize=10)
         ax.grid(alpha=0.3)
@@ -181,7 +176,7 @@ def plot_objectness_losses(runs: Sequence[RunResult], path: Union[str, Path], no
             ax.set_yscale("log")  # the terms differ by orders of magnitude between BCE and focal
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        _whole_epochs(ax)
+        whole_epochs(ax)
         ax.grid(alpha=0.3, which="both")
     if arms:  # one legend for the three panels, outside them so it hides no curve
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)

@@ -130,6 +130,17 @@ def _epoch(run, column: str, which: int) -> float:
     return float(values[which])
 
 
+def _last_recorded(run, column: str) -> float:
+    """The column's value in the last epoch that recorded one. After epoch 1 the diagnostics sample every
+    ``train.diagnostics_every``-th step, so an epoch shorter than that may hold no sample (nan): the final epoch of a
+    60-epoch BCCD run (13 steps an epoch, step 780 is the first after its end) is one."""
+    values = (run.history or {}).get(column)
+    if values is None:
+        return float("nan")
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return finite[-1] if finite else float("nan")
+
+
 def _max_epoch(run, column: str) -> float:
     values = (run.history or {}).get(column)
     if values is None or not len(values) or not np.isfinite(values).any():
@@ -156,10 +167,10 @@ DIAGNOSTIC_COLUMNS = (
     ("most clipped (epoch)", 2, lambda r: _max_epoch(r, "clipped_fraction")),
     ("neg. grad share, step 1", 3, lambda r: _first_step(r, "neg_grad_share")),
     ("neg. share, epoch 1", 3, lambda r: _epoch(r, "neg_grad_share", 0)),
-    ("neg. share, last epoch", 3, lambda r: _epoch(r, "neg_grad_share", -1)),
-    ("mean p, positives", 3, lambda r: _epoch(r, "p_pos_mean", -1)),
-    ("p, negatives' 99.9th pct", 3, lambda r: _epoch(r, "p_neg_q999", -1)),
-    ("negatives/img p > .5", 2, lambda r: _epoch(r, "neg_over_half", -1)),
+    ("neg. share, last recorded epoch", 3, lambda r: _last_recorded(r, "neg_grad_share")),
+    ("mean p, positives", 3, lambda r: _last_recorded(r, "p_pos_mean")),
+    ("p, negatives' 99.9th pct", 3, lambda r: _last_recorded(r, "p_neg_q999")),
+    ("negatives/img p > .5", 2, lambda r: _last_recorded(r, "neg_over_half")),
     ("final BCE, positives (mean)", 3, _positives_bce),
     ("hardest 1 % of negatives' BCE share", 3, lambda r: hardest_share(_common_bce(r, "neg"))),
 )
@@ -174,7 +185,8 @@ def diagnostics_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
              "Training (`diagnostics.csv`, `results.csv`): the gradient norm before clipping at the first step and "
              "the largest fraction of an epoch's steps that clipping rescaled; the negatives' share of Σ|∂L/∂x| over "
              "the objectness logits (the direct measure of swamping: 0.5 = negatives and positives pull alike) at "
-             "the first step, over epoch 1 and over the last epoch; the last epoch's mean p on positives, p at the "
+             "the first step, over epoch 1 and over the last epoch that recorded a step (the last epoch itself unless it is "
+             "shorter than `train.diagnostics_every` steps); that epoch's mean p on positives, p at the "
              "99.9th percentile of negatives and negatives per image with p > .5. The final model on the validation "
              "images, every arm scored with the same BCE from its saved logits (`objectness_losses.npz`): the mean "
              "loss of positives, and the share of the negatives' summed loss carried by the hardest 1 % of them.", "",

@@ -332,6 +332,15 @@ def test_paired_t_test_p_value_and_holm_over_the_study(tmp_path):
     better, same = arms["better"].vs_baseline["mAP50_95"], arms["same"].vs_baseline["mAP50_95"]
     assert same.p_value == pytest.approx(0.4778, abs=1e-4)
     assert better.p_holm == pytest.approx(2 * better.p_value) and same.p_holm == pytest.approx(same.p_value)
+    text = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "adjusts it over the 2 comparisons of the table (every arm" in text
+    # an arm with one seed has no p yet: Holm counts the 2 comparisons made, and the text says 2 of 3 are
+    make_run(study_dir, 9, "late", 0, 0.5, 0.9)
+    arms = {a.arm: a for a in build_report(study_dir, plots=False).arms}
+    assert arms["late"].vs_baseline["mAP50_95"].p_holm is None
+    assert arms["better"].vs_baseline["mAP50_95"].p_holm == pytest.approx(better.p_holm)
+    text = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "adjusts it over the comparisons of the table that have a p, 2 of the 3 planned (" in text
     # constant differences: sd 0, p 0 (or 1 when the difference is 0)
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5}).p_value == 0.0
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0

@@ -259,11 +259,17 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     lines.append(f"Baseline: `{study.baseline}`. Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
     lines.append("")
     comparisons = sum(1 for arm in arms if arm.vs_baseline)
+    with_p = sum(1 for arm in arms if arm.vs_baseline and arm.vs_baseline["mAP50_95"].p_value is not None)
+    # Holm is valid over the tests made; a comparison without a p (fewer than 2 paired seeds) is not one yet
+    family = (f"the {comparisons} comparisons of the table" if with_p == comparisons else
+              f"the comparisons of the table that have a p, {with_p} of the {comparisons} planned (an arm has one "
+              f"once 2 of its seeds are paired with the baseline's; a verdict made before every planned run has "
+              f"finished is not the study's)")
     lines.append(f"Each cell is the mean ± sample sd over finished seeds ('runs': finished / planned, failed ones "
                  f"named). Δ is the arm minus the baseline, paired by seed over the seeds both finished in the same "
                  f"numeric precision ('paired n'); the interval is the mean of the per-seed differences ± t(0.975, "
                  f"n−1) · sd/√n ({int(CONFIDENCE * 100)}% confidence, not adjusted; undefined for n = 1). p is the "
-                 f"two-sided paired t-test; 'Holm p' adjusts it over the {comparisons} comparisons of the table "
+                 f"two-sided paired t-test; 'Holm p' adjusts it over {family} "
                  f"(every arm against the baseline, Holm 1979), and 'Holm < .05' is the verdict that keeps the "
                  f"chance of any false positive in the table at 5%.")
     for metric in ("mAP50", "mAP50_95"):

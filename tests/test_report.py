@@ -340,7 +340,12 @@ def test_paired_t_test_p_value_and_holm_over_the_study(tmp_path):
     assert arms["late"].vs_baseline["mAP50_95"].p_holm is None
     assert arms["better"].vs_baseline["mAP50_95"].p_holm == pytest.approx(better.p_holm)
     text = build_report(study_dir, plots=False).files["summary.md"].read_text()
-    assert "adjusts it over the comparisons of the table that have a p, 2 of the 3 planned (" in text
+    assert ("adjusts it over the comparisons of the table that have a p, 2 of 3 (an arm has one once 2 of its seeds "
+            "are paired with the baseline's) (every arm") in text
+    make_run(study_dir, 10, "late", 1, 0.5, 0.9, finished=False)  # a planned run still to finish
+    text = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "2 of 3 (an arm has one once 2 of its seeds are paired with the baseline's; planned runs are still " \
+           "missing, so a verdict read now is not the study's) (every arm" in text
     # constant differences: sd 0, p 0 (or 1 when the difference is 0)
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5}).p_value == 0.0
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0

@@ -262,9 +262,10 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     with_p = sum(1 for arm in arms if arm.vs_baseline and arm.vs_baseline["mAP50_95"].p_value is not None)
     # Holm is valid over the tests made; a comparison without a p (fewer than 2 paired seeds) is not one yet
     family = (f"the {comparisons} comparisons of the table" if with_p == comparisons else
-              f"the comparisons of the table that have a p, {with_p} of the {comparisons} planned (an arm has one "
-              f"once 2 of its seeds are paired with the baseline's; a verdict made before every planned run has "
-              f"finished is not the study's)")
+              f"the comparisons of the table that have a p, {with_p} of {comparisons} (an arm has one once 2 of "
+              f"its seeds are paired with the baseline's" +
+              ("; planned runs are still missing, so a verdict read now is not the study's)"
+               if any(run.status != "finished" for run in study.runs) else ")"))
     lines.append(f"Each cell is the mean ± sample sd over finished seeds ('runs': finished / planned, failed ones "
                  f"named). Δ is the arm minus the baseline, paired by seed over the seeds both finished in the same "
                  f"numeric precision ('paired n'); the interval is the mean of the per-seed differences ± t(0.975, "

@@ -480,6 +480,18 @@ def test_per_class_and_test_split_tables_by_hand(tmp_path):
     assert "| focal | 2 | 0.900 ± 0.071 | 0.450 ± 0.035 | 0.700 ± 0.141 | 0.600 ± 0.141 |" in md
     # test split: differences .06 and .03 -> mean .045, sd .0212, t(.975, 1) = 12.706: half width .1906
     assert "| focal | 2 | 0.9000 ± 0.0000 | 0.4950 ± 0.0919 | +0.0450 | ±0.1906 [-0.1456, +0.2356] |" in md
+    # per-class AP@.5:.95 paired differences: WBC (.475, .425) - (.45, .40) = +.025 twice, RBC (.5, .7) - (.4, .6)
+    assert "| bce |  | (baseline) |  | (baseline) |  |" in md
+    assert "| focal | 2 | +0.025 | ±0.000 [+0.025, +0.025] | +0.100 | ±0.000 [+0.100, +0.100] |" in md
+    # an arm whose RBC differences are +.1 and -.2: mean -.05, sd .2121, half width 12.706 * .2121 / sqrt 2 = 1.906
+    for seed, rbc95 in enumerate((0.5, 0.4)):
+        run = make_run(study_dir, 4 + seed, "alpha", seed, 0.5, 0.3)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["per_class"] = [{"name": "WBC", "mAP50": 0.9, "mAP50_95": 0.45 - 0.05 * seed},
+                                {"name": "RBC", "mAP50": 0.5, "mAP50_95": rbc95}]
+        (run / "summary.json").write_text(json.dumps(summary))
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "| alpha | 2 | +0.000 | ±0.000 [+0.000, +0.000] | -0.050 | ±1.906 [-1.956, +1.856] |" in md
 
 
 def _two_arm_study(study_dir):

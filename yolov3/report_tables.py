@@ -223,6 +223,32 @@ def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
                 cells.append(_pm(*mean_sd([float(r.per_class[index].get(key, float("nan"))) for r in runs]), 3)
                              if runs else "—")
         lines.append(f"| {arm.arm} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines + _per_class_difference_lines(study, arms, names, finished)
+
+
+def _per_class_difference_lines(study: StudyRuns, arms: Sequence[ArmSummary], names: list, finished: dict) -> list:
+    """Each arm's per-class AP@.5:.95 minus the baseline's, paired by seed as the main table pairs (same precision)."""
+    by_arm = {arm.arm: arm for arm in arms}
+    base = by_arm.get(study.baseline)
+    if base is None:
+        return []
+
+    def ap_by_seed(arm: ArmSummary, index: int) -> dict:
+        return {r.seed: float(r.per_class[index].get("mAP50_95", float("nan"))) for r in finished.get(arm.arm, [])
+                if r.per_class and [row["name"] for row in r.per_class] == names}
+
+    lines = ["", f"Per-class AP@.5:.95, each arm minus `{study.baseline}`, paired by seed as above (the mean "
+             f"difference and its {int(CONFIDENCE * 100)}% interval; secondary, not corrected):", "",
+             "| arm | paired n | " + " | ".join(f"{name} Δ | {name} 95% CI" for name in names) + " |",
+             "|---|---|" + "---|" * (2 * len(names))]
+    for arm in arms:
+        if arm is base:
+            lines.append(f"| {arm.arm} |  | " + " | ".join("(baseline) | " for _ in names) + " |")
+            continue
+        diffs = [paired_difference(ap_by_seed(base, i), ap_by_seed(arm, i), baseline_numeric=base.numeric,
+                                   variant_numeric=arm.numeric) for i in range(len(names))]
+        cells = [cell for diff in diffs for cell in _interval(diff, 3)[:2]]
+        lines.append(f"| {arm.arm} | {diffs[0].n} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -170,8 +170,8 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert "| bce | 3/3 |  | 0.5200 ± 0.0200 | (baseline) |" in md
     # p: t = .026667 / (.015275 / sqrt 3) = 3.0237, df 2: P(T <= t) = .5 + t / (2 sqrt(2 + t^2)) = .95290 -> .094;
     # one comparison, so Holm leaves it; mAP50_95: t = .053333 / (.0057735 / sqrt 3) = 16.0 -> p = .0039
-    assert "| focal | 3/3 | 3 | 0.5467 ± 0.0153 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no | 0.094 | 0.094 | no |" in md
-    assert "| focal | 3/3 | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes | 0.0039 | 0.0039 | yes |" \
+    assert "| focal | 3/3 | 3 | 0.5467 ± 0.0153 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no | 0.094 | 0.094 | no (interim) |" in md
+    assert "| focal | 3/3 | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes | 0.0039 | 0.0039 | yes (interim) |" \
         in md
     assert "| focal_noobj | 0/2 (1 failed) |" in md
     assert "focal_noobj__seed0: partial; left out of the statistics" in md
@@ -298,7 +298,7 @@ def test_report_rows_for_a_worse_variant_and_runs_without_results_csv(tmp_path):
     md = report.files["summary.md"].read_text()
     # mAP50 mean .47, sd sqrt((.0004 + .0001 + .0009) / 2) = .026458; the interval from the test above
     # t = .05 / (.01 / sqrt 3) = 8.660, df 2: p = 2 (1 - (.5 + t / (2 sqrt(2 + t^2)))) = .0131
-    assert "| worse | 3/3 | 3 | 0.4700 ± 0.0265 | -0.0500 | ±0.0248 [-0.0748, -0.0252] | yes | 0.013 | 0.013 | yes |" \
+    assert "| worse | 3/3 | 3 | 0.4700 ± 0.0265 | -0.0500 | ±0.0248 [-0.0748, -0.0252] | yes | 0.013 | 0.013 | yes (interim) |" \
         in md
     assert "late__seed0: partial; left out of the statistics" in md
     assert "late__seed1: not started; left out of the statistics" in md
@@ -345,7 +345,10 @@ def test_paired_t_test_p_value_and_holm_over_the_study(tmp_path):
     make_run(study_dir, 10, "late", 1, 0.5, 0.9, finished=False)  # a planned run still to finish
     text = build_report(study_dir, plots=False).files["summary.md"].read_text()
     assert "2 of 3 (an arm has one once 2 of its seeds are paired with the baseline's; planned runs are still " \
-           "missing, so a verdict read now is not the study's) (every arm" in text
+           "to come, so a verdict read now is not the study's) (every arm" in text
+    # and each verdict of the table says it is an interim one
+    row = next(line for line in text.split("## mAP@0.5:0.95")[1].splitlines() if line.startswith("| better |"))
+    assert row.endswith("| yes (interim) |")
     # constant differences: sd 0, p 0 (or 1 when the difference is 0)
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.5}).p_value == 0.0
     assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).p_value == 1.0

@@ -285,13 +285,14 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     lines.append(f"Baseline: `{study.baseline}`. Runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
     lines.append("")
     comparisons = sum(1 for arm in arms if arm.vs_baseline)
+    # runs still to come (not failed ones: those are final) make every verdict of the table an interim one
+    interim = any(run.status in ("partial", "not started") for run in study.runs)
     with_p = sum(1 for arm in arms if arm.vs_baseline and arm.vs_baseline["mAP50_95"].p_value is not None)
     # Holm is valid over the tests made; a comparison without a p (fewer than 2 paired seeds) is not one yet
     family = (f"the {comparisons} comparisons of the table" if with_p == comparisons else
               f"the comparisons of the table that have a p, {with_p} of {comparisons} (an arm has one once 2 of "
               f"its seeds are paired with the baseline's" +
-              ("; planned runs are still missing, so a verdict read now is not the study's)"
-               if any(run.status != "finished" for run in study.runs) else ")"))
+              ("; planned runs are still to come, so a verdict read now is not the study's)" if interim else ")"))
     lines.append(f"Each cell is the mean ± sample sd over finished seeds ('runs': finished / planned, failed ones "
                  f"named). Δ is the arm minus the baseline, paired by seed over the seeds both finished in the same "
                  f"numeric precision ('paired n'); the interval is the mean of the per-seed differences ± t(0.975, "
@@ -309,6 +310,8 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
             paired = str(diff.n) if diff is not None else ""
             p, holm = (_p(diff.p_value), _p(diff.p_holm)) if diff is not None else ("", "")
             verdict = "" if diff is None or diff.p_holm is None else ("yes" if diff.p_holm < 0.05 else "no")
+            if verdict and interim:
+                verdict += " (interim)"
             if arm.arm != study.baseline and not arm.vs_baseline:
                 delta, ci, excl, paired = "—", "no baseline", "", ""
             lines.append(f"| {arm.arm} | {_runs_cell(arm)} | {paired} | {_pm(arm.mean[metric], arm.sd[metric])} | "

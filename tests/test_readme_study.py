@@ -19,7 +19,8 @@ README = ROOT / "README.md"
 STUDIES = ROOT / "docs" / "studies"
 # (the page that tells the study, its heading, study folder)
 SECTIONS = [(STUDIES / "objectness.md", "# The objectness study", "objectness"),
-            (STUDIES / "box_loss.md", "# The box-loss study", "box_loss")]
+            (STUDIES / "box_loss.md", "# The box-loss study", "box_loss"),
+            (STUDIES / "objectness_bccd.md", "# The objectness study on real images", "objectness_bccd")]
 
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?")
 # a decimal with at least 3 places: mAPs, differences, interval ends, p values, gradient shares

@@ -172,7 +172,7 @@ def best_pt_note(history: list, best_epoch: int) -> str:
     """What the run's last line adds when best.pt is not the last epoch's model: val.py and detect.py take a run
     folder's best.pt, so its epoch and score are said beside the last epoch's (empty when they are the same)."""
     best = next((row for row in history if row.get("epoch") == best_epoch), None)
-    if not history or best is None or best_epoch == history[-1].get("epoch"):
+    if best is None or best_epoch == history[-1].get("epoch"):  # (no history: no best row either)
         return ""
     return (f" (epoch {history[-1]['epoch']}); best.pt, which val.py and detect.py take from the run folder, is epoch "
             f"{best_epoch}: mAP@.5:.95 {best.get('mAP50_95', float('nan')):.3f}")

@@ -216,7 +216,7 @@ def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
              "| arm | n | " + " | ".join(f"{name} AP@.5 | {name} AP@.5:.95" for name in names) + " |",
              "|---|---|" + "---|" * (2 * len(names))]
     for arm in arms:
-        runs = [r for r in finished.get(arm.arm, []) if r.per_class and [row["name"] for row in r.per_class] == names]
+        runs = _runs_with_classes(finished, arm.arm, names)
         cells = []
         for index in range(len(names)):
             for key in ("mAP50", "mAP50_95"):
@@ -226,16 +226,20 @@ def per_class_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     return lines + _per_class_difference_lines(study, arms, names, finished)
 
 
+def _runs_with_classes(finished: dict, arm: str, names: list) -> list:
+    """The arm's finished runs whose per-class rows are these classes, in this order."""
+    return [r for r in finished.get(arm, []) if r.per_class and [row["name"] for row in r.per_class] == names]
+
+
 def _per_class_difference_lines(study: StudyRuns, arms: Sequence[ArmSummary], names: list, finished: dict) -> list:
     """Each arm's per-class AP@.5:.95 minus the baseline's, paired by seed as the main table pairs (same precision)."""
-    by_arm = {arm.arm: arm for arm in arms}
-    base = by_arm.get(study.baseline)
+    base = next((arm for arm in arms if arm.arm == study.baseline), None)
     if base is None:
         return []
 
     def ap_by_seed(arm: ArmSummary, index: int) -> dict:
-        return {r.seed: float(r.per_class[index].get("mAP50_95", float("nan"))) for r in finished.get(arm.arm, [])
-                if r.per_class and [row["name"] for row in r.per_class] == names}
+        return {r.seed: float(r.per_class[index].get("mAP50_95", float("nan")))
+                for r in _runs_with_classes(finished, arm.arm, names)}
 
     lines = ["", f"Per-class AP@.5:.95, each arm minus `{study.baseline}`, paired by seed as above (the mean "
              f"difference and its {int(CONFIDENCE * 100)}% interval; secondary, not corrected):", "",
@@ -286,7 +290,7 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
     lines.append("")
     comparisons = sum(1 for arm in arms if arm.vs_baseline)
     # runs still to come (not failed ones: those are final) make every verdict of the table an interim one
-    interim = any(run.status in ("partial", "not started") for run in study.runs)
+    interim = bool(counts.get("partial") or counts.get("not started"))
     with_p = sum(1 for arm in arms if arm.vs_baseline and arm.vs_baseline["mAP50_95"].p_value is not None)
     # Holm is valid over the tests made; a comparison without a p (fewer than 2 paired seeds) is not one yet
     family = (f"the {comparisons} comparisons of the table" if with_p == comparisons else

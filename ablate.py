@@ -8,13 +8,16 @@
     python ablate.py cfg/ablation/voc_yolov3.yaml --device 0,1    # one run per GPU
     python ablate.py cfg/ablation/objectness_bccd.yaml --variants bce,retinanet   # these arms' runs first
     python ablate.py cfg/ablation/objectness.yaml --report-only   # rebuild the report from the run folders
+    python ablate.py cfg/ablation/objectness.yaml --reproduce bce__seed0   # rerun a finished run: same result?
 
 The spec schema is documented at the top of yolov3/ablation.py and in each cfg/ablation/*.yaml. key=value after
 the spec replaces the spec's base for every run (checked as the spec's keys are; a key a variant or the grid sets is
 an error); the study remembers them, and a rerun with other ones is refused. Everything lands in <project>/<study>/:
 spec.yaml, runs.json, dataset.json (your data's object : no-object cells), runs/<run>/ (train.py's folder with its
 train.log, plus ablation.json and console.log: all the run printed), summary.csv, summary.md and the plots.
-Exit status: 0 when every run finished, 1 when any failed, 2 for a bad spec.
+--reproduce RUN reruns one finished run with its seed and its recorded thread count into
+<project>/<study>/reproductions/RUN/ and compares the final val mAP@.5:.95 (exit 0 within --tolerance, else 1);
+the report lists every rerun. Exit status: 0 when every run finished, 1 when any failed, 2 for a bad spec.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import torch
 from yolov3.cli import CommandParser
 from yolov3.ablation import (AblationError, check_paths, describe_plan, execute, load_spec, parse_devices,
                              plan_runs, stale_run_folders, study_paths, write_study_files)
+from yolov3.ablation_plan import display_command
+from yolov3.ablation_reproduce import TOLERANCE, compare, describe, plan_reproduction
 from yolov3.ablation_runner import check_recorded_overrides, write_dataset_record
 from yolov3.config import ConfigError
 from yolov3.report import build_report
@@ -52,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", help="study name (default: the spec's name, else its file stem)")
     parser.add_argument("--project", default="runs/ablate", help="parent folder of study folders")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report without running anything")
+    parser.add_argument("--reproduce", metavar="RUN", default=None,
+                        help="rerun this finished run (e.g. bce__seed0) with its seed and thread count into "
+                             "<study>/reproductions/RUN/ and compare its final val mAP@.5:.95 with the original's")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="--reproduce: the largest |difference| of final mAP@.5:.95 that counts as reproduced")
     parser.add_argument("--no-report", action="store_true", help="run without building the report afterwards")
     parser.add_argument("--verbose", action="store_true", help="echo train.py's output (with --jobs 1)")
     parser.add_argument("--train-script", default=None, help=argparse.SUPPRESS)  # tests inject a fake train.py
@@ -82,6 +92,8 @@ def main(argv=None) -> int:
         study_dir, _ = study_paths(args.project, study.name)
         if args.report_only:
             return report(study_dir)
+        if args.reproduce is not None:
+            return reproduce(study, study_dir, args)
         gpus = parse_devices(args.device)
         jobs = args.jobs if args.jobs is not None else default_jobs(args.device, gpus)
         if jobs < 1:
@@ -142,6 +154,38 @@ def main(argv=None) -> int:
               " (logs: <run>/console.log, <run>/train.log); rerun to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def reproduce(study, study_dir, args) -> int:
+    """--reproduce RUN: rerun it (or resume or reuse an earlier rerun) and compare; 0 when within --tolerance."""
+    if args.variants is not None:
+        raise AblationError("--reproduce reruns one run; it takes no --variants")
+    if not args.tolerance >= 0:
+        raise AblationError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    item, threads = plan_reproduction(study, study_dir, args.reproduce, args.device, args.train_script)
+    shown = f"{threads} CPU thread{'s' if threads != 1 else ''}, as the original ran" if threads else \
+        "ablate.py's default threads (the original recorded none)"
+    if args.dry_run:
+        print(f"reproduce {args.reproduce} ({item.action}) into {item.run_dir} with {shown}")
+        print(f"command: {display_command(item.command) if item.command else '(finished; compared again)'}")
+        return 0
+    if item.action != "skip":
+        missing = check_paths(study)
+        if missing:
+            raise AblationError(f"{args.spec}: " + "; ".join(missing))
+        print(f"reproduce {args.reproduce}: {item.action} in {item.run_dir} with {shown}")
+        try:
+            outcome = execute(study, [item], jobs=1, device=args.device, verbose=args.verbose, threads=threads)[0]
+        except KeyboardInterrupt:
+            print("\ninterrupted; rerun the same command to resume the rerun from its last.pt", file=sys.stderr)
+            return 130
+        if outcome.status != "finished":
+            return 1
+    result = compare(study_dir, args.reproduce)
+    print(describe(result, args.tolerance))
+    if not args.no_report:
+        report(study_dir)
+    return 0 if result.within(args.tolerance) else 1
 
 
 def select_variants(planned: list, study, variants) -> list:

@@ -599,6 +599,115 @@ def test_variants_runs_only_the_named_arms_then_the_rest(tmp_path, fake_train, c
     assert [c["name"] for c in read_calls()] == ["bce__seed0", "bce__seed1"]
 
 
+def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(tmp_path, fake_train, capsys):
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    project = tmp_path / "ablate"
+    argv = [str(spec), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
+    assert ablate.main(argv + ["--variants", "bce"]) == 0
+    read_calls()
+    study_dir = project / "fake"
+    original = study_dir / "runs" / "bce__seed1"
+    # the original ran with 3 threads (not what --jobs 1 or this test process would give a child)
+    (original / "environment.json").write_text(json.dumps({"cpu_line": "Test CPU, 2 cores, AVX2", "threads": 3,
+                                                           "torch": "9.9"}))
+    capsys.readouterr()
+    # a dry run shows the rerun's command: the same run into reproductions/, nothing run
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "reproduce bce__seed1 (start)" in out and "3 CPU threads, as the original ran" in out
+    command = shlex.split(out.split("command: ", 1)[1].strip())
+    assert command[command.index("--project") + 1] == str(study_dir / "reproductions")
+    assert command[command.index("--seed") + 1] == "1" and read_calls() == []
+    assert not (study_dir / "reproductions").exists()
+
+    assert ablate.main(argv + ["--reproduce", "bce__seed1"]) == 0
+    calls = read_calls()
+    assert [(c["name"], c["omp"]) for c in calls] == [("bce__seed1", "3")]
+    rerun = study_dir / "reproductions" / "bce__seed1"
+    assert json.loads((rerun / "ablation.json").read_text())["exit_code"] == 0
+    out = capsys.readouterr().out
+    assert "bce__seed1: final val mAP@.5:.95 0.2550 (original), 0.2550 (rerun), difference +0.0000: reproduced" in out
+    summary = (study_dir / "summary.md").read_text()
+    assert "## Reproductions" in summary
+    assert "| bce__seed1 | 0.2550 | 0.2550 | +0.0000 | 0.0000 (2) | yes | Test CPU, 2 cores, AVX2; 3 threads; " \
+           "torch 9.9 | unknown (no environment.json) |" in summary
+    # reruns stay out of the study's statistics
+    assert "bce__seed1" in (study_dir / "summary.csv").read_text()
+    assert (study_dir / "summary.csv").read_text().count("bce__seed1") == 1
+
+    # again: the finished rerun is compared, not rerun; a rerun 0.006 away is not reproduced at 0.005, is at 0.01
+    finished = json.loads((rerun / "summary.json").read_text())
+    finished["final"]["mAP50_95"] += 0.006
+    (rerun / "summary.json").write_text(json.dumps(finished))
+    assert ablate.main(argv + ["--reproduce", "bce__seed1"]) == 1
+    assert read_calls() == []
+    out = capsys.readouterr().out
+    assert "difference +0.0060: NOT reproduced (tolerance 0.005)" in out
+    assert "| bce__seed1 | 0.2550 | 0.2610 | +0.0060 | 0.0000 (2) | no |" in (study_dir / "summary.md").read_text()
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0.01"]) == 0
+
+
+def test_reproduce_refuses_what_it_cannot_compare(tmp_path, fake_train, capsys):
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    project = tmp_path / "ablate"
+    argv = [str(spec), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
+    assert ablate.main(argv + ["--variants", "bce"]) == 0
+    read_calls()
+    capsys.readouterr()
+    assert ablate.main(argv + ["--reproduce", "bce__seed7"]) == 2
+    assert "--reproduce 'bce__seed7': " in capsys.readouterr().err
+    assert ablate.main(argv + ["--reproduce", "focal__seed0"]) == 2  # never ran
+    err = capsys.readouterr().err
+    assert "focal__seed0 is not a finished run (no summary.json)" in err
+    assert ablate.main(argv + ["--reproduce", "bce__seed0", "--variants", "bce"]) == 2
+    assert "it takes no --variants" in capsys.readouterr().err
+    # an earlier rerun made with another config is named, not mixed in
+    assert ablate.main(argv + ["--reproduce", "bce__seed0"]) == 0
+    assert [c["name"] for c in read_calls()] == ["bce__seed0"]
+    rerun = project / "fake" / "reproductions" / "bce__seed0"
+    config = yaml.safe_load((rerun / "config.yaml").read_text())
+    config["train"]["lr0"] = 0.5
+    (rerun / "config.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert ablate.main(argv + ["--reproduce", "bce__seed0"]) == 2
+    err = capsys.readouterr().err
+    assert "the earlier rerun was made with another config" in err and "train.lr0" in err
+    assert read_calls() == []
+
+
+def test_reproduction_compares_the_epochs_both_validated(tmp_path):
+    from yolov3 import ablation_reproduce
+    from yolov3.report_tables import reproduction_lines
+
+    def run(folder: Path, curve: list, final=None) -> None:
+        folder.mkdir(parents=True)
+        rows = ["epoch,mAP50,mAP50_95"] + [f"{e},0.5,{'' if v is None else v}" for e, v in curve]
+        (folder / "results.csv").write_text("\n".join(rows) + "\n")
+        if final is not None:
+            (folder / "summary.json").write_text(json.dumps({"status": "finished", "final": {"mAP50_95": final}}))
+
+    study = tmp_path / "study"
+    # validated every 2 epochs in the original, every epoch in the rerun: epochs 2 and 4 are compared
+    run(study / "runs" / "a__seed0", [(1, None), (2, 0.30), (3, None), (4, 0.41)], final=0.41)
+    run(study / "reproductions" / "a__seed0", [(1, 0.1), (2, 0.33), (3, 0.35), (4, 0.4)], final=0.4)
+    item = ablation_reproduce.compare(study, "a__seed0")
+    assert item.epochs_compared == 2 and abs(item.largest_epoch_difference - 0.03) < 1e-12
+    assert abs(item.difference + 0.01) < 1e-12 and not item.within() and item.within(0.01 + 1e-12)
+    # a rerun still going is listed as such; a folder whose original never finished is left out
+    run(study / "runs" / "b__seed0", [(1, 0.2)], final=0.2)
+    run(study / "reproductions" / "b__seed0", [(1, 0.2)])
+    run(study / "runs" / "c__seed0", [(1, 0.2)])
+    run(study / "reproductions" / "c__seed0", [(1, 0.2)], final=0.2)
+    assert [i.run_name for i in ablation_reproduce.collect(study)] == ["a__seed0", "b__seed0"]
+    lines = reproduction_lines(study)
+    assert "| a__seed0 | 0.4100 | 0.4000 | -0.0100 | 0.0300 (2) | no | unknown (no environment.json) | " \
+           "unknown (no environment.json) |" in lines
+    assert any(line.startswith("| b__seed0 | 0.2000 | not finished |  | 0.0000 (1) |  |") for line in lines)
+    assert reproduction_lines(tmp_path / "no_study") == []
+
+
 def test_dry_run_lists_runs_and_commands_without_running(tmp_path, fake_train, capsys):
     script, read_calls = fake_train
     spec = runner_spec(tmp_path)

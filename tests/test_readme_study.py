@@ -20,7 +20,9 @@ STUDIES = ROOT / "docs" / "studies"
 # (the page that tells the study, its heading, study folder)
 SECTIONS = [(STUDIES / "objectness.md", "# The objectness study", "objectness"),
             (STUDIES / "box_loss.md", "# The box-loss study", "box_loss"),
-            (STUDIES / "objectness_bccd.md", "# The objectness study on real images", "objectness_bccd")]
+            (STUDIES / "objectness_bccd.md", "# The objectness study on real images", "objectness_bccd"),
+            # the README's own answer on real images, claim by claim, from the same report
+            (README, "## Does focal loss help objectness? Real images", "objectness_bccd")]
 
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?")
 # a decimal with at least 3 places: mAPs, differences, interval ends, p values, gradient shares
@@ -60,7 +62,7 @@ def _finished_runs(study: Path) -> int:
     return sum(read_summary(run_dir)[0] is not None for run_dir in (study / "runs").iterdir() if run_dir.is_dir())
 
 
-@pytest.fixture(scope="module", params=SECTIONS, ids=[folder for _, _, folder in SECTIONS])
+@pytest.fixture(scope="module", params=SECTIONS, ids=[page.stem for page, _, _ in SECTIONS])
 def study(request) -> tuple:
     """(the study's section of its page, study folder) for each study the README reports."""
     page, heading, folder = request.param

@@ -52,6 +52,8 @@ each grid key (``gamma``; ``objectness.gamma`` when ``loss.cls.gamma`` is swept 
         train.log                          train.py's own log of the run (its lines, no progress bars)
         console.log                        everything the run printed, progress bars included (appended to on resume)
     runs/ablate/<study>/dataset.json       the object : no-object cell ratio of the data per (data, cfg, img_size)
+    runs/ablate/<study>/reproductions/<run>/   a finished run rerun with its seed and threads (--reproduce), a
+                                           run folder like the others; the report compares it, never pools it
 
 A rerun skips finished runs (a summary.json with ``"status": "finished"`` and config.yaml equal to the expected
 resolved config, ignoring keys in :data:`IGNORED_CONFIG_KEYS`), resumes partial ones (last.pt without such a
@@ -64,7 +66,8 @@ The code
 Three modules, one per step, re-exported here (the names ablate.py and the tests use):
 :mod:`yolov3.ablation_spec` (load and validate a spec, expand it into runs), :mod:`yolov3.ablation_plan` (per
 run: skip, resume or start, and the exact train.py command) and :mod:`yolov3.ablation_runner` (run the train.py
-processes, record the study folder, handle Ctrl-C). The report is :mod:`yolov3.report`.
+processes, record the study folder, handle Ctrl-C); :mod:`yolov3.ablation_reproduce` reruns one finished run and
+compares it with its original. The report is :mod:`yolov3.report`.
 """
 from __future__ import annotations
 

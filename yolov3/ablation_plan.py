@@ -106,6 +106,44 @@ def parse_devices(device: str) -> list:
     return parts
 
 
+def plan_one(study: Study, run: RunSpec, runs_dir: Union[str, Path], device: str = "",
+             train_script: Union[str, Path, None] = None) -> tuple:
+    """``(PlannedRun, conflict)`` for ``run`` in ``runs_dir/<run name>``: 'skip' (summary.json), 'resume' (last.pt,
+    no summary.json) or 'start'; ``conflict`` names the config keys in which a finished or partial run's saved
+    config.yaml differs from what the spec resolves to (else ""). Raises AblationError for an unreadable config.yaml.
+    """
+    run_dir = Path(runs_dir) / run.run_name
+    device = "0" if parse_devices(device) else device  # with GPUs listed, each child sees one, as cuda:0
+    summary, problem = read_summary(run_dir)
+    finished = summary is not None
+    partial = checkpoint_path(run_dir, "last.pt").is_file()  # weights/last.pt, or last.pt of an older run
+    conflict = ""
+    if finished or partial:
+        config_path = run_dir / "config.yaml"
+        if config_path.is_file():
+            try:
+                saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+                raise AblationError(f"{config_path}: unreadable or invalid YAML: {exc}") from None
+            diffs = config_differences(run.config, saved)
+            if diffs:
+                conflict = (f"  {run_dir}: " + "; ".join(diffs[:5]) +
+                            (f"; ... ({len(diffs) - 5} more)" if len(diffs) > 5 else ""))
+        elif finished:
+            conflict = f"  {run_dir}: has summary.json but no config.yaml to compare with the spec"
+    if finished:
+        action, cmd = "skip", []
+    elif partial:
+        action = "resume"
+        cmd = train_command(run, runs_dir, study.hyp, device, train_script, resume=True)
+    else:
+        action = "start"
+        cmd = train_command(run, runs_dir, study.hyp, device, train_script)
+    done = {"resume": "resumed from its last.pt", "start": "started again"}.get(action, "")
+    note = f"{problem}; the run counts as not finished and is {done}" if problem else ""
+    return PlannedRun(run=run, run_dir=run_dir, action=action, command=cmd, note=note), conflict
+
+
 def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
               train_script: Union[str, Path, None] = None) -> list:
     """Decide per run: 'skip' (summary.json, config matches), 'resume' (last.pt, no summary.json) or 'start'.
@@ -113,37 +151,12 @@ def plan_runs(study: Study, study_dir: Union[str, Path], device: str = "",
     Raises AblationError listing every run whose saved config.yaml no longer matches the spec.
     """
     runs_dir = Path(study_dir) / "runs"
-    device = "0" if parse_devices(device) else device  # with GPUs listed, each child sees one, as cuda:0
     planned, conflicts = [], []
     for run in study.runs:
-        run_dir = runs_dir / run.run_name
-        summary, problem = read_summary(run_dir)
-        finished = summary is not None
-        partial = checkpoint_path(run_dir, "last.pt").is_file()  # weights/last.pt, or last.pt of an older run
-        if finished or partial:
-            config_path = run_dir / "config.yaml"
-            if config_path.is_file():
-                try:
-                    saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
-                    raise AblationError(f"{config_path}: unreadable or invalid YAML: {exc}") from None
-                diffs = config_differences(run.config, saved)
-                if diffs:
-                    conflicts.append(f"  {run_dir}: " + "; ".join(diffs[:5]) +
-                                     (f"; ... ({len(diffs) - 5} more)" if len(diffs) > 5 else ""))
-            elif finished:
-                conflicts.append(f"  {run_dir}: has summary.json but no config.yaml to compare with the spec")
-        if finished:
-            action, cmd = "skip", []
-        elif partial:
-            action = "resume"
-            cmd = train_command(run, runs_dir, study.hyp, device, train_script, resume=True)
-        else:
-            action = "start"
-            cmd = train_command(run, runs_dir, study.hyp, device, train_script)
-        done = {"resume": "resumed from its last.pt", "start": "started again"}.get(action, "")
-        note = f"{problem}; the run counts as not finished and is {done}" if problem else ""
-        planned.append(PlannedRun(run=run, run_dir=run_dir, action=action, command=cmd, note=note))
+        item, conflict = plan_one(study, run, runs_dir, device, train_script)
+        planned.append(item)
+        if conflict:
+            conflicts.append(conflict)
     if conflicts:
         raise AblationError(f"{study.spec_path}: the spec changed since these runs were made (their config.yaml "
                             "differs from what the spec now resolves to):\n" + "\n".join(conflicts) +

@@ -129,15 +129,18 @@ def _write_identity(study: Study, planned: PlannedRun, exit_code: Optional[int] 
 # --------------------------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------------------------
-def child_environment(jobs: int, gpu: Optional[str], cpu_count: Optional[int] = None) -> dict:
-    """Environment for one train.py process: CPU threads split between parallel jobs, one GPU when pinned."""
+def child_environment(jobs: int, gpu: Optional[str], cpu_count: Optional[int] = None,
+                      threads: Optional[int] = None) -> dict:
+    """Environment for one train.py process: CPU threads split between parallel jobs (or exactly ``threads``: a
+    rerun of a run made with that many), one GPU when pinned."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # the log file shows progress as it happens
     # a progress bar redrawn per batch becomes one log line per batch (the pipe turns its \r into \n): at most
     # one line per bar every 30 s keeps console.log readable and small (tqdm reads TQDM_* defaults from the environment)
     env.setdefault("TQDM_MININTERVAL", "30")
-    if jobs > 1:
+    if threads is None and jobs > 1:
         threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)  # parallel jobs would oversubscribe the cores
+    if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
         env["MKL_NUM_THREADS"] = str(threads)
     if gpu is not None:
@@ -163,12 +166,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: str = "", verbose: bool = False,
-            progress: bool = True, poll_s: float = 0.1) -> list:
+            progress: bool = True, poll_s: float = 0.1, threads: Optional[int] = None) -> list:
     """Run the 'start' and 'resume' entries, up to ``jobs`` at a time; returns a RunOutcome per planned run.
 
     Each run's stdout/stderr go to ``<run>/console.log``; a failed run does not stop the others; each finished one
     prints a line with its mAP@.5:.95 and time above the study's bar (runs done, elapsed, ETA). With GPUs listed in
-    ``device`` each job sees one GPU (CUDA_VISIBLE_DEVICES) and gets ``--device 0``; on CPU the cores are split.
+    ``device`` each job sees one GPU (CUDA_VISIBLE_DEVICES) and gets ``--device 0``; on CPU the cores are split
+    (``threads``, when given, is every run's thread count instead).
     On Ctrl-C (KeyboardInterrupt) the running children get one SIGINT and are waited for (see
     :func:`interrupt_and_wait`), then the KeyboardInterrupt propagates; no further run is started.
     """
@@ -201,7 +205,7 @@ def execute(study: Study, planned: Sequence[PlannedRun], jobs: int = 1, device: 
         # a session of its own: a Ctrl-C at the terminal reaches only this runner, which forwards exactly one
         # SIGINT; a second one, from the terminal's process group, would cut train.py's checkpoint save short
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=child_environment(jobs, gpu), errors="replace",
+                                env=child_environment(jobs, gpu, threads=threads), errors="replace",
                                 start_new_session=os.name == "posix")
         pump = threading.Thread(target=_pump, args=(proc.stdout, log_path, echo), daemon=True)
         pump.start()

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from yolov3 import ablation_reproduce
 from yolov3.report_load import METRIC_TITLES, METRICS, StudyRuns, finished_by_arm, noobj_obj_ratio
 from yolov3.report_stats import (CONFIDENCE, ArmSummary, PairedDifference, common_objectness_losses, mean_sd,
                                   paired_difference)
@@ -100,6 +101,33 @@ def data_balance_lines(study_dir: Union[str, Path]) -> list:
                      f"{entry['noobject_per_object']:,.0f} ({entry['object_cells']:,} object cells, one per box, "
                      f"and {entry['noobject_cells']:,} no-object cells in {entry['images']:,} training images of "
                      f"{entry['cells_per_image']:,} cells)")
+    return lines
+
+
+def reproduction_lines(study_dir: Union[str, Path]) -> list:
+    """summary.md's section on the reruns under <study>/reproductions/ (ablate.py --reproduce): each finished run
+    rerun with its seed beside the original; none for a study without reruns."""
+    items = ablation_reproduce.collect(study_dir)
+    if not items:
+        return []
+    tolerance = ablation_reproduce.TOLERANCE
+    lines = ["", "## Reproductions", "",
+             f"Finished runs rerun with their seed and thread count (`ablate.py SPEC --reproduce RUN`, into "
+             f"`{ablation_reproduce.REPRODUCTIONS}/RUN/`): final val mAP@.5:.95 of each, their difference, the "
+             f"largest difference over the epochs both validated, and whether the final ones agree within "
+             f"{tolerance}. Reruns never enter the tables above.", "",
+             "| run | original | rerun | Δ | largest \\|Δ\\| over epochs (n) | within "
+             f"{tolerance} | original ran on | rerun ran on |", "|---|---|---|---|---|---|---|---|"]
+    for item in items:
+        env = ablation_reproduce.environment_text
+        if item.rerun is None:
+            rerun, delta, within = "not finished", "", ""
+        else:
+            rerun, delta, within = f"{item.rerun:.4f}", f"{item.difference:+.4f}", "yes" if item.within() else "no"
+        largest = "" if not np.isfinite(item.largest_epoch_difference) else \
+            f"{item.largest_epoch_difference:.4f} ({item.epochs_compared})"
+        lines.append(f"| {item.run_name} | {item.original:.4f} | {rerun} | {delta} | {largest} | {within} | "
+                     f"{env(item.original_env)} | {env(item.rerun_env)} |")
     return lines
 
 
@@ -354,6 +382,7 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
             if known and len(known) < len(runs):
                 total += f" ({len(known)} timed)"
             lines.append(f"| {numeric} | {cpu} | {len(runs)} | {total} |")
+    lines += reproduction_lines(study.study_dir)
     lines += data_balance_lines(study.study_dir)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

@@ -1,0 +1,165 @@
+"""Re-running one finished run of a study with its seed: does its result reproduce?
+
+``python ablate.py SPEC --reproduce RUN`` runs RUN's train.py again — the config the spec resolves to, its seed,
+and as many CPU threads as the original recorded in its environment.json (a thread count changes the order in
+which floats are summed, so a rerun with another one is not a reproduction) — into ``<study>/reproductions/RUN/``,
+then compares the two final val mAP@.5:.95. The rerun folder is a run folder like the study's (ablation.json,
+config.yaml, results.csv, summary.json, environment.json, console.log), so it is committed, resumed and skipped the
+same way; the report lists every one it finds ("Reproductions" in summary.md) and the study's statistics never see
+them.
+
+Same machine, same software: a CPU run on the same kind of CPU, torch version and thread count is expected to agree
+to the last digit; on another CPU kind (other vector instructions, another oneDNN kernel) or another torch the
+sums round differently, and over thousands of steps the runs drift apart. The table names both runs' CPU,
+threads and torch, so a reader sees which case a row is.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from yolov3.ablation_plan import plan_one
+from yolov3.ablation_spec import AblationError, Study
+from yolov3.runs import read_summary
+
+REPRODUCTIONS = "reproductions"  # <study>/reproductions/<run>/: the reruns
+TOLERANCE = 0.005  # |rerun - original| final mAP@.5:.95 that still counts as reproduced
+METRIC = "mAP50_95"
+
+
+@dataclass
+class Reproduction:
+    """One rerun beside its original: final val mAP@.5:.95 of each, and where each ran."""
+
+    run_name: str
+    original: float
+    rerun: Optional[float]  # None while the rerun has not finished
+    epochs_compared: int  # epochs with a val mAP@.5:.95 in both results.csv
+    largest_epoch_difference: float  # max |rerun - original| over those epochs (nan when none)
+    original_env: dict
+    rerun_env: dict
+
+    @property
+    def difference(self) -> float:
+        return float("nan") if self.rerun is None else self.rerun - self.original
+
+    def within(self, tolerance: float = TOLERANCE) -> bool:
+        return self.rerun is not None and abs(self.difference) <= tolerance
+
+
+def reproduction_dir(study_dir: Union[str, Path], run_name: str) -> Path:
+    return Path(study_dir) / REPRODUCTIONS / run_name
+
+
+def plan_reproduction(study: Study, study_dir: Union[str, Path], run_name: str, device: str = "",
+                      train_script: Union[str, Path, None] = None) -> tuple:
+    """``(PlannedRun, threads)`` for rerunning ``run_name`` into ``<study>/reproductions/``: skip (the rerun
+    finished), resume or start, as for a run of the study; ``threads`` is the original's recorded thread count
+    (None when it recorded none: then the rerun gets ablate.py's default). Raises AblationError when the run is not
+    one of the spec's, has not finished, or an earlier rerun was made with another config."""
+    runs = {run.run_name: run for run in study.runs}
+    if run_name not in runs:
+        known = ", ".join(list(runs)[:6]) + (", ..." if len(runs) > 6 else "")
+        raise AblationError(f"--reproduce {run_name!r}: {study.spec_path} has no such run (its runs: {known})")
+    original = Path(study_dir) / "runs" / run_name
+    summary, problem = read_summary(original)
+    if summary is None:
+        raise AblationError(f"--reproduce {run_name}: {original} is not a finished run "
+                            f"({problem or 'no summary.json'}); only a finished run can be reproduced")
+    if _final(summary) is None:
+        raise AblationError(f"--reproduce {run_name}: {original / 'summary.json'} has no final {METRIC} to compare "
+                            "with (was the run made with --noval?)")
+    item, conflict = plan_one(study, runs[run_name], Path(study_dir) / REPRODUCTIONS, device, train_script)
+    if conflict:
+        raise AblationError(f"--reproduce {run_name}: the earlier rerun was made with another config than the spec "
+                            f"now gives:\n{conflict}\ndelete {item.run_dir} to rerun it")
+    threads = _read_environment(original).get("threads")
+    threads = threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+    return item, threads
+
+
+def compare(study_dir: Union[str, Path], run_name: str) -> Optional[Reproduction]:
+    """The rerun of ``run_name`` beside its original, or None when either has no final mAP@.5:.95 to compare."""
+    original_dir = Path(study_dir) / "runs" / run_name
+    rerun_dir = reproduction_dir(study_dir, run_name)
+    original = _final(read_summary(original_dir)[0])
+    if original is None or not rerun_dir.is_dir():
+        return None
+    rerun = _final(read_summary(rerun_dir)[0])
+    before, after = _curve(original_dir), _curve(rerun_dir)
+    common = sorted(set(before) & set(after))
+    largest = max((abs(after[e] - before[e]) for e in common), default=float("nan"))
+    return Reproduction(run_name, original, rerun, len(common), largest, _read_environment(original_dir),
+                        _read_environment(rerun_dir))
+
+
+def collect(study_dir: Union[str, Path]) -> list:
+    """Every rerun folder of a study that can be compared with its original, by run name."""
+    folder = Path(study_dir) / REPRODUCTIONS
+    if not folder.is_dir():
+        return []
+    found = (compare(study_dir, path.name) for path in sorted(folder.iterdir()) if path.is_dir())
+    return [item for item in found if item is not None]
+
+
+def describe(item: Reproduction, tolerance: float = TOLERANCE) -> str:
+    """One line for the terminal: the two finals, their difference and the verdict."""
+    if item.rerun is None:
+        return f"{item.run_name}: the rerun has not finished"
+    verdict = "reproduced" if item.within(tolerance) else "NOT reproduced"
+    return (f"{item.run_name}: final val mAP@.5:.95 {item.original:.4f} (original), {item.rerun:.4f} (rerun), "
+            f"difference {item.difference:+.4f}: {verdict} (tolerance {tolerance}); largest difference over the "
+            f"{item.epochs_compared} validated epochs {item.largest_epoch_difference:.4f}; original on "
+            f"{environment_text(item.original_env)}, rerun on {environment_text(item.rerun_env)}")
+
+
+def environment_text(env: dict) -> str:
+    """'AMD EPYC, 2 cores, AVX2, no native bf16; 1 thread; torch 2.13.0+cpu' from an environment.json."""
+    if not env:
+        return "unknown (no environment.json)"
+    threads = env.get("threads")
+    parts = [str(env.get("cpu_line") or env.get("device") or "unknown CPU")]
+    if threads is not None:
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
+    if env.get("torch"):
+        parts.append(f"torch {env['torch']}")
+    return "; ".join(parts)
+
+
+def _final(summary: Optional[dict]) -> Optional[float]:
+    value = ((summary or {}).get("final") or {}).get(METRIC)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _curve(run_dir: Path) -> dict:
+    """epoch -> val mAP@.5:.95 of the epochs results.csv has one for (validation may skip epochs)."""
+    path = run_dir / "results.csv"
+    curve: dict = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    epoch, value = int(row["epoch"]), float(row[METRIC])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if math.isfinite(value):
+                    curve[epoch] = value
+    except (OSError, ValueError):
+        return {}
+    return curve
+
+
+def _read_environment(run_dir: Path) -> dict:
+    try:
+        env = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
+__all__ = ["METRIC", "REPRODUCTIONS", "TOLERANCE", "Reproduction", "collect", "compare", "describe",
+           "environment_text", "plan_reproduction", "reproduction_dir"]

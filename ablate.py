@@ -162,6 +162,7 @@ def reproduce(study, study_dir, args) -> int:
         raise AblationError("--reproduce reruns one run; it takes no --variants")
     if not args.tolerance >= 0:
         raise AblationError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    check_recorded_overrides(study, study_dir)  # key=value other than the study's would rerun another run
     item, threads = plan_reproduction(study, study_dir, args.reproduce, args.device, args.train_script)
     shown = f"{threads} CPU thread{'s' if threads != 1 else ''}, as the original ran" if threads else \
         "ablate.py's default threads (the original recorded none)"

@@ -663,6 +663,19 @@ def test_reproduce_refuses_what_it_cannot_compare(tmp_path, fake_train, capsys):
     assert "focal__seed0 is not a finished run (no summary.json)" in err
     assert ablate.main(argv + ["--reproduce", "bce__seed0", "--variants", "bce"]) == 2
     assert "it takes no --variants" in capsys.readouterr().err
+    # the spec with other key=value than the study's: the rerun would be another run
+    assert ablate.main(argv + ["--reproduce", "bce__seed0", "--name", "fake", "train.lr0=0.02"]) == 2
+    err = capsys.readouterr().err
+    assert "its runs were made with the command-line overrides none, not train.lr0=0.02" in err
+    assert read_calls() == []
+    # an original whose saved config is not what the spec gives (the spec was edited) cannot be rerun from it
+    original = project / "fake" / "runs" / "bce__seed1" / "config.yaml"
+    saved = original.read_text()
+    original.write_text(saved.replace("lr0: 0.01", "lr0: 0.03"))
+    assert ablate.main(argv + ["--reproduce", "bce__seed1"]) == 2
+    err = capsys.readouterr().err
+    assert "--reproduce bce__seed1: the original was made with another config" in err and "train.lr0" in err
+    original.write_text(saved)
     # an earlier rerun made with another config is named, not mixed in
     assert ablate.main(argv + ["--reproduce", "bce__seed0"]) == 0
     assert [c["name"] for c in read_calls()] == ["bce__seed0"]

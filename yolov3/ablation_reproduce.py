@@ -73,6 +73,10 @@ def plan_reproduction(study: Study, study_dir: Union[str, Path], run_name: str, 
     if _final(summary) is None:
         raise AblationError(f"--reproduce {run_name}: {original / 'summary.json'} has no final {METRIC} to compare "
                             "with (was the run made with --noval?)")
+    _, conflict = plan_one(study, runs[run_name], Path(study_dir) / "runs", device, train_script)
+    if conflict:  # e.g. key=value overrides other than the study's: the rerun would not be the same run
+        raise AblationError(f"--reproduce {run_name}: the original was made with another config than the spec "
+                            f"(and the command line's key=value) now gives:\n{conflict}")
     item, conflict = plan_one(study, runs[run_name], Path(study_dir) / REPRODUCTIONS, device, train_script)
     if conflict:
         raise AblationError(f"--reproduce {run_name}: the earlier rerun was made with another config than the spec "

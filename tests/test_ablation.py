@@ -599,13 +599,19 @@ def test_variants_runs_only_the_named_arms_then_the_rest(tmp_path, fake_train, c
     assert [c["name"] for c in read_calls()] == ["bce__seed0", "bce__seed1"]
 
 
-def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(tmp_path, fake_train, capsys):
+@pytest.fixture
+def bce_study(tmp_path, fake_train):
+    """(ablate.py argv, project, read_calls) after the fake study's bce arm ran (seeds 0 and 1; focal not run)."""
     script, read_calls = fake_train
-    spec = runner_spec(tmp_path)
     project = tmp_path / "ablate"
-    argv = [str(spec), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
+    argv = [str(runner_spec(tmp_path)), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
     assert ablate.main(argv + ["--variants", "bce"]) == 0
     read_calls()
+    return argv, project, read_calls
+
+
+def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(bce_study, capsys):
+    argv, project, read_calls = bce_study
     study_dir = project / "fake"
     original = study_dir / "runs" / "bce__seed1"
     # the original ran with 3 threads (not what --jobs 1 or this test process would give a child)
@@ -648,13 +654,8 @@ def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(tmp_path,
     assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0.01"]) == 0
 
 
-def test_reproduce_refuses_what_it_cannot_compare(tmp_path, fake_train, capsys):
-    script, read_calls = fake_train
-    spec = runner_spec(tmp_path)
-    project = tmp_path / "ablate"
-    argv = [str(spec), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
-    assert ablate.main(argv + ["--variants", "bce"]) == 0
-    read_calls()
+def test_reproduce_refuses_what_it_cannot_compare(bce_study, capsys):
+    argv, project, read_calls = bce_study
     capsys.readouterr()
     assert ablate.main(argv + ["--reproduce", "bce__seed7"]) == 2
     assert "--reproduce 'bce__seed7': " in capsys.readouterr().err

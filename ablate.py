@@ -90,6 +90,8 @@ def main(argv=None) -> int:
         for note in study.notes:
             print(f"note: {note}")
         study_dir, _ = study_paths(args.project, study.name)
+        if args.reproduce is not None and (args.report_only or args.jobs is not None):
+            raise AblationError("--reproduce reruns one run on its own; it takes no --report-only or --jobs")
         if args.report_only:
             return report(study_dir)
         if args.reproduce is not None:
@@ -163,9 +165,11 @@ def reproduce(study, study_dir, args) -> int:
     if not args.tolerance >= 0:
         raise AblationError(f"--tolerance must be a number >= 0, got {args.tolerance}")
     check_recorded_overrides(study, study_dir)  # key=value other than the study's would rerun another run
-    item, threads = plan_reproduction(study, study_dir, args.reproduce, args.device, args.train_script)
+    item, threads, warning = plan_reproduction(study, study_dir, args.reproduce, args.device, args.train_script)
     shown = f"{threads} CPU thread{'s' if threads != 1 else ''}, as the original ran" if threads else \
         "ablate.py's default threads (the original recorded none)"
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         print(f"reproduce {args.reproduce} ({item.action}) into {item.run_dir} with {shown}")
         print(f"command: {display_command(item.command) if item.command else '(finished; compared again)'}")
@@ -176,12 +180,10 @@ def reproduce(study, study_dir, args) -> int:
             raise AblationError(f"{args.spec}: " + "; ".join(missing))
         print(f"reproduce {args.reproduce}: {item.action} in {item.run_dir} with {shown}")
         try:
-            outcome = execute(study, [item], jobs=1, device=args.device, verbose=args.verbose, threads=threads)[0]
+            execute(study, [item], jobs=1, device=args.device, verbose=args.verbose, threads=threads)
         except KeyboardInterrupt:
             print("\ninterrupted; rerun the same command to resume the rerun from its last.pt", file=sys.stderr)
             return 130
-        if outcome.status != "finished":
-            return 1
     result = compare(study_dir, args.reproduce)
     print(describe(result, args.tolerance))
     if not args.no_report:

@@ -604,8 +604,8 @@ def bce_study(tmp_path, fake_train):
     """(ablate.py argv, project, read_calls) after the fake study's bce arm ran (seeds 0 and 1; focal not run)."""
     script, read_calls = fake_train
     project = tmp_path / "ablate"
-    argv = [str(runner_spec(tmp_path)), "--project", str(project), "--train-script", str(script), "--jobs", "1"]
-    assert ablate.main(argv + ["--variants", "bce"]) == 0
+    argv = [str(runner_spec(tmp_path)), "--project", str(project), "--train-script", str(script)]
+    assert ablate.main(argv + ["--variants", "bce", "--jobs", "1"]) == 0
     read_calls()
     return argv, project, read_calls
 
@@ -652,6 +652,29 @@ def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(bce_study
     assert "difference +0.0060: NOT reproduced (tolerance 0.005)" in out
     assert "| bce__seed1 | 0.2550 | 0.2610 | +0.0060 | 0.0000 (2) | no |" in (study_dir / "summary.md").read_text()
     assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0.01"]) == 0
+    # the rerun's own environment, a GPU one, is named with its device
+    (rerun / "environment.json").write_text(json.dumps({"cpu_line": "Other CPU", "threads": 3, "device": "cuda:0",
+                                                        "gpu": "Test GPU", "torch": "9.9"}))
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--no-report"]) == 1
+    assert "rerun on cuda:0 (Test GPU); Other CPU; 3 threads; torch 9.9" in capsys.readouterr().out
+
+
+def test_reproduce_reports_a_failed_rerun_then_resumes_it_with_the_same_threads(bce_study, monkeypatch, capsys):
+    argv, project, read_calls = bce_study
+    original = project / "fake" / "runs" / "bce__seed0"
+    (original / "environment.json").write_text(json.dumps({"threads": 2, "device": "cpu"}))
+    monkeypatch.setenv("FAKE_TRAIN_PARTIAL", "bce__seed0")  # the rerun stops after writing last.pt, exit 1
+    assert ablate.main(argv + ["--reproduce", "bce__seed0"]) == 1
+    assert [(c["resume"], c["omp"]) for c in read_calls()] == [(False, "2")]
+    assert "bce__seed0: the rerun failed (exit code 1)" in capsys.readouterr().out
+    assert "| bce__seed0 | 0.2500 | failed (exit 1) |" in (project / "fake" / "summary.md").read_text()
+    monkeypatch.setenv("FAKE_TRAIN_PARTIAL", "")
+    assert ablate.main(argv + ["--reproduce", "bce__seed0"]) == 0
+    assert [(c["resume"], c["omp"]) for c in read_calls()] == [(True, "2")]
+    # a GPU original: a warning that digits cannot agree there
+    (original / "environment.json").write_text(json.dumps({"threads": 2, "device": "cuda:0"}))
+    assert ablate.main(argv + ["--reproduce", "bce__seed0", "--dry-run"]) == 0
+    assert "the original ran on cuda:0, where training is not deterministic" in capsys.readouterr().err
 
 
 def test_reproduce_refuses_what_it_cannot_compare(bce_study, capsys):
@@ -664,6 +687,9 @@ def test_reproduce_refuses_what_it_cannot_compare(bce_study, capsys):
     assert "focal__seed0 is not a finished run (no summary.json)" in err
     assert ablate.main(argv + ["--reproduce", "bce__seed0", "--variants", "bce"]) == 2
     assert "it takes no --variants" in capsys.readouterr().err
+    for flag in (["--report-only"], ["--jobs", "2"]):
+        assert ablate.main(argv + flag + ["--reproduce", "bce__seed0"]) == 2
+        assert "it takes no --report-only or --jobs" in capsys.readouterr().err
     # the spec with other key=value than the study's: the rerun would be another run
     assert ablate.main(argv + ["--reproduce", "bce__seed0", "--name", "fake", "train.lr0=0.02"]) == 2
     err = capsys.readouterr().err

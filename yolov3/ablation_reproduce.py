@@ -10,8 +10,10 @@ them.
 
 Same machine, same software: a CPU run on the same kind of CPU, torch version and thread count is expected to agree
 to the last digit; on another CPU kind (other vector instructions, another oneDNN kernel) or another torch the
-sums round differently, and over thousands of steps the runs drift apart. The table names both runs' CPU,
-threads and torch, so a reader sees which case a row is.
+sums round differently, and over thousands of steps the runs drift apart. GPU runs are not deterministic at all
+here (atomic adds in some backward kernels), so a GPU rerun checks the spread, not the digits. The thread count
+is the one of the original's last session (environment.json is rewritten on resume). The table names both runs'
+device, CPU, threads and torch, so a reader sees which case a row is.
 """
 from __future__ import annotations
 
@@ -37,11 +39,16 @@ class Reproduction:
 
     run_name: str
     original: float
-    rerun: Optional[float]  # None while the rerun has not finished
+    rerun: Optional[float]  # None while the rerun has not finished (or failed: exit_code)
     epochs_compared: int  # epochs with a val mAP@.5:.95 in both results.csv
     largest_epoch_difference: float  # max |rerun - original| over those epochs (nan when none)
     original_env: dict
     rerun_env: dict
+    exit_code: Optional[int] = None  # the rerun's train.py exit status as ablate.py recorded it (ablation.json)
+
+    @property
+    def failed(self) -> bool:
+        return self.rerun is None and self.exit_code not in (None, 0)
 
     @property
     def difference(self) -> float:
@@ -57,10 +64,11 @@ def reproduction_dir(study_dir: Union[str, Path], run_name: str) -> Path:
 
 def plan_reproduction(study: Study, study_dir: Union[str, Path], run_name: str, device: str = "",
                       train_script: Union[str, Path, None] = None) -> tuple:
-    """``(PlannedRun, threads)`` for rerunning ``run_name`` into ``<study>/reproductions/``: skip (the rerun
-    finished), resume or start, as for a run of the study; ``threads`` is the original's recorded thread count
-    (None when it recorded none: then the rerun gets ablate.py's default). Raises AblationError when the run is not
-    one of the spec's, has not finished, or an earlier rerun was made with another config."""
+    """``(PlannedRun, threads, warning)`` for rerunning ``run_name`` into ``<study>/reproductions/``: skip (the
+    rerun finished), resume or start, as for a run of the study; ``threads`` is the original's recorded thread count
+    (None when it recorded none: then the rerun gets ablate.py's default); ``warning`` says why digits cannot agree
+    (the original ran on a GPU), else "". Raises AblationError when the run is not one of the spec's, has not
+    finished, or it or an earlier rerun was made with another config than the spec now gives."""
     runs = {run.run_name: run for run in study.runs}
     if run_name not in runs:
         known = ", ".join(list(runs)[:6]) + (", ..." if len(runs) > 6 else "")
@@ -81,9 +89,13 @@ def plan_reproduction(study: Study, study_dir: Union[str, Path], run_name: str, 
     if conflict:
         raise AblationError(f"--reproduce {run_name}: the earlier rerun was made with another config than the spec "
                             f"now gives:\n{conflict}\ndelete {item.run_dir} to rerun it")
-    threads = _read_environment(original).get("threads")
+    env = _read_json(original / "environment.json")
+    threads = env.get("threads")
     threads = threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
-    return item, threads
+    device = str(env.get("device") or "cpu")
+    warning = "" if device == "cpu" else (f"the original ran on {device}, where training is not deterministic: "
+                                          "expect a difference of the size of the seeds' spread, not equal digits")
+    return item, threads, warning
 
 
 def compare(study_dir: Union[str, Path], run_name: str) -> Optional[Reproduction]:
@@ -97,8 +109,10 @@ def compare(study_dir: Union[str, Path], run_name: str) -> Optional[Reproduction
     before, after = _curve(original_dir), _curve(rerun_dir)
     common = sorted(set(before) & set(after))
     largest = max((abs(after[e] - before[e]) for e in common), default=float("nan"))
-    return Reproduction(run_name, original, rerun, len(common), largest, _read_environment(original_dir),
-                        _read_environment(rerun_dir))
+    exit_code = _read_json(rerun_dir / "ablation.json").get("exit_code")
+    return Reproduction(run_name, original, rerun, len(common), largest, _read_json(original_dir / "environment.json"),
+                        _read_json(rerun_dir / "environment.json"),
+                        exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None)
 
 
 def collect(study_dir: Union[str, Path]) -> list:
@@ -113,20 +127,25 @@ def collect(study_dir: Union[str, Path]) -> list:
 def describe(item: Reproduction, tolerance: float = TOLERANCE) -> str:
     """One line for the terminal: the two finals, their difference and the verdict."""
     if item.rerun is None:
-        return f"{item.run_name}: the rerun has not finished"
+        return f"{item.run_name}: the rerun " + (f"failed (exit code {item.exit_code})" if item.failed else
+                                                 "has not finished (no final mAP@.5:.95 in its summary.json)")
     verdict = "reproduced" if item.within(tolerance) else "NOT reproduced"
+    curve = (f"largest difference over the {item.epochs_compared} epochs both validated "
+             f"{item.largest_epoch_difference:.4f}" if item.epochs_compared else "no epoch validated in both")
     return (f"{item.run_name}: final val mAP@.5:.95 {item.original:.4f} (original), {item.rerun:.4f} (rerun), "
-            f"difference {item.difference:+.4f}: {verdict} (tolerance {tolerance}); largest difference over the "
-            f"{item.epochs_compared} validated epochs {item.largest_epoch_difference:.4f}; original on "
+            f"difference {item.difference:+.4f}: {verdict} (tolerance {tolerance}); {curve}; original on "
             f"{environment_text(item.original_env)}, rerun on {environment_text(item.rerun_env)}")
 
 
 def environment_text(env: dict) -> str:
-    """'AMD EPYC, 2 cores, AVX2, no native bf16; 1 thread; torch 2.13.0+cpu' from an environment.json."""
+    """'AMD EPYC, 2 cores, AVX2, no native bf16; 1 thread; torch 2.13.0+cpu' from an environment.json (the device
+    first when it is a GPU)."""
     if not env:
         return "unknown (no environment.json)"
     threads = env.get("threads")
-    parts = [str(env.get("cpu_line") or env.get("device") or "unknown CPU")]
+    device = str(env.get("device") or "cpu")
+    parts = [] if device == "cpu" else [f"{device} ({env['gpu']})" if env.get("gpu") else device]
+    parts.append(str(env.get("cpu_line") or "unknown CPU"))
     if threads is not None:
         parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
     if env.get("torch"):
@@ -157,12 +176,13 @@ def _curve(run_dir: Path) -> dict:
     return curve
 
 
-def _read_environment(run_dir: Path) -> dict:
+def _read_json(path: Path) -> dict:
+    """A JSON mapping, or {} when the file is missing, unreadable or not a mapping (the table then says unknown)."""
     try:
-        env = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return env if isinstance(env, dict) else {}
+    return content if isinstance(content, dict) else {}
 
 
 __all__ = ["METRIC", "REPRODUCTIONS", "TOLERANCE", "Reproduction", "collect", "compare", "describe",

@@ -115,13 +115,14 @@ def reproduction_lines(study_dir: Union[str, Path]) -> list:
              f"Finished runs rerun with their seed and thread count (`ablate.py SPEC --reproduce RUN`, into "
              f"`{ablation_reproduce.REPRODUCTIONS}/RUN/`): final val mAP@.5:.95 of each, their difference, the "
              f"largest difference over the epochs both validated, and whether the final ones agree within "
-             f"{tolerance}. Reruns never enter the tables above.", "",
+             f"{tolerance}. Equal digits are expected only on the same kind of CPU with the same torch and threads "
+             f"(a GPU is not deterministic). Reruns never enter the tables above.", "",
              "| run | original | rerun | Δ | largest \\|Δ\\| over epochs (n) | within "
              f"{tolerance} | original ran on | rerun ran on |", "|---|---|---|---|---|---|---|---|"]
     for item in items:
         env = ablation_reproduce.environment_text
         if item.rerun is None:
-            rerun, delta, within = "not finished", "", ""
+            rerun, delta, within = f"failed (exit {item.exit_code})" if item.failed else "not finished", "", ""
         else:
             rerun, delta, within = f"{item.rerun:.4f}", f"{item.difference:+.4f}", "yes" if item.within() else "no"
         largest = "" if not np.isfinite(item.largest_epoch_difference) else \

@@ -17,7 +17,6 @@ device, CPU, threads and torch, so a reader sees which case a row is.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Optional, Union
 
 from yolov3.ablation_plan import plan_one
 from yolov3.ablation_spec import AblationError, Study
-from yolov3.runs import read_summary
+from yolov3.runs import read_results_csv, read_summary
 
 REPRODUCTIONS = "reproductions"  # <study>/reproductions/<run>/: the reruns
 TOLERANCE = 0.005  # |rerun - original| final mAP@.5:.95 that still counts as reproduced
@@ -160,20 +159,14 @@ def _final(summary: Optional[dict]) -> Optional[float]:
 
 def _curve(run_dir: Path) -> dict:
     """epoch -> val mAP@.5:.95 of the epochs results.csv has one for (validation may skip epochs)."""
-    path = run_dir / "results.csv"
-    curve: dict = {}
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                try:
-                    epoch, value = int(row["epoch"]), float(row[METRIC])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                if math.isfinite(value):
-                    curve[epoch] = value
+        table = read_results_csv(run_dir / "results.csv")
     except (OSError, ValueError):
         return {}
-    return curve
+    epochs, values = table.get("epoch"), table.get(METRIC)
+    if epochs is None or values is None:
+        return {}
+    return {int(e): float(v) for e, v in zip(epochs, values) if math.isfinite(e) and math.isfinite(v)}
 
 
 def _read_json(path: Path) -> dict:

@@ -119,8 +119,8 @@ def reproduction_lines(study_dir: Union[str, Path]) -> list:
              f"(a GPU is not deterministic). Reruns never enter the tables above.", "",
              "| run | original | rerun | Δ | largest \\|Δ\\| over epochs (n) | within "
              f"{tolerance} | original ran on | rerun ran on |", "|---|---|---|---|---|---|---|---|"]
+    env = ablation_reproduce.environment_text
     for item in items:
-        env = ablation_reproduce.environment_text
         if item.rerun is None:
             rerun, delta, within = f"failed (exit {item.exit_code})" if item.failed else "not finished", "", ""
         else:

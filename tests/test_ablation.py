@@ -780,6 +780,29 @@ def test_missing_files_block_a_real_run(tmp_path, capsys):
     assert "nowhere.cfg" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize("data_text, suffix", [
+    ("path: .\ntrain: images/train\nval: images/val\nnames: [a]\n", ".yaml"),  # what `convert voc` writes
+    ("classes = 1\ntrain = train.txt\nvalid = val.txt\nnames = x.names\n", ".data"),
+])
+def test_a_test_split_that_val_test_needs_is_checked_before_any_run(tmp_path, capsys, monkeypatch, data_text,
+                                                                     suffix):
+    monkeypatch.chdir(tmp_path)  # a .data file's paths are relative to the working directory
+    (tmp_path / "x.names").write_text("a\n")
+    data = tmp_path / f"mine{suffix}"
+    data.write_text(data_text)
+    spec = write_spec(tmp_path, with_changes(base={"cfg": str(ROOT / "cfg/yolov3-small.cfg"), "data": str(data),
+                                                   "val.test": True}))
+    expected = (f"val.test = true (needed by 4 run(s), e.g. bce__seed0) but {data} has no 'test' split: add one "
+                "to it, or pass val.test=false")
+    assert check_paths(load_spec(spec)) == [expected]
+    assert ablate.main([str(spec), "--project", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err == f"error: {spec}: {expected}\n" and not (tmp_path / "p").exists()
+    assert check_paths(load_spec(spec, overrides=["val.test=false"])) == []  # the way out the message names
+    test_key = "test: images/test\n" if suffix == ".yaml" else "test = test.txt\n"
+    data.write_text(data_text + test_key)
+    assert check_paths(load_spec(spec)) == []
+
+
 def test_runner_names_a_damaged_summary_and_resumes_the_run(tmp_path, fake_train, monkeypatch, capsys):
     script, read_calls = fake_train
     argv = [str(runner_spec(tmp_path)), "--project", str(tmp_path / "ablate"), "--train-script", str(script),

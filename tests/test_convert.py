@@ -236,6 +236,42 @@ def test_labelimg_folder_to_a_whole_dataset_that_train_reads(tmp_path, capsys):
     assert "exists and is not an empty folder" in capsys.readouterr().err
 
 
+def test_split_by_fraction_takes_a_test_split_from_train_only():
+    stems = [f"img{i:02d}" for i in range(40)]
+    without = split_by_fraction(stems, 0.2, seed=3)
+    split = split_by_fraction(stems, 0.2, seed=3, test_fraction=0.1)
+    assert sorted(without) == ["train", "val"] and sorted(split) == ["test", "train", "val"]
+    assert split["val"] == without["val"]  # adding a test split moves no val image
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (28, 8, 4)
+    assert sorted(split["train"] + split["val"] + split["test"]) == stems  # disjoint and complete
+    assert set(split["test"]) <= set(without["train"])
+    assert len(split_by_fraction(stems[:5], 0.2, test_fraction=0.01)["test"]) == 1  # at least one when asked
+    with pytest.raises(ConversionError, match=r"--test-fraction must be in \[0, 1\), got 1.0"):
+        split_by_fraction(stems, 0.2, test_fraction=1.0)
+    with pytest.raises(ConversionError,
+                       match="--val-fraction 0.5 and --test-fraction 0.5 leave no training image of 40"):
+        split_by_fraction(stems, 0.5, test_fraction=0.5)
+
+
+def test_labelimg_folder_with_a_test_split_satisfies_a_study_that_scores_one(tmp_path, capsys):
+    from yolov3.data import load_data_yaml
+    from yolov3.data_yaml import declares_split
+
+    _labelimg_folder(tmp_path / "photos", count=10)
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--dataset", str(tmp_path / "ds"),
+                 "--val-fraction", "0.2", "--test-fraction", "0.2", "--seed", "1"]) == 0
+    expected = split_by_fraction([f"img{i}" for i in range(10)], 0.2, seed=1, test_fraction=0.2)
+    data = load_data_yaml(tmp_path / "ds" / "data.yaml")
+    for split in ("train", "val", "test"):
+        assert sorted(p.stem for p in (tmp_path / "ds" / "images" / split).iterdir()) == expected[split]
+        assert data[split] == [str(tmp_path / "ds" / "images" / split)]
+    assert declares_split(tmp_path / "ds" / "data.yaml", "test")
+    assert "test: 2 images" in capsys.readouterr().out
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--out", str(tmp_path / "labels"),
+                 "--test-fraction", "0.2"]) == 2
+    assert "--split, --val-fraction and --test-fraction go with --dataset" in capsys.readouterr().err
+
+
 def test_voc_dataset_with_split_files_and_a_missing_image(tmp_path, capsys):
     root = tmp_path / "VOC"
     (root / "Annotations").mkdir(parents=True)

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, Union
 from yolov3 import config as config_lib
 from yolov3 import paths
 from yolov3.config import Config, ConfigError
+from yolov3.data_yaml import DataError, declares_split
 from yolov3.yolov5_hyp import load_hyp
 
 SPEC_KEYS = ("name", "description", "base", "variants", "grid", "grid_variants", "seeds", "baseline")
@@ -413,17 +414,31 @@ def _check_distinct_arms(arms: Sequence[tuple], src: str) -> None:
 
 
 def check_paths(study: Study) -> list:
-    """Files the runs need that do not exist: a list of '<key> of <runs>: <path>' lines (empty when all exist)."""
+    """What the runs need that is not there: a line per missing file ('<key> = <path> (needed by ...): file not
+    found') and per data file without the test split that ``val.test`` asks for (empty when nothing is missing).
+    train.py would find each only at its start, so a study would fail run after run."""
     missing: dict = {}
+    needs_test: dict = {}
     for run in study.runs:
         for key in PATH_CONFIG_KEYS:
             value = config_lib.get_dotted(run.config, key)
             if value and not paths.resolve_path(value).exists():  # train.py falls back to the shipped file
                 missing.setdefault((key, value), []).append(run.run_name)
+        if run.config.val.test and run.config.data and paths.resolve_path(run.config.data).exists():
+            needs_test.setdefault(run.config.data, []).append(run.run_name)
     if study.hyp and not Path(study.hyp).is_file():
         missing.setdefault(("hyp", study.hyp), []).append("all runs")
-    return [f"{key} = {value} (needed by {len(names)} run(s), e.g. {names[0]}): file not found"
-            for (key, value), names in missing.items()]
+    lines = [f"{key} = {value} (needed by {len(names)} run(s), e.g. {names[0]}): file not found"
+             for (key, value), names in missing.items()]
+    for data, names in needs_test.items():
+        try:
+            has_test = declares_split(data, "test")
+        except DataError:
+            continue  # a data file train.py cannot read: its own message says why
+        if not has_test:
+            lines.append(f"val.test = true (needed by {len(names)} run(s), e.g. {names[0]}) but {data} has no "
+                         "'test' split: add one to it, or pass val.test=false")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -748,19 +748,24 @@ def voc_to_yolo(annotations: Union[str, Path, Iterable[Union[str, Path]]], out_d
     return {**_split_stats(done, skipped, names, out_dir), "note": note, "messages": messages}
 
 
-def split_by_fraction(stems: Sequence[str], val_fraction: float, seed: int = 0) -> Dict[str, List[str]]:
-    """``train`` / ``val`` ids from one folder: a seeded shuffle, the first ``round(n * val_fraction)`` (at least one
-    when the fraction is positive) to val; each list in sorted order. A fraction of 0 gives ``train`` alone."""
-    if not 0 <= val_fraction < 1:
-        raise ConversionError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+def split_by_fraction(stems: Sequence[str], val_fraction: float, seed: int = 0,
+                      test_fraction: float = 0.0) -> Dict[str, List[str]]:
+    """``train`` / ``val`` (/ ``test``) ids from one folder: a seeded shuffle, the first ``round(n * val_fraction)``
+    (at least one when the fraction is positive) to val, the next ``round(n * test_fraction)`` (likewise) to test,
+    the rest to train; each list in sorted order. A fraction of 0 leaves its split out, and val does not depend on
+    ``test_fraction``: adding a test split later takes its images from train only."""
+    for flag, fraction in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ConversionError(f"{flag} must be in [0, 1), got {fraction}")
     order = sorted(stems)
     random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(order) * val_fraction)) if val_fraction > 0 else 0
-    if n_val >= len(order):
-        raise ConversionError(f"--val-fraction {val_fraction} leaves no training image of {len(order)}")
-    if n_val == 0:
-        return {"train": sorted(order)}
-    return {"train": sorted(order[n_val:]), "val": sorted(order[:n_val])}
+    n_val, n_test = (max(1, round(len(order) * f)) if f > 0 else 0 for f in (val_fraction, test_fraction))
+    if n_val + n_test >= len(order):
+        raise ConversionError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} leave no training "
+                              f"image of {len(order)}")
+    splits = {"train": sorted(order[n_val + n_test:]), "val": sorted(order[:n_val]),
+              "test": sorted(order[n_val:n_val + n_test])}
+    return {name: ids for name, ids in splits.items() if ids or name == "train"}
 
 
 def _images_without_xml(image_root: Path, xml_ids: set, used: set) -> List[Path]:
@@ -913,7 +918,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="with --dataset: a split and its ids file (repeat: --split train=... --split val=...)")
     voc.add_argument("--val-fraction", type=float, default=None,
                      help="with --dataset and no --split: this fraction of the images (seeded) to val, the rest to train")
-    voc.add_argument("--seed", type=int, default=0, help="seed of --val-fraction's shuffle")
+    voc.add_argument("--test-fraction", type=float, default=None,
+                     help="with --dataset and no --split: also this fraction to a test split, scored once at the "
+                          "end of a run (train.py val.test=true; the real-data study's spec does) (default: none)")
+    voc.add_argument("--seed", type=int, default=0, help="seed of --val-fraction's and --test-fraction's shuffle")
     voc.add_argument("--difficult", action="store_true", help="keep objects flagged difficult (skipped by default)")
     voc.add_argument("--names", default=None,
                      help="class names, one per line, line order = class index (default, or when the file does not "
@@ -925,8 +933,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{stats['images']} images, {stats['boxes']} boxes written to {args.out}; skipped "
                   f"{stats['crowd_skipped']} crowd and {stats['empty_skipped']} empty boxes; {len(stats['names'])} classes")
         elif args.out is not None:
-            if args.split or args.val_fraction is not None:
-                raise ConversionError("--split and --val-fraction go with --dataset; with --out, give --ids")
+            if args.split or args.val_fraction is not None or args.test_fraction is not None:
+                raise ConversionError("--split, --val-fraction and --test-fraction go with --dataset; with --out, "
+                                      "give --ids")
             ids = read_ids(args.ids) if args.ids else None
             stats = voc_to_yolo(args.annotations, args.out, ids, include_difficult=args.difficult,
                                 names_path=args.names, images=args.images)
@@ -936,8 +945,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             if args.ids:
                 raise ConversionError("--ids goes with --out; with --dataset, give --split NAME=IDS_FILE")
-            if args.split and args.val_fraction is not None:
-                raise ConversionError("give either --split or --val-fraction, not both")
+            if args.split and (args.val_fraction is not None or args.test_fraction is not None):
+                raise ConversionError("give either --split or --val-fraction/--test-fraction, not both")
             if args.split:
                 split_names = [name for name, _ in args.split]
                 twice = next((name for name in split_names if split_names.count(name) > 1), None)
@@ -946,7 +955,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 splits = {name: read_ids(path) for name, path in args.split}
             else:
                 ids = [item_id for item_id, _ in _xml_items(Path(args.annotations))[0]]
-                splits = split_by_fraction(ids, 0.2 if args.val_fraction is None else args.val_fraction, args.seed)
+                splits = split_by_fraction(ids, 0.2 if args.val_fraction is None else args.val_fraction, args.seed,
+                                           args.test_fraction or 0.0)
             voc_to_yolo_dataset(args.annotations, args.dataset, splits, images=args.images,
                                 include_difficult=args.difficult, names_path=args.names)
             print(f"data YAML: {Path(args.dataset) / 'data.yaml'} (python train.py --data {Path(args.dataset) / 'data.yaml'})")

@@ -118,6 +118,15 @@ def as_single_class(data: dict) -> dict:
     return {**data, "names": [SINGLE_CLASS_NAME], "single_cls": True}
 
 
+def declares_split(path: Union[str, Path], split: str) -> bool:
+    """Whether the data YAML (or ``.data`` file) at ``path`` names a non-empty ``split``, read without resolving,
+    generating or fetching anything: what a tool checks before it starts runs that will need that split."""
+    yaml_path = resolve_path(path).resolve()
+    if yaml_path.suffix == ".data":
+        return bool(_load_darknet_data(yaml_path).get(split))
+    return bool(_read_yaml_mapping(yaml_path).get(split))
+
+
 def load_data_yaml(path: Union[str, Path], fetch: bool = True) -> dict:
     """Read and check a data YAML. Returns ``{'path', 'train', 'val', 'test', 'nc', 'names', 'yaml', 'download'}``:
     ``path`` the resolved root, each split a list of resolved folders / .txt files, ``names`` a list, ``yaml`` the

@@ -449,6 +449,23 @@ def test_unknown_yaml_keys_are_warned_about_and_ignored(tmp_path, info_logs):
             "val, test, nc, names, download, generate)") in info_logs.text
 
 
+def test_a_roboflow_export_whose_paths_start_one_folder_up_reads_from_its_own_folder(tmp_path, info_logs):
+    export = tmp_path / "export"
+    for split in ("train", "valid"):
+        (export / split / "images").mkdir(parents=True)
+    (tmp_path / "valid" / "images").mkdir(parents=True)  # where '../valid/images' does exist, it wins
+    (export / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\ntest: ../test/images\n"
+                                      "nc: 1\nnames: ['cell']\n")
+    data = load_data_yaml(export / "data.yaml")
+    assert data["train"] == [str(export / "train" / "images")]
+    assert data["val"] == [str(export / ".." / "valid" / "images")]
+    assert data["test"] == [str(export / ".." / "test" / "images")]  # neither exists: the error will name the first
+    notes = [r.getMessage() for r in info_logs.records if "does not exist; using" in r.getMessage()]
+    assert notes == [f"note {export / 'data.yaml'}: split 'train': {export / '..' / 'train' / 'images'} does not "
+                     f"exist; using {export / 'train' / 'images'} (an export that writes its paths from a folder "
+                     "beside the dataset, as Roboflow's does)"]
+
+
 def test_relative_path_also_resolves_from_the_working_directory_as_in_yolov5(tmp_path, monkeypatch):
     work = tmp_path / "work"
     (work / "datasets" / "set" / "images" / "train").mkdir(parents=True)

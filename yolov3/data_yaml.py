@@ -104,7 +104,15 @@ def _resolve_split(value, root: Path, source: Path, split: str) -> List[str]:
         if not isinstance(item, str):
             raise DataError(f"{source}: '{split}' expects a path or a list of paths, got {item!r}")
         item_path = Path(item).expanduser()
-        resolved.append(str(item_path if item_path.is_absolute() else (root / item_path)))
+        full = item_path if item_path.is_absolute() else root / item_path
+        # a Roboflow export writes 'train: ../train/images' from a folder beside the dataset; its YAML sits in the
+        # dataset, so where that path does not exist, the same path below the root is the one meant
+        inside = root / Path(*item_path.parts[1:]) if item_path.parts[:1] == ("..",) else None
+        if inside is not None and not full.exists() and inside.exists():
+            LOGGER.warning("note %s: split '%s': %s does not exist; using %s (an export that writes its paths from "
+                           "a folder beside the dataset, as Roboflow's does)", source, split, full, inside)
+            full = inside
+        resolved.append(str(full))
     return resolved
 
 

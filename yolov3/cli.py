@@ -28,7 +28,8 @@ FOREIGN_FLAGS = {
     "--bucket": "none: copy the data to a local folder and point --data at its YAML",
     "--image-weights": "none: no class-weighted sampling; loss.cls.name=focal weighs hard classes in the loss instead",
     "--quad": "none: batches are plain stacks of letterboxed images",
-    "--noautoanchor": "none needed: anchors are never changed, the cfg's [yolo] anchors are used as written",
+    "--noautoanchor": "none needed: training uses the cfg's [yolo] anchors as written; python -m yolov3.anchors "
+                      "--data D --write new.cfg fits them to your boxes beforehand",
     "--noplots": "none: the plots are cheap and always drawn",
     "--linear-lr": "train.schedule=step (or the default cosine schedule); there is no linear one",
     "--adam": "--optimizer AdamW",

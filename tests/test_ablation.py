@@ -792,8 +792,8 @@ def test_a_test_split_that_val_test_needs_is_checked_before_any_run(tmp_path, ca
     data.write_text(data_text)
     spec = write_spec(tmp_path, with_changes(base={"cfg": str(ROOT / "cfg/yolov3-small.cfg"), "data": str(data),
                                                    "val.test": True}))
-    expected = (f"val.test = true (needed by 4 run(s), e.g. bce__seed0) but {data} has no 'test' split: add one "
-                "to it, or pass val.test=false")
+    expected = (f"val.test = true (set for 4 run(s), e.g. bce__seed0) but {data} has no 'test' split: add one "
+                "(python -m yolov3.convert voc ... --test-fraction 0.1 makes one), or pass val.test=false")
     assert check_paths(load_spec(spec)) == [expected]
     assert ablate.main([str(spec), "--project", str(tmp_path / "p")]) == 2
     assert capsys.readouterr().err == f"error: {spec}: {expected}\n" and not (tmp_path / "p").exists()

@@ -23,25 +23,52 @@ def test_best_iou_is_the_shape_iou_of_the_best_anchor():
 
 
 def test_anchor_fit_by_hand():
-    fit = anchor_fit(np.array([[10.0, 10.0], [20.0, 20.0], [100.0, 100.0]]), np.array([[10.0, 10.0], [20.0, 20.0]]))
-    assert fit["mean_best_iou"] == pytest.approx((1 + 1 + 400 / 10000) / 3)
-    assert fit["poor_share"] == pytest.approx(1 / 3) and 400 / 10000 < POOR_IOU
-    assert fit["boxes_per_anchor"] == [1, 2]  # the 100 x 100 box goes to the larger anchor
+    sizes = np.array([[10.0, 10.0], [20.0, 20.0], [100.0, 100.0], [10.0, 30.0]])
+    fit = anchor_fit(sizes, np.array([[10.0, 10.0], [20.0, 20.0]]))
+    # 100 x 100 on 20 x 20: 400 / 10000; 10 x 30 on 20 x 20: 200 / (300 + 400 - 200) = 0.4, on 10 x 10: 1/3
+    assert fit["mean_best_iou"] == pytest.approx((1 + 1 + 400 / 10000 + 0.4) / 4)
+    assert fit["poor_share"] == pytest.approx(1 / 4) and 400 / 10000 < POOR_IOU < 0.4
+    assert fit["boxes_per_anchor"] == [1, 3]
 
 
-def test_kmeans_recovers_three_box_shapes_sorted_by_area_and_is_seeded():
-    rng = np.random.default_rng(1)
+def three_shapes(seed: int = 1, per_cluster: int = 200) -> tuple:
     truth = np.array([[120.0, 150.0], [12.0, 10.0], [40.0, 20.0]])
-    sizes = np.concatenate([c * rng.uniform(0.95, 1.05, size=(200, 2)) for c in truth])
-    anchors = kmeans_anchors(sizes, 3, seed=0)
-    np.testing.assert_allclose(anchors, truth[[1, 2, 0]], rtol=0.03)
-    assert np.array_equal(anchors, kmeans_anchors(sizes, 3, seed=0))
+    rng = np.random.default_rng(seed)
+    return truth, np.concatenate([c * rng.uniform(0.95, 1.05, size=(per_cluster, 2)) for c in truth])
+
+
+def test_kmeans_recovers_three_box_shapes_sorted_by_area_from_any_seed():
+    truth, sizes = three_shapes()
+    for seed in range(10):  # a start with two centres in one cluster would end with two anchors there
+        anchors = kmeans_anchors(sizes, 3, seed=seed)
+        np.testing.assert_allclose(anchors, truth[[1, 2, 0]], rtol=0.03)
+    assert np.array_equal(kmeans_anchors(sizes, 3, seed=4), kmeans_anchors(sizes, 3, seed=4))
     assert anchor_fit(sizes, anchors)["mean_best_iou"] > 0.9
 
 
-def test_kmeans_refuses_fewer_distinct_boxes_than_anchors():
+def test_kmeans_centres_are_the_medians_of_their_boxes_so_a_few_huge_boxes_do_not_drag_them():
+    rng = np.random.default_rng(2)
+    sizes = np.concatenate([[20.0, 20.0] * rng.uniform(0.9, 1.1, size=(100, 2)),
+                            [100.0, 50.0] * rng.uniform(0.9, 1.1, size=(100, 2)), [[400.0, 400.0]] * 6])
+    anchors = kmeans_anchors(sizes, 2)
+    _, nearest = best_iou(sizes, anchors)
+    assert nearest[-6:].tolist() == [1] * 6  # the huge boxes join the larger cluster ...
+    for cluster in range(2):  # ... whose centre is still its boxes' median, near 100 x 50 (a mean would be 116 x 66)
+        np.testing.assert_allclose(anchors[cluster], np.median(sizes[nearest == cluster], axis=0))
+    np.testing.assert_allclose(anchors[1], [100, 50], rtol=0.05)
+    lognormal = np.exp(np.random.default_rng(3).normal(3.5, 0.8, size=(500, 2)))
+    anchors = kmeans_anchors(lognormal, 6)  # no clusters to find: still a fixed point of the median update
+    _, nearest = best_iou(lognormal, anchors)
+    for cluster in range(6):
+        np.testing.assert_allclose(anchors[cluster], np.median(lognormal[nearest == cluster], axis=0))
+
+
+def test_kmeans_refuses_what_cannot_be_clustered():
     with pytest.raises(AnchorError, match="4 boxes with 2 distinct sizes cannot give 3 anchors"):
         kmeans_anchors(np.array([[5.0, 5.0], [5.0, 5.0], [9.0, 3.0], [9.0, 3.0]]), 3)
+    for bad in (np.nan, 0.0, -1.0):
+        with pytest.raises(AnchorError, match="box widths and heights must be finite and > 0"):
+            kmeans_anchors(np.array([[5.0, 5.0], [9.0, 3.0], [bad, 3.0]]), 2)
 
 
 def test_cfg_copy_changes_only_the_anchors_lines_and_builds_the_same_model_shape():
@@ -51,7 +78,8 @@ def test_cfg_copy_changes_only_the_anchors_lines_and_builds_the_same_model_shape
     changed = [(a, b) for a, b in zip(crlf.splitlines(keepends=True), out.splitlines(keepends=True)) if a != b]
     assert len(changed) == 2 and len(out.splitlines()) == len(crlf.splitlines())
     assert [b for _, b in changed] == ["anchors = 24,23,  30,29,  61,62,  72,65,  77,75,  142,129\r\n"] * 2
-    np.testing.assert_array_equal(cfg_anchors(out), np.round(new))
+    np.testing.assert_array_equal(cfg_anchors(out)[0], np.round(new))
+    assert cfg_anchors(out)[1]
     old_model, new_model = Darknet(str(TINY_CFG), num_classes=3), Darknet(out, num_classes=3)
     assert [p.shape for p in old_model.parameters()] == [p.shape for p in new_model.parameters()]
     assert torch.equal(new_model.yolo_layers[0].anchors, torch.tensor([[72.0, 65.0], [77.0, 75.0], [142.0, 129.0]]))
@@ -84,17 +112,37 @@ def test_box_sizes_are_measured_after_the_letterbox(box_data):
 
 def test_cli_writes_a_cfg_with_the_fitted_anchors_and_refuses_what_it_cannot_do(box_data, tmp_path, capsys):
     out = tmp_path / "fitted.cfg"
-    argv = ["--data", str(box_data / "data.yaml"), "--cfg", str(TINY_CFG), "--img-size", "100"]
-    assert main(argv + ["--write", str(out)]) == 0
+    crlf_cfg = tmp_path / "windows.cfg"
+    crlf_cfg.write_bytes(TINY_CFG.read_bytes().replace(b"\n", b"\r\n"))
+    argv = ["--data", str(box_data / "data.yaml"), "--img-size", "100"]
+    assert main(argv + ["--cfg", str(crlf_cfg), "--write", str(out)]) == 0
     printed = capsys.readouterr().out
-    fitted = kmeans_anchors(box_sizes(box_data / "data.yaml", "train", 100), 6)
-    np.testing.assert_array_equal(cfg_anchors(out), np.maximum(np.round(fitted), 1))
-    assert "8 boxes of" in printed and "fitted (k-means, 1 - IoU)" in printed and f"wrote {out}" in printed
-    assert [b.options for b in parse_cfg(out).layers if b.type != "yolo"] == \
-        [b.options for b in parse_cfg(TINY_CFG).layers if b.type != "yolo"]
+    fitted = np.round(kmeans_anchors(box_sizes(box_data / "data.yaml", "train", 100), 6))
+    np.testing.assert_array_equal(cfg_anchors(out)[0], fitted)
+    assert "8 boxes of" in printed and f"wrote {out}" in printed
+    assert "fitted (k-means, 1 - IoU): " + "  ".join(f"{w:.0f},{h:.0f}" for w, h in fitted) in printed
+    written, original = out.read_bytes().split(b"\r\n"), crlf_cfg.read_bytes().split(b"\r\n")
+    assert len(written) == len(original) and b"\n" not in b"".join(written)  # CRLF kept, line for line
+    coco = b"anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319"
+    assert [a for a, b in zip(original, written) if a != b] == [coco] * 2
+    argv += ["--cfg", str(TINY_CFG)]
     assert main(argv + ["--split", "val"]) == 2
     assert "split 'val' has no labelled box" in capsys.readouterr().err
     assert main(argv + ["--write", str(TINY_CFG)]) == 2
     assert "that is the cfg being read; give a new file name" in capsys.readouterr().err
     assert main(argv + ["--img-size", "8"]) == 2
     assert "--img-size must be at least 32, got 8" in capsys.readouterr().err
+
+
+def test_anchors_are_scored_as_the_masks_use_them_and_such_a_cfg_is_not_rewritten(box_data, tmp_path, capsys):
+    # AlexeyAB's yolov3-tiny: masks 3,4,5 and 1,2,3, so anchor 0 is never used and anchor 3 serves both layers
+    cfg = tmp_path / "masks.cfg"
+    cfg.write_text(TINY_CFG.read_text().replace("mask = 0,1,2", "mask = 1,2,3"))
+    used, writable = cfg_anchors(cfg)
+    np.testing.assert_array_equal(used, [[23, 27], [37, 58], [81, 82], [81, 82], [135, 169], [344, 319]])
+    assert not writable
+    argv = ["--data", str(box_data / "data.yaml"), "--img-size", "100", "--cfg", str(cfg)]
+    assert main(argv) == 0
+    assert "(as its masks use them): 23,27  37,58  81,82  81,82  135,169  344,319" in capsys.readouterr().out
+    assert main(argv + ["--write", str(tmp_path / "new.cfg")]) == 2
+    assert "masks that do not use each anchor once" in capsys.readouterr().err and not (tmp_path / "new.cfg").exists()

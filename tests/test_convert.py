@@ -246,6 +246,8 @@ def test_split_by_fraction_takes_a_test_split_from_train_only():
     assert sorted(split["train"] + split["val"] + split["test"]) == stems  # disjoint and complete
     assert set(split["test"]) <= set(without["train"])
     assert len(split_by_fraction(stems[:5], 0.2, test_fraction=0.01)["test"]) == 1  # at least one when asked
+    with pytest.raises(ConversionError, match="^--val-fraction 0.99 leaves no training image of 40$"):
+        split_by_fraction(stems, 0.99)
     with pytest.raises(ConversionError, match=r"--test-fraction must be in \[0, 1\), got 1.0"):
         split_by_fraction(stems, 0.2, test_fraction=1.0)
     with pytest.raises(ConversionError,

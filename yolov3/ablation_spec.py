@@ -436,8 +436,9 @@ def check_paths(study: Study) -> list:
         except DataError:
             continue  # a data file train.py cannot read: its own message says why
         if not has_test:
-            lines.append(f"val.test = true (needed by {len(names)} run(s), e.g. {names[0]}) but {data} has no "
-                         "'test' split: add one to it, or pass val.test=false")
+            lines.append(f"val.test = true (set for {len(names)} run(s), e.g. {names[0]}) but {data} has no "
+                         "'test' split: add one (python -m yolov3.convert voc ... --test-fraction 0.1 makes one), or "
+                         "pass val.test=false")
     return lines
 
 

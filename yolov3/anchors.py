@@ -18,7 +18,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -66,17 +66,20 @@ def anchor_fit(sizes: np.ndarray, anchors: np.ndarray) -> Dict[str, object]:
 
 def kmeans_anchors(sizes: np.ndarray, k: int, seed: int = 0, iterations: int = 300) -> np.ndarray:
     """``(k, 2)`` anchors sorted by area: k-means over the boxes' (w, h) with distance 1 - shape IoU, started
-    k-means++-style from a seeded generator (each next centre drawn with probability proportional to its distance
-    to the nearest chosen one), each centre then moved to the median of its boxes until nothing changes. The median
-    keeps one huge box from dragging a centre; boxes that are all alike are refused rather than given k copies."""
+    k-means++-style from a seeded generator (each next centre drawn with probability proportional to the square of
+    its distance to the nearest chosen one; Arthur & Vassilvitskii 2007), each centre then moved to the median of
+    its boxes until no box changes cluster. The median keeps a few huge boxes from dragging a centre; boxes that
+    are all alike are refused rather than given k copies."""
+    if not (np.isfinite(sizes).all() and (sizes > 0).all()):
+        raise AnchorError("box widths and heights must be finite and > 0")
     distinct = np.unique(np.round(sizes, 6), axis=0)
     if len(distinct) < k:
         raise AnchorError(f"{len(sizes)} boxes with {len(distinct)} distinct sizes cannot give {k} anchors")
     rng = np.random.default_rng(seed)
     centres = [distinct[rng.integers(len(distinct))]]
     for _ in range(1, k):
-        distance = 1 - best_iou(distinct, np.array(centres))[0]
-        centres.append(distinct[rng.choice(len(distinct), p=distance / distance.sum())])
+        weight = (1 - best_iou(distinct, np.array(centres))[0]) ** 2
+        centres.append(distinct[rng.choice(len(distinct), p=weight / weight.sum())])
     centres = np.array(centres)
     assignment = None
     for _ in range(iterations):
@@ -91,19 +94,23 @@ def kmeans_anchors(sizes: np.ndarray, k: int, seed: int = 0, iterations: int = 3
     return centres[np.argsort(centres.prod(axis=1), kind="stable")]
 
 
-def cfg_anchors(cfg: Union[str, Path]) -> np.ndarray:
-    """``(k, 2)`` the anchors of a cfg's ``[yolo]`` layers (they must agree: Darknet lists all of them in each)."""
-    parsed = parse_cfg(cfg)
-    lists = {tuple(block.options["anchors"]) for block in parsed.layers if block.type == "yolo"}
-    if len(lists) != 1:
-        raise AnchorError(f"{cfg}: expected one anchors list shared by every [yolo] layer, found {len(lists)}")
-    return np.array(next(iter(lists)), dtype=np.float64).reshape(-1, 2)
+def cfg_anchors(cfg: Union[str, Path]) -> Tuple[np.ndarray, bool]:
+    """The anchors the loss picks from — each ``[yolo]`` layer's ``anchors[mask]``, ``(k, 2)`` sorted by area —
+    and whether ``--write`` can replace them: every layer lists the same anchors and the masks use each once
+    (then writing the fitted anchors sorted by area keeps the cfg's small-to-fine-stride layout)."""
+    layers = [block for block in parse_cfg(cfg).layers if block.type == "yolo"]  # never empty: parse_cfg checks
+    used = [np.array(b.options["anchors"], dtype=np.float64).reshape(-1, 2)[b.options["mask"]] for b in layers]
+    listed = layers[0].options["anchors"]
+    writable = all(b.options["anchors"] == listed for b in layers) and \
+        sorted(i for b in layers for i in b.options["mask"]) == list(range(len(listed) // 2))
+    used = np.concatenate(used)
+    return used[np.argsort(used.prod(axis=1), kind="stable")], writable
 
 
 def cfg_with_anchors(text: str, anchors: np.ndarray, source: str = "<cfg>") -> str:
-    """The cfg text with every ``anchors =`` line listing ``anchors`` (rounded to whole pixels, as Darknet writes
-    them); every other line is kept as it is."""
-    values = ",  ".join(f"{int(round(w))},{int(round(h))}" for w, h in np.maximum(anchors, 1))
+    """The cfg text with every ``anchors =`` line listing ``anchors`` (whole pixels, as Darknet writes them); every
+    other line is kept as it is, line endings included."""
+    values = ",  ".join(f"{int(w)},{int(h)}" for w, h in whole_pixels(anchors))
     lines, changed = [], 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
@@ -115,6 +122,11 @@ def cfg_with_anchors(text: str, anchors: np.ndarray, source: str = "<cfg>") -> s
     if not changed:
         raise AnchorError(f"{source}: no 'anchors =' line to replace")
     return "".join(lines)
+
+
+def whole_pixels(anchors: np.ndarray) -> np.ndarray:
+    """Anchors as a cfg holds them: rounded to whole pixels, at least 1."""
+    return np.maximum(np.round(anchors), 1)
 
 
 def format_fit(name: str, anchors: np.ndarray, fit: Dict[str, object]) -> str:
@@ -137,23 +149,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.img_size < 32:
             raise AnchorError(f"--img-size must be at least 32, got {args.img_size}")
         cfg_path = resolve_path(args.cfg)
-        current = cfg_anchors(cfg_path)
+        if not cfg_path.is_file():
+            raise AnchorError(f"--cfg {args.cfg}: file not found")
+        text = cfg_path.read_bytes().decode("utf-8")  # bytes: a cfg saved with CRLF is copied with CRLF
+        current, writable = cfg_anchors(cfg_path)
+        if args.write and not writable:
+            raise AnchorError(f"--write: {cfg_path} gives its [yolo] layers different anchors lists, or masks that "
+                              "do not use each anchor once; fit them by hand (the scores above need no --write)")
         sizes = box_sizes(args.data, args.split, args.img_size)
         if len(sizes) == 0:
             raise AnchorError(f"{args.data}: split '{args.split}' has no labelled box")
-        fitted = kmeans_anchors(sizes, len(current), seed=args.seed)
+        fitted = whole_pixels(kmeans_anchors(sizes, len(current), seed=args.seed))
         print(f"{len(sizes)} boxes of {args.data} ({args.split}) at {args.img_size} px, median "
               f"{np.median(sizes[:, 0]):.0f} x {np.median(sizes[:, 1]):.0f} px")
-        print(format_fit(f"anchors of {args.cfg}", current, anchor_fit(sizes, current)))
+        print(format_fit(f"anchors of {args.cfg} (as its masks use them)", current, anchor_fit(sizes, current)))
         print(format_fit("fitted (k-means, 1 - IoU)", fitted, anchor_fit(sizes, fitted)))
         if args.write:
             out = Path(args.write)
             if out.exists() and out.resolve() == cfg_path.resolve():
                 raise AnchorError(f"--write {out}: that is the cfg being read; give a new file name")
-            atomic_write_text(out, cfg_with_anchors(cfg_path.read_text(encoding="utf-8"), fitted, str(cfg_path)))
-            parse_cfg(out)  # the copy must load as the original does
+            new_text = cfg_with_anchors(text, fitted, str(cfg_path))
+            parse_cfg(new_text)  # the copy must load as the original does, checked before anything is written
+            atomic_write_text(out, new_text)
             print(f"wrote {out}: train with --cfg {out} (the COCO weights load into it as into {args.cfg})")
-    except (AnchorError, CfgError, DataError, FileNotFoundError) as exc:
+    except (AnchorError, CfgError, DataError, OSError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -127,8 +127,9 @@ def as_single_class(data: dict) -> dict:
 
 
 def declares_split(path: Union[str, Path], split: str) -> bool:
-    """Whether the data YAML (or ``.data`` file) at ``path`` names a non-empty ``split``, read without resolving,
-    generating or fetching anything: what a tool checks before it starts runs that will need that split."""
+    """Whether the data YAML (or ``.data`` file) at ``path`` names a non-empty ``split``: what a tool checks before
+    it starts runs that will need that split. A YAML is only read (nothing generated or fetched); a ``.data`` file
+    is loaded as train.py loads it, so a missing names file raises DataError."""
     yaml_path = resolve_path(path).resolve()
     if yaml_path.suffix == ".data":
         return bool(_load_darknet_data(yaml_path).get(split))

@@ -761,8 +761,9 @@ def split_by_fraction(stems: Sequence[str], val_fraction: float, seed: int = 0,
     random.Random(seed).shuffle(order)
     n_val, n_test = (max(1, round(len(order) * f)) if f > 0 else 0 for f in (val_fraction, test_fraction))
     if n_val + n_test >= len(order):
-        given = f"--val-fraction {val_fraction}" + (f" and --test-fraction {test_fraction}" if test_fraction else "")
-        raise ConversionError(f"{given} leave{'s' * (not test_fraction)} no training image of {len(order)}")
+        given = (f"--val-fraction {val_fraction} and --test-fraction {test_fraction} leave" if test_fraction
+                 else f"--val-fraction {val_fraction} leaves")
+        raise ConversionError(f"{given} no training image of {len(order)}")
     splits = {"train": sorted(order[n_val + n_test:]), "val": sorted(order[:n_val]),
               "test": sorted(order[n_val:n_val + n_test])}
     return {name: ids for name, ids in splits.items() if ids or name == "train"}

@@ -26,6 +26,7 @@ import torch
 from yolov3.boxes import shape_iou
 from yolov3.cfgparse import CfgError, parse_cfg
 from yolov3.data_yaml import DataError, load_data_yaml
+from yolov3.datastats import letterboxed_wh
 from yolov3.files import atomic_write_text
 from yolov3.labels import scan_split
 from yolov3.paths import resolve_path
@@ -43,10 +44,9 @@ def box_sizes(data: Union[str, Path, dict], split: str, img_size: int) -> np.nda
     data_dict = load_data_yaml(data) if not isinstance(data, dict) else data
     entries = scan_split(data_dict, split)
     sizes = []
-    for labels, (height, width) in zip(entries.labels, entries.shapes):
+    for labels, shape_hw in zip(entries.labels, entries.shapes):
         if len(labels):
-            gain = img_size / max(height, width)
-            sizes.append(np.stack([labels[:, 3] * width * gain, labels[:, 4] * height * gain], axis=1))
+            sizes.append(letterboxed_wh(labels, shape_hw, img_size))
     return np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
 
 

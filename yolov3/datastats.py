@@ -24,6 +24,14 @@ SMALL_AREA_PX = 32 ** 2  # COCO's size buckets, applied to boxes at the network 
 MEDIUM_AREA_PX = 96 ** 2
 
 
+def letterboxed_wh(labels: np.ndarray, shape_hw: Sequence[int], img_size: int) -> np.ndarray:
+    """``(n, 2)`` widths and heights in pixels of an image's ``(n, 5)`` normalised label rows once the image
+    (``shape_hw``) is letterboxed so that its long side is ``img_size``, as training sees the boxes."""
+    height, width = shape_hw
+    gain = img_size / max(height, width)
+    return np.stack([labels[:, 3] * width * gain, labels[:, 4] * height * gain], axis=1)
+
+
 def dataset_statistics(data: Union[str, Path, dict], split: str = "train", img_size: int = 256,
                        strides: Sequence[int] = (8, 16, 32),
                        anchors_per_layer: Union[int, Sequence[int]] = 3) -> Dict[str, object]:
@@ -46,8 +54,8 @@ def dataset_statistics(data: Union[str, Path, dict], split: str = "train", img_s
             continue
         total_boxes += len(labels)
         per_class += np.bincount(labels[:, 0].astype(np.int64), minlength=data_dict["nc"])
-        gain = img_size / max(height, width)
-        area_px = labels[:, 3] * width * gain * labels[:, 4] * height * gain
+        wh = letterboxed_wh(labels, (height, width), img_size)
+        area_px = wh[:, 0] * wh[:, 1]
         sizes["small"] += int((area_px < SMALL_AREA_PX).sum())
         sizes["medium"] += int(((area_px >= SMALL_AREA_PX) & (area_px < MEDIUM_AREA_PX)).sum())
         sizes["large"] += int((area_px >= MEDIUM_AREA_PX).sum())

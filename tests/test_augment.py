@@ -159,6 +159,55 @@ def test_hsv_value_gain_on_grey_keeps_it_grey_and_within_range():
     assert np.array_equal(untouched, img)
 
 
+def _hues(bgr_pixels):
+    import cv2
+
+    return cv2.cvtColor(bgr_pixels.reshape(1, -1, 3), cv2.COLOR_BGR2HSV)[0, :, 0].astype(int)
+
+
+def test_hsv_with_vanishing_gains_gives_back_the_colours_it_was_given():
+    # blue, green, red and three mixed colours, BGR: a channel order lost on the way back (HSV -> RGB) swaps red and
+    # blue here, which grey cannot show
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [40, 90, 200], [200, 120, 30], [90, 200, 150]],
+                       np.uint8)
+    img = np.repeat(colours[None], 4, axis=0)
+    out = augment_hsv(img.copy(), np.random.default_rng(0), hue=1e-9, saturation=1e-9, value=1e-9)
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 3
+
+
+def test_hue_moves_by_at_most_its_fraction_of_the_circle_and_only_the_hue():
+    import cv2
+
+    # OpenCV's 8-bit hue circle has 180 steps: hue=0.25 moves it by U(-45, 45); saturation and value untouched
+    img = np.array([[[40, 90, 200], [200, 120, 30]]], np.uint8)
+    before = _hues(img)
+    shifts = []
+    for seed in range(200):
+        out = augment_hsv(img.copy(), np.random.default_rng(seed), hue=0.25, saturation=0, value=0)
+        moved = (_hues(out) - before + 90) % 180 - 90  # the signed shift around the circle
+        assert abs(moved[0] - moved[1]) <= 2  # one shift for every pixel
+        shifts.append(moved[0])
+        hsv_in, hsv_out = (cv2.cvtColor(x, cv2.COLOR_BGR2HSV)[..., 1:].astype(int) for x in (img, out))
+        assert np.abs(hsv_out - hsv_in).max() <= 3
+    shifts = np.array(shifts)
+    assert np.abs(shifts).max() <= 45 + 2 and shifts.max() > 35 and shifts.min() < -35
+
+
+def test_random_rescale_draws_every_multiple_of_32_from_half_to_one_and_a_half_the_size():
+    import torch
+
+    from yolov3.augment import random_rescale
+
+    images = torch.rand(1, 3, 8, 8)
+    sizes = {random_rescale(images, 320, seed).shape[-1] for seed in range(400)}
+    # int(U(0.5, 1.5) * 320) // 32 * 32: 160 up to 448 (480 itself is never drawn)
+    assert sizes == set(range(160, 449, 32))
+    batch = torch.rand(2, 3, 64, 64)
+    outputs = [random_rescale(batch, 64, seed) for seed in range(20)]
+    assert {o.shape[-1] for o in outputs} == {32, 64}  # 0.5 x 64 .. 95: 32 or 64
+    assert all(o is batch for o in outputs if o.shape[-1] == 64)  # the batch's own size: no resampling
+
+
 def test_normalised_pixels_round_trip():
     labels = np.array([[2, 0.5, 0.25, 0.2, 0.1]], np.float32)
     pixels = normalised_to_pixels(labels, 200, 100, pad_w=3, pad_h=4)

@@ -478,6 +478,46 @@ def test_exif_rotated_photos_get_labels_in_the_frame_training_reads(tmp_path, ca
     assert f"note: {folder / 'nosize.xml'}: nosize.jpg has EXIF orientation 6" in out  # which frame cannot be told
 
 
+@pytest.mark.parametrize("cv2_turns", [True, False], ids=["cv2-turns", "cv2-does-not-turn"])
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_every_quarter_turn_lands_the_box_where_pillow_shows_the_object(tmp_path, monkeypatch, orientation,
+                                                                         cv2_turns):
+    import cv2
+    from PIL import Image, ImageOps
+
+    import yolov3.convert as convert_module
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[2:8, 3:13] = 255  # x 3..13, y 2..8 of the stored 40 x 20 pixels: no symmetry hides a wrong turn
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(folder / "photo.jpg", exif=exif.tobytes(), quality=100)
+    with Image.open(folder / "photo.jpg") as saved:  # Pillow's exif_transpose: the oracle of the shown photo
+        shown = np.asarray(ImageOps.exif_transpose(saved))
+    ys, xs = np.nonzero(shown[..., 0] > 128)
+    shown_box, shown_size = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), (shown.shape[1], shown.shape[0])
+    if cv2_turns:  # training reads the photo turned; the boxes were drawn on the stored pixels (older LabelImg)
+        objects, size = [("patch", 4, 3, 13, 8, 0)], (40, 20)
+        expected_box, frame = shown_box, shown_size
+    else:  # a reader that keeps the stored pixels; the boxes were drawn on the photo as shown
+        monkeypatch.setattr(convert_module, "read_image",
+                            lambda path: cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION))
+        x1, y1, x2, y2 = shown_box
+        objects, size = [("patch", x1 + 1, y1 + 1, x2, y2, 0)], shown_size
+        expected_box, frame = (3, 2, 13, 8), (40, 20)
+    (folder / "photo.xml").write_text(_labelimg_xml("photo.jpg", *size, objects))
+    ds = tmp_path / "ds"
+    assert main(["voc", "--annotations", str(folder), "--dataset", str(ds), "--val-fraction", "0"]) == 0
+    x1, y1, x2, y2 = expected_box
+    width, height = frame
+    np.testing.assert_allclose(_rows(ds / "labels" / "train" / "photo.txt"),
+                               [[0, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
+                                 (y2 - y1) / height]], atol=1e-6)
+
+
 def test_images_are_found_ignoring_case_below_the_folder_and_never_guessed(tmp_path, capsys):
     p = tmp_path / "p"
     _jpg(p / "upper.JPG")

@@ -388,6 +388,118 @@ def test_set_epoch_reaches_persistent_workers(augmented_data):
     assert not torch.equal(first, fifth) and torch.equal(fifth, expected)
 
 
+OBJECT_BGR = (60, 60, 200)  # one unsaturated red object per photo on a dark background
+
+
+@pytest.fixture
+def object_photos(tmp_path):
+    """Six non-square photos (80 wide, 48 high), each with one red rectangle away from the centre and its label."""
+    for i in range(6):
+        img = np.full((48, 80, 3), 30, np.uint8)
+        x1, y1 = 6 + 8 * i, 4 + 3 * i  # 16 x 12 px, off centre, a different place in each photo
+        img[y1:y1 + 12, x1:x1 + 16] = OBJECT_BGR
+        _write_image_array(tmp_path / "images" / "train" / f"p{i}.png", img)
+        _write_label(tmp_path / "labels" / "train" / f"p{i}.txt",
+                     f"0 {(x1 + 8) / 80} {(y1 + 6) / 48} {16 / 80} {12 / 48}\n")
+    (tmp_path / "data.yaml").write_text(f"train: images/train\nval: images/train\nnames: {NAMES}\n")
+    return load_data_yaml(tmp_path / "data.yaml")
+
+
+def _write_image_array(path: Path, img: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+
+
+def _only(**gains) -> AugmentConfig:
+    """Every augmentation off but the ones given."""
+    off = dict(hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, degrees=0.0, translate=0.0, scale=0.0, shear=0.0, fliplr=0.0,
+               mosaic=0.0)
+    return AugmentConfig(**{**off, **gains})
+
+
+def _samples(data, augment, epochs=range(4)):
+    """(epoch, index, RGB HWC uint8 image, (n, 5) labels in pixels xyxy) of every photo in the given epochs."""
+    dataset = YOLODataset(data, "train", 64, augment, seed=0, progress=False)
+    out = []
+    for epoch in epochs:
+        dataset.set_epoch(epoch)
+        for index in range(len(dataset)):
+            image, labels, _, _ = dataset[index]
+            boxes = labels.numpy().copy()
+            boxes[:, 1:] = np.concatenate([boxes[:, 1:3] - boxes[:, 3:5] / 2, boxes[:, 1:3] + boxes[:, 3:5] / 2], 1)
+            boxes[:, 1:] *= 64
+            out.append((epoch, index, image.permute(1, 2, 0).numpy(), boxes))
+    return out
+
+
+def test_every_augmentation_off_gives_the_plain_letterboxed_photo(object_photos):
+    plain = _samples(object_photos, None, epochs=[0])
+    for epoch, index, image, boxes in _samples(object_photos, _only()):
+        _, _, plain_image, plain_boxes = plain[index]
+        assert np.array_equal(image, plain_image) and np.allclose(boxes, plain_boxes, atol=1e-4), (epoch, index)
+
+
+def test_fliplr_one_mirrors_every_photo_and_its_boxes(object_photos):
+    plain = _samples(object_photos, None, epochs=[0])
+    for epoch, index, image, boxes in _samples(object_photos, _only(fliplr=1.0)):
+        _, _, plain_image, plain_boxes = plain[index]
+        assert np.array_equal(image, plain_image[:, ::-1]), (epoch, index)
+        np.testing.assert_allclose(boxes[:, [1, 3]], 64 - plain_boxes[:, [3, 1]], atol=1e-4)
+
+
+def _centre_is_the_object(image, box):
+    cx, cy = int((box[1] + box[3]) / 2), int((box[2] + box[4]) / 2)
+    red, green, blue = (int(v) for v in image[cy, cx])
+    return abs(red - OBJECT_BGR[2]) <= 3 and abs(green - OBJECT_BGR[1]) <= 3 and abs(blue - OBJECT_BGR[0]) <= 3
+
+
+def test_mosaic_labels_sit_on_their_objects_in_non_square_photos(object_photos):
+    samples = _samples(object_photos, _only(mosaic=1.0, translate=0.1))
+    checked = whole = 0
+    for epoch, index, image, boxes in samples:
+        for box in boxes:
+            if min(box[3] - box[1], box[4] - box[2]) >= 3:  # big enough for its centre to be inside the object
+                assert _centre_is_the_object(image, box), (epoch, index, box)
+                checked += 1
+            if np.all((box[1:] > 0.5) & (box[1:] < 63.5)):  # not cut by the border: the tile's size, unscaled
+                # 16 x 12 px in an 80 x 48 photo, whose tile is resized to 64 x 38 (round(38.4)): 12.8 x 9.5 px
+                np.testing.assert_allclose(box[3:5] - box[1:3], [16 * 64 / 80, 12 * 38 / 48], atol=1e-3)
+                whole += 1
+    assert checked >= 30 and whole >= 10
+    # a mosaic of four photos shows more than one object on most images (a plain photo shows exactly one)
+    assert np.mean([len(boxes) for _, _, _, boxes in samples]) > 1.5
+
+
+def test_translate_alone_moves_boxes_and_scale_alone_resizes_them(object_photos):
+    plain = _samples(object_photos, None, epochs=[0])
+    moved = resized = 0
+    for epoch, index, image, boxes in _samples(object_photos, _only(translate=0.15)):
+        plain_boxes = plain[index][3]
+        sizes, plain_sizes = boxes[:, 3:5] - boxes[:, 1:3], plain_boxes[:, 3:5] - plain_boxes[:, 1:3]
+        inside = np.all((boxes[:, 1:] > 0.5) & (boxes[:, 1:] < 63.5), axis=1)  # not cut by the border
+        assert np.allclose(sizes[inside], plain_sizes[inside], atol=1e-3), (epoch, index)
+        moved += int(np.abs(boxes[:, 1] - plain_boxes[:, 1]).max() > 2)
+        assert all(_centre_is_the_object(image, box) for box in boxes[inside])
+    for epoch, index, image, boxes in _samples(object_photos, _only(scale=0.3)):
+        plain_boxes = plain[index][3]
+        ratio = (boxes[:, 3] - boxes[:, 1]) / (plain_boxes[:, 3] - plain_boxes[:, 1])
+        resized += int(abs(ratio[0] - 1) > 0.05)
+    assert moved >= 12 and resized >= 12  # of 24 draws each
+
+
+def test_hue_alone_turns_the_colour_and_keeps_saturation_and_value(object_photos):
+    plain = _samples(object_photos, None, epochs=[0])
+    turned = 0
+    for epoch, index, image, boxes in _samples(object_photos, _only(hsv_h=0.3)):
+        plain_image = plain[index][2]
+        hsv, plain_hsv = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2HSV).astype(int)
+                          for x in (image, plain_image))
+        assert np.abs(hsv[..., 1:] - plain_hsv[..., 1:]).max() <= 8, (epoch, index)  # 8-bit HSV rounding
+        hue_moved = (hsv[..., 0] - plain_hsv[..., 0] + 90) % 180 - 90
+        turned += int(np.abs(hue_moved[plain_hsv[..., 1] > 100]).max() > 5)
+    assert turned >= 12
+
+
 def test_distributed_sampler_splits_the_data(augmented_data):
     seen = []
     for rank in (0, 1):

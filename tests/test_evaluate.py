@@ -2,6 +2,8 @@
 predictions are mapped to original pixels through the letterbox; validation losses come from the raw maps."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,35 @@ def test_perfect_predictions_score_one_and_perturbed_lower(tmp_path):
     # classes rotated: every prediction has the wrong class
     wrong = [torch.cat((o[..., :5], o[..., 5:].roll(1, dims=-1)), -1) for o in outputs]
     assert evaluate(ReplayModel(wrong), batches, NAMES, options=QUIET)["mAP50"] < 0.05
+
+
+def test_per_class_rows_and_headline_precision_recall_hand_computed():
+    """Three 64 x 64 images (no letterbox). circle: two truths in image 0, one found at IoU 7/13 = .54 (a match at
+    .5 only), the other missed. square: one truth in each of images 1 and 2, both found exactly. triangle: none.
+    By hand (COCO's 101 recall points): circle AP@.5 = 51/101 (precision 1 up to recall .5), AP@.5:.95 a tenth of
+    that; P 1, R .5. square: AP 1 at every threshold, P = R = 1. Headline: the mean over the two classes with
+    truths, P 1, R .75 (at IoU .5, the threshold P and R are reported at)."""
+    shapes = [((SIZE, SIZE), (1.0, 1.0), (0.0, 0.0))] * 3
+    targets = torch.tensor([[0, 0, 20 / SIZE, 20 / SIZE, 10 / SIZE, 10 / SIZE],
+                            [0, 0, 45 / SIZE, 45 / SIZE, 10 / SIZE, 10 / SIZE],
+                            [1, 1, 30 / SIZE, 30 / SIZE, 12 / SIZE, 12 / SIZE],
+                            [2, 1, 30 / SIZE, 30 / SIZE, 12 / SIZE, 12 / SIZE]])
+    decoded = torch.zeros(3, 4, 5 + len(NAMES))
+    decoded[0, 0, :6] = torch.tensor([23.0, 20, 10, 10, 0.9, 1.0])  # shifted 3 px: IoU 70 / 130
+    decoded[1, 0, :7] = torch.tensor([30.0, 30, 12, 12, 0.9, 0.0, 1.0])
+    decoded[2, 0, :7] = torch.tensor([30.0, 30, 12, 12, 0.8, 0.0, 1.0])
+    batches = [(torch.zeros(3, 3, SIZE, SIZE), targets, ["a.jpg", "b.jpg", "c.jpg"], shapes)]
+    result = evaluate(ReplayModel([decoded]), batches, NAMES, options=QUIET)
+    circle, square, triangle = result["per_class"]
+    assert (circle["images"], circle["instances"], square["images"], square["instances"]) == (1, 2, 2, 2)
+    assert (triangle["images"], triangle["instances"]) == (0, 0) and math.isnan(triangle["mAP50"])
+    assert circle["mAP50"] == pytest.approx(51 / 101) and circle["mAP50_95"] == pytest.approx(51 / 1010)
+    assert circle["precision"] == pytest.approx(1.0) and circle["recall"] == pytest.approx(0.5)
+    assert square["mAP50"] == square["mAP50_95"] == pytest.approx(1.0)
+    assert square["precision"] == pytest.approx(1.0) and square["recall"] == pytest.approx(1.0)
+    assert result["precision"] == pytest.approx(1.0) and result["recall"] == pytest.approx(0.75)
+    assert result["mAP50"] == pytest.approx((51 / 101 + 1) / 2)
+    assert result["mAP50_95"] == pytest.approx((51 / 1010 + 1) / 2)
 
 
 def test_truths_and_predictions_are_mapped_to_original_pixels(monkeypatch):

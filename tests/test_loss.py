@@ -445,6 +445,27 @@ def test_ignored_prediction_gets_exactly_zero_gradient(name):
     assert terms["noobj"].item() == pytest.approx(expected_noobj / BATCH, rel=1e-5)
 
 
+def test_each_layer_decodes_its_predictions_at_its_own_stride():
+    # the ignored-prediction case as the second layer (stride 8) behind a coarse first one (stride 16, 2 x 2 grid,
+    # anchors 40 and 48 px whose centred boxes overlap the truth by IoU .06 at most): the truth still goes to
+    # anchor 0 of the fine layer, and anchor 1 at its cell (2, 2) predicts the truth exactly, but only when decoded
+    # at stride 8 (at 16 its centre would be 38.4 px, off the truth): ignored, with no gradient at all
+    coarse_anchors = torch.tensor([[40.0, 40.0], [48.0, 48.0]])
+    loss = YOLOLoss([coarse_anchors, ANCHORS[0]], [16, STRIDE], NUM_CLASSES, LossConfig(), ignore_thresh=[0.5, 0.5])
+    coarse = torch.zeros(BATCH, 2, 2, 2, 5 + NUM_CLASSES, requires_grad=True)
+    fine = zero_maps(requires_grad=False)
+    fine[:, 1, 2, 2, 0:2] = logit(0.4)
+    fine[:, 1, 2, 2, 2:4] = math.log(9.6 / 24)
+    fine[:, 1, 2, 2, 4] = 2.0
+    fine.requires_grad_()
+    total, terms = loss([coarse, fine], TRUTH)
+    total.backward()
+    assert (terms["num_pos"], terms["num_ignored"]) == (1, 1)
+    assert terms["num_neg"] == BATCH * 2 * 4 + BATCH * 2 * 16 - 2
+    assert torch.equal(fine.grad[0, 1, 2, 2], torch.zeros(5 + NUM_CLASSES))
+    assert fine.grad[1, 1, 2, 2, 4].item() > 0.0  # image 1 has no truth: there it is an ordinary negative
+
+
 def test_config_ignore_thresh_overrides_the_layer_value():
     # the hand case's anchor-1 box at (2, 2) has IoU .16 with the truth: ignored at .15, not at the layer's .5
     cfg = dataclasses.replace(LossConfig(), ignore_thresh=0.15)

@@ -26,6 +26,14 @@ def test_no_weight_decay_on_norm_and_bias():
         build_optimizer(model, TrainConfig(optimizer="rmsprop"))
 
 
+def test_adamw_takes_momentum_as_beta1_and_the_same_groups():
+    opt = build_optimizer(tiny(), TrainConfig(optimizer="adamw", momentum=0.9, lr0=0.002, weight_decay=0.05))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["betas"] for g in opt.param_groups] == [(0.9, 0.999)] * 3  # beta1 = momentum, as yolov5 does
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.0]
+    assert [g["lr"] for g in opt.param_groups] == [0.002] * 3
+
+
 def test_cosine_and_step_factors():
     cfg = TrainConfig(epochs=10, lrf=0.01)
     assert lr_factor(0, cfg) == pytest.approx(1.0)

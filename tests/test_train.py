@@ -61,6 +61,11 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path, capsys):
         for key in ("train_box", "train_obj", "train_noobj", "train_cls", "train_total", "val_noobj", "mAP50"):
             assert math.isfinite(float(row[key])), key
     assert float(rows[1]["train_total"]) < float(rows[0]["train_total"])  # the loss falls
+    # each row's lr is its last batch's: 3 batches an epoch, so iterations 2 and 5 (warmup is round(.5 * 3) = 2
+    # iterations), on the cosine from lr0 .01 to .01 x .01 over the 2 epochs: at 2/3 and 5/3 epochs
+    for row, iteration in zip(rows, (2, 5)):
+        factor = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (iteration / 3) / 2))
+        assert float(row["lr"]) == pytest.approx(0.01 * factor, rel=1e-5)
     for name in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.png", "train_batch0.png", "summary.json",
                  "objectness_losses.npz", "PR_curve.png", "labels.jpg", "val_batch0_labels.jpg",
                  "val_batch0_pred.jpg", "train.log"):

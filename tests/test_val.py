@@ -56,6 +56,16 @@ def test_val_matches_cocoeval_on_its_own_json(easy_data, trained_checkpoint, tmp
         assert (run_dir / name).is_file()
 
 
+def test_val_flag_defaults_are_the_training_runs_validation_settings():
+    from yolov3.config import ValConfig
+
+    # val.py must score a checkpoint as train.py's own validation did, or the two mAPs of one model differ
+    args = val.parse_args(["--data", "d.yaml", "--weights", "w.pt"])
+    defaults = ValConfig()
+    assert (args.conf_thres, args.iou_thres, args.max_det) == (defaults.conf_thres, defaults.iou_thres,
+                                                              defaults.max_det)
+
+
 def test_wrong_class_count_is_a_one_line_error(easy_data, trained_checkpoint, tmp_path, capsys):
     config = yaml.safe_load(easy_data.read_text())
     config.pop("generate")

@@ -171,6 +171,17 @@ def test_cache_is_used_then_rebuilt_when_a_label_changes(tmp_path, info_logs):
     info_logs.clear()
     assert scan_split(data, "train", progress=False).from_cache
     assert "b.txt:1: class 7 out of range [0, 3)" in info_logs.text
+    # the same data with 8 classes: class 7 is fine there, so the 3-class scan must not be reused
+    eight = {**data, "nc": 8, "names": [*NAMES, "d", "e", "f", "g", "h"]}
+    widened = scan_split(eight, "train", progress=False)
+    assert not widened.from_cache
+    np.testing.assert_allclose(widened.labels[index], [[7, 0.5, 0.5, 0.3, 0.3]])
+    # an edit that keeps the file's size (class 7 -> 6) is seen by its time stamp
+    label.write_text("6 0.5 0.5 0.3 0.3\n")
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3 * 10**9))
+    edited = scan_split(eight, "train", progress=False)
+    assert not edited.from_cache
+    np.testing.assert_allclose(edited.labels[index], [[6, 0.5, 0.5, 0.3, 0.3]])
 
 
 def test_damaged_label_cache_is_scanned_again(tmp_path, info_logs):

@@ -310,6 +310,14 @@ def test_darknet_weights_take_the_class_count_from_names(tmp_path, capsys):
     assert code == 0, err
     entries = json.loads((tmp_path / "exp" / "detections.json").read_text())
     assert {d["class"] for d in entries[0]["detections"]} <= {"cat", "dog"} and entries[0]["detections"]
+    # the same from a data YAML's names (--data), the other way a user gives them
+    (tmp_path / "pets.yaml").write_text("train: .\nval: .\nnames: [hen, fox]\n")
+    code, out, err = run(["--weights", tmp_path / "two.weights", "--cfg", cfg, "--data", tmp_path / "pets.yaml",
+                          "--source", image, "--project", tmp_path, "--name", "from_data", "--img-size", "64",
+                          "--save-json", "--conf-thres", "0"], capsys)
+    assert code == 0, err
+    entries = json.loads((tmp_path / "from_data" / "detections.json").read_text())
+    assert {d["class"] for d in entries[0]["detections"]} <= {"hen", "fox"} and entries[0]["detections"]
     names.write_text("cat\ndog\nbird\n")  # fits neither the file nor the cfg: the weights' own message
     code, _, err = run(["--weights", tmp_path / "two.weights", "--cfg", cfg, "--names", names, "--source", image,
                         "--project", tmp_path], capsys)

@@ -113,3 +113,8 @@ def test_val_scores_non_square_images_and_saves_boxes_in_original_pixels(tmp_pat
         size, (x1, y1, x2, y2) = CASES[name]
         assert size_of[file_of[prediction["image_id"]]] == size
         np.testing.assert_allclose(prediction["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=TOLERANCE, err_msg=name)
+    for name, ((width, height), (x1, y1, x2, y2)) in CASES.items():  # --save-txt: normalised to the original
+        row = np.loadtxt(tmp_path / "v" / "exp" / "labels" / f"{name}.txt", ndmin=2)
+        assert row.shape == (1, 5) and row[0, 0] == 0
+        np.testing.assert_allclose(row[0, 1:] * [width, height, width, height],
+                                   [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], atol=TOLERANCE, err_msg=name)

@@ -24,6 +24,43 @@ TINY_ARGS = ["--epochs", "2", "--batch-size", "4", "--img-size", "64", "--worker
              "train.nominal_batch=8", "train.warmup_epochs=0.5", "val.conf_thres=0.01"]
 
 
+def _falling_validation_scores(monkeypatch):
+    """The real validation, its mAPs replaced by ones that fall with each call: the first validated epoch is best."""
+    from yolov3.evaluate import evaluate
+
+    calls = []
+
+    def falling(*args, **kwargs):
+        calls.append(1)
+        return {**evaluate(*args, **kwargs), "mAP50": 0.9 / len(calls), "mAP50_95": 0.5 / len(calls)}
+
+    monkeypatch.setattr(train, "evaluate", falling)
+
+
+def test_val_interval_save_period_and_nosave_keep_the_best_epochs_weights(tiny_data, tmp_path, monkeypatch):
+    # 3 epochs validated every 2nd (and the last): epochs 2 and 3, epoch 2 the best; a checkpoint every 2nd epoch
+    _falling_validation_scores(monkeypatch)
+    assert run_train(tiny_data, tmp_path, "saved", "--epochs", "3", "--save-period", "2", "val.interval=2") == 0
+    rows = read_rows(tmp_path / "saved")
+    assert math.isnan(float(rows[0]["mAP50"] or "nan")) and [float(r["mAP50"]) for r in rows[1:]] == [0.9, 0.45]
+    weights = tmp_path / "saved" / "weights"
+    assert sorted(p.name for p in weights.glob("epoch*.pt")) == ["epoch2.pt"]
+    best = torch.load(weights / "best.pt", weights_only=True)
+    assert best["epoch"] == 2
+    # --nosave writes only at the end, yet best.pt must hold epoch 2's weights, not the final ones
+    _falling_validation_scores(monkeypatch)
+    assert run_train(tiny_data, tmp_path, "nosave", "--epochs", "3", "--nosave", "val.interval=2") == 0
+    kept = torch.load(tmp_path / "nosave" / "weights" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "nosave" / "weights" / "last.pt", weights_only=True)
+    assert kept["epoch"] == 2 and last["epoch"] == 3
+    assert all(torch.equal(kept["model"][k], best["model"][k]) for k in best["model"])  # same seed: same run
+    assert any(not torch.equal(kept["model"][k], last["model"][k]) for k in kept["model"])
+    # --noval: only the last epoch is validated
+    assert run_train(tiny_data, tmp_path, "noval", "--noval") == 0
+    rows = read_rows(tmp_path / "noval")
+    assert math.isnan(float(rows[0]["mAP50"] or "nan")) and not math.isnan(float(rows[1]["mAP50"]))
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """12 train / 4 val generated images; one train image's labels are emptied so it holds no object."""
@@ -290,6 +327,27 @@ def test_corrupt_or_foreign_weights_are_one_line_errors(tmp_path, capsys):
     torch.save({"model": {"backbone.weight": torch.zeros(3)}}, foreign)
     with pytest.raises(WeightsError, match="no tensor matches this model"):
         load_initial_weights(model, str(foreign))
+
+
+def test_darknet_weights_for_other_classes_transfer_everything_but_the_heads(tmp_path):
+    from yolov3.checkpoint import load_initial_weights
+    from yolov3.model import Darknet
+
+    # the COCO case: an 80-class .weights file fine-tuned onto 3 classes (only the two head convs differ in shape)
+    cfg = REPO / "cfg" / "yolov3-tiny.cfg"
+    torch.manual_seed(0)
+    coco = Darknet(str(cfg))
+    coco.save_darknet_weights(tmp_path / "coco.weights")
+    torch.manual_seed(1)
+    mine = Darknet(str(cfg), num_classes=3)
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    message = load_initial_weights(mine, str(tmp_path / "coco.weights"), cfg_path=str(cfg))
+    source, loaded = coco.state_dict(), mine.state_dict()
+    heads = [k for k in loaded if loaded[k].shape != source[k].shape]
+    assert len(heads) == 4  # weight and bias of each head conv
+    assert all(torch.equal(loaded[k], source[k]) for k in loaded if k not in heads)
+    assert all(torch.equal(loaded[k], before[k]) for k in heads)  # left as initialised
+    assert f"transferred {len(loaded) - 4}/{len(loaded)} tensors" in message
 
 
 # ---- faults: signals, kills, non-finite weights, reused and unwritable folders -------------------------------------

@@ -410,6 +410,14 @@ def test_plan_skip_resume_start_and_changed_config(tmp_path):
     message = str(info.value)
     assert "the spec changed" in message and "bce__seed0" in message
     assert "loss.objectness.gamma: run has 3.0, spec gives 2.0" in message and "another --name" in message
+    # a finished run without its config.yaml cannot be shown to match the spec; a partial one (the trainer writes
+    # config.yaml first, so it died before anything else) is resumed, which checks its checkpoint
+    (study_dir / "runs" / bce.run_name / "config.yaml").unlink()
+    with pytest.raises(AblationError, match="has summary.json but no config.yaml to compare with the spec"):
+        plan_runs(study, study_dir)
+    (study_dir / "runs" / bce.run_name / "summary.json").unlink()
+    (study_dir / "runs" / bce.run_name / "last.pt").write_bytes(b"x")
+    assert plan_runs(study, study_dir)[0].action == "resume"
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -476,7 +484,8 @@ else:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(C.to_dict(cfg), sort_keys=False))
 with open(os.environ["FAKE_TRAIN_CALLS"], "a") as fh:
     fh.write(json.dumps({{"name": run_dir.name, "resume": bool(a.resume),
-                         "omp": os.environ.get("OMP_NUM_THREADS")}}) + "\n")
+                         "omp": os.environ.get("OMP_NUM_THREADS"), "device": a.device,
+                         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}}) + "\n")
 print("fake training", run_dir.name)
 if run_dir.name in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
     print("fake failure: loss is nan", file=sys.stderr)
@@ -580,6 +589,17 @@ def test_parallel_jobs_split_cpu_threads(tmp_path, fake_train, monkeypatch):
     assert [o.status for o in outcomes] == ["finished"] * 4
     # 4 cores / 2 jobs -> 2 threads per run
     assert {c["omp"] for c in read_calls()} == {"2"}
+
+
+def test_parallel_jobs_on_gpus_each_see_one_of_the_listed_gpus(tmp_path, fake_train):
+    script, read_calls = fake_train
+    study = load_spec(runner_spec(tmp_path))
+    planned = plan_runs(study, tmp_path / "study", device="2,3", train_script=script)
+    outcomes = execute(study, planned, jobs=2, device="2,3", progress=False)
+    assert [o.status for o in outcomes] == ["finished"] * 4
+    calls = read_calls()
+    # job slot k runs on the k-th listed GPU, which the child sees alone, as cuda:0
+    assert {c["gpu"] for c in calls} == {"2", "3"} and {c["device"] for c in calls} == {"0"}
 
 
 def test_variants_runs_only_the_named_arms_then_the_rest(tmp_path, fake_train, capsys):

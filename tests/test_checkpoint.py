@@ -116,6 +116,28 @@ def test_a_mid_epoch_checkpoint_restores_everything_a_resume_needs(tmp_path):
     assert torch.equal(restored.sums, torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])) and restored.saved == (1, 3)
 
 
+class _ScalerRecorder:
+    """Stands in for a CUDA GradScaler (none on a CPU machine): records the state a resume gives it."""
+
+    def __init__(self):
+        self.loaded = None
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_a_gpu_runs_grad_scaler_state_comes_back_and_a_cpu_runs_empty_one_is_left(tmp_path):
+    model, optimizer, ema, scaler = _training_objects(seed=0)
+    state = TrainState(tmp_path, sums=torch.zeros(5), completed_epochs=1, history=[_row(1, 0.5, 0.5)])
+    full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "fp16", full=True)
+    for saved, expected in (({"scale": 1024.0, "growth_tracker": 7}, {"scale": 1024.0, "growth_tracker": 7}),
+                            ({}, None)):  # fp16 loss scaling resumes where it was; a CPU run saved {}
+        recorder = _ScalerRecorder()
+        restore_training(TrainState(tmp_path, sums=torch.zeros(5)), {**full, "scaler": saved}, model, optimizer,
+                         recorder, None)
+        assert recorder.loaded == expected
+
+
 def test_an_epoch_end_checkpoint_has_no_mid_epoch_part_and_best_pt_is_last_pt_lean(tmp_path):
     model, optimizer, ema, scaler = _training_objects(seed=0)
     _train_a_little(model, optimizer, ema, pending=False)

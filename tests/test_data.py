@@ -352,6 +352,26 @@ def test_shapes_map_original_pixels_when_resizing(tmp_path):
     assert abs((cx - w / 2) - x1) < 1e-3 and abs((cy - h / 2) - y1) < 1e-3
 
 
+def test_dataset_statistics_hand_counted_on_non_square_images(tmp_path):
+    from yolov3.datastats import dataset_statistics
+
+    # at 256 px a 256 x 128 photo keeps its scale and a 128 x 256 one too (long side 256): boxes in pixels below
+    _write_image(tmp_path / "images" / "train" / "wide.png", height=128, width=256)
+    _write_label(tmp_path / "labels" / "train" / "wide.txt",
+                 "0 0.5 0.5 0.0625 0.125\n"  # 16 x 16: small
+                 "2 0.3 0.5 0.125 0.25\n")  # 32 x 32: area 32^2 exactly, the first medium
+    _write_image(tmp_path / "images" / "train" / "tall.png", height=256, width=128)
+    _write_label(tmp_path / "labels" / "train" / "tall.txt",
+                 "2 0.5 0.5 0.25 0.125\n"  # 32 x 32: medium
+                 "1 0.5 0.5 1.0 0.5\n")  # 128 x 128: large
+    (tmp_path / "data.yaml").write_text(f"train: images/train\nval: images/train\nnames: {NAMES}\n")
+    stats = dataset_statistics(load_data_yaml(tmp_path / "data.yaml"), "train", img_size=256)
+    assert stats["per_class"] == {"a": 1, "b": 1, "c": 2}
+    assert stats["sizes"] == {"small": 1, "medium": 2, "large": 1}
+    # 3 anchors at strides 8, 16, 32: 3 * (32^2 + 16^2 + 8^2) = 4032 cells per image
+    assert (stats["cells_per_image"], stats["object_cells"], stats["noobject_cells"]) == (4032, 4, 2 * 4032 - 4)
+
+
 @pytest.fixture
 def augmented_data(tmp_path):
     rng = np.random.default_rng(0)

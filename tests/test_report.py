@@ -165,6 +165,7 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert (rows["bce__seed1"]["obj_gamma"], rows["bce__seed1"]["obj_alpha"]) == ("", "")  # BCE has neither
     assert rows["focal_noobj__seed0"]["status"] == "partial" and rows["focal_noobj__seed1"]["status"] == "failed"
     assert rows["focal_noobj__seed0"]["wall_time_s"] == "20"  # partial: sum of epoch times 10 + 10
+    assert rows["focal_noobj__seed0"]["mAP50"] == "0.2"  # partial: its latest epoch's (curve .1 then .2)
 
     md = report.files["summary.md"].read_text()
     assert "| bce | 3/3 |  | 0.5200 ± 0.0200 | (baseline) |" in md
@@ -174,6 +175,11 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert "| focal | 3/3 | 3 | 0.3633 ± 0.0153 | +0.0533 | ±0.0143 [+0.0390, +0.0677] | yes | 0.0039 | 0.0039 | yes (interim) |" \
         in md
     assert "| focal_noobj | 0/2 (1 failed) |" in md
+    # precision .8, recall .7, final train obj / noobj (bce .5 / 2, focal .1 / .1) and 120 s from summary.json
+    assert "| bce | 3 | 0.8000 ± 0.0000 | 0.7000 ± 0.0000 | 0.5000 ± 0.0000 | 2.0000 ± 0.0000 | 4.00 ± 0.00 | 2.0 |" \
+        in md
+    assert "| focal | 3 | 0.8000 ± 0.0000 | 0.7000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | 1.00 ± 0.00 | 2.0 |" \
+        in md
     assert "focal_noobj__seed0: partial; left out of the statistics" in md
     assert "focal_noobj__seed1: failed; left out of the statistics" in md
     assert "focal__seed2: no objectness_losses.npz" in md
@@ -458,6 +464,7 @@ def test_diagnostics_table_means_over_seeds(tmp_path):
     assert cells[2:8] == ["1500 ± 707", "0.50 ± 0.00", "0.800 ± 0.141", "0.600 ± 0.141", "0.500 ± 0.000",
                           "0.650 ± 0.071"]
     # positives at logit 0: BCE log 2; negatives: 99 at -20 (2e-9 each) and one at 0 carrying ~all of the loss
+    assert cells[8:10] == ["0.100 ± 0.000", "1.00 ± 0.00"]  # epoch 2's: the last that recorded them
     assert cells[10] == f"{math.log(2):.3f} ± 0.000" and cells[11] == "1.000 ± 0.000"
 
 

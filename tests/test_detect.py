@@ -81,6 +81,7 @@ def test_folder_with_images_video_corrupt_and_unknown_files(easy_data, trained_c
     assert n_in == 7 and n_out == n_in
     capture = cv2.VideoCapture(str(out_dir / "clip.mp4"))
     assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (96, 64)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)  # plays at the source's speed
     capture.release()
     # txt rows parse: class cx cy w h conf, normalised, one file per image and per frame
     label_files = sorted((out_dir / "labels").glob("*.txt"))
@@ -322,6 +323,41 @@ def test_darknet_weights_take_the_class_count_from_names(tmp_path, capsys):
     code, _, err = run(["--weights", tmp_path / "two.weights", "--cfg", cfg, "--names", names, "--source", image,
                         "--project", tmp_path], capsys)
     assert code == 2 and "floats" in err and len(err.strip().splitlines()) == 1
+
+
+class FixedBoxes(torch.nn.Module):
+    """Eval-mode Darknet interface that 'detects' the same three boxes (network pixels, 2 classes) in any image: a
+    class-0 box at .9, the same box as class 1 at .8, and another class-0 box elsewhere at .7."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes, self.max_stride, self.input_size = 2, 32, (64, 64)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, return_raw=False):
+        rows = torch.tensor([[20.0, 20, 16, 16, 1.0, 0.9, 0.0], [20.0, 20, 16, 16, 1.0, 0.0, 0.8],
+                             [48.0, 44, 12, 12, 1.0, 0.7, 0.0]])
+        return rows.expand(x.shape[0], 3, 7).clone()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], [(0, 0.9), (1, 0.8), (0, 0.7)]),  # per-class NMS: the class-1 box overlaps only another class's
+    (["--agnostic-nms"], [(0, 0.9), (0, 0.7)]),  # across classes: the .8 box is suppressed by the .9 one
+    (["--max-det", "2"], [(0, 0.9), (1, 0.8)]),  # the best two
+    (["--classes", "1"], [(1, 0.8)]),
+])
+def test_nms_flags_reach_the_detections(tmp_path, monkeypatch, capsys, flags, expected):
+    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (FixedBoxes().eval(), None))
+    monkeypatch.setattr(detect, "prepare_for_inference", lambda model, **kwargs: model)
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    code, out, err = run(["--weights", "fixed.pt", "--source", image, "--project", tmp_path, "--img-size", "64",
+                          "--save-json", "--nosave", "--no-optimize", "--threads", "1", *flags], capsys)
+    assert code == 0, err
+    found = json.loads((tmp_path / "exp" / "detections.json").read_text())[0]["detections"]
+    assert [(d["class_id"], round(d["score"], 3)) for d in found] == expected
+    counts = [sum(c == k for c, _ in expected) for k in (0, 1)]  # the image's line counts boxes per class
+    assert ", ".join(f"{n} class{k}" for k, n in enumerate(counts) if n) in out
 
 
 def test_huge_img_size_is_a_one_line_error(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):

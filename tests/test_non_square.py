@@ -78,7 +78,7 @@ def test_detect_maps_boxes_back_to_original_pixels_on_non_square_images(tmp_path
     oracle = _oracle(monkeypatch, detect)
     monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (oracle, None))
     assert detect.main(["--weights", "oracle.pt", "--source", str(tmp_path / "src" / "images"), "--save-txt",
-                        "--save-json", "--project", str(tmp_path / "out"), "--name", "exp", "--img-size",
+                        "--save-json", "--save-crop", "--project", str(tmp_path / "out"), "--name", "exp", "--img-size",
                         str(img_size), "--no-optimize", "--threads", "1"]) == 0
     records = json.loads((tmp_path / "out" / "exp" / "detections.json").read_text())
     found = {Path(r["source"]).stem: r for r in records}
@@ -91,6 +91,10 @@ def test_detect_maps_boxes_back_to_original_pixels_on_non_square_images(tmp_path
         x1, y1, x2, y2 = box
         np.testing.assert_allclose(row[1:5], [(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
                                               (y2 - y1) / height], atol=TOLERANCE / min(width, height), err_msg=name)
+        # --save-crop cuts the box out of the original image: the white rectangle, at its size
+        crop = cv2.imread(str(tmp_path / "out" / "exp" / detections[0]["crop"]))
+        assert abs(crop.shape[0] - (y2 - y1)) <= 3 and abs(crop.shape[1] - (x2 - x1)) <= 3, (name, crop.shape)
+        assert crop[2:-2, 2:-2].min() > 200, name
 
 
 def test_val_scores_non_square_images_and_saves_boxes_in_original_pixels(tmp_path, monkeypatch):

@@ -7,11 +7,14 @@ from yolov3.precision import CpuInfo, cpu_info, describe_cpu, resolve_precision
 CPU = torch.device("cpu")
 BF16_CPU = CpuInfo(model="Xeon", cores=2, isa="AVX512", avx512=True, native_bf16=True, amx=True)
 AVX2_CPU = CpuInfo(model="EPYC", cores=2, isa="AVX2", avx512=False, native_bf16=False, amx=False)
+# AVX-512 without bf16 (Skylake, Cascade Lake): bf16 is emulated there as on AVX2
+AVX512_CPU = CpuInfo(model="Xeon Gold 6148", cores=2, isa="AVX512", avx512=True, native_bf16=False, amx=False)
 
 
 @pytest.mark.parametrize("mode, info, name", [
     ("auto", BF16_CPU, "bf16"),  # native bf16: autocast pays (2-2.7x per step measured)
     ("auto", AVX2_CPU, "fp32"),  # emulated bf16 would be slower than fp32
+    ("auto", AVX512_CPU, "fp32"),
     ("off", BF16_CPU, "fp32"),
     ("bf16", AVX2_CPU, "bf16"),  # asked for explicitly (to reproduce a bf16 run): honoured
 ])
@@ -45,6 +48,22 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert not plain.avx512 and not plain.native_bf16
     assert describe_cpu(plain).startswith("Test CPU 9000, ") and describe_cpu(plain).endswith("no native bf16")
     assert not cpu_info(str(tmp_path / "missing")).native_bf16  # no /proc (macOS, Windows): never assume bf16
+    (tmp_path / "skylake").write_text(text.replace(" avx512_bf16", ""))  # AVX-512 alone is not bf16
+    skylake = cpu_info(str(tmp_path / "skylake"))
+    assert (skylake.avx512, skylake.native_bf16, skylake.amx) == (True, False, False)
+    (tmp_path / "amx").write_text(text.replace(" avx512_bf16", " amx_bf16 amx_tile"))  # AMX alone is
+    assert (cpu_info(str(tmp_path / "amx")).native_bf16, cpu_info(str(tmp_path / "amx")).amx) == (True, True)
+
+
+def test_on_a_gpu_fp16_gets_a_gradient_scaler_and_bf16_none(monkeypatch):
+    cuda = torch.device("cuda")  # resolving touches no CUDA code, except asking the GPU about bf16
+    assert resolve_precision("fp16", cuda).scaler and resolve_precision("fp16", cuda).name == "fp16"
+    assert not resolve_precision("bf16", cuda).scaler and resolve_precision("bf16", cuda).name == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    auto = resolve_precision("auto", cuda)
+    assert (auto.name, auto.scaler) == ("fp16", True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert (resolve_precision("auto", cuda).name, resolve_precision("auto", cuda).scaler) == ("bf16", False)
 
 
 def test_legacy_boolean_amp_and_cache_in_saved_configs():

@@ -1,5 +1,10 @@
 """detect.py's inputs and the names of their outputs (yolov3/sources.py); val.py names its label files the same way."""
-from yolov3.sources import Source, output_stems
+import os
+from pathlib import Path
+
+import pytest
+
+from yolov3.sources import Source, SourceError, output_stems, resolve_sources
 
 
 def test_output_stems_are_unique_and_readable():
@@ -13,3 +18,29 @@ def test_output_stems_are_unique_and_readable():
              Source("image", "d/clip.png"), Source("video", "b/clip.avi"), Source("video", "c/clip.mp4")]
     assert output_stems(items) == ["x", "x_3", "x_4", "X_5", "x_2", "clip", "clip_3_2", "clip", "y_4",
                                    "y_2", "stream11", "stream11", "clip-2", "clip_2", "clip_4"]
+
+
+def test_camera_file_names_in_capitals_are_images_and_videos(tmp_path):
+    for name in ("IMG_0001.JPG", "DSC_2.Jpeg", "MOV_3.MP4", "clip.AVI", "notes.TXT2"):
+        (tmp_path / name).write_bytes(b"x")
+    items, warnings = resolve_sources(str(tmp_path))
+    assert [(Path(i.location).name, i.kind) for i in items] == [
+        ("DSC_2.Jpeg", "image"), ("IMG_0001.JPG", "image"), ("MOV_3.MP4", "video"), ("clip.AVI", "video")]
+    assert any("notes.TXT2" in w for w in warnings)
+    assert resolve_sources(str(tmp_path / "IMG_0001.JPG"))[0][0].kind == "image"  # given alone, too
+    with pytest.raises(SourceError, match="unknown extension '.txt2'"):
+        resolve_sources(str(tmp_path / "notes.TXT2"))
+
+
+def test_a_list_files_relative_entries_are_read_from_its_own_folder(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "val.txt").write_text("# the val photos\n../photos/a.jpg\n../photos/gone.jpg\n")
+    elsewhere = tmp_path / "deep" / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)  # the user runs detect.py from another folder, where ../photos is not
+    items, warnings = resolve_sources(str(tmp_path / "lists" / "val.txt"))
+    assert [os.path.normpath(i.location) for i in items] == [str(tmp_path / "photos" / "a.jpg")]
+    assert warnings == [f"{tmp_path / 'lists' / 'val.txt'}: listed file not found: "
+                        f"{tmp_path / 'lists' / '../photos/gone.jpg'}"]

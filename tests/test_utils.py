@@ -32,6 +32,27 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]  # no temporary left behind
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path, umask):
+    import os
+    import stat
+
+    # the temporary file behind an atomic write is created 0600; the result must be as shared as the user's umask
+    # lets any new file be (a run folder others on the machine read, checkpoints a group shares)
+    previous = os.umask(umask)
+    try:
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+        atomic_write_text(tmp_path / "atomic.txt", "x")
+        atomic_torch_save({"x": 1}, tmp_path / "atomic.pt")
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("atomic.txt", "atomic.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
 def test_rng_round_trip():
     state = save_rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())

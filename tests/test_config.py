@@ -1,5 +1,6 @@
 """Config: defaults, YAML overrides, dotted overrides, and errors that name the key."""
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,28 @@ def test_every_range_at_its_edges(key, accepted, refused):
         assert C.validate(cfg) is cfg, (key, value)
     for value in refused:
         with pytest.raises(C.ConfigError, match=f"^config: '{key}' must be "):
+            C.validate(_with(key, value))
+
+
+LOSS_EDGES = [
+    # the loss section's ranges (yolov3.config.validate_loss_config): accepted at the edges, refused just outside
+    *[(f"loss.lambda_{term}", [0, 7.5], [-0.01]) for term in ("box", "obj", "noobj", "cls")],
+    ("loss.cls.label_smoothing", [0, 1], [-0.01, 1.01]),
+    ("loss.ignore_thresh", [0, 1, None], [-0.01, 1.01]),
+    ("loss.extra_positive_iou", [0, 1, None], [-0.01, 1.01]),
+    ("loss.obj_prior", [0.001, 0.999, None], [0, 1]),
+    *[(f"loss.{part}.gamma", [0, 5], [-0.5]) for part in ("objectness", "cls")],
+    *[(f"loss.{part}.alpha", [0, 1, None], [-0.01, 1.01]) for part in ("objectness", "cls")],
+]
+
+
+@pytest.mark.parametrize("key, accepted, refused", LOSS_EDGES, ids=[edge[0] for edge in LOSS_EDGES])
+def test_every_loss_range_at_its_edges(key, accepted, refused):
+    for value in accepted:
+        cfg = _with(key, value)
+        assert C.validate(cfg) is cfg, (key, value)
+    for value in refused:
+        with pytest.raises(C.ConfigError, match=f"^loss config: '{re.escape(key)}' is "):
             C.validate(_with(key, value))
 
 

@@ -82,6 +82,16 @@ def test_best_scoring_label_is_drawn_on_top():
     assert (label == best).all(axis=2).sum() > 50 and not (label == worst).all(axis=2).any()
 
 
+def test_each_box_line_has_its_own_class_colour():
+    image = np.zeros((100, 160, 3), np.uint8)
+    # classes 5 and 2 listed, by score, in another order than their indices; no labels, only lines of width 2
+    boxes = np.array([[10.0, 20.0, 60.0, 80.0], [90.0, 20.0, 150.0, 80.0]])
+    draw_boxes(image, boxes, np.array([5, 2]), scores=np.array([0.4, 0.8]), line_thickness=2, hide_labels=True)
+    for (x1, y1, x2, y2), cls in zip(boxes.astype(int), (5, 2)):
+        left_edge = image[y1 + 5:y2 - 5, x1]
+        assert (left_edge == np.array(class_colour(cls), np.uint8)).all(), cls
+
+
 def test_line_width_scales_with_the_image_unless_given():
     from yolov3.draw import auto_line_thickness
 

@@ -355,6 +355,36 @@ def test_a_corrupt_or_foreign_cache_file_is_ignored_with_a_note_and_left_alone(c
     assert fresh_measurements.read_text() == content  # maybe a user's own file: never overwritten
 
 
+def test_cache_keys_tell_apart_what_a_measured_choice_depends_on(cfg_dir, tmp_path):
+    """The machine key differs for another CPU model or flag set; the shape key for another batch, spatial size,
+    layout, dtype or thread count: a choice measured under one of them is not reused under another."""
+    info = "processor\t: 0\nmodel name\t: {model}\nflags\t\t: fpu sse2 avx2{extra}\n"
+    keys = {}
+    for name, model, extra in (("a", "CPU A", ""), ("a_again", "CPU A", ""), ("b", "CPU B", ""),
+                               ("a_avx512", "CPU A", " avx512f")):
+        (tmp_path / name).write_text(info.format(model=model, extra=extra))
+        keys[name] = prepcache.machine_key(str(tmp_path / name))
+    assert keys["a"] == keys["a_again"]
+    assert keys["b"]["cpu"] != keys["a"]["cpu"] and keys["b"]["cpu_flags"] == keys["a"]["cpu_flags"]
+    assert keys["a_avx512"]["cpu_flags"] != keys["a"]["cpu_flags"] and keys["a_avx512"]["cpu"] == keys["a"]["cpu"]
+    assert keys["a"]["torch"] == torch.__version__
+
+    conv = _tiny_fast(cfg_dir, expected_calls=0).module_list[0]
+    nhwc = torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    base = conv._shape_key(nhwc)
+    others = [conv._shape_key(torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)),
+              conv._shape_key(torch.rand(1, 3, 64, 96).contiguous(memory_format=torch.channels_last)),
+              conv._shape_key(torch.rand(1, 3, 64, 64)),  # NCHW
+              conv._shape_key(nhwc.bfloat16())]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        others.append(conv._shape_key(nhwc))
+    finally:
+        torch.set_num_threads(threads)
+    assert conv._shape_key(nhwc.clone()) == base and len({base, *others}) == 1 + len(others)
+
+
 def test_a_stale_cache_forces_a_new_measurement_and_is_replaced(cfg_dir, monkeypatch, capsys, fresh_measurements):
     """Choices stored for another CPU or torch are not used: the conv measures again and the file is rewritten for
     this machine. A stored choice for a path this build cannot take is measured again too."""

@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import threading
@@ -120,6 +121,10 @@ def test_too_many_entries_and_duplicates_are_refused(tmp_path):
     many = _zip(tmp_path / "many.zip", [(f"f{i}", b"") for i in range(30)])
     with pytest.raises(ArchiveError, match="30 entries, more than 10"):
         extract_archive(many, tmp_path / "o1", max_entries=10)
+    many_tar = _tar(tmp_path / "many.tar.gz", [(f"f{i}", tarfile.REGTYPE, b"") for i in range(30)])
+    with pytest.raises(ArchiveError, match="more than 10 entries; refused"):  # a tar is streamed: counted as read
+        extract_archive(many_tar, tmp_path / "o3", max_entries=10)
+    assert len(list((tmp_path / "o3").rglob("f*"))) <= 10
     twice = _tar(tmp_path / "twice.tar.gz", [("a.txt", tarfile.REGTYPE, b"1"), ("a.txt", tarfile.REGTYPE, b"2")])
     with pytest.raises(ArchiveError, match="appears twice"):
         extract_archive(twice, tmp_path / "o2")
@@ -176,9 +181,10 @@ def _data_yaml(tmp_path: Path, url: str, extra: str = "") -> Path:
 
 
 class _Server:
-    """Serves one file on 127.0.0.1; ``truncate`` claims more bytes than it sends; counts requests."""
+    """Serves one file on 127.0.0.1; ``truncate`` claims more bytes than it sends; ``no_length`` sends no
+    Content-Length (the end of the connection ends the file); counts requests."""
 
-    def __init__(self, payload: bytes, truncate: bool = False):
+    def __init__(self, payload: bytes, truncate: bool = False, no_length: bool = False):
         outer = self
         self.requests = 0
 
@@ -186,7 +192,8 @@ class _Server:
             def do_GET(self):  # noqa: N802 (the http.server API)
                 outer.requests += 1
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(payload) + (1000 if truncate else 0)))
+                if not no_length:
+                    self.send_header("Content-Length", str(len(payload) + (1000 if truncate else 0)))
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -302,6 +309,14 @@ def test_download_spec_paths_must_stay_inside_the_archive():
     with pytest.raises(ValueError, match=r"voc: '\.\./\.\./etc' must be a relative path inside the archive"):
         parse_download_spec({"url": "https://x/y.zip", "voc": "../../etc", "splits": {"train": "t.txt"}}, "d.yaml")
     assert parse_download_spec("bash data/scripts/get_voc.sh", "d.yaml") is None  # text: never run
+    # every path the spec names: a split file read from outside, or a host file copied in by 'keep'
+    base = {"url": "https://x/y.zip", "voc": "V", "splits": {"train": "t.txt"}}
+    for changes, where, path in (({"splits": {"train": "t.txt", "val": "../../secret.txt"}}, "splits.val",
+                                  "../../secret.txt"),
+                                 ({"keep": ["LICENSE", "/etc/passwd"]}, "keep", "/etc/passwd"),
+                                 ({"keep": ["../outside"]}, "keep", "../outside")):
+        with pytest.raises(ValueError, match=re.escape(f"d.yaml: 'download'.{where}: {path!r} must be a relative")):
+            parse_download_spec({**base, **changes}, "d.yaml")
 
 
 def test_download_is_bounded_and_atomic(tmp_path):
@@ -311,6 +326,11 @@ def test_download_is_bounded_and_atomic(tmp_path):
         assert not (tmp_path / "f").exists()
         assert download(server.url, tmp_path / "f", max_bytes=10_000).read_bytes() == b"x" * 5000
         assert not (tmp_path / "f.part").exists()
+    with _Server(b"x" * 5000, no_length=True) as server:  # no size announced: counted as it arrives
+        with pytest.raises(ArchiveError, match="more than the bound of 1,000 bytes .max_bytes.; stopped"):
+            download(server.url, tmp_path / "g", max_bytes=1000)
+        assert not (tmp_path / "g").exists()
+        assert download(server.url, tmp_path / "g", max_bytes=10_000).read_bytes() == b"x" * 5000
 
 
 def test_build_dataset_refuses_an_unknown_source(tmp_path):

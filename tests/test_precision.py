@@ -71,6 +71,7 @@ def test_legacy_boolean_amp_and_cache_in_saved_configs():
 
     old = from_dict({"train": {"amp": True, "cache": False}})
     assert (old.train.amp, old.train.cache) == ("auto", "off")
-    assert from_dict({"train": {"amp": False, "cache": True}}).train.amp == "off"
+    newer = from_dict({"train": {"amp": False, "cache": True}})
+    assert (newer.train.amp, newer.train.cache) == ("off", "ram")  # cache: true kept images in RAM
     with pytest.raises(ConfigError, match="'train.amp' must be one of auto, off, bf16, fp16"):
         validate(from_dict({"train": {"amp": "half"}}))

@@ -46,6 +46,20 @@ def test_a_yolov5_hyp_file_is_translated_key_by_key(tmp_path):
     assert "the same gain weighs a term differently here" in notes[1]
 
 
+def test_every_same_meaning_key_lands_on_its_own_setting(tmp_path):
+    # a distinct value for each (none a default, none equal to another), so a key written into another's setting
+    # shows; the expected place of each is written out here from yolov5's hyp files, not read from the module
+    values = {"lr0": 0.021, "lrf": 0.031, "momentum": 0.91, "weight_decay": 0.00041, "warmup_epochs": 2.1,
+              "warmup_momentum": 0.71, "warmup_bias_lr": 0.051, "hsv_h": 0.011, "hsv_s": 0.61, "hsv_v": 0.31,
+              "degrees": 1.1, "translate": 0.121, "scale": 0.41, "shear": 0.21, "fliplr": 0.33, "mosaic": 0.77}
+    cfg, _ = load_hyp(write(tmp_path, values))
+    t, a = cfg.train, cfg.augment
+    assert (t.lr0, t.lrf, t.momentum, t.weight_decay) == (0.021, 0.031, 0.91, 0.00041)
+    assert (t.warmup_epochs, t.warmup_momentum, t.warmup_bias_lr) == (2.1, 0.71, 0.051)
+    assert (a.hsv_h, a.hsv_s, a.hsv_v, a.degrees, a.translate, a.scale, a.shear, a.fliplr, a.mosaic) == (
+        0.011, 0.61, 0.31, 1.1, 0.121, 0.41, 0.21, 0.33, 0.77)
+
+
 def test_fl_gamma_turns_on_focal_loss_on_objectness_and_class_as_yolov5_does(tmp_path):
     cfg, notes = load_hyp(write(tmp_path, {"lr0": 0.01, "fl_gamma": 1.5}))
     for section in (cfg.loss.objectness, cfg.loss.cls):

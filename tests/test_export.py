@@ -130,6 +130,7 @@ def test_onnx_export_runs_in_onnxruntime_as_our_model(trained_checkpoint, tmp_pa
     assert metadata["img_size"] == "[96, 96]" and metadata["strides"] == "[32, 16, 8]"
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"] and session.get_inputs()[0].shape == [1, 3, 96, 96]
+    assert [o.name for o in session.get_outputs()] == ["output"]
     torch.manual_seed(1)
     image = torch.rand(1, 3, 96, 96)
     (theirs,) = session.run(None, {"images": image.numpy()})

@@ -634,10 +634,14 @@ def test_reproduce_reruns_a_finished_run_with_its_threads_and_compares(bce_study
     argv, project, read_calls = bce_study
     study_dir = project / "fake"
     original = study_dir / "runs" / "bce__seed1"
+    # one thread (two study jobs on two cores) is a thread count like any other
+    (original / "environment.json").write_text(json.dumps({"cpu_line": "Test CPU, 2 cores, AVX2", "threads": 1}))
+    capsys.readouterr()
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--dry-run"]) == 0
+    assert "1 CPU thread, as the original ran" in capsys.readouterr().out
     # the original ran with 3 threads (not what --jobs 1 or this test process would give a child)
     (original / "environment.json").write_text(json.dumps({"cpu_line": "Test CPU, 2 cores, AVX2", "threads": 3,
                                                            "torch": "9.9"}))
-    capsys.readouterr()
     # a dry run shows the rerun's command: the same run into reproductions/, nothing run
     assert ablate.main(argv + ["--reproduce", "bce__seed1", "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -62,6 +62,9 @@ def test_text_input_spaces_comments_and_line_numbers():
     assert conv.options["filters"] == 8
     # two comment lines shift everything by 2: "[convolutional]" is line 5 + 2, "filters" line 7 + 2
     assert conv.line == 7 and conv.key_lines["filters"] == 9
+    # keys a cfg leaves out take Darknet's defaults (parser.c): the [yolo] layer here sets none of these
+    yolo = cfg.layers[-1].options
+    assert (yolo["ignore_thresh"], yolo["truth_thresh"], yolo["jitter"], yolo["random"]) == (0.5, 1.0, 0.2, 0)
 
 
 def test_num_classes_rewrite_keeps_comments(cfg_dir):

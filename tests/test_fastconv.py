@@ -330,6 +330,25 @@ def test_a_trial_drops_a_hopeless_candidate_and_winograd_is_not_measured_on_thin
         assert ("winograd4" in candidates) == winograd and candidates[0] == "plain"
 
 
+@pytest.mark.parametrize("activation, reference", [
+    ("leaky", lambda y: F.leaky_relu(y, 0.1)), ("linear", lambda y: y), ("relu", F.relu),
+    ("logistic", torch.sigmoid)])
+def test_every_darknet_activation_in_the_plain_and_the_onednn_conv(activation, reference):
+    # the shipped cfgs use leaky and linear only; a user's cfg may use relu or logistic
+    torch.manual_seed(0)
+    layer = ConvLayer(8, 16, 3, 1, 1, batch_normalize=False, activation=activation).eval()
+    x = (torch.rand(1, 8, 12, 12) - 0.5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        before = F.conv2d(x, layer.conv.weight, layer.conv.bias, 1, 1)
+        assert (before < 0).any() and (before > 0).any()  # both signs reach the activation
+        expected = reference(before)
+        torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+        if torch.backends.mkldnn.is_available():
+            got = fastconv.onednn_convolution(x, fastconv.onednn_weight(layer.conv, tuple(x.shape)), layer.conv.bias,
+                                              layer.conv, activation)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def _write_choices(path, machine, choices):
     path.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION, "machine": machine,
                                 "choices": choices}))

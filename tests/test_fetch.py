@@ -270,6 +270,7 @@ def test_local_archive_or_folder_sources(tmp_path, monkeypatch, capsys):
     yaml_path = _data_yaml(tmp_path, "https://example.invalid/never.zip")
     assert prepare_main([str(yaml_path), "--source", str(archive)]) == 0
     assert len(list((tmp_path / "cells" / "labels" / "val").iterdir())) == 2
+    assert "complete" not in capsys.readouterr().out  # it was just built
     assert prepare_main([str(yaml_path)]) == 0
     assert "complete" in capsys.readouterr().out
     # a folder (an unpacked copy) through the environment variable, into a second dataset

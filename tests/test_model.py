@@ -31,6 +31,17 @@ def test_yolov3_parameter_count_and_attributes(cfg_dir):
     assert [layer.ignore_thresh for layer in model.yolo_layers] == [0.7, 0.7, 0.7]
 
 
+def test_batchnorm_running_statistics_move_three_percent_a_batch():
+    # BN_MOMENTUM .03 (Darknet's .01 tracks too slowly for short CPU runs) and Darknet's eps 1e-5
+    layer = ConvLayer(3, 4, 1, 1, 0, batch_normalize=True, activation="linear").train()
+    x = torch.rand(8, 3, 5, 5)
+    with torch.no_grad():
+        batch_mean = layer.conv(x).mean(dim=(0, 2, 3))
+        layer(x)
+    torch.testing.assert_close(layer.bn.running_mean, 0.03 * batch_mean)  # from 0: (1 - .03) * 0 + .03 * mean
+    assert layer.bn.eps == 1e-5
+
+
 def test_tiny_anchors_follow_masks(cfg_dir):
     model = Darknet(cfg_dir / "yolov3-tiny.cfg")
     # tiny: mask 3,4,5 on the stride-32 head, 0,1,2 on the stride-16 head; anchors in input pixels
@@ -177,6 +188,11 @@ def test_load_model_checkpoint_and_errors(cfg_dir, tmp_path, randomize):
         torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
     with pytest.raises(ValueError, match="2 classes, but num_classes=5"):
         load_model(tmp_path / "best.pt", num_classes=5)
+    # --cfg beside a .pt: the same cfg (the class count aside) is accepted, another one refused
+    same, _ = load_model(tmp_path / "best.pt", cfg=cfg_dir / "yolov3-small.cfg")
+    assert same.num_classes == 2
+    with pytest.raises(ValueError, match="the checkpoint was trained with a different cfg than .*yolov3-tiny.cfg"):
+        load_model(tmp_path / "best.pt", cfg=cfg_dir / "yolov3-tiny.cfg")
 
     model.save_darknet_weights(tmp_path / "small.weights")
     with pytest.raises(ValueError, match=r"small\.weights: Darknet weights need the model cfg"):

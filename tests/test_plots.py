@@ -116,6 +116,30 @@ def test_plot_validation_writes_all_figures(tmp_path):
         assert_png(path)
 
 
+def test_each_validation_figure_draws_its_own_curve(tmp_path, monkeypatch):
+    import yolov3.plots as plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_pr_curve", lambda grid, curve, ap, names, path: drawn.update(
+        {path.name: (grid, curve, ap)}))
+    monkeypatch.setattr(plots, "plot_metric_confidence", lambda grid, curve, names, path, what: drawn.update(
+        {path.name: (grid, curve, what)}))
+    monkeypatch.setattr(plots, "plot_confusion_matrix", lambda matrix, names, path: drawn.update(
+        {path.name: (matrix,)}))
+    metrics = perfect_metrics()
+    plots.plot_validation(metrics, ["a", "b", "c"], tmp_path, prefix="final")
+    m = metrics
+    expected = {"final_PR_curve.png": (m["recall_grid"], m["pr_curve"], m["ap50"]),
+                "final_F1_curve.png": (m["conf_grid"], m["f1_curve"], "F1"),
+                "final_P_curve.png": (m["conf_grid"], m["precision_curve"], "precision"),
+                "final_R_curve.png": (m["conf_grid"], m["recall_curve"], "recall"),
+                "final_confusion_matrix.png": (m["confusion_matrix"],)}
+    assert drawn.keys() == expected.keys()
+    for name, parts in expected.items():  # the very arrays of the metrics dict, each in its figure
+        assert all(a is b for a, b in zip(drawn[name], parts) if not isinstance(b, str)), name
+        assert [x for x in drawn[name] if isinstance(x, str)] == [x for x in parts if isinstance(x, str)], name
+
+
 def test_labels_plot_counts_classes_and_bins_centres_and_sizes(tmp_path):
     """labels.jpg: boxes per class, centres over the image, widths against heights (50 bins of 0.02)."""
     labels = [np.array([[0, 0.11, 0.51, 0.2, 0.3], [2, 0.99, 0.01, 0.05, 0.05]]), np.zeros((0, 5)),

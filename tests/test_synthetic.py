@@ -31,6 +31,14 @@ def test_generation_is_deterministic_per_seed(tmp_path):
     assert len(list((tmp_path / "a" / "labels" / "val").glob("*.txt"))) == 2
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    # the val split is drawn apart from train: no val image or label file repeats a train one (val mAP would be a
+    # score on training images)
+    def digests(folder):  # empty label files (images without objects) are alike by nature: left out
+        return {hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir() if f.stat().st_size}
+
+    for kind in ("images", "labels"):
+        train, val = digests(tmp_path / "a" / kind / "train"), digests(tmp_path / "a" / kind / "val")
+        assert val and not train & val, kind
 
 
 def test_generation_skipped_when_parameters_match_and_redone_when_they_differ(tmp_path):

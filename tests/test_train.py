@@ -24,6 +24,21 @@ TINY_ARGS = ["--epochs", "2", "--batch-size", "4", "--img-size", "64", "--worker
              "train.nominal_batch=8", "train.warmup_epochs=0.5", "val.conf_thres=0.01"]
 
 
+def test_multi_scale_resizes_each_batch_with_a_seed_of_its_iteration(tiny_data, tmp_path, monkeypatch):
+    sizes = []
+
+    def recording_rescale(images, img_size, seed):
+        sizes.append((img_size, seed))
+        return images
+
+    monkeypatch.setattr(train, "random_rescale", recording_rescale)
+    assert run_train(tiny_data, tmp_path, "fixed", "--epochs", "1") == 0
+    assert sizes == []  # off by default
+    assert run_train(tiny_data, tmp_path, "multi", "--epochs", "1", "--multi-scale", "--seed", "4") == 0
+    # 3 batches: iterations 0, 1, 2, each seeded by (seed, iteration) so a resumed run draws the same sizes
+    assert sizes == [(64, 4 * 1_000_003 + iteration) for iteration in range(3)]
+
+
 def _falling_validation_scores(monkeypatch):
     """The real validation, its mAPs replaced by ones that fall with each call: the first validated epoch is best."""
     from yolov3.evaluate import evaluate

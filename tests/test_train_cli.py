@@ -31,6 +31,19 @@ def test_yolov5_flags_set_their_config_keys():
     assert untouched == Config()  # flags not given leave every key to --hyp and the defaults
 
 
+def test_the_darknet_era_flags_set_their_config_keys(tmp_path):
+    import torch
+
+    start = str(tmp_path / "start.pt")
+    torch.save({"model": {}}, start)
+    cfg, _ = resolved("--cfg", "cfg/yolov3-tiny.cfg", "--data", "data/bccd.yaml", "--weights", start, "--cutoff", "75",
+                      "--epochs", "7", "--batch-size", "4", "--img-size", "96", "--workers", "3", "--seed", "11",
+                      "--multi-scale")
+    assert (cfg.cfg, cfg.data, cfg.weights, cfg.cutoff) == ("cfg/yolov3-tiny.cfg", "data/bccd.yaml", start, 75)
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.img_size, t.workers, t.seed, t.multi_scale) == (7, 4, 96, 3, 11, True)
+
+
 def test_cos_lr_and_the_order_hyp_flags_overrides(tmp_path):
     hyp = tmp_path / "step.yaml"
     hyp.write_text(yaml.safe_dump({"train": {"schedule": "step", "patience": 3}}))

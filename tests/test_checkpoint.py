@@ -212,3 +212,20 @@ def test_non_finite_weights_names_the_first_broken_tensor_of_either_model():
     with torch.no_grad():
         model.module_list[1].conv.weight[0, 0, 0, 0] = math.nan
     assert non_finite_weights(model, ema.ema) == "module_list.1.conv.weight"
+
+
+@pytest.mark.parametrize("checkpoint, message", [
+    ("weights/last.pt", "holds an unfinished run"), ("last.pt", "holds an unfinished run"),
+    ("weights/best.pt", "holds a model"), ("best.pt", "holds a model")])
+def test_a_folder_with_a_checkpoint_in_either_layout_is_never_reused(tmp_path, checkpoint, message):
+    from yolov3.checkpoint import RunFolderError, prepare_new_run_dir
+
+    # a run that stopped after its config and results.csv were written (its leftovers would be cleared) but whose
+    # checkpoint is still there, in the current layout (weights/) or the older one (top of the folder)
+    (tmp_path / "config.yaml").write_text("train: {}\n")
+    (tmp_path / "results.csv").write_text("epoch\n1\n")
+    (tmp_path / checkpoint).parent.mkdir(exist_ok=True)
+    (tmp_path / checkpoint).write_bytes(b"weights")
+    with pytest.raises(RunFolderError, match=re.escape(f"{tmp_path} {message} ({tmp_path / checkpoint})")):
+        prepare_new_run_dir(tmp_path)
+    assert (tmp_path / "results.csv").read_text() == "epoch\n1\n" and (tmp_path / checkpoint).read_bytes() == b"weights"

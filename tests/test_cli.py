@@ -56,6 +56,37 @@ class _Payload:
         return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
+def test_no_yaml_a_user_is_given_runs_code(tmp_path):
+    """A YAML tag that would run code (PyYAML's unsafe loaders build python objects from it) is an error naming the
+    file, wherever YAML is read: data YAML, hyp file, key=value override, ablation spec, a study's run config."""
+    from yolov3.ablation import AblationError, load_spec, plan_runs
+    from yolov3.config import ConfigError, apply_overrides, Config
+    from yolov3.data import DataError, load_data_yaml
+
+    marker = tmp_path / "PWNED"
+    evil = f"!!python/object/apply:os.system ['touch {marker}']"
+    (tmp_path / "data.yaml").write_text(f"train: {evil}\nval: images\nnames: [a]\n")
+    with pytest.raises(DataError, match=r"data\.yaml line 1: invalid YAML"):
+        load_data_yaml(tmp_path / "data.yaml")
+    (tmp_path / "hyp.yaml").write_text(f"train:\n  lr0: {evil}\n")
+    with pytest.raises(ConfigError, match=r"hyp\.yaml line 2: invalid YAML"):
+        load_config(tmp_path / "hyp.yaml")
+    with pytest.raises(ConfigError, match="cannot parse the value of 'train.lr0'"):
+        apply_overrides(Config(), [f"train.lr0={evil}"])
+    spec = (REPO / "cfg" / "ablation" / "objectness.yaml").read_text()
+    (tmp_path / "spec.yaml").write_text(spec.replace("\nname:", f"\nevil: {evil}\nname:", 1))
+    with pytest.raises(AblationError, match=r"spec\.yaml line \d+: invalid YAML"):
+        load_spec(tmp_path / "spec.yaml")
+    study = load_spec(REPO / "cfg" / "ablation" / "objectness.yaml")
+    run_dir = tmp_path / "study" / "runs" / study.runs[0].run_name
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text('{"status": "finished"}')
+    (run_dir / "config.yaml").write_text(f"train: {evil}\n")  # a shared or committed study folder
+    with pytest.raises(AblationError, match="config.yaml: unreadable or invalid YAML"):
+        plan_runs(study, tmp_path / "study")
+    assert not marker.exists()
+
+
 def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys):
     """Every command that reads a .pt refuses one whose pickle would run code, and says so in one line."""
     import pickle

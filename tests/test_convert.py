@@ -56,14 +56,30 @@ def test_coco_hand_computed_rows(tmp_path):
     (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "annotations[0] (id 1): 'bbox' must be [x, y, width, height]"),
     (lambda d: d["images"][1].update(width=0), "images[1] (id 4): width and height must be positive"),
     (lambda d: d.pop("categories"), "missing or non-list 'categories'"),
+    # a label file is written at each file_name's path: none may lead out of the output folder
+    (lambda d: d["images"][1].update(file_name="../../b.jpg"),
+     "images[1] (id 4): file_name '../../b.jpg' must be a relative path inside the image folder"),
+    (lambda d: d["images"][0].update(file_name="/home/me/a.jpg"), "images[0] (id 9): file_name '/home/me/a.jpg' must"),
+    (lambda d: d["images"][0].update(file_name="C:\\data\\a.jpg"), "images[0] (id 9): file_name 'C:\\\\data"),
+    (lambda d: d["images"][0].update(file_name=""), "images[0] (id 9): file_name '' must"),
 ])
 def test_coco_malformed_input_names_the_record(tmp_path, mutate, fragment):
     content = json.loads(json.dumps(COCO))
     mutate(content)
     (tmp_path / "inst.json").write_text(json.dumps(content))
     with pytest.raises(ConversionError) as info:
-        coco_to_yolo(tmp_path / "inst.json", tmp_path / "out")
+        coco_to_yolo(tmp_path / "inst.json", tmp_path / "out" / "labels")
     assert fragment in str(info.value) and "inst.json" in str(info.value)
+    assert not any(p.suffix == ".txt" for p in tmp_path.rglob("*"))  # refused before any label file is written
+
+
+def test_coco_file_names_in_subfolders_keep_their_subfolders(tmp_path):
+    content = json.loads(json.dumps(COCO))
+    content["images"][0]["file_name"] = "train2017/a.jpg"  # as some exports list them
+    (tmp_path / "inst.json").write_text(json.dumps(content))
+    coco_to_yolo(tmp_path / "inst.json", tmp_path / "labels")
+    assert sorted(p.relative_to(tmp_path / "labels").as_posix() for p in (tmp_path / "labels").rglob("*.txt")) == [
+        "b.txt", "train2017/a.txt"]
 
 
 def test_coco_invalid_json_reports_line(tmp_path):
@@ -516,6 +532,21 @@ def test_every_quarter_turn_lands_the_box_where_pillow_shows_the_object(tmp_path
     np.testing.assert_allclose(_rows(ds / "labels" / "train" / "photo.txt"),
                                [[0, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width,
                                  (y2 - y1) / height]], atol=1e-6)
+
+
+def test_a_filename_leading_out_of_the_folder_never_picks_an_image_there(tmp_path, capsys):
+    p = tmp_path / "p"
+    _jpg(tmp_path / "private" / "photo.jpg")  # beside the annotation folder, not in it
+    _jpg(p / "ok.jpg")
+    (p / "ok.xml").write_text(_labelimg_xml("ok.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    for stem, filename in (("up", "../private/photo.jpg"), ("absolute", str(tmp_path / "private" / "photo.jpg"))):
+        (p / f"{stem}.xml").write_text(_labelimg_xml(filename, 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    ds = tmp_path / "ds"
+    assert main(["voc", "--annotations", str(p), "--dataset", str(ds), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(x.name for x in (ds / "images" / "train").iterdir()) == ["ok.jpg"]
+    for stem in ("up", "absolute"):
+        assert f"warning: {p / (stem + '.xml')}: no image for it in {p}" in out
 
 
 def test_images_are_found_ignoring_case_below_the_folder_and_never_guessed(tmp_path, capsys):

@@ -301,6 +301,32 @@ def test_damaged_run_files_are_noted_not_fatal(tmp_path):
     assert "bce__seed0: config.yaml unreadable" in md
 
 
+class _RunsCode:
+    """Unpickling this runs code: it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_a_shared_study_folder_runs_no_code_when_its_report_is_built(tmp_path):
+    # a study folder from someone else (committed, sent): a YAML tag and a pickled npz are noted, never executed
+    marker = tmp_path / "PWNED"
+    study_dir = tmp_path / "s"
+    tagged = make_run(study_dir, 0, "bce", 0, 0.5, 0.3)
+    (tagged / "config.yaml").write_text(f"loss: !!python/object/apply:os.system ['touch {marker}']\n")
+    pickled = make_run(study_dir, 1, "bce", 1, 0.5, 0.3)
+    np.savez(pickled / "objectness_losses.npz", pos=np.array([_RunsCode(marker)], dtype=object), neg=np.ones(2))
+    garbage = make_run(study_dir, 2, "bce", 2, 0.5, 0.3)
+    (garbage / "objectness_losses.npz").write_bytes(b"not an npz")
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert not marker.exists()
+    assert "bce__seed0: config.yaml unreadable" in md
+    assert "bce__seed1: objectness_losses.npz unreadable" in md and "bce__seed2: objectness_losses.npz unreadable" in md
+
+
 def test_report_rows_for_a_worse_variant_and_runs_without_results_csv(tmp_path):
     study_dir = tmp_path / "s"
     for seed, (base, worse) in enumerate([(0.50, 0.45), (0.52, 0.46), (0.54, 0.50)]):

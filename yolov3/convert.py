@@ -55,6 +55,7 @@ import xml.parsers.expat as expat
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from yolov3.archives import is_unsafe_relative
 from yolov3.boxes import yolo_label_row
 from yolov3.coco_ids import write_ids_record
 from yolov3.files import IMAGE_SUFFIXES, OutputError, atomic_write_text, describe_write_failure
@@ -134,7 +135,11 @@ def coco_to_yolo(json_path: Union[str, Path], out_dir: Union[str, Path],
         if not (_is_number(width) and _is_number(height) and width > 0 and height > 0):
             raise ConversionError(f"{json_path}: images[{i}] (id {image['id']}): width and height must be positive "
                                   f"numbers, got {width!r} x {height!r}")
-        images[image["id"]] = (str(image["file_name"]), float(width), float(height))
+        file_name = str(image["file_name"])
+        if not file_name.strip() or is_unsafe_relative(file_name):  # its label file is written at this path
+            raise ConversionError(f"{json_path}: images[{i}] (id {image['id']}): file_name {file_name!r} must be a "
+                                  "relative path inside the image folder (no leading /, drive letter or '..')")
+        images[image["id"]] = (file_name, float(width), float(height))
 
     rows: Dict[int, List[str]] = {image_id: [] for image_id in images}
     crowd_skipped = empty_skipped = boxes = 0

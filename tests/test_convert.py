@@ -347,6 +347,15 @@ def test_billion_laughs_is_refused_before_any_expansion(tmp_path):
         voc_to_yolo([tmp_path / "a.xml"], tmp_path / "l")
 
 
+def test_an_oversized_annotation_is_refused_unread(tmp_path, monkeypatch):
+    import yolov3.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "MAX_XML_BYTES", 100)  # 10 MB in use; a small bound keeps the test small
+    (tmp_path / "big.xml").write_text("<annotation>" + " " * 200 + "</annotation>")
+    with pytest.raises(ConversionError, match=r"big\.xml: 225 bytes; an annotation file is expected to be under 100"):
+        parse_untrusted_xml(tmp_path / "big.xml")
+
+
 def test_external_entities_never_read_another_file(tmp_path):
     (tmp_path / "secret.txt").write_text("TOP-SECRET")
     for declaration in (f'<!DOCTYPE a [<!ENTITY x SYSTEM "file://{tmp_path / "secret.txt"}">]>',

@@ -184,6 +184,16 @@ def test_cache_is_used_then_rebuilt_when_a_label_changes(tmp_path, info_logs):
     np.testing.assert_allclose(edited.labels[index], [[6, 0.5, 0.5, 0.3, 0.3]])
 
 
+def test_a_label_file_in_another_encoding_skips_its_image_with_a_reason(tmp_path, info_logs):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n", "b": None})
+    # UTF-16 (a Windows editor's "Unicode"): not UTF-8 text
+    (tmp_path / "labels" / "train" / "b.txt").write_bytes("1 0.5 0.5 0.2 0.2\n".encode("utf-16"))
+    entries = scan_split(data, "train", progress=False)
+    assert [Path(p).stem for p in entries.paths] == ["a"]
+    assert f"{tmp_path / 'labels' / 'train' / 'b.txt'}: cannot read the label file (" in info_logs.text
+    assert "image skipped" in info_logs.text
+
+
 def test_damaged_label_cache_is_scanned_again(tmp_path, info_logs):
     data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
     cache = Path(scan_split(data, "train", progress=False).cache_path)

@@ -602,6 +602,19 @@ def test_parallel_jobs_on_gpus_each_see_one_of_the_listed_gpus(tmp_path, fake_tr
     assert {c["gpu"] for c in calls} == {"2", "3"} and {c["device"] for c in calls} == {"0"}
 
 
+def test_ablate_passes_its_gpus_on_and_report_only_runs_nothing(tmp_path, fake_train):
+    script, read_calls = fake_train
+    argv = [str(runner_spec(tmp_path)), "--project", str(tmp_path / "ablate"), "--train-script", str(script)]
+    assert ablate.main(argv + ["--jobs", "2", "--device", "2,3"]) == 0
+    calls = read_calls()
+    assert len(calls) == 4 and {c["gpu"] for c in calls} == {"2", "3"} and {c["device"] for c in calls} == {"0"}
+    # a run left to do: --report-only reports, and starts nothing
+    (tmp_path / "ablate" / "fake" / "runs" / "bce__seed1" / "summary.json").unlink()
+    (tmp_path / "ablate" / "fake" / "summary.md").unlink()
+    assert ablate.main(argv + ["--report-only"]) == 0
+    assert read_calls() == [] and (tmp_path / "ablate" / "fake" / "summary.md").is_file()
+
+
 def test_variants_runs_only_the_named_arms_then_the_rest(tmp_path, fake_train, capsys):
     script, read_calls = fake_train
     spec = runner_spec(tmp_path)

@@ -523,7 +523,15 @@ def test_line_thickness_below_one_is_a_one_line_error(trained_checkpoint, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, capsys):
+def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, capsys, monkeypatch):
+    prepared = []
+    real_prepare = detect.prepare_for_inference
+
+    def keep_prepared(*args, **kwargs):
+        prepared.append(real_prepare(*args, **kwargs))
+        return prepared[-1]
+
+    monkeypatch.setattr(detect, "prepare_for_inference", keep_prepared)
     with pytest.raises(SystemExit) as exit_info:
         detect.main(["--weights", str(trained_checkpoint), "--source", str(tmp_path), "--threads", "0"])
     assert exit_info.value.code == 2
@@ -534,6 +542,7 @@ def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, caps
                         "--bf16"]) == 0
     out = capsys.readouterr().out
     assert "threads: 1 (--threads)" in out and ("precision: bf16 autocast" in out or "--bf16 on a CPU without" in out)
+    assert [m.inference_dtype for m in prepared] == [torch.bfloat16]  # the model that ran is the bf16 one
 
 
 def test_exist_ok_never_writes_over_its_own_inputs(easy_data, trained_checkpoint, tmp_path, capsys):

@@ -123,6 +123,22 @@ def test_per_class_rows_and_headline_precision_recall_hand_computed():
     assert result["mAP50_95"] == pytest.approx((51 / 1010 + 1) / 2)
 
 
+def test_single_class_scoring_suppresses_overlapping_boxes_across_classes():
+    # one truth; the model puts the same box under two of its classes: scored as one class, NMS runs across
+    # classes, so the second box goes (class by class it would stay, and count as a false positive)
+    shapes = [((SIZE, SIZE), (1.0, 1.0), (0.0, 0.0))]
+    targets = torch.tensor([[0, 0, 30 / SIZE, 30 / SIZE, 12 / SIZE, 12 / SIZE]])
+    decoded = torch.zeros(1, 2, 5 + len(NAMES))
+    decoded[0, 0, :6] = torch.tensor([30.0, 30, 12, 12, 0.9, 1.0])
+    decoded[0, 1, :7] = torch.tensor([30.0, 30, 12, 12, 0.8, 0.0, 1.0])
+    batches = [(torch.zeros(1, 3, SIZE, SIZE), targets, ["a.jpg"], shapes)]
+    for single_cls, names, kept in ((True, ["object"], 1), (False, NAMES, 2)):
+        records = []
+        evaluate(ReplayModel([decoded]), batches, names, options=EvalOptions(single_cls=single_cls, progress=False),
+                 records=records)
+        assert len(records[0]["preds"]) == kept, single_cls
+
+
 def test_truths_and_predictions_are_mapped_to_original_pixels(monkeypatch):
     recorded = []
 

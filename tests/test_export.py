@@ -99,6 +99,14 @@ def test_darknet_export_reads_back_in_opencv_as_our_model(easy_data, trained_che
         assert name.endswith("num_batches_tracked") or torch.equal(a, b), name  # a counter .weights do not hold
 
 
+def test_export_img_size_sets_the_exported_input_size(trained_checkpoint, tmp_path, capsys):
+    import export
+
+    assert export.main(["--weights", str(trained_checkpoint), "--out", str(tmp_path), "--img-size", "96"]) == 0
+    exported = parse_cfg(tmp_path / f"{Path(trained_checkpoint).stem}.cfg")
+    assert (exported.net.options["width"], exported.net.options["height"]) == (96, 96)
+
+
 def test_with_input_size_replaces_or_adds_the_keys(cfg_dir):
     text = (cfg_dir / "yolov3-tiny.cfg").read_text()
     resized = with_input_size(text, 320, 480)

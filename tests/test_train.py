@@ -39,6 +39,32 @@ def test_multi_scale_resizes_each_batch_with_a_seed_of_its_iteration(tiny_data, 
     assert sizes == [(64, 4 * 1_000_003 + iteration) for iteration in range(3)]
 
 
+def test_the_prior_the_accumulation_and_each_epochs_data_reach_the_loop(tiny_data, tmp_path, monkeypatch):
+    from yolov3.dataset import YOLODataset
+
+    divisors, epochs = [], []
+    real_divisor, real_set_epoch = train.accumulation_divisor, YOLODataset.set_epoch
+
+    def recording_divisor(batch_index, accumulate, batches_per_epoch):
+        divisors.append((batch_index, accumulate, batches_per_epoch))
+        return real_divisor(batch_index, accumulate, batches_per_epoch)
+
+    def recording_set_epoch(self, epoch):
+        if self.augment is not None:  # the training set (validation never augments)
+            epochs.append(epoch)
+        return real_set_epoch(self, epoch)
+
+    monkeypatch.setattr(train, "accumulation_divisor", recording_divisor)
+    monkeypatch.setattr(YOLODataset, "set_epoch", recording_set_epoch)
+    assert run_train(tiny_data, tmp_path, "prior", "loss.obj_prior=0.01") == 0
+    # each batch's loss divided for the accumulation (nominal 8 = 2 batches of 4; 3 batches an epoch)
+    assert divisors == [(b, 2, 3) for b in range(3)] * 2
+    assert epochs == [0, 1]  # new shuffles and augmentations each epoch
+    with open(tmp_path / "prior" / "diagnostics.csv") as fh:
+        first_step = next(csv.DictReader(fh))
+    assert float(first_step["p_pos_mean"]) < 0.05  # the fresh heads start near p = .01, not .5
+
+
 def _falling_validation_scores(monkeypatch):
     """The real validation, its mAPs replaced by ones that fall with each call: the first validated epoch is best."""
     from yolov3.evaluate import evaluate
@@ -50,6 +76,20 @@ def _falling_validation_scores(monkeypatch):
         return {**evaluate(*args, **kwargs), "mAP50": 0.9 / len(calls), "mAP50_95": 0.5 / len(calls)}
 
     monkeypatch.setattr(train, "evaluate", falling)
+
+
+def test_patience_stops_only_when_set_and_an_early_stop_still_saves(tiny_data, tmp_path, monkeypatch):
+    # validation scores that fall every epoch: epoch 1 is the best, and each later one adds an epoch without gain
+    _falling_validation_scores(monkeypatch)
+    assert run_train(tiny_data, tmp_path, "patient", "--epochs", "4") == 0
+    assert len(read_rows(tmp_path / "patient")) == 4  # patience 0 (the default): never stops early
+    _falling_validation_scores(monkeypatch)
+    assert run_train(tiny_data, tmp_path, "stopped", "--epochs", "4", "--patience", "1", "--nosave") == 0
+    assert len(read_rows(tmp_path / "stopped")) == 3  # 2 epochs without gain > patience 1: stop after epoch 3
+    weights = tmp_path / "stopped" / "weights"
+    # --nosave writes at the end, and an early stop is an end: both checkpoints are there
+    assert torch.load(weights / "best.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(weights / "last.pt", weights_only=True)["epoch"] == 3
 
 
 def test_val_interval_save_period_and_nosave_keep_the_best_epochs_weights(tiny_data, tmp_path, monkeypatch):
@@ -146,6 +186,9 @@ def test_two_epoch_smoke_run(tiny_data, tmp_path, capsys):
     with open(run_dir / "diagnostics.csv") as fh:
         steps = list(csv.DictReader(fh))
     assert [int(r["iteration"]) for r in steps] == [0, 1, 2] and {r["epoch"] for r in steps} == {"1"}
+    # warmup: round(.5 epoch x 3 batches) = 2 iterations, the weights' lr ramping from 0 to the cosine's value
+    cosine = [0.01 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i / 3) / 2))) for i in range(3)]
+    assert [float(r["lr"]) for r in steps] == pytest.approx([0.0, 0.5 * cosine[1], cosine[2]], rel=1e-5)
     assert [r["clipped"] for r in steps][0] == "" and math.isnan(float(steps[0]["grad_norm"]))
     norms = [float(r["grad_norm"]) for r in steps[1:]]
     assert all(n > 0 for n in norms) and all(r["clipped"] == str(int(n > 10.0)) for r, n in zip(steps[1:], norms))
@@ -685,28 +728,51 @@ def test_fp32_run_and_a_resume_keep_their_recorded_precision(tiny_data, tmp_path
     assert environment["precision_reason"] == "the precision the run started with"
 
 
-def test_grad_clip_epochs_clips_only_the_first_epochs(tiny_data, tmp_path):
+def test_grad_clip_epochs_clips_only_the_first_epochs(tiny_data, tmp_path, monkeypatch):
     # a clip far below any gradient norm: every optimiser step of epoch 1 is clipped, none of epoch 2
+    bounds = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        bounds.append(max_norm)
+        return real_clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
     assert run_train(tiny_data, tmp_path, "clip1", "train.grad_clip=1e-6", "train.grad_clip_epochs=1") == 0
     rows = read_rows(tmp_path / "clip1")
     assert [float(r["clipped_fraction"]) for r in rows] == [1.0, 0.0]
     assert all(float(r["grad_norm"]) > 1e-3 for r in rows)
+    # the bound the gradients were clipped to, step by step: 2 optimiser steps an epoch (3 batches, 2 accumulated)
+    assert bounds == [1e-6, 1e-6, math.inf, math.inf]
 
 
 def test_val_test_scores_the_final_model_once_on_the_test_split(tiny_data, tmp_path, capsys):
-    # the test split is the val images: the final model scored there must give the final validation's numbers
+    import val
+
+    # a test split of other images than val's (the train images here): the run's final validation and its test
+    # score must be what val.py gives for the saved model on each split; so the saved weights are the ones
+    # validated (the EMA), and the test score comes from the test images
     with_test = tmp_path / "with_test.yaml"
     content = yaml.safe_load(tiny_data.read_text())
     content.pop("generate")
     content["path"] = str(tiny_data.parent / "shapes")
-    content["test"] = "images/val"
+    content["test"] = "images/train"
     with_test.write_text(yaml.safe_dump(content))
     assert train.main(["--data", str(with_test), "--project", str(tmp_path), "--name", "t", *TINY_ARGS,
-                       "val.test=true"]) == 0
+                       "val.test=true", "train.amp=off"]) == 0
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
-    assert summary["test"]["mAP50_95"] == pytest.approx(summary["final"]["mAP50_95"], abs=1e-9)
-    assert summary["test"]["per_class"] == summary["per_class"]
     assert [row["name"] for row in summary["per_class"]] == content["names"]
+    last = str(tmp_path / "t" / "weights" / "last.pt")
+    for task, scored in (("val", summary["final"]), ("test", summary["test"])):
+        again = val.run(val.parse_args(["--data", str(with_test), "--weights", last, "--task", task, "--conf-thres",
+                                        "0.01", "--no-optimize", "--workers", "0", "--project", str(tmp_path / "val"),
+                                        "--name", task]))
+        for key in ("precision", "recall", "mAP50", "mAP50_95"):
+            assert again[key] == pytest.approx(scored[key], abs=1e-6), (task, key)
+    boxes = {split: sum(len(f.read_text().splitlines()) for f in (tiny_data.parent / "shapes" / "labels" / split)
+                        .glob("*.txt")) for split in ("train", "val")}
+    assert sum(row["instances"] for row in summary["test"]["per_class"]) == boxes["train"]
+    assert sum(row["instances"] for row in summary["per_class"]) == boxes["val"] != boxes["train"]
     assert "test split: mAP@.5" in capsys.readouterr().out
     assert run_train(tiny_data, tmp_path, "no_test", "val.test=true") == 2
     assert "'val.test' is true but" in capsys.readouterr().err

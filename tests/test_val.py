@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +221,15 @@ def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_p
         assert results["plain"][key] == pytest.approx(results["optimized"][key], abs=1e-4), key
 
 
-def test_bf16_is_recorded_and_scores_close_to_float32(easy_data, trained_checkpoint, tmp_path, capsys):
+def test_bf16_is_recorded_and_scores_close_to_float32(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):
+    prepared = []
+    real_prepare = val.prepare_for_inference
+
+    def keep_prepared(*args, **kwargs):
+        prepared.append(real_prepare(*args, **kwargs))
+        return prepared[-1]
+
+    monkeypatch.setattr(val, "prepare_for_inference", keep_prepared)
     results = {}
     for name, flags in (("fp32", ["--no-optimize"]), ("bf16", ["--bf16"])):
         code, out, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name",
@@ -230,6 +239,7 @@ def test_bf16_is_recorded_and_scores_close_to_float32(easy_data, trained_checkpo
     assert "precision: bf16 autocast" in out or "warning: --bf16 on a CPU without native bf16" in out
     assert yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["bf16"] is True
     assert results["bf16"]["mAP50"] == pytest.approx(results["fp32"]["mAP50"], abs=0.1)
+    assert [m.inference_dtype for m in prepared] == [None, torch.bfloat16]  # what ran: float32, then bf16
 
 
 # --------------------------------------------------------------------------------------------------------------------

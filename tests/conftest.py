@@ -191,3 +191,26 @@ anchors = 10,13, 16,30, 33,23
 classes=2
 num=3
 """
+
+
+class CodeRunningPickle:
+    """Unpickling this runs code: it creates the marker file, as a malicious checkpoint or npz would."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def record_prepared_models(monkeypatch, module) -> list:
+    """Wrap ``module.prepare_for_inference`` (detect.py's, val.py's) to keep each model it returns: what ran."""
+    prepared = []
+    real_prepare = module.prepare_for_inference
+
+    def keep_prepared(*args, **kwargs):
+        prepared.append(real_prepare(*args, **kwargs))
+        return prepared[-1]
+
+    monkeypatch.setattr(module, "prepare_for_inference", keep_prepared)
+    return prepared

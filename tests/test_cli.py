@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CodeRunningPickle
 from yolov3.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,16 +45,6 @@ def test_train_cli_rejects_a_bad_override_before_any_work(tmp_path):
     assert result.stderr.strip() == ("error: command line: 'loss.objectness.alpha' expects float or null, "
                                      "got 'high'")
     assert not any(tmp_path.iterdir())  # no run folder was made
-
-
-class _Payload:
-    """Unpickling this runs code: it would create the marker file (what a malicious checkpoint does)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
 def test_no_yaml_a_user_is_given_runs_code(tmp_path):
@@ -101,9 +92,9 @@ def test_no_command_runs_code_from_a_checkpoint(tmp_path, capsys):
 
     marker = tmp_path / "PWNED"
     payload = tmp_path / "payload.pt"
-    torch.save({"model": _Payload(marker), "cfg_text": "[net]"}, payload)
+    torch.save({"model": CodeRunningPickle(marker), "cfg_text": "[net]"}, payload)
     plain = tmp_path / "plain.pt"  # not a torch.save zip: a bare pickle stream
-    plain.write_bytes(pickle.dumps({"model": _Payload(marker)}))
+    plain.write_bytes(pickle.dumps({"model": CodeRunningPickle(marker)}))
     run_dir = tmp_path / "runs" / "exp"
     run_dir.mkdir(parents=True)
     (run_dir / "last.pt").write_bytes(payload.read_bytes())

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import detect  # noqa: E402
+from conftest import record_prepared_models  # noqa: E402
 from yolov3.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from yolov3 import detect_outputs  # noqa: E402
 from yolov3.images import read_image  # noqa: E402
@@ -524,14 +525,7 @@ def test_line_thickness_below_one_is_a_one_line_error(trained_checkpoint, tmp_pa
 
 
 def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, capsys, monkeypatch):
-    prepared = []
-    real_prepare = detect.prepare_for_inference
-
-    def keep_prepared(*args, **kwargs):
-        prepared.append(real_prepare(*args, **kwargs))
-        return prepared[-1]
-
-    monkeypatch.setattr(detect, "prepare_for_inference", keep_prepared)
+    prepared = record_prepared_models(monkeypatch, detect)
     with pytest.raises(SystemExit) as exit_info:
         detect.main(["--weights", str(trained_checkpoint), "--source", str(tmp_path), "--threads", "0"])
     assert exit_info.value.code == 2

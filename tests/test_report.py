@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import CodeRunningPickle
+
 from yolov3 import config as config_lib
 from yolov3.report import (build_report, cumulative_loss_curve, mean_sd, paired_difference, student_t_cdf,
                            t_quantile)
@@ -301,16 +303,6 @@ def test_damaged_run_files_are_noted_not_fatal(tmp_path):
     assert "bce__seed0: config.yaml unreadable" in md
 
 
-class _RunsCode:
-    """Unpickling this runs code: it would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').close()",)
-
-
 def test_a_shared_study_folder_runs_no_code_when_its_report_is_built(tmp_path):
     # a study folder from someone else (committed, sent): a YAML tag and a pickled npz are noted, never executed
     marker = tmp_path / "PWNED"
@@ -318,7 +310,8 @@ def test_a_shared_study_folder_runs_no_code_when_its_report_is_built(tmp_path):
     tagged = make_run(study_dir, 0, "bce", 0, 0.5, 0.3)
     (tagged / "config.yaml").write_text(f"loss: !!python/object/apply:os.system ['touch {marker}']\n")
     pickled = make_run(study_dir, 1, "bce", 1, 0.5, 0.3)
-    np.savez(pickled / "objectness_losses.npz", pos=np.array([_RunsCode(marker)], dtype=object), neg=np.ones(2))
+    np.savez(pickled / "objectness_losses.npz", pos=np.array([CodeRunningPickle(marker)], dtype=object),
+             neg=np.ones(2))
     garbage = make_run(study_dir, 2, "bce", 2, 0.5, 0.3)
     (garbage / "objectness_losses.npz").write_bytes(b"not an npz")
     md = build_report(study_dir, plots=False).files["summary.md"].read_text()

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import val  # noqa: E402
+from conftest import record_prepared_models  # noqa: E402
 
 
 def run(args, capsys):
@@ -222,14 +223,7 @@ def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_p
 
 
 def test_bf16_is_recorded_and_scores_close_to_float32(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):
-    prepared = []
-    real_prepare = val.prepare_for_inference
-
-    def keep_prepared(*args, **kwargs):
-        prepared.append(real_prepare(*args, **kwargs))
-        return prepared[-1]
-
-    monkeypatch.setattr(val, "prepare_for_inference", keep_prepared)
+    prepared = record_prepared_models(monkeypatch, val)
     results = {}
     for name, flags in (("fp32", ["--no-optimize"]), ("bf16", ["--bf16"])):
         code, out, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name",

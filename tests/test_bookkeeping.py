@@ -162,3 +162,25 @@ def test_a_ctrl_c_on_another_rank_stops_every_rank_after_that_batch(tmp_path, qu
     assert [(b.state.completed_epochs, b.state.batches_done) for b in books] == [(2, 2), (2, 2)]
     assert "interrupted: saved" in capsys.readouterr().err  # rank 0 saved last.pt for both
     assert (tmp_path / "rank0" / "weights" / "last.pt").is_file() and not (tmp_path / "rank1" / "weights").exists()
+
+
+
+def _reduce_on_rank(rank, rendezvous, out_dir):
+    import torch.distributed as dist
+
+    from yolov3.distributed import all_reduce_max
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    values = torch.tensor([float(rank), 5.0 - rank, 0.0])  # rank 0: [0, 5, 0], rank 1: [1, 4, 0]
+    all_reduce_max(values)
+    torch.save(values, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_the_ranks_agree_on_the_elementwise_maximum_over_a_real_process_group(tmp_path):
+    # what RankAgreement rests on: a flag raised on any rank (stop, Ctrl-C, a NaN) reaches every rank
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_reduce_on_rank, args=(tmp_path / "rendezvous", tmp_path), nprocs=2, start_method="fork")
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"rank{rank}.pt", weights_only=True).tolist() == [1.0, 5.0, 0.0]

@@ -360,6 +360,9 @@ def test_ddp_two_processes_gloo(tiny_data, tmp_path):
     rows = read_rows(tmp_path / "ddp")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train_total"]))
     assert (tmp_path / "ddp" / "summary.json").is_file()
+    # the batch of 4 split over 2 processes and the 12 images over 2 ranks: 6 images a rank, 2 a batch, 3 steps
+    with open(tmp_path / "ddp" / "diagnostics.csv") as fh:
+        assert [int(r["iteration"]) for r in csv.DictReader(fh)] == [0, 1, 2]
 
 
 def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):

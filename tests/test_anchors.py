@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yolov3.anchors import (POOR_IOU, AnchorError, anchor_fit, best_iou, box_sizes, cfg_anchors, cfg_with_anchors,
-                            kmeans_anchors, main)
+                            kmeans_anchors, main, whole_pixels)
 from yolov3.cfgparse import parse_cfg
 from yolov3.model import Darknet
 
@@ -146,3 +146,31 @@ def test_anchors_are_scored_as_the_masks_use_them_and_such_a_cfg_is_not_rewritte
     assert "(as its masks use them): 23,27  37,58  81,82  81,82  135,169  344,319" in capsys.readouterr().out
     assert main(argv + ["--write", str(tmp_path / "new.cfg")]) == 2
     assert "masks that do not use each anchor once" in capsys.readouterr().err and not (tmp_path / "new.cfg").exists()
+
+
+def test_fit_counts_every_anchor_k_distinct_sizes_give_k_anchors_and_anchors_are_whole_pixels():
+    assert anchor_fit(np.array([[10.0, 10.0]]), np.array([[10.0, 10.0], [100.0, 100.0]]))["boxes_per_anchor"] == [1, 0]
+    np.testing.assert_array_equal(kmeans_anchors(np.array([[5.0, 5.0], [9.0, 3.0]]), 2), [[5, 5], [9, 3]])
+    np.testing.assert_array_equal(whole_pixels(np.array([[0.4, 3.6], [2.5, 0.5]])), [[1, 4], [2, 1]])
+
+
+def test_cli_scores_the_fitted_anchors_on_their_own_line(box_data, capsys):
+    assert main(["--data", str(box_data / "data.yaml"), "--img-size", "100", "--cfg", str(TINY_CFG)]) == 0
+    printed = capsys.readouterr().out
+    sizes = box_sizes(box_data / "data.yaml", "train", 100)
+    fitted = whole_pixels(kmeans_anchors(sizes, 6))
+    current = cfg_anchors(TINY_CFG)[0]
+    fitted_line = printed.split("fitted (k-means, 1 - IoU)")[1]
+    assert f"mean best IoU {anchor_fit(sizes, fitted)['mean_best_iou']:.3f}" in fitted_line
+    assert anchor_fit(sizes, fitted)["mean_best_iou"] != pytest.approx(anchor_fit(sizes, current)["mean_best_iou"],
+                                                                       abs=1e-3)
+
+
+def test_a_cfg_whose_layers_list_different_anchors_is_not_rewritten(box_data, tmp_path):
+    head, last = TINY_CFG.read_text().rsplit("344,319", 1)
+    cfg = tmp_path / "odd.cfg"
+    cfg.write_text(head + "344,320" + last)
+    assert cfg_anchors(cfg)[1] is False
+    assert main(["--data", str(box_data / "data.yaml"), "--img-size", "100", "--cfg", str(cfg),
+                 "--write", str(tmp_path / "new.cfg")]) == 2
+    assert not (tmp_path / "new.cfg").exists()

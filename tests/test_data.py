@@ -676,6 +676,61 @@ def test_darknet_data_file(tmp_path, monkeypatch):
         load_data_yaml("config/bad.data")
 
 
+def test_data_yaml_names_and_nc_are_checked(tmp_path):
+    for text, message in (("train: a\nval: a\nnames: []\n", "'names' must be a non-empty list"),
+                          ("train: a\nval: a\nnc: true\nnames: [x]\n", "'nc' must be an integer, got True")):
+        (tmp_path / "d.yaml").write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_data_yaml(tmp_path / "d.yaml")
+
+
+def test_a_split_path_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "d.yaml").write_text("train: ~/imgs\nval: ~/imgs\nnames: [x]\n")
+    assert load_data_yaml(tmp_path / "d.yaml")["train"] == [str(tmp_path / "home" / "imgs")]
+
+
+def test_darknet_data_paths_working_directory_first_then_beside_the_file(tmp_path, monkeypatch):
+    """Darknet reads a .data file's paths from the working directory; where one is missing there, the same path
+    beside the .data file is used (so the file also loads from another folder)."""
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "x.names").write_text("cwd\n")
+    (tmp_path / "cfg" / "x.names").write_text("beside\n")
+    (tmp_path / "cfg" / "train.txt").write_text("")
+    (tmp_path / "cfg" / "x.data").write_text("train=train.txt\nvalid=train.txt\nnames=x.names\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_data_yaml(tmp_path / "cfg" / "x.data")["names"] == ["cwd"]
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    data = load_data_yaml(tmp_path / "cfg" / "x.data")
+    assert data["names"] == ["beside"] and data["train"] == [str(tmp_path / "cfg" / "train.txt")]
+
+
+def test_darknet_data_comments_missing_valid_and_a_names_file_with_a_bom(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.names").write_bytes(b"\xef\xbb\xbfcat\ndog\n")  # saved by a Windows editor
+    (tmp_path / "x.data").write_text("# my data\nclasses = 2  # two\ntrain = t\nvalid = v\nnames = x.names\n")
+    data = load_data_yaml("x.data")
+    assert data["nc"] == 2 and data["names"] == ["cat", "dog"]
+    (tmp_path / "y.data").write_text("train=t\nnames=x.names\n")
+    with pytest.raises(DataError, match="missing key 'valid'"):
+        load_data_yaml("y.data")
+
+
+def test_a_generated_dataset_is_built_beside_its_yaml_whatever_the_working_directory(tmp_path, monkeypatch):
+    from yolov3.synthetic import CLASS_NAMES
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "ds").mkdir(parents=True)  # a folder of that name where the command runs is not it
+    tiny = {"train_images": 2, "val_images": 1, "img_size": 64, "min_objects": 1, "max_objects": 2, "seed": 1}
+    (tmp_path / "a" / "s.yaml").write_text(json.dumps({"path": "ds", "train": "images/train", "val": "images/val",
+                                                       "names": list(CLASS_NAMES), "generate": tiny}))
+    monkeypatch.chdir(tmp_path / "b")
+    data = load_data_yaml(tmp_path / "a" / "s.yaml")
+    assert data["path"] == str((tmp_path / "a" / "ds").resolve())
+    assert (tmp_path / "a" / "ds" / "manifest.json").is_file() and not any((tmp_path / "b" / "ds").iterdir())
+
+
 def test_label_path_for_darknet_voc_layout():
     assert label_path_for("/voc/VOC2007/JPEGImages/000001.jpg") == "/voc/VOC2007/labels/000001.txt"
 

@@ -97,3 +97,22 @@ def test_clipped_is_judged_against_the_clip_in_force_at_the_step():
     assert rec.optimizer_step(12.0) is True  # the recorder's clip
     assert rec.optimizer_step(12.0, math.inf) is False  # clipping switched off for this epoch (grad_clip_epochs)
     assert rec.optimizer_step(12.0, 11.0) is True and rec.end_epoch()["clipped_fraction"] == pytest.approx(2 / 3)
+
+
+def test_ignored_cells_are_neither_positives_nor_negatives_in_the_statistics():
+    raw = torch.zeros(1, 1, 1, 3, 6)
+    raw[0, 0, 0, :, 4] = torch.tensor([2.0, -1.0, 5.0])
+    positive = torch.tensor([True, False, False]).view(1, 1, 1, 3)
+    negative = torch.tensor([False, True, False]).view(1, 1, 1, 3)  # the third cell is ignored
+    stats = objectness_statistics([raw], [(positive, negative)], 1)
+    assert stats["neg_over_half"] == 0.0
+    assert stats["p_neg_q999"] == pytest.approx(1 / (1 + math.exp(1.0)))  # sigmoid(-1) = .268941
+
+
+def test_an_epoch_mean_skips_steps_that_could_not_measure_a_statistic():
+    rec = DiagnosticsRecorder(every=1, max_norm=None)
+    terms = {"obj": 1.0, "noobj": 1.0, "num_pos": 1, "num_neg": 9}
+    rec.record(0, 0, 0.01, terms, {"p_pos_mean": 0.4, "neg_grad_share": 0.8}, None, None)
+    rec.record(0, 1, 0.01, {**terms, "num_pos": 0}, {"neg_grad_share": 0.6}, None, None)  # no positive: no p_pos
+    means = rec.end_epoch()
+    assert means["p_pos_mean"] == pytest.approx(0.4) and means["neg_grad_share"] == pytest.approx(0.7)

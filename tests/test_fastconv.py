@@ -460,3 +460,36 @@ def test_prep_cache_modes_off_and_clear(cfg_dir, monkeypatch, fresh_measurements
 def test_select_is_checked(cfg_dir):
     with pytest.raises(ValueError, match="select must be 'measure' or 'rule'"):
         Darknet(cfg_dir / "yolov3-tiny.cfg").optimize_for_inference(select="fast")
+
+
+def test_machine_key_digests_the_sorted_flags_and_names_the_onednn_build(tmp_path):
+    import hashlib
+
+    flags = [f"f{i:02d}" for i in range(20)]
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: " + " ".join(reversed(flags)) + "\n")
+    key = prepcache.machine_key(str(tmp_path / "cpuinfo"))
+    # a set's order changes with each process's hash seed: only the sorted flags give a digest stable across processes
+    assert key["cpu_flags"] == hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16]
+    version = getattr(torch.backends.mkldnn, "version", None)
+    assert key["onednn"] == (str(version()) if callable(version) else "unknown")
+
+
+def test_a_cache_of_another_onednn_or_format_version_is_not_used(tmp_path, capsys):
+    path = tmp_path / "cache.json"
+    _write_choices(path, {**prepcache.machine_key(), "onednn": "0.0"}, {"k": "onednn"})
+    assert prepcache.PrepCache(path).get("k") is None
+    path.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION + 1,
+                                "machine": prepcache.machine_key(), "choices": {"k": "onednn"}}))
+    assert prepcache.PrepCache(path).get("k") is None
+    assert f"preparation cache of another version ({prepcache.VERSION + 1})" in capsys.readouterr().err
+    _write_choices(path, prepcache.machine_key(), {"k": "onednn"})
+    assert prepcache.PrepCache(path).get("k") == "onednn"  # the same file for this machine: used
+
+
+def test_the_cache_lives_under_xdg_cache_home_when_it_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("YOLOV3_PREP_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert prepcache.default_path() == tmp_path / "yolov3-focal" / "prep-cache.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert prepcache.default_path() == tmp_path / "home" / ".cache" / "yolov3-focal" / "prep-cache.json"

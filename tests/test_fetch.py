@@ -371,3 +371,9 @@ def test_the_shipped_bccd_yaml_builds_from_an_archive_laid_out_like_the_real_one
         assert row[0] == ["RBC", "WBC", "Platelets"].index({"a": "RBC", "b": "WBC", "c": "Platelets"}[stem])
         np.testing.assert_allclose(row[1:], [0.25, 0.25, 0.5, 0.5], atol=1e-6)
     assert (tmp_path / "bccd" / "LICENSE").read_text().startswith("MIT")
+
+
+def test_prepare_refuses_a_yaml_whose_download_is_text(tmp_path, capsys):
+    (tmp_path / "d.yaml").write_text("train: a\nval: a\nnames: [x]\ndownload: bash get.sh\n")
+    assert prepare_main([str(tmp_path / "d.yaml")]) == 2
+    assert "has no download: mapping" in capsys.readouterr().err

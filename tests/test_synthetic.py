@@ -1,5 +1,7 @@
 """The built-in shapes dataset: deterministic, regenerated only when asked, labels true to the pixels."""
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +147,34 @@ def test_manifest_that_is_not_utf8_regenerates_the_dataset(tmp_path):
     (tmp_path / "manifest.json").write_bytes(b"\xff\xfe\x00{")  # damaged: used to end in a UnicodeDecodeError
     assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True  # an unknown dataset: made again
     assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is False
+
+
+def test_a_new_generator_version_regenerates_and_an_interrupted_run_never_looks_finished(tmp_path, monkeypatch):
+    from yolov3 import synthetic
+
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True  # drawn by older code: drawn again
+    assert json.loads((tmp_path / "manifest.json").read_text())["generator_version"] == synthetic.GENERATOR_VERSION
+
+    real_generate = synthetic.generate_split
+
+    def dies_half_way(root, split, params, progress=True):
+        shutil.rmtree(Path(root) / "images" / split)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(synthetic, "generate_split", dies_half_way)
+    with pytest.raises(RuntimeError):
+        ensure_shapes_dataset(tmp_path, {**TINY, "train_images": 3}, progress=False)
+    monkeypatch.setattr(synthetic, "generate_split", real_generate)
+    assert not (tmp_path / "manifest.json").exists()
+    assert ensure_shapes_dataset(tmp_path, TINY, progress=False) is True  # the old parameters: rebuilt, not trusted
+    assert len(list((tmp_path / "images" / "train").glob("*.jpg"))) == TINY["train_images"]
+
+
+def test_object_counts_reach_max_objects_and_about_one_image_in_twenty_is_empty():
+    counts = [len(render_image(np.random.default_rng([0, 0, i]), 128, 3, 3)[1]) for i in range(30)]
+    assert max(counts) <= 3 and sum(c == 3 for c in counts) >= 20  # min == max objects: that many, or empty
+    empty = sum(len(render_image(np.random.default_rng([5, 0, i]), 64, 1, 4)[1]) == 0 for i in range(400))
+    # binomial(400, .05): mean 20, sd 4.4 -> well inside 8..35; a fraction of .5 would give ~200
+    assert 8 <= empty <= 35

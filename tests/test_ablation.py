@@ -1083,3 +1083,132 @@ def test_dataset_record_and_report_give_the_datas_object_to_no_object_ratio(tmp_
     assert (f"- `{easy_data}` with `cfg/yolov3-small.cfg` at 128 px (arms bce, focal): object : no-object cells = "
             f"1 : {ratio:,.0f} ({boxes:,} object cells, one per box, and {8 * cells_128 - boxes:,} no-object cells "
             f"in 8 training images of {cells_128:,} cells)") in summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planted-bug checks: what a run is started with, recorded as, and compared by
+# ---------------------------------------------------------------------------------------------------------------
+def test_every_started_run_reuses_the_folder_ablate_made_and_gets_the_device(tmp_path):
+    """ablate.py makes runs/<run>/ before train.py starts, so train.py must be told --exist-ok (else it writes to
+    <run>2/ and the study never sees the run); --device reaches started and resumed runs alike."""
+    from yolov3.train_cli import parse_args
+
+    study = load_spec(write_spec(tmp_path, with_changes(seeds=[0])))
+    for run in study.runs:
+        command = train_command(run, tmp_path / "runs", device="cpu")
+        args = parse_args(command[2:])
+        assert args.exist_ok is True and args.name == run.run_name and args.device == "cpu"
+    (tmp_path / "study" / "runs" / "focal__seed0").mkdir(parents=True)
+    (tmp_path / "study" / "runs" / "focal__seed0" / "last.pt").write_bytes(b"x")
+    resumed = plan_runs(study, tmp_path / "study", device="cpu")[1]
+    assert resumed.action == "resume" and resumed.command[-2:] == ["--device", "cpu"]
+
+
+GRID_SPEC = dict(grid={"loss.objectness.alpha": [0.25, 0.5]}, grid_variants=["focal"])
+
+
+def test_a_gridded_variant_keeps_its_arms_apart_and_variants_selects_all_of_them(tmp_path):
+    from yolov3.ablation_runner import run_record
+
+    study = load_spec(write_spec(tmp_path, with_changes(**GRID_SPEC)))
+    gridded = next(r for r in study.runs if r.grid)
+    assert run_record(study, gridded)["arm"] == gridded.arm == "focal__alpha=0.25"
+    planned = plan_runs(study, tmp_path / "s")
+    chosen = ablate.select_variants(planned, study, "focal")
+    assert len(chosen) == 4 and {p.run.variant for p in chosen} == {"focal"}
+    assert {p.run.arm for p in chosen} == {"focal__alpha=0.25", "focal__alpha=0.5"}
+    with pytest.raises(AblationError, match=re.escape("command line: loss.objectness.alpha: also set by grid of")):
+        load_spec(write_spec(tmp_path, with_changes(**GRID_SPEC)), overrides=["loss.objectness.alpha=0.9"])
+
+
+def test_runs_json_records_the_hyp_of_a_run_it_skips(tmp_path):
+    from yolov3.ablation_runner import write_study_files
+
+    (tmp_path / "hyp.yaml").write_text("train:\n  lr0: 0.02\n")
+    spec = with_changes(base={**BASE_SPEC["base"], "hyp": str(tmp_path / "hyp.yaml")}, seeds=[0])
+    study = load_spec(write_spec(tmp_path, spec))
+    study_dir = tmp_path / "study"
+    fake_finished(study_dir / "runs" / study.runs[0].run_name, study.runs[0].config)
+    planned = plan_runs(study, study_dir)
+    assert planned[0].action == "skip"
+    write_study_files(study, study_dir, planned)
+    command = json.loads((study_dir / "runs.json").read_text())["runs"][0]["command"]
+    assert command[command.index("--hyp") + 1] == str(tmp_path / "hyp.yaml")
+
+
+def test_spec_checks_name_ranges_seeds_and_grids(tmp_path):
+    assert load_spec(write_spec(tmp_path, with_changes(name="fake")), name="other").name == "other"
+    bad = [
+        (with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focal", "train.epochs": 0}}),
+         "variants.focal: 'train.epochs' must be"),
+        (with_changes(seeds=[0, -1]), "x.yaml: seeds[1]: expected a non-negative integer, got -1"),
+        (with_changes(grid={"loss.objectness.alpha": [0.25]}, grid_variants=[]), "grid: no variant to apply it to"),
+        (with_changes(grid={"train.seed": [1, 2]}, grid_variants=["focal"]),
+         "x.yaml: grid.train.seed: set seeds with the top-level 'seeds' list"),
+    ]
+    for spec, message in bad:
+        with pytest.raises(AblationError, match=re.escape(message)):
+            load_spec(write_spec(tmp_path, spec))
+
+
+def test_runs_follow_the_order_of_the_seeds_list(tmp_path):
+    names = [r.run_name for r in load_spec(write_spec(tmp_path, with_changes(seeds=[1, 0]))).runs]
+    assert names == ["bce__seed1", "focal__seed1", "bce__seed0", "focal__seed0"]
+
+
+def test_keys_that_do_not_change_results_do_not_make_a_finished_run_stale_and_small_values_count(tmp_path):
+    study = load_spec(write_spec(tmp_path, with_changes(seeds=[0])))
+    bce = study.runs[0]
+    fake_finished(tmp_path / "study" / "runs" / bce.run_name,
+                  config_lib.apply_overrides(bce.config, ["train.save_period=5"]))
+    assert plan_runs(study, tmp_path / "study")[0].action == "skip"
+    spec_cfg = config_lib.apply_overrides(bce.config, ["train.weight_decay=0.0001"])
+    saved = config_lib.to_dict(config_lib.apply_overrides(bce.config, ["train.weight_decay=0.0005"]))
+    assert config_differences(spec_cfg, saved) == ["train.weight_decay: run has 0.0005, spec gives 0.0001"]
+
+
+def test_dataset_record_lists_each_arm_once_per_model(tmp_path, easy_data):
+    from yolov3.ablation_runner import write_dataset_record
+
+    spec = with_changes(base={"cfg": "cfg/yolov3-small.cfg", "data": str(easy_data), "train.img_size": 128},
+                        variants={"bce": {}, "tiny": {"cfg": "cfg/yolov3-tiny.cfg"}}, seeds=[0, 1])
+    study = load_spec(write_spec(tmp_path, spec))
+    (tmp_path / "study").mkdir()
+    entries = write_dataset_record(study, tmp_path / "study")
+    assert [(e["cfg"], e["arms"]) for e in entries] == [("cfg/yolov3-small.cfg", ["bce"]),
+                                                       ("cfg/yolov3-tiny.cfg", ["tiny"])]
+
+
+def test_child_threads_one_job_keeps_the_inherited_setting_and_more_jobs_than_cores_get_one(monkeypatch):
+    from yolov3.ablation import child_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert child_environment(1, None, cpu_count=8)["OMP_NUM_THREADS"] == "1"
+    env = child_environment(4, None, cpu_count=2)
+    assert (env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]) == ("1", "1")
+
+
+def test_default_jobs_on_a_gpu_machine_and_a_many_core_cpu(monkeypatch):
+    monkeypatch.setattr(ablate.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(ablate.torch.cuda, "is_available", lambda: False)
+    assert ablate.default_jobs("", []) == 2 and ablate.default_jobs("cpu", []) == 2
+    monkeypatch.setattr(ablate.torch.cuda, "is_available", lambda: True)
+    assert ablate.default_jobs("", []) == 1 and ablate.default_jobs("cpu", []) == 2
+
+
+def test_reproduce_tolerance_is_inclusive_printed_and_the_rerun_goes_to_the_named_gpu(bce_study, capsys):
+    from yolov3.ablation_reproduce import Reproduction
+
+    assert Reproduction("r", 0.25, 0.25, 0, float("nan"), {}, {}).within(0.0) is True
+    argv, project, read_calls = bce_study
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--device", "3"]) == 0
+    assert [(c["gpu"], c["device"]) for c in read_calls()] == [("3", "0")]
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0"]) == 0  # the same digits
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "-1"]) == 2
+    rerun = project / "fake" / "reproductions" / "bce__seed1"
+    finished = json.loads((rerun / "summary.json").read_text())
+    finished["final"]["mAP50_95"] += 0.006
+    (rerun / "summary.json").write_text(json.dumps(finished))
+    capsys.readouterr()
+    assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0.01"]) == 0
+    assert "difference +0.0060: reproduced (tolerance 0.01)" in capsys.readouterr().out

@@ -573,3 +573,178 @@ def test_report_figures_are_palette_pngs_with_the_same_bytes_every_time(tmp_path
     with Image.open(tmp_path / "a.png") as image:
         assert image.format == "PNG" and image.mode == "P" and image.size == (4 * DPI, 3 * DPI)
         assert not getattr(image, "text", {})  # no 'Software: matplotlib version ...'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planted-bug checks: edge cases of the statistics, the tables and the plotted data
+# ---------------------------------------------------------------------------------------------------------------
+def test_statistics_edge_cases_by_hand():
+    from yolov3.report import holm_adjust
+
+    same = paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})  # differences [0, 0]: interval [0, 0]
+    assert same.low == same.high == 0 and same.excludes_zero is False
+    # Holm: .6 x 2 = 1.2 -> capped at 1; then max(1, .7 x 1) = 1
+    assert holm_adjust({"a": 0.6, "b": 0.7}) == pytest.approx({"a": 1.0, "b": 1.0})
+    # a seed whose baseline value is nan is not paired: diffs [.03, .04], mean .035, sd .01 / sqrt 2 = .0070711,
+    # half width 12.7062 x .0070711 / sqrt 2 = .063531
+    d = paired_difference({0: 0.50, 1: 0.52, 2: float("nan")}, {0: 0.53, 1: 0.56, 2: 0.55})
+    assert d.n == 2 and d.seeds == [0, 1] and d.half_width == pytest.approx(0.063531, abs=1e-5)
+    # a variant run that recorded no precision is paired (only two known, different precisions are not)
+    d = paired_difference({0: 0.50, 1: 0.52, 2: 0.54}, {0: 0.53, 1: 0.56, 2: 0.55},
+                          baseline_numeric={s: ("auto", "fp32") for s in range(3)},
+                          variant_numeric={0: ("auto", ""), 1: ("auto", "fp32"), 2: ("auto", "fp32")})
+    assert d.n == 3 and d.unpaired_precision == [] and d.half_width == pytest.approx(0.037946, abs=1e-5)
+    # mean and sd of the finite values only: [.5, .7] -> .6, .2 / sqrt 2
+    assert mean_sd([0.5, float("nan"), 0.7]) == pytest.approx((0.6, 0.141421), abs=1e-6)
+
+
+def test_a_run_that_exited_0_without_a_summary_failed_and_its_cpu_is_named(tmp_path):
+    study_dir = tmp_path / "s"
+    make_run(study_dir, 0, "bce", 0, 0.546667, 0.3)
+    (study_dir / "runs" / "bce__seed0" / "environment.json").write_text(json.dumps({"cpu_line": "Test CPU"}))
+    make_run(study_dir, 1, "bce", 1, 0.5, 0.3, finished=False, exit_code=0)
+    report = build_report(study_dir, plots=False)
+    status = {r.run_name: r.status for r in report.study.runs}
+    assert status == {"bce__seed0": "finished", "bce__seed1": "failed"}
+    with open(report.files["summary.csv"]) as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert rows["bce__seed1"]["status"] == "failed"
+    assert rows["bce__seed0"]["cpu"] == "Test CPU" and rows["bce__seed0"]["mAP50"] == "0.546667"
+    assert rows["bce__seed0"]["epochs"] == "2"
+    md = report.files["summary.md"].read_text()
+    assert "| bce | 1/2 (1 failed) |" in md and "| unknown | Test CPU | 1 | 0.03 |" in md  # 120 s = 0.03 h
+    assert "Runs: 1 finished, 1 failed." in md
+
+
+def test_run_folders_that_name_two_baselines_get_no_differences(tmp_path):
+    study_dir = tmp_path / "s"
+    make_run(study_dir, 0, "bce", 0, 0.5, 0.3)
+    focal = make_run(study_dir, 1, "focal", 0, 0.6, 0.35)
+    identity = json.loads((focal / "ablation.json").read_text())
+    (focal / "ablation.json").write_text(json.dumps({**identity, "baseline": "focal"}))
+    report = build_report(study_dir, plots=False)
+    assert report.study.baseline is None and all(a.vs_baseline == {} for a in report.arms)
+    assert "no single baseline recorded in the run folders" in report.files["summary.md"].read_text()
+
+
+def test_a_focal_run_without_alpha_says_none_and_a_count_of_hardest_samples_is_rounded(tmp_path):
+    from yolov3.report_tables import hardest_share
+
+    study_dir = tmp_path / "s"
+    run = make_run(study_dir, 0, "focal", 0, 0.5, 0.3, objectness="focal")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["loss"]["objectness"]["alpha"] = None
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with open(build_report(study_dir, plots=False).files["summary.csv"]) as fh:
+        row = next(csv.DictReader(fh))
+    assert (row["obj_gamma"], row["obj_alpha"]) == ("2", "none")
+    # 170 samples: the hardest 1 % is round(1.7) = 2 of them, 20 of the 188 summed
+    assert hardest_share(np.array([10.0, 10.0] + [1.0] * 168)) == pytest.approx(20 / 188)
+
+
+def test_report_counts_only_finished_runs_in_diagnostics_and_machine_tables(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed, share1 in enumerate((0.9, 0.7)):
+        run_dir = make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
+        with open(run_dir / "results.csv", "w") as fh:
+            fh.write("epoch,mAP50,clipped_fraction,neg_grad_share,p_pos_mean,p_neg_q999,neg_over_half\n")
+            fh.write(f"1,0.1,0.5,{share1 - 0.2},0.3,0.2,4\n2,0.2,0,0.5,0.6,0.1,1\n")
+    partial = make_run(study_dir, 2, "bce", 2, 0.5, 0.3, finished=False)
+    (partial / "results.csv").write_text("epoch,mAP50,clipped_fraction,neg_grad_share,p_pos_mean,p_neg_q999,"
+                                         "neg_over_half\n1,0.1,1.0,0.1,0.1,0.9,50\n")
+    md = build_report(study_dir).files["summary.md"].read_text()
+    row = next(line for line in md.split("## Objectness diagnostics", 1)[1].splitlines() if line.startswith("| bce |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "2" and cells[3] == "0.50 ± 0.00"
+    assert "| unknown | unknown CPU | 2 | 0.07 |" in md  # two finished runs of 120 s; the partial one not counted
+    assert "Runs: 2 finished, 1 partial." in md
+
+
+def test_per_class_deltas_pair_by_precision_and_skip_runs_of_other_classes(tmp_path):
+    study_dir = tmp_path / "s"
+    for index, (arm, seed) in enumerate([(a, s) for a in ("bce", "focal") for s in range(3)]):
+        run = make_run(study_dir, index, arm, seed, 0.5, 0.3)
+        summary = json.loads((run / "summary.json").read_text())
+        summary["precision"] = "bf16" if (arm, seed) == ("focal", 1) else "fp32"
+        summary["per_class"] = [{"name": "WBC", "mAP50": 0.9, "mAP50_95": 0.45 + 0.01 * index},
+                                {"name": "RBC", "mAP50": 0.7, "mAP50_95": 0.6}]
+        (run / "summary.json").write_text(json.dumps(summary))
+    other = make_run(study_dir, 6, "bce", 3, 0.5, 0.3)  # its classes in another order: not in the table
+    summary = json.loads((other / "summary.json").read_text())
+    summary["per_class"] = [{"name": "RBC", "mAP50": 0.1, "mAP50_95": 0.1}, {"name": "WBC", "mAP50": 0.2,
+                                                                               "mAP50_95": 0.2}]
+    (other / "summary.json").write_text(json.dumps({**summary, "precision": "fp32"}))
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "| bce | 3 | 0.900 ± 0.000 | 0.460 ± 0.010 | 0.700 ± 0.000 | 0.600 ± 0.000 |" in md
+    deltas = md.split("each arm minus `bce`", 1)[1]
+    assert next(line for line in deltas.splitlines() if line.startswith("| focal |")).startswith("| focal | 2 |")
+
+
+def test_test_split_table_leaves_the_baselines_differences_blank(tmp_path):
+    study_dir = tmp_path / "s"
+    for index, (arm, values) in enumerate({"bce": (0.50, 0.40), "focal": (0.56, 0.43)}.items()):
+        for seed, value in enumerate(values):
+            run = make_run(study_dir, 2 * index + seed, arm, seed, 0.5, 0.3)
+            summary = json.loads((run / "summary.json").read_text())
+            summary["test"] = {"mAP50": 0.9, "mAP50_95": value, "precision": 0.8, "recall": 0.7}
+            (run / "summary.json").write_text(json.dumps(summary))
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "| bce | 2 | 0.9000 ± 0.0000 | 0.4500 ± 0.0707 |  |  |" in md  # sd of [.5, .4] = .1 / sqrt 2
+
+
+def test_verdicts_are_interim_while_planned_runs_have_not_started(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed, (base, worse) in enumerate([(0.50, 0.45), (0.52, 0.46), (0.54, 0.50)]):
+        make_run(study_dir, seed, "bce", seed, base, 0.3)
+        make_run(study_dir, 3 + seed, "worse", seed, worse, 0.3)
+    unstarted = make_run(study_dir, 7, "late", 1, 0.0, 0.0, finished=False)
+    (unstarted / "results.csv").unlink()
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    row = next(line for line in md.split("## mAP@0.5", 1)[1].splitlines() if line.startswith("| worse |"))
+    assert row.endswith("| yes (interim) |")
+
+
+def test_the_baseline_without_a_finished_run_is_named(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed in range(2):
+        make_run(study_dir, seed, "bce", seed, 0.5, 0.3, finished=False)
+        make_run(study_dir, 2 + seed, "focal", seed, 0.6, 0.35)
+    md = build_report(study_dir, plots=False).files["summary.md"].read_text()
+    assert "the baseline bce has no finished run yet; no differences computed" in md
+
+
+def test_plotted_data_seed_dots_epochs_some_seeds_reached_and_grid_error_bars(tmp_path, monkeypatch):
+    import yolov3.report_plots as report_plots
+
+    drawn = {}
+    real_save = report_plots._save
+
+    def keep_lines(fig, path, *args, **kwargs):
+        drawn[Path(path).name] = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines}
+        return real_save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(report_plots, "_save", keep_lines)
+    study_dir = tmp_path / "s"
+    make_run(study_dir, 0, "aaa", 0, 0.0, 0.0, finished=False)  # planned first, nothing finished: not drawn
+    make_run(study_dir, 1, "bce", 0, 0.5, 0.3, curve=(0.1, 0.2, 0.3), obj=(1, 1, 1), noobj=(1, 1, 1))
+    make_run(study_dir, 2, "bce", 1, 0.5, 0.3, curve=(0.3, 0.4))
+    make_run(study_dir, 3, "focal", 0, 0.6, 0.3)
+    make_run(study_dir, 4, "focal", 1, 0.6, 0.3)
+    report = build_report(study_dir)
+    assert drawn["map_per_variant.png"]["seed 0"] == [0, 1]  # bce at 0, focal at 1
+    curve = report.plots["val_map_per_epoch"]["bce"]
+    assert curve["epoch"].tolist() == [1, 2, 3] and curve["mean"] == pytest.approx([0.2, 0.3, 0.3])
+    assert curve["n"].tolist() == [2, 2, 1]
+
+    assert report_plots.find_gamma_alpha_keys(["loss.cls.gamma", "loss.objectness.gamma", "loss.objectness.alpha"]
+                                              ) == ("loss.objectness.gamma", "loss.objectness.alpha")
+    grid_dir = tmp_path / "g"
+    make_run(grid_dir, 0, "bce", 0, 0.40, 0.2)
+    for seed, (m50, m95) in enumerate([(0.40, 0.20), (0.42, 0.30)]):
+        make_run(grid_dir, 1 + seed, "focal", seed, m50, m95,
+                 grid={"loss.objectness.gamma": 0, "loss.objectness.alpha": 0.25})
+    make_run(grid_dir, 3, "focal", 0, 0.0, 0.0, finished=False,
+             grid={"loss.objectness.gamma": 2, "loss.objectness.alpha": 0.25})
+    grid = build_report(grid_dir).plots["grid_gamma_alpha"]["focal"]["0.25"]
+    assert grid["gamma"] == [0.0] and grid["mean"] == pytest.approx([0.41])
+    assert grid["sd"] == pytest.approx([0.0141421], abs=1e-6)  # sd of mAP@.5 [.40, .42], not of mAP@.5:.95

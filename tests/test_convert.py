@@ -713,3 +713,129 @@ def test_a_split_with_nothing_converted_is_said_and_left_out_of_the_yaml(tmp_pat
     assert "split 'val': no file converted; it is left out of data.yaml" in out.out + out.err
     data = yaml.safe_load((tmp_path / "ds" / "data.yaml").read_text())
     assert data["train"] == "images/train" and "val" not in data
+
+
+# ---- planted-bug checks: edges of the boxes, the names file, split files and the CLI's flags ------------------------
+def test_coco_box_with_no_height_left_is_skipped_as_empty(tmp_path):
+    coco = {"images": [{"id": 9, "file_name": "a.jpg", "width": 200, "height": 100}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": [20, 30, 40, 0]}]}
+    (tmp_path / "inst.json").write_text(json.dumps(coco))
+    stats = coco_to_yolo(tmp_path / "inst.json", tmp_path / "labels")
+    assert (stats["boxes"], stats["empty_skipped"]) == (0, 1)
+    assert (tmp_path / "labels" / "a.txt").read_text() == ""
+
+
+def test_coco_images_that_map_to_one_label_file_are_refused(tmp_path):
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10},
+                       {"id": 2, "file_name": "a.png", "width": 10, "height": 10}],
+            "categories": [{"id": 1, "name": "x"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]},
+                            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 5, 2, 2]}]}
+    (tmp_path / "inst.json").write_text(json.dumps(coco))
+    with pytest.raises(ConversionError, match="two images map to the label file"):
+        coco_to_yolo(tmp_path / "inst.json", tmp_path / "labels")
+
+
+def test_a_box_ending_on_the_images_edge_is_not_clipped(tmp_path):
+    (tmp_path / "ann").mkdir()
+    # 1-based 1..40 x 1..20 is continuous 0..40 x 0..20: the whole 40 x 20 photo, nothing cut
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 40, 20, [("cat", 1, 1, 40, 20, 0)]))
+    stats = voc_to_yolo(tmp_path / "ann", tmp_path / "l")
+    assert (stats["clipped"], stats["boxes"]) == (0, 1)
+    np.testing.assert_allclose(_rows(tmp_path / "l" / "a.txt"), [[0, 0.5, 0.5, 1.0, 1.0]], atol=1e-6)
+
+
+def test_a_size_five_percent_off_its_photo_is_reported(tmp_path, capsys):
+    _jpg(tmp_path / "p" / "x.jpg", 100, 95)
+    (tmp_path / "p" / "x.xml").write_text(_labelimg_xml("x.jpg", 100, 100, [("dog", 1, 1, 50, 50, 0)]))
+    (tmp_path / "p" / "y.xml").write_text(_labelimg_xml("y.jpg", 40, 20, [("dog", 1, 1, 5, 5, 0)]))
+    _jpg(tmp_path / "p" / "y.jpg")
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds"),
+                 "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    # |100 x 95 - 100 x 100| = 500 pixels is more than 1 % of 9,500
+    assert "x.xml: <size> is 100 x 100 but its image x.jpg is 100 x 95" in out
+    assert not (tmp_path / "ds" / "labels" / "train" / "x.txt").exists()
+
+
+def test_a_names_file_is_folded_like_the_xml_and_blank_or_repeated_lines_are_handled(tmp_path, capsys):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 100, 100, [("RBC", 1, 1, 10, 10, 0),
+                                                                            ("red blood cell", 51, 1, 100, 50, 0)]))
+    argv = ["voc", "--annotations", str(tmp_path / "ann"), "--names", str(tmp_path / "names.txt")]
+    (tmp_path / "names.txt").write_text(" RBC \n\nred  blood cell\n")  # spaces and a blank line
+    assert main(argv + ["--out", str(tmp_path / "l")]) == 0
+    assert [r[0] for r in _rows(tmp_path / "l" / "a.txt")] == [0, 1]
+    (tmp_path / "names.txt").write_text("RBC\nred blood cell\nRBC\n")
+    assert main(argv + ["--out", str(tmp_path / "l2")]) == 2
+    assert "names.txt: the class name 'RBC' is listed twice" in capsys.readouterr().err
+
+
+def test_split_files_drop_flags_and_suffixes_and_absolute_ids_are_skipped(tmp_path, capsys):
+    from yolov3.convert import read_ids
+
+    (tmp_path / "ids.txt").write_text("a.JPG\nb.xml\nc.Png\nd\n000005 -1\n000007  1\n\n")
+    assert read_ids(tmp_path / "ids.txt") == ["a", "b", "c", "d", "000005", "000007"]
+    _jpg(tmp_path / "outside" / "x.jpg")
+    (tmp_path / "outside" / "x.xml").write_text(_labelimg_xml("x.jpg", 40, 20, [("dog", 1, 1, 5, 5, 0)]))
+    _jpg(tmp_path / "ann" / "a.jpg")
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 40, 20, [("dog", 1, 1, 5, 5, 0)]))
+    (tmp_path / "train.txt").write_text(f"a\n{tmp_path / 'outside' / 'x'}\n")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--dataset", str(tmp_path / "ds"),
+                 "--split", f"train={tmp_path / 'train.txt'}"]) == 0
+    out = capsys.readouterr().out
+    assert f"id '{tmp_path / 'outside' / 'x'}' is not a name inside" in out
+    assert sorted(p.name for p in (tmp_path / "ds" / "labels" / "train").iterdir()) == ["a.txt"]
+    assert not (tmp_path / "outside" / "x.txt").exists()
+
+
+def test_summary_line_by_hand():
+    from yolov3.convert import summary_line
+
+    stats = {"names": ["a"], "per_class": {"a": 3}, "images": 1, "boxes": 3, "difficult": 0, "clipped": 2,
+             "empty": 1, "size_from_image": 0, "out": "o"}
+    assert summary_line("train", stats) == ("train: 1 images, 3 boxes (a 3); 0 difficult skipped, 2 clipped to the "
+                                            "image, 1 empty skipped, 0 sizes read from the image -> o")
+
+
+def test_split_by_fraction_follows_the_seed_and_rounds_the_count():
+    import random
+
+    stems = [f"img{i:02d}" for i in range(20)]
+    vals = []
+    for seed in (5, 6):
+        order = sorted(stems)
+        random.Random(seed).shuffle(order)
+        vals.append(split_by_fraction(stems, 0.25, seed=seed)["val"])
+        assert vals[-1] == sorted(order[:5])  # round(20 x .25) = 5
+    assert vals[0] != vals[1]
+    nine = split_by_fraction([f"i{k}" for k in range(9)], 0.2)  # 9 x .2 = 1.8 -> 2
+    assert (len(nine["val"]), len(nine["train"])) == (2, 7)
+
+
+def test_dataset_flags_default_fraction_difficult_names_and_images(tmp_path, capsys):
+    _labelimg_folder(tmp_path / "p", 10)
+    assert main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds")]) == 0
+    assert len(list((tmp_path / "ds" / "images" / "val").iterdir())) == 2  # the default .2 of 10
+    assert len(list((tmp_path / "ds" / "images" / "train").iterdir())) == 8
+    assert "val: images/val" in (tmp_path / "ds" / "data.yaml").read_text()
+    # --names and --difficult reach a --dataset conversion
+    (tmp_path / "names.txt").write_text("WBC\nPlatelets\n")
+    (tmp_path / "q").mkdir()
+    _jpg(tmp_path / "q" / "img1.jpg", 64, 48)
+    (tmp_path / "q" / "img1.xml").write_text(_labelimg_xml("img1.jpg", 64, 48, [("WBC", 11, 11, 30, 20, 0),
+                                                                             ("Platelets", 1, 1, 10, 10, 1)]))
+    assert main(["voc", "--annotations", str(tmp_path / "q"), "--dataset", str(tmp_path / "ds2"), "--val-fraction",
+                 "0", "--names", str(tmp_path / "names.txt"), "--difficult"]) == 0
+    assert yaml.safe_load((tmp_path / "ds2" / "data.yaml").read_text())["names"] == ["WBC", "Platelets"]
+    np.testing.assert_allclose(_rows(tmp_path / "ds2" / "labels" / "train" / "img1.txt"),
+                               [[0, 20 / 64, 15 / 48, 20 / 64, 10 / 48], [1, 5 / 64, 5 / 48, 10 / 64, 10 / 48]],
+                               atol=1e-6)
+    # --images: the photos in a folder of their own
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    _jpg(tmp_path / "pics" / "a.jpg")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--images", str(tmp_path / "pics"), "--dataset",
+                 str(tmp_path / "ds3"), "--val-fraction", "0"]) == 0
+    assert (tmp_path / "ds3" / "images" / "train" / "a.jpg").is_file()

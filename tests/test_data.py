@@ -753,3 +753,33 @@ def test_single_class_data_keeps_every_box_as_class_zero(tmp_path):
     for rows, single_rows in zip(classes.labels, single.labels):
         assert np.array_equal(single_rows[:, 1:], rows[:, 1:]) and (single_rows[:, 0] == 0).all()
     assert sorted(classes.labels[0][:, 0].tolist()) == [1.0, 2.0] and len(single.labels[1]) == 0
+
+
+def test_upper_case_suffixes_repeated_list_entries_and_boxes_past_the_bottom(tmp_path):
+    _write_image(tmp_path / "images" / "train" / "A.JPG")
+    _write_label(tmp_path / "labels" / "train" / "A.txt", "0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/train\nnames: {NAMES}\n")
+    entries = scan_split(load_data_yaml(tmp_path / "data.yaml"), "train", progress=False)
+    assert [Path(p).name for p in entries.paths] == ["A.JPG"]
+    (tmp_path / "list.txt").write_text("images/train/A.JPG\n./images/train/A.JPG\nimages/train/A.JPG\n")
+    (tmp_path / "list.yaml").write_text(f"path: .\ntrain: list.txt\nval: list.txt\nnames: {NAMES}\n")
+    listed = scan_split(load_data_yaml(tmp_path / "list.yaml"), "train", progress=False)
+    assert listed.paths == [str(tmp_path / "images" / "train" / "A.JPG")]  # once, not three times
+    # y1 = .85, y2 = min(1.05, 1) = 1 -> cy .925, h .15
+    labels, errors, _ = parse_label_text("0 0.5 0.95 0.2 0.2\n", "x.txt", 3)
+    assert errors == [] and np.allclose(labels, [[0, 0.5, 0.925, 0.2, 0.15]], atol=1e-6)
+    # within the tolerance of the bottom edge, yet nothing left after clipping
+    labels, errors, _ = parse_label_text("0 0.5 1.0005 0.2 0.0005\n", "x.txt", 3)
+    assert errors == ["x.txt:1: the box lies outside the image (no area left after clipping to [0, 1])"]
+    assert labels.shape == (0, 5)
+
+
+def test_a_replaced_photo_is_scanned_again(tmp_path):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    assert scan_split(data, "train", progress=False).shapes == [(32, 32)]
+    image = tmp_path / "images" / "train" / "a.png"
+    _write_image(image, height=32, width=64)
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    again = scan_split(data, "train", progress=False)
+    assert not again.from_cache and again.shapes == [(32, 64)]

@@ -377,3 +377,16 @@ def test_prepare_refuses_a_yaml_whose_download_is_text(tmp_path, capsys):
     (tmp_path / "d.yaml").write_text("train: a\nval: a\nnames: [x]\ndownload: bash get.sh\n")
     assert prepare_main([str(tmp_path / "d.yaml")]) == 2
     assert "has no download: mapping" in capsys.readouterr().err
+
+
+def test_an_upper_case_checksum_a_given_source_before_the_environment_and_windows_zips(tmp_path, monkeypatch):
+    spec = {"url": "https://example.invalid/x.zip", "voc": "VOCSET",
+            "splits": {"train": "ImageSets/Main/train.txt", "val": "ImageSets/Main/val.txt"}}
+    assert parse_download_spec({**spec, "sha256": "AB" * 32}, "d.yaml").sha256 == "ab" * 32
+    monkeypatch.setenv(ENV_SOURCE, str(tmp_path / "nope.zip"))  # a stale setting: the given source wins
+    root = build_dataset(parse_download_spec(spec, "d.yaml"), tmp_path / "cells", ["cell", "blob"],
+                         source=str(_voc_archive(tmp_path)), log=lambda s: None)
+    assert root == tmp_path / "cells" and (root / "labels" / "val" / "im4.txt").is_file()
+    archive = _zip(tmp_path / "w.zip", [("top\\sub\\a.txt", b"alpha")])  # PowerShell 5's separators
+    assert extract_archive(archive, tmp_path / "o") == 1
+    assert (tmp_path / "o" / "top" / "sub" / "a.txt").read_bytes() == b"alpha"

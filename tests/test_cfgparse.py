@@ -174,3 +174,15 @@ def test_net_sizes_must_be_at_least_one(tmp_path, key):
     assert message == f"{tmp_path / 'bad.cfg'}:{_line_of(text, f'{key}=0')}: [net] {key}: must be >= 1, got 0"
     one = text.replace(f"{key}=0", f"{key}=1")
     assert parse_cfg(one).net.options[key] == 1  # the edge itself is valid
+
+
+def test_darknet_defaults_and_checks_of_yolo_and_head_layers():
+    # a [yolo] without classes= is Darknet's 20 classes: the head needs 3 x (5 + 20) = 75 filters
+    cfg = parse_cfg(MINIMAL.replace("classes=2\n", "").replace("filters=21", "filters=75"))
+    assert cfg.layers[-1].options["classes"] == 20
+    with pytest.raises(CfgError, match="anchor widths and heights must be > 0"):
+        parse_cfg(MINIMAL.replace("anchors = 10,13, 16,30, 33,23", "anchors = 10,0, 16,30, 33,23"))
+    with pytest.raises(CfgError, match="must have a bias"):
+        parse_cfg(MINIMAL.replace("[convolutional]\nsize=1", "[convolutional]\nbatch_normalize=1\nsize=1"))
+    trailing = parse_cfg(MINIMAL.replace("anchors = 10,13, 16,30, 33,23", "anchors = 10,13, 16,30, 33,23,"))
+    assert trailing.layers[-1].options["anchors"] == [10, 13, 16, 30, 33, 23]  # Darknet allows a trailing comma

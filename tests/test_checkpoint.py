@@ -229,3 +229,13 @@ def test_a_folder_with_a_checkpoint_in_either_layout_is_never_reused(tmp_path, c
     with pytest.raises(RunFolderError, match=re.escape(f"{tmp_path} {message} ({tmp_path / checkpoint})")):
         prepare_new_run_dir(tmp_path)
     assert (tmp_path / "results.csv").read_text() == "epoch\n1\n" and (tmp_path / checkpoint).read_bytes() == b"weights"
+
+
+def test_a_tie_keeps_the_earlier_best_epoch(tmp_path):
+    state = TrainState(tmp_path, sums=torch.zeros(5))
+    assert state.record_epoch({"epoch": 1, "mAP50": 0.5, "mAP50_95": 0.2}) is True
+    assert state.record_epoch({"epoch": 2, "mAP50": 0.5, "mAP50_95": 0.2}) is False and state.best_epoch == 1
+    unvalidated = TrainState(tmp_path, sums=torch.zeros(5))
+    assert unvalidated.record_epoch({"epoch": 1, "mAP50": math.nan, "mAP50_95": math.nan}) is True
+    assert unvalidated.record_epoch({"epoch": 2, "mAP50": math.nan, "mAP50_95": math.nan}) is False
+    assert unvalidated.best_epoch == 1

@@ -266,3 +266,10 @@ def test_overrides_from_defaults_rebuild_the_config():
                          "train.lr0=0.02", "train.freeze=[0, 2]"]
     assert C.apply_overrides(C.Config(), overrides) == cfg
     assert C.overrides_from_defaults(C.Config()) == []
+
+
+def test_negative_warmup_momentum_and_a_boolean_epoch_count_are_refused():
+    with pytest.raises(C.ConfigError, match=re.escape("'train.warmup_momentum' must be in [0, 1)")):
+        C.validate(C.apply_overrides(C.Config(), ["train.warmup_momentum=-0.1"]))
+    with pytest.raises(C.ConfigError, match="'train.epochs' expects an integer, got True"):
+        C.apply_overrides(C.Config(), ["train.epochs=true"])

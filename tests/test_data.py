@@ -783,3 +783,29 @@ def test_a_replaced_photo_is_scanned_again(tmp_path):
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     again = scan_split(data, "train", progress=False)
     assert not again.from_cache and again.shapes == [(32, 64)]
+
+
+def test_mosaic_draws_partners_from_every_image_and_hsv_never_touches_the_ram_cache(augmented_data, tmp_path):
+    dataset = YOLODataset(augmented_data, "train", 64, _only(mosaic=1.0), seed=0, progress=False)
+    loaded = []
+    real_load = dataset.load_image
+    dataset.load_image = lambda index: (loaded.append(index), real_load(index))[1]
+    for epoch in range(4):
+        for index in range(6):
+            before = len(loaded)
+            dataset[(index, epoch)]
+            assert loaded[before] == index
+            partners = loaded[before + 1:]
+            assert len(partners) == 3
+    # 72 partner draws from 6 images: missing the last one by chance has probability (5/6)^72 ~ 2e-6
+    partners = [i for k, i in enumerate(loaded) if k % 4]
+    assert 5 in partners
+    _write_image(tmp_path / "one" / "images" / "train" / "a.png", 64, 64, (100, 100, 100))
+    _write_label(tmp_path / "one" / "labels" / "train" / "a.txt", "0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "one" / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/train\nnames: {NAMES}\n")
+    cached = YOLODataset(load_data_yaml(tmp_path / "one" / "data.yaml"), "train", 64, _only(hsv_v=0.9), seed=0,
+                         cache="ram", progress=False)
+    before = cached._ram_cache[0].copy()
+    images = [cached[(0, epoch)][0] for epoch in range(3)]
+    assert np.array_equal(cached._ram_cache[0], before)  # each epoch jitters a copy, never the cached pixels
+    assert not torch.equal(images[0], images[1])

@@ -781,3 +781,37 @@ def test_with_darknet_small_prior_matches_decoded_objectness_and_loss_trains():
     total.backward()
     assert terms["num_pos"] == 2 and torch.isfinite(total)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ---- planted-bug checks: varifocal's gamma and alpha, alpha = 1, shape and class checks, the positive mask ----------
+def test_varifocal_keeps_its_gamma_below_one_and_its_alpha():
+    x, y = torch.tensor([-1.2], dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    p, bce = 1 / (1 + math.exp(1.2)), math.log1p(math.exp(-1.2))  # sigmoid(-1.2), BCE(p, 0) = softplus(-1.2)
+    assert varifocal_loss(x, y, gamma=1.0, alpha=0.75).item() == pytest.approx(0.75 * p * bce, rel=1e-9)
+    assert get_loss_fn("varifocal", gamma=2.0, alpha=0.5)(x, y).item() == pytest.approx(0.5 * p * p * bce, rel=1e-9)
+
+
+def test_focal_alpha_one_weights_only_positives_and_builds_a_loss():
+    out = focal_loss(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), gamma=2.0, alpha=1.0)
+    assert out.tolist() == pytest.approx([0.25 * LOG2, 0.0])  # (1 - .5)^2 log 2; the negative weighs 1 - 1 = 0
+    make_loss(objectness=ObjectnessLossConfig(name="focal", alpha=1.0))  # the config allows 1: so must the loss
+
+
+def test_maps_with_the_wrong_class_count_and_labels_of_a_class_the_model_lacks_are_refused():
+    with pytest.raises(ValueError, match="expected"):
+        make_loss()([torch.zeros(2, 2, 4, 4, 8)], TRUTH)  # 8 = 5 + 3 channels for a 2-class loss
+    with pytest.raises(ValueError, match="class outside"):
+        make_loss()([zero_maps()], torch.tensor([[0.0, 2.0, 0.5, 0.5, 0.1, 0.1]]))
+
+
+def test_a_positive_whose_iou_target_is_zero_keeps_the_positive_alpha():
+    """obj_target iou: the target of a positive is its IoU, here 0; focal's alpha follows the positive mask, not
+    the target's value, so the positive weighs alpha (.25), not 1 - alpha."""
+    loss = make_loss(objectness=ObjectnessLossConfig(name="focal", gamma=0.0, alpha=0.25), obj_target="iou",
+                     normalizer="positives")
+    raw = zero_maps(requires_grad=False).clone()
+    raw[0, 0, 2, 2, 0:2] = 30.0  # centre (2 + 1) x 8 = 24 px
+    raw[0, 0, 2, 2, 2:4] = -10.0  # a box of 8 e^-10 px: it does not touch the truth 13..21
+    truth = torch.tensor([[0.0, 0.0, 17 / 32, 17 / 32, 8 / 32, 8 / 32]])
+    _, terms = loss([raw], truth)
+    assert float(terms["obj"]) == pytest.approx(0.25 * LOG2, rel=1e-5)

@@ -253,3 +253,8 @@ def test_maxpool_fast_paths_equal_explicit_neg_inf_padding(size, stride, padding
             assert torch.equal(pool(tensor), expected)
         grad_input = tensor.clone().requires_grad_(True)
         assert torch.equal(pool(grad_input), expected)  # the autograd path (training)
+
+
+def test_an_input_width_that_is_not_a_multiple_of_the_stride_is_named():
+    with pytest.raises(ValueError, match="height 128 and width 100 must be multiples of 32"):
+        Darknet("cfg/yolov3-small.cfg")(torch.rand(1, 3, 128, 100))

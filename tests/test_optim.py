@@ -176,3 +176,21 @@ def test_freeze_layers_by_count_or_index_and_the_optimiser_skips_them():
         freeze_layers(model, [1, 99])
     with pytest.raises(ConfigError, match=r"'train.freeze': the first 100 of a model whose layers are"):
         freeze_layers(model, 100)
+
+
+def test_warmup_ramps_batchnorm_weights_from_zero_nesterov_off_and_freezing_beyond_the_model():
+    from yolov3.config import ConfigError as CE
+    from yolov3.model import Darknet
+    from yolov3.optim import freeze_layers
+
+    cfg = TrainConfig(epochs=10, lr0=0.01, warmup_bias_lr=0.1)
+    opt = build_optimizer(tiny(), cfg)
+    set_learning_rates(opt, cfg, 0, 0, 20)
+    assert opt.param_groups[1]["lr"] == 0.0 and opt.param_groups[2]["lr"] == pytest.approx(0.1)
+    assert build_optimizer(tiny(), TrainConfig(nesterov=False)).param_groups[0]["nesterov"] is False
+    model = Darknet("cfg/yolov3-tiny.cfg", num_classes=2)
+    assert len(model.module_list) == 24
+    with pytest.raises(CE, match=r"layer\(s\) \[24\] of a model whose layers are 0..23"):
+        freeze_layers(model, [24])
+    with pytest.raises(CE, match="the first 25"):
+        freeze_layers(model, 25)

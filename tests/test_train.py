@@ -824,3 +824,20 @@ def test_weights_and_splits_are_checked_before_the_train_scan(tiny_data, tmp_pat
     assert run_train(tiny_data, tmp_path, "d", "--weights", spelled, "--epochs", "1") == 0
     assert "is a run folder" not in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "d" / "config.yaml").read_text())["weights"] == spelled
+
+
+def test_ema_tau_reaches_the_ema(tiny_data, tmp_path, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append((args, kwargs))
+        raise Stop
+
+    monkeypatch.setattr(train, "ModelEMA", record)
+    with pytest.raises(Stop):
+        run_train(tiny_data, tmp_path, "ema", "train.ema_tau=50")
+    args, kwargs = seen[0]
+    assert list(args[1:]) + list(kwargs.values()) == [0.9999, 50.0]

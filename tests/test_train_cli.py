@@ -110,3 +110,12 @@ def test_the_resolved_command_of_train_log_trains_the_same_config(tmp_path, monk
     assert words[:2] == ["python", "train.py"]
     assert resolve_config(parse_args(words[2:]))[0] == cfg  # no --hyp needed any more
     assert command_header(args, cfg, resumed=True) == [command]
+
+
+def test_a_hyp_file_keeps_the_cfgs_width_and_resume_refuses_a_new_name(tmp_path):
+    (tmp_path / "hyp.yaml").write_text("train:\n  lr0: 0.02\n")
+    cfg, notes = resolve_config(parse_args(["--cfg", "cfg/yolov3-tiny.cfg", "--hyp", str(tmp_path / "hyp.yaml")]))
+    assert (cfg.train.img_size, cfg.train.lr0) == (416, 0.02)
+    assert any("img size 416" in note for note in notes)
+    with pytest.raises(ConfigError, match="--name cannot change it"):
+        check_resume_flags(parse_args(["--resume", "--name", "other"]))

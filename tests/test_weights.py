@@ -297,3 +297,15 @@ def test_download_script_help():
     result = subprocess.run([sys.executable, str(REPO_ROOT / "weights" / "download_weights.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--mirror" in result.stdout and "248,007,048" in result.stdout
+
+
+def test_cutoff_of_every_layer_and_a_truncated_version_two_header(tmp_path):
+    from yolov3.weights import looks_like_darknet_weights
+
+    model = Darknet(TINY_CFG)
+    assert count_darknet_floats(model, cutoff=len(model.module_list)) == count_darknet_floats(model)
+    path = tmp_path / "short.weights"
+    path.write_bytes(struct.pack("<iiii", 0, 2, 0, 5))  # version 0.2 needs 20 header bytes
+    with pytest.raises(WeightsError, match="truncated header: version 0.2 needs 20 header bytes, the file has 16"):
+        read_darknet_header(path)
+    assert looks_like_darknet_weights(path) is False

@@ -102,3 +102,11 @@ def test_bad_yolov5_files_are_one_line_errors(tmp_path, data, message):
 def test_our_own_hyp_files_load_as_before(hyp):
     assert not is_yolov5_hyp(yaml.safe_load(hyp.read_text()))
     assert load_hyp(hyp) == (load_config(hyp), [])
+
+
+def test_a_yolov5_hyp_file_keeps_the_base_it_is_given(tmp_path):
+    import dataclasses
+
+    base = dataclasses.replace(Config(), train=dataclasses.replace(Config().train, img_size=416))
+    cfg, _ = load_hyp(write(tmp_path, {"lr0": 0.02}), base)
+    assert (cfg.train.img_size, cfg.train.lr0) == (416, 0.02)

@@ -567,3 +567,43 @@ def test_names_in_another_order_than_the_models_are_warned(easy_data, trained_ch
         assert ("differ from the classes the model was trained with" in err) is warned, err
         if warned:
             assert str(trained[::-1]) in err and str(trained) in err
+
+
+def _fixed_detect(monkeypatch):
+    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (FixedBoxes().eval(), None))
+    monkeypatch.setattr(detect, "prepare_for_inference", lambda model, **kwargs: model)
+
+
+def test_classes_of_a_model_end_at_its_class_count_and_hide_conf_hides_only_the_score(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    argv = ["--weights", "fixed.pt", "--source", image, "--project", tmp_path, "--img-size", "64", "--no-optimize",
+            "--threads", "1"]
+    code, _, err = run(argv + ["--classes", "2", "--nosave"], capsys)
+    assert code == 2 and "--classes [2]: the model has classes 0..1" in err
+    drawn = []
+    real_draw = detect_outputs.draw_boxes
+    monkeypatch.setattr(detect_outputs, "draw_boxes", lambda *a, **k: (drawn.append(k), real_draw(*a, **k))[1])
+    code, _, err = run(argv + ["--hide-conf"], capsys)
+    assert code == 0, err
+    assert drawn and all(k["hide_conf"] is True and k["hide_labels"] is False for k in drawn)
+    # the score drawn is the detection's score, not its class
+    assert sorted(round(float(s), 3) for k in drawn for s in k["scores"]) == [0.7, 0.8, 0.9]
+
+
+def test_a_whole_video_is_not_called_truncated(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    video = write_video(tmp_path / "clip.avi")
+    code, out, err = run(["--weights", "fixed.pt", "--source", video, "--project", tmp_path, "--img-size", "64",
+                          "--no-optimize", "--threads", "1", "--nosave"], capsys)
+    assert code == 0, err
+    assert "stopped after" not in err + out and "7 frames" in out
+
+
+def test_save_txt_without_save_conf_writes_five_columns(tmp_path):
+    writer = detect_outputs.Writer(tmp_path / "run", ["a"], {}, detect_outputs.SaveOptions(annotated=False, txt=True))
+    writer.record(torch.tensor([[10.0, 20, 30, 60, 0.9, 0]]), np.zeros((100, 200, 3), np.uint8), "x", "x.jpg", None,
+                  None)
+    # cx (10 + 30) / 2 / 200 = .1, cy (20 + 60) / 2 / 100 = .4, w 20 / 200 = .1, h 40 / 100 = .4
+    assert (writer.save_dir / "labels" / "x.txt").read_text() == "0 0.100000 0.400000 0.100000 0.400000\n"

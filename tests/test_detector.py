@@ -136,3 +136,36 @@ def test_bf16_and_threads_reach_the_detector(trained_checkpoint, monkeypatch):
     assert detector.governor.threads == 1 and detector.governor.describe().startswith("threads: auto, 1 of")
     plain = Detector.from_weights(trained_checkpoint)
     assert plain.governor.threads is None and plain.model.inference_dtype is None
+
+
+class ZeroBoxes(torch.nn.Module):
+    """An eval-mode model that finds nothing: NMS has no work, so stage times are the code's own."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_classes, self.max_stride = 2, 32
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 1, 7)
+
+
+def test_batched_images_add_their_per_image_times_once_each():
+    detector = Detector(ZeroBoxes().eval(), torch.device("cpu"), 64, 0.25, 0.45, 300, None, False, ["a", "b"])
+    image = np.zeros((64, 64, 3), np.uint8)
+    detector.run_batch([image, image])  # the first pass at this shape is timed apart
+    result = detector.run_batch([image, image])
+    assert detector.count == 2
+    np.testing.assert_allclose(detector.times * 1000, 2 * result[0][2], rtol=1e-9)  # two images, each stage's time
+
+
+def test_from_weights_keeps_the_nms_settings_and_80_classes_are_named_as_coco(tmp_path):
+    from yolov3.detector import COCO_NAMES, default_names
+
+    coco = [ln.strip() for ln in COCO_NAMES.read_text().splitlines() if ln.strip()]
+    assert default_names(80) == coco and coco[:3] == ["person", "bicycle", "car"]
+    assert default_names(3) == ["class0", "class1", "class2"]
+    model = Darknet(Path(__file__).resolve().parents[1] / "cfg" / "yolov3-tiny.cfg", num_classes=2)
+    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"]}, tmp_path / "m.pt")
+    detector = Detector.from_weights(tmp_path / "m.pt", classes=[1], agnostic=True, max_det=5, optimize=False)
+    assert detector.nms == {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 5, "classes": [1], "agnostic": True}

@@ -270,3 +270,15 @@ def test_per_class_table_rows():
         "             all        4          3    0.500    0.250    0.750       0.500",
         "          circle        2          3    0.500    0.250    0.750       0.500",
         "          square        0          0        -        -        -           -"]
+
+
+def test_max_det_of_the_options_caps_the_detections_of_an_image():
+    shapes = [((SIZE, SIZE), (1.0, 1.0), (0.0, 0.0))]
+    targets = torch.tensor([[0, 0, 20 / SIZE, 20 / SIZE, 10 / SIZE, 10 / SIZE]])
+    decoded = torch.zeros(1, 2, 5 + len(NAMES))
+    decoded[0, 0, :6] = torch.tensor([20.0, 20, 10, 10, 0.9, 1.0])
+    decoded[0, 1, :6] = torch.tensor([45.0, 45, 10, 10, 0.8, 1.0])  # apart from the first: NMS keeps both
+    batches = [(torch.zeros(1, 3, SIZE, SIZE), targets, ["a.jpg"], shapes)]
+    records = []
+    evaluate(ReplayModel([decoded]), batches, NAMES, options=EvalOptions(max_det=1, progress=False), records=records)
+    assert len(records[0]["preds"]) == 1 and records[0]["preds"][0][4] == pytest.approx(0.9)

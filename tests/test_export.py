@@ -162,3 +162,39 @@ def test_export_help_lists_its_flags():
     assert result.returncode == 0
     for flag in ("--weights", "--cfg", "--names", "--include", "--img-size", "--out", "--opset"):
         assert flag in result.stdout
+
+
+def _random_checkpoint(path):
+    from yolov3.model import Darknet
+
+    model = Darknet(REPO / "cfg" / "yolov3-tiny.cfg", num_classes=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"]}, path)
+    return path
+
+
+def test_export_writes_beside_the_weights_by_default_and_names_files_by_their_stem(tmp_path, monkeypatch):
+    import export
+    from yolov3.model import Darknet
+
+    weights = _random_checkpoint(tmp_path / "run" / "best.pt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert export.main(["--weights", str(weights)]) == 0
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"best.cfg", "best.weights", "best.names"}
+    assert not any((tmp_path / "elsewhere").iterdir())
+    paths = export_darknet(weights, tmp_path / "out")
+    assert paths["cfg"] == tmp_path / "out" / "best.cfg" and paths["weights"].name == "best.weights"
+    assert export_darknet(Darknet(REPO / "cfg" / "yolov3-tiny.cfg"), tmp_path / "o2")["cfg"].name == "model.cfg"
+
+
+def test_export_py_img_size_reaches_the_onnx_graph(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    import export
+
+    weights = _random_checkpoint(tmp_path / "tiny.pt")
+    assert export.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--include", "onnx",
+                        "--img-size", "64"]) == 0
+    graph = onnx.load(str(tmp_path / "o" / "tiny.onnx"))
+    assert {e.key: e.value for e in graph.metadata_props}["img_size"] == "[64, 64]"
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]

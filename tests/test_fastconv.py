@@ -493,3 +493,18 @@ def test_the_cache_lives_under_xdg_cache_home_when_it_is_set(tmp_path, monkeypat
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert prepcache.default_path() == tmp_path / "home" / ".cache" / "yolov3-focal" / "prep-cache.json"
+
+
+@pytest.mark.parametrize("stride, padding, channels, size", [(2, 1, 64, 64), (1, 0, 128, 32)])
+def test_winograd_computes_only_stride_one_padding_one_convs(stride, padding, channels, size):
+    """A stride-2 or unpadded 3x3 conv big enough for the rule to prefer Winograd still gives the plain conv's
+    output: Winograd here computes stride 1 with padding 1, so it must not be chosen for them."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, 128, 3, stride, padding)
+    layer = FastConvLayer(conv, "linear", onednn=False, winograd=True, select="rule").eval()
+    x = torch.rand(1, channels, size, size)
+    with torch.no_grad():
+        expected = conv(x)
+        got = layer(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

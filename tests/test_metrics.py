@@ -317,3 +317,26 @@ def test_bad_inputs_raise_clear_errors():
         DetectionEvaluator(2, method="voc12")
     # nothing with ground truth: metrics are NaN, not a made-up 0
     assert np.isnan(evaluator.compute()["mAP50"])
+
+
+# ---- planted-bug checks: the confusion matrix's pairing, classes without detections or without truths -----------------
+def test_confusion_pairs_the_highest_iou_first_and_headline_precision_counts_missed_classes():
+    pairing = DetectionEvaluator(2)
+    # one class-0 detection on a class-0 truth (IoU 1) and a class-1 truth (IoU 50 / 100 = .5 > .45)
+    pairing.update([[0, 0, 10, 10, 0.9, 0]], [[0, 0, 0, 10, 10], [1, 0, 0, 10, 5]])
+    assert pairing.compute()["confusion_matrix"].tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 0]]
+    missed = DetectionEvaluator(2)  # class 1 has a truth and no detection: precision 0 for it, not 1
+    missed.update([[0, 0, 10, 10, 0.9, 0]], [[0, 0, 0, 10, 10], [1, 20, 20, 30, 30]])
+    result = missed.compute()
+    assert result["precision"] == pytest.approx(0.5) and result["recall"] == pytest.approx(0.5)
+
+
+def test_a_class_without_truths_does_not_move_the_best_f1_confidence():
+    preds, truths = hand_image()
+    extra = np.array([[300, 300, 310, 310, 0.1, 0], [0, 0, 5, 5, 0.95, 1]], float)  # an FP; a class with no truth
+    evaluator = DetectionEvaluator(2)
+    evaluator.update(np.concatenate([preds, extra]), truths)
+    result = evaluator.compute()
+    # best F1 at the grid's 499/999: P between .6 (score .5) and .5 (score .1): .6 - (.0005 / .4) x .1; R .75
+    assert result["best_conf"] == pytest.approx(499 / 999) and result["precision"] == pytest.approx(0.599875, abs=1e-4)
+    assert result["recall"] == pytest.approx(0.75)

@@ -257,3 +257,20 @@ def test_max_candidates_keeps_exactly_the_best_pairs():
         (out,) = non_max_suppression(pred, 0.01, 0.5, max_candidates=cap)
         np.testing.assert_allclose(out[:, 4].numpy(), objectness[:kept], err_msg=f"max_candidates={cap}")
         np.testing.assert_allclose(out[:, :4].numpy(), boxes[:kept])
+
+
+def test_a_score_equal_to_conf_thres_is_not_kept_and_flags_are_checked_at_their_edges():
+    from yolov3.config import ConfigError
+    from yolov3.postprocess import check_inference_args
+
+    pred = make_pred(np.array([[10.0, 10, 50, 50]]), np.array([0.8]), np.array([[0.5]]))  # score .8 x .5 = .4
+    assert non_max_suppression(pred, conf_thres=0.4, iou_thres=0.5)[0].shape == (0, 6)
+    kept = non_max_suppression(pred, conf_thres=0.39, iou_thres=0.5)[0]
+    assert kept.shape == (1, 6) and kept[0].tolist() == pytest.approx([10, 10, 50, 50, 0.4, 0])
+    for size in (0, -32):
+        with pytest.raises(ConfigError, match=f"--img-size must be a positive multiple of the model's stride 32, "
+                                              f"got {size}"):
+            check_inference_args(0.25, 0.45, 300, size, 32)
+    with pytest.raises(ConfigError, match=r"--iou-thres must be in \(0, 1\], got 0.0"):
+        check_inference_args(0.25, 0.0, 300, 64, 32)
+    check_inference_args(0.25, 1e-9, 300, 32, 32)

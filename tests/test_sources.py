@@ -44,3 +44,13 @@ def test_a_list_files_relative_entries_are_read_from_its_own_folder(tmp_path, mo
     assert [os.path.normpath(i.location) for i in items] == [str(tmp_path / "photos" / "a.jpg")]
     assert warnings == [f"{tmp_path / 'lists' / 'val.txt'}: listed file not found: "
                         f"{tmp_path / 'lists' / '../photos/gone.jpg'}"]
+
+
+def test_an_image_url_with_a_query_is_an_image_and_double_star_globs_recurse(tmp_path):
+    assert resolve_sources("https://example.com/a.jpg?raw=1") == ([Source("image", "https://example.com/a.jpg?raw=1")], [])
+    assert resolve_sources("rtsp://h/live")[0][0].kind == "stream"
+    for path in (tmp_path / "y.jpg", tmp_path / "a" / "b" / "x.jpg"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not decoded here")
+    found = sorted(item.location for item in resolve_sources(str(tmp_path / "**" / "*.jpg"))[0])
+    assert found == sorted([str(tmp_path / "a" / "b" / "x.jpg"), str(tmp_path / "y.jpg")])

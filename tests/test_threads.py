@@ -1,5 +1,6 @@
 """yolov3.threads: the thread count under load, from hand-made /proc/stat readings and clocks."""
 import argparse
+import os
 
 import pytest
 
@@ -139,3 +140,11 @@ def test_scripts_make_idle_threads_sleep_before_torch_loads_unless_told_otherwis
         out = subprocess.run([sys.executable, "-c", probe], env=run_env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [expected]
+
+
+def test_without_proc_stat_the_one_minute_load_average_sets_the_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 3.0, 3.0))
+    calls = []
+    governor = ThreadGovernor("auto", ticks=lambda: None, cpus={0, 1, 2, 3}, set_threads=calls.append)
+    assert (governor.source, governor.others_busy, governor.threads) == ("loadavg", 1.0, 3)

@@ -467,3 +467,37 @@ def test_a_train_run_folder_is_read_for_its_best_pt(easy_data, trained_checkpoin
                                          f"{tmp_path / 'empty' / 'weights' / 'best.pt'} nor "
                                          f"{tmp_path / 'empty' / 'best.pt'} is there (give a train.py run folder or "
                                          "a weights file)")
+
+
+def test_max_det_reaches_the_evaluation_and_single_class_ids_of_converted_coco(easy_data, trained_checkpoint,
+                                                                               tmp_path, monkeypatch):
+    from yolov3.convert import coco_to_yolo
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def capture(model, loader, names, device, options, records=None):
+        seen.append(options)
+        raise Stop
+
+    monkeypatch.setattr(val, "evaluate", capture)
+    with pytest.raises(Stop):
+        val.main(["--data", str(easy_data), "--weights", str(trained_checkpoint), "--max-det", "7", "--no-optimize",
+                  "--project", str(tmp_path / "val"), "--workers", "0"])
+    assert seen[0].max_det == 7
+    images = tmp_path / "set" / "images" / "val"
+    images.mkdir(parents=True)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"},
+                                                             {"id": 12, "name": "c"}]}
+    for k, (name, image_id) in enumerate([("left.jpg", 501), ("right.jpg", 777), ("top.jpg", 9)]):
+        cv2.imwrite(str(images / name), np.zeros((64, 64, 3), np.uint8))
+        coco["images"].append({"id": image_id, "file_name": name, "width": 64, "height": 64})
+        coco["annotations"].append({"id": k + 1, "image_id": image_id, "category_id": [3, 7, 12][k],
+                                    "bbox": [10, 12, 30, 20]})
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    coco_to_yolo(tmp_path / "instances.json", tmp_path / "set" / "labels" / "val")
+    records = [{"path": str(images / name)} for name in ("left.jpg", "right.jpg", "top.jpg")]
+    image_ids, categories, _ = val.coco_ids(records, ["object"], single_cls=True)
+    assert image_ids == [501, 777, 9] and categories is None  # one class: its category id is 1

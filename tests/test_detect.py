@@ -607,3 +607,69 @@ def test_save_txt_without_save_conf_writes_five_columns(tmp_path):
                   None)
     # cx (10 + 30) / 2 / 200 = .1, cy (20 + 60) / 2 / 100 = .4, w 20 / 200 = .1, h 40 / 100 = .4
     assert (writer.save_dir / "labels" / "x.txt").read_text() == "0 0.100000 0.400000 0.100000 0.400000\n"
+
+
+def test_counts_crops_line_thickness_and_classes_reach_the_outputs(tmp_path, monkeypatch):
+    detections = torch.tensor([[0, 0, 1, 1, 0.9, 1], [0, 0, 1, 1, 0.8, 0], [0, 0, 1, 1, 0.7, 1]])
+    assert detect_outputs.describe(detections, ["a", "b"]) == "1 a, 2 b"  # class order, not score order
+    calls = []
+    monkeypatch.setattr(detect_outputs, "draw_boxes", lambda *a, **k: calls.append((a, k)))
+    detect_outputs.annotate(np.zeros((64, 64, 3), np.uint8), torch.tensor([[10.0, 10, 30, 30, 0.9, 1],
+                                                                           [5, 5, 20, 20, 0.8, 0]]),
+                            ["a", "b"], detect_outputs.DrawStyle(line_thickness=5))
+    (args, kwargs), = calls
+    assert args[2].tolist() == [1, 0] and kwargs["line_thickness"] == 5
+    writer = detect_outputs.Writer(tmp_path / "r", ["a", "b"], {},
+                                   detect_outputs.SaveOptions(annotated=False, crop=True, json=True))
+    writer.record(torch.tensor([[0.0, 0, 10, 10, 0.9, 0], [10, 10, 20, 20, 0.8, 1], [20, 20, 30, 30, 0.7, 0]]),
+                  np.full((40, 40, 3), 100, np.uint8), "x", "x.jpg", None, None)
+    crops = [d["crop"] for d in writer.json_entries[0]["detections"]]
+    assert crops == ["crops/a/x_1.jpg", "crops/b/x_1.jpg", "crops/a/x_2.jpg"]  # numbered within each class
+    assert all((writer.save_dir / crop).is_file() for crop in crops)
+
+
+def test_detect_flags_reach_the_run_folder(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    _fixed_detect(monkeypatch)
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    argv = ["--weights", "fixed.pt", "--source", image, "--no-optimize", "--threads", "1", "--nosave"]
+    code, _, err = run(argv + ["--project", tmp_path / "a", "--save-txt"], capsys)
+    assert code == 0, err
+    rows = (tmp_path / "a" / "exp" / "labels" / "im.txt").read_text().splitlines()
+    assert len(rows) == 3 and all(len(row.split()) == 5 for row in rows)  # YOLO's five columns without --save-conf
+    assert not (tmp_path / "a" / "exp" / "crops").exists()
+    assert yaml.safe_load((tmp_path / "a" / "exp" / "config.yaml").read_text())["img_size"] == 64  # as used
+    code, _, err = run(argv + ["--project", tmp_path / "b", "--save-crop"], capsys)
+    assert code == 0, err
+    assert len(list((tmp_path / "b" / "exp" / "crops").rglob("*.jpg"))) == 3
+    assert not (tmp_path / "b" / "exp" / "labels").exists()
+    names = tmp_path / "names.txt"
+    names.write_text("cat\n\n  dog  \n")
+    assert detect.read_names_file(str(names)) == ["cat", "dog"]
+
+
+def test_a_video_counts_classes_and_a_short_read_is_named(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    video = write_video(tmp_path / "clip.avi")
+    argv = ["--weights", "fixed.pt", "--source", video, "--img-size", "64", "--no-optimize", "--threads", "1",
+            "--nosave"]
+    code, out, err = run(argv + ["--project", tmp_path / "a"], capsys)
+    assert code == 0, err
+    assert "7 frames, 14 class0, 7 class1" in out  # per frame: two class-0 boxes and one class-1 box
+    real = detect_outputs.frames_read_ahead
+
+    def three_frames(capture):
+        frames = real(capture)
+        try:
+            for _ in range(3):
+                yield next(frames)
+        finally:
+            frames.close()
+
+    monkeypatch.setattr(detect_outputs, "frames_read_ahead", three_frames)
+    total = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert total > 3
+    code, out, err = run(argv + ["--project", tmp_path / "b"], capsys)
+    assert f"stopped after 3 of {total} frames" in err + out

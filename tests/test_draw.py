@@ -134,3 +134,29 @@ def test_no_box_line_crosses_a_label():
     assert (~on_line).sum() >= 8  # some rows of the line are label, not line
     first_colour = np.array(class_colour(0), np.uint8)
     assert (image[12:94, 35] == first_colour).all(axis=1).sum() >= 8  # ... and it is the worse box's label
+
+
+# ---- planted-bug checks: the batch mosaic's colours, box placement on non-square tiles, shape; label order ---------
+def test_batch_mosaic_colours_non_square_boxes_odd_counts_and_wide_grids(tmp_path):
+    import torch
+
+    from yolov3.draw import plot_batch
+
+    red = torch.zeros(1, 3, 32, 32)
+    red[0, 0] = 1.0  # RGB red
+    grid = plot_batch(red, torch.zeros(0, 6), [], None, tmp_path / "red.png")
+    assert grid[16, 16].tolist() == [0, 0, 255] and cv2.imread(str(tmp_path / "red.png"))[16, 16].tolist() == [0, 0, 255]
+    # a 64 wide, 32 high tile: cx .25 x 64 = 16, w .25 x 64 = 16 -> x 8..24; cy .5 x 32 = 16, h 16 -> y 8..24
+    wide = plot_batch(torch.zeros(1, 3, 32, 64), torch.tensor([[0, 3, 0.25, 0.5, 0.25, 0.5]]), [], None,
+                      tmp_path / "wide.png")
+    assert tuple(int(v) for v in wide[20, 24]) == class_colour(3) and wide[20, 4].max() == 0
+    three = plot_batch(torch.zeros(3, 3, 32, 32), torch.zeros(0, 6), [], None, tmp_path / "three.png")
+    assert three.shape == (64, 64, 3) and three[48, 48].tolist() == [255, 255, 255]  # 2 x 2, the 4th cell empty
+    big = plot_batch(torch.zeros(2, 3, 100, 1920), torch.zeros(0, 6), [], None, tmp_path / "big.png")
+    assert big.shape == (50, 1920, 3)  # 100 x 3840 scaled by 1920 / 3840
+
+
+def test_stacked_labels_go_above_then_inside_the_top_then_below():
+    boxes = np.array([[10.0, 40.0, 60.0, 90.0]] * 3)
+    placed = place_labels(boxes, [(30, 10)] * 3, (100, 120), [0, 1, 2])
+    assert [tuple(p) for p in placed] == [(10, 30, 40, 40), (10, 40, 40, 50), (10, 90, 40, 100)]

@@ -168,3 +168,26 @@ def test_epoch_axes_show_whole_epochs_and_values_without_an_offset():
     # matplotlib's default labels these ticks 0.5, 1.0, ... under an offset the eye misses
     labels = [float(label.get_text().replace("−", "-")) for label in ax.get_yticklabels() if label.get_text()]
     assert labels and all(abs(v - 8.125) < 1e-3 for v in labels)
+
+
+def test_classes_without_truths_are_left_out_of_the_means_and_the_maps_keep_their_orientation(tmp_path, monkeypatch):
+    import yolov3.plots as plots_module
+
+    recall = np.linspace(0, 1, 101)
+    pr = np.array([np.linspace(1, 0, 101), np.full(101, np.nan), np.full(101, 0.5)])
+    assert plot_pr_curve(recall, pr, np.array([0.5, np.nan, 0.7]), ["x", "y", "z"], tmp_path / "pr.png")["mAP50"] \
+        == pytest.approx(0.6)
+    conf = np.linspace(0, 1, 11)
+    f1 = plot_metric_confidence(conf, np.array([1 - np.abs(conf - 0.3), np.full(11, np.nan)]), ["a", "b"],
+                                tmp_path / "f1.png")
+    assert f1["best_conf"] == pytest.approx(0.3) and f1["best_value"] == pytest.approx(1.0)
+    shown = plot_confusion_matrix(np.array([[2, 0, 1], [0, 0, 1], [1, 0, 0]]), ["cat", "dog"], tmp_path / "cm.png")
+    np.testing.assert_allclose(shown["shown"], [[2 / 3, 0, 0.5], [0, 0, 0.5], [1 / 3, 0, 0]])  # no truth of dog: 0
+    figures = []
+    real_save = plots_module._save
+    monkeypatch.setattr(plots_module, "_save", lambda fig, *a, **k: (figures.append(fig), real_save(fig, *a, **k))[1])
+    drawn = plot_labels([np.array([[0, 0.5, 0.5, 0.2, 0.2]])], ["a", "b", "c"], tmp_path / "labels.jpg")
+    assert drawn["counts"].tolist() == [1, 0, 0]
+    centres = figures[-1].axes[1]
+    # y down, as in the image: a centre at y .1 is drawn above one at y .9
+    assert centres.transData.transform((0.5, 0.1))[1] > centres.transData.transform((0.5, 0.9))[1]

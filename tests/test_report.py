@@ -748,3 +748,12 @@ def test_plotted_data_seed_dots_epochs_some_seeds_reached_and_grid_error_bars(tm
     grid = build_report(grid_dir).plots["grid_gamma_alpha"]["focal"]["0.25"]
     assert grid["gamma"] == [0.0] and grid["mean"] == pytest.approx([0.41])
     assert grid["sd"] == pytest.approx([0.0141421], abs=1e-6)  # sd of mAP@.5 [.40, .42], not of mAP@.5:.95
+
+
+def test_a_partial_runs_epochs_and_a_zero_objectness_loss(tmp_path):
+    from yolov3.report_load import load_run, noobj_obj_ratio
+
+    run_dir = make_run(tmp_path / "s", 0, "bce", 0, 0.5, 0.3, finished=False)  # two epoch rows, eight columns
+    assert load_run(run_dir, []).metrics["epochs"] == 2.0
+    assert math.isnan(noobj_obj_ratio({"train_obj": 0.0, "train_noobj": 1.0}))
+    assert noobj_obj_ratio({"train_obj": 0.5, "train_noobj": 2.0}) == 4.0

@@ -57,3 +57,15 @@ def test_weight_transform_shape_and_errors():
         transform_weights(torch.randn(7, 5, 1, 1), 2)
     with pytest.raises(ValueError, match="do not match"):
         winograd_conv3x3(torch.randn(1, 4, 8, 8), transform_weights(weight, 2), None, 2)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(2, 3, 10, 6), (2, 3, 6, 10), (1, 3, 8, 5), (1, 3, 8, 6)])
+def test_batched_non_square_maps_and_one_side_padded_match_conv2d(m, shape):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(shape), torch.randn(4, 3, 3, 3), torch.randn(4)
+    expected = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    got = winograd_conv3x3(x, transform_weights(w, m), b, m)
+    assert got.shape == expected.shape
+    error = ((got.double() - expected).abs().max() / expected.abs().max()).item()
+    assert error < (2e-6 if m == 2 else 2e-5)

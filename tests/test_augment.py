@@ -283,3 +283,83 @@ def test_box_candidates_minimum_side_is_strict():
     before = np.array([[0, 0, 10, 10]] * 3, float)
     after = np.array([[0, 0, 2.0, 10], [0, 0, 10, 2.0], [0, 0, 2.5, 10]], float)  # exactly 2 px wide / high: dropped
     assert box_candidates(before, after).tolist() == [False, False, True]
+
+
+# ---- planted-bug checks: letterbox's options and rounding, HSV's ranges, the affine's pads, hull and clipping ------
+def test_letterbox_scaleup_off_rounding_auto_padding_one_pixel_pad_and_colour():
+    out, ratio, pad = letterbox(np.zeros((50, 100, 3), np.uint8), 128, scaleup=False)  # 1.28 capped at 1
+    assert out.shape == (128, 128, 3) and tuple(ratio) == (1.0, 1.0) and tuple(pad) == (14.0, 39.0)
+    # 37 x .64 = 23.68 -> 24 px wide: ratio 24 / 37, pad (64 - 24) / 2 = 20
+    _, ratio, pad = letterbox(np.zeros((100, 37, 3), np.uint8), 64)
+    assert tuple(ratio) == pytest.approx((24 / 37, 0.64)) and tuple(pad) == (20.0, 0.0)
+    # auto: a portrait photo becomes 128 x 64 (width pad 64 % 32 = 0), not a square
+    out, _, pad = letterbox(np.zeros((100, 50, 3), np.uint8), 128, auto=True, stride=32)
+    assert out.shape == (128, 64, 3) and tuple(pad) == (0.0, 0.0)
+    out, _, _ = letterbox(np.full((63, 64, 3), 200, np.uint8), 64)  # a 1-pixel pad, all of it at the bottom
+    assert out.shape == (64, 64, 3) and (out[63] == 114).all()
+    out, _, _ = letterbox(np.zeros((32, 64, 3), np.uint8), 64, color=(1, 2, 3))
+    assert tuple(out[0, 0]) == (1, 2, 3) and tuple(out[16, 0]) == (0, 0, 0)
+    stripes = np.zeros((8, 8, 3), np.uint8)
+    stripes[:, 3::4] = 255
+    out, _, _ = letterbox(stripes, 2)  # shrinking averages (INTER_AREA): 255 x 4 / 16 per 4 x 4 block
+    assert np.abs(out.astype(float) - 63.75).max() <= 1
+
+
+class AtFraction:
+    """``uniform`` at a fixed fraction of its range, for every draw (scalar or array)."""
+
+    def __init__(self, fraction):
+        self.fraction = fraction
+
+    def uniform(self, low, high, size=None):
+        value = low + self.fraction * (high - low)
+        return value if size is None else np.full(size, value)
+
+
+def test_hsv_value_alone_brightens_and_gains_reach_below_one():
+    img = np.full((4, 4, 3), 100, np.uint8)
+    augment_hsv(img, AtFraction(1.0), hue=0, saturation=0, value=0.5)  # value gain 1 + .5
+    assert (img == 150).all()
+    img = np.full((4, 4, 3), 100, np.uint8)
+    augment_hsv(img, AtFraction(0.0), hue=0, saturation=0.5, value=0.5)  # gains 1 - .5
+    assert (img == 50).all()
+
+
+def test_box_candidates_tall_slivers_and_area_of_non_square_boxes():
+    assert box_candidates(np.array([[0, 0, 100, 100.0]]), np.array([[0, 0, 4, 100.0]]), min_area_ratio=0).tolist() \
+        == [False]  # aspect 100 / 4 = 25 > 20
+    # 9 x 10 left of a 10 x 100 box: 90 / 1000 = .09 < .1
+    assert box_candidates(np.array([[0, 0, 10, 100.0]]), np.array([[0, 0, 9, 10.0]])).tolist() == [False]
+
+
+def test_affine_zoom_in_pad_colour_rotated_hull_and_bottom_clip():
+    img, labels = _scene(32, 64, [(24, 12, 40, 20)], [0])
+    _, out = random_affine(img, labels, FixedDraws(0.5, 1.0, 0.5, 0.5, 0.5, 0.5), degrees=0, translate=0, scale=0.5,
+                           shear=0)
+    np.testing.assert_allclose(out, [[0, 20, 10, 44, 22]])  # zoom 1.5 about (32, 16)
+    img, labels = _scene(32, 64, [(12, 6, 52, 26)], [3])
+    zoomed, _ = random_affine(img, labels, FixedDraws(0.5, 0.0, 0.5, 0.5, 0.5, 0.5), degrees=10, translate=0.1,
+                              scale=0.75, shear=5)
+    assert tuple(zoomed[0, 0]) == PAD_COLOR  # uncovered by the zoom out: the letterbox grey
+    img, labels = _scene(64, 64, [(22, 27, 42, 37)], [1])
+    _, out = random_affine(img, labels, FixedDraws(1.0, 0.5, 0.5, 0.5, 0.5, 0.5), degrees=45, translate=0, scale=0,
+                           shear=0)
+    half = 15 / np.sqrt(2)  # corners (+-10, +-5) turned 45 degrees reach +-15 / sqrt 2 on both axes
+    np.testing.assert_allclose(out, [[1, 32 - half, 32 - half, 32 + half, 32 + half]], atol=1e-5)
+    img, labels = _scene(32, 64, [(10, 10, 30, 30)], [0])
+    _, out = random_affine(img, labels, FixedDraws(0.5, 0.5, 0.5, 0.5, 0.5, 1.0), degrees=0, translate=0.25, scale=0,
+                           shear=0)
+    np.testing.assert_allclose(out, [[0, 10, 18, 30, 32]])  # shifted down 8, clipped at the bottom (32)
+
+
+def test_a_canvas_of_any_colour_and_multiscale_sampling_keeps_pixel_centres():
+    import torch
+
+    from yolov3.augment import filled_canvas, random_rescale
+
+    canvas = filled_canvas((2, 3), (10, 10, 200))
+    assert canvas.shape == (2, 3, 3) and (canvas == [10, 10, 200]).all()
+    x = torch.arange(32.0).expand(1, 1, 32, 32).contiguous()
+    doubled = [out for out in (random_rescale(x, 64, seed) for seed in range(64)) if out.shape[-1] == 64]
+    assert doubled  # half-pixel centres: output k samples input k / 2 - .25
+    assert doubled[0][0, 0, 0, :3].tolist() == pytest.approx([0.0, 0.25, 0.75])

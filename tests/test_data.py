@@ -809,3 +809,27 @@ def test_mosaic_draws_partners_from_every_image_and_hsv_never_touches_the_ram_ca
     images = [cached[(0, epoch)][0] for epoch in range(3)]
     assert np.array_equal(cached._ram_cache[0], before)  # each epoch jitters a copy, never the cached pixels
     assert not torch.equal(images[0], images[1])
+
+
+def test_dataset_statistics_edges_and_the_printed_counts(tmp_path):
+    from yolov3.datastats import dataset_statistics, format_statistics
+
+    _write_image(tmp_path / "images" / "train" / "a.png", 256, 256)
+    _write_label(tmp_path / "labels" / "train" / "a.txt", "0 0.5 0.5 0.375 0.375\n")  # 96 x 96 px: large
+    _write_image(tmp_path / "images" / "train" / "b.png", 256, 256)
+    _write_label(tmp_path / "labels" / "train" / "b.txt", "")
+    (tmp_path / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/train\nnames: {NAMES}\n")
+    stats = dataset_statistics(load_data_yaml(tmp_path / "data.yaml"), "train", img_size=256)
+    assert stats["sizes"] == {"small": 0, "medium": 0, "large": 1}
+    assert (stats["images"], stats["empty_images"], stats["boxes_per_image"]) == (2, 1, 0.5)
+    assert format_statistics(stats).splitlines()[-1].endswith(
+        f"({stats['object_cells']} object, {stats['noobject_cells']} no-object)")
+    assert stats["object_cells"] < stats["noobject_cells"]
+
+
+def test_a_greyscale_photo_is_read_as_three_channels(tmp_path):
+    from yolov3.images import read_image
+
+    cv2.imwrite(str(tmp_path / "g.png"), np.full((4, 6), 77, np.uint8))
+    image = read_image(str(tmp_path / "g.png"))
+    assert image.shape == (4, 6, 3) and (image == 77).all()

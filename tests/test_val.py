@@ -501,3 +501,20 @@ def test_max_det_reaches_the_evaluation_and_single_class_ids_of_converted_coco(e
     records = [{"path": str(images / name)} for name in ("left.jpg", "right.jpg", "top.jpg")]
     image_ids, categories, _ = val.coco_ids(records, ["object"], single_cls=True)
     assert image_ids == [501, 777, 9] and categories is None  # one class: its category id is 1
+
+
+def test_the_coco_id_record_is_found_from_labels_in_a_subfolder_and_checked(tmp_path):
+    from yolov3.coco_ids import find_ids_record, read_ids_record, write_ids_record
+
+    write_ids_record(tmp_path / "labels", "inst.json", [3], {"val2017/a": 5})
+    assert find_ids_record(tmp_path / "labels" / "val2017" / "a.txt") == tmp_path / "labels" / "coco_ids.json"
+    (tmp_path / "bad.json").write_text('{"image_ids": {}}')
+    with pytest.raises(ValueError, match="not a COCO id record"):
+        read_ids_record(tmp_path / "bad.json")
+
+
+def test_saved_scores_keep_five_decimals():
+    from yolov3.boxes import yolo_label_rows
+
+    rows = yolo_label_rows(torch.tensor([[10.0, 20, 30, 60, 0.123456, 0]]), 200, 100, with_score=True)
+    assert rows == "0 0.100000 0.400000 0.100000 0.400000 0.12346\n"

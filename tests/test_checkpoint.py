@@ -239,3 +239,30 @@ def test_a_tie_keeps_the_earlier_best_epoch(tmp_path):
     assert unvalidated.record_epoch({"epoch": 1, "mAP50": math.nan, "mAP50_95": math.nan}) is True
     assert unvalidated.record_epoch({"epoch": 2, "mAP50": math.nan, "mAP50_95": math.nan}) is False
     assert unvalidated.best_epoch == 1
+
+
+def test_plain_state_dicts_load_best_epoch_is_recomputed_and_a_mid_epoch_last_never_repairs_best(tmp_path):
+    from yolov3.checkpoint import best_checkpoint_needs_repair, load_initial_weights
+
+    torch.manual_seed(0)
+    saved = Darknet(MINIMAL_CFG).state_dict()
+    torch.save(saved, tmp_path / "plain.pt")
+    torch.manual_seed(1)
+    model = Darknet(MINIMAL_CFG)
+    message = load_initial_weights(model, str(tmp_path / "plain.pt"))
+    assert message.endswith(f"transferred {len(saved)}/{len(saved)} tensors")
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+    assert best_checkpoint_needs_repair({"best_epoch": 2, "epoch": 2, "batches_done": 3}, tmp_path / "best.pt") is False
+    assert best_checkpoint_needs_repair({"best_epoch": 2, "epoch": 2, "batches_done": 0}, tmp_path / "best.pt") is True
+
+
+def test_a_last_pt_without_best_epoch_gets_it_from_its_history(tmp_path):
+    model, optimizer, ema, scaler = _training_objects(seed=0)
+    state = TrainState(tmp_path, sums=torch.zeros(5), completed_epochs=2, best_fitness=0.5,
+                       history=[_row(1, 0.5, 0.5), _row(2, 0.1, 0.1)])
+    full = make_checkpoint(model, ema, optimizer, scaler, Config(), NAMES, state, "fp32", full=True)
+    del full["best_epoch"]  # an older last.pt
+    model2, optimizer2, ema2, _ = _training_objects(seed=1)
+    restored = TrainState(tmp_path, sums=torch.zeros(5))
+    restore_training(restored, full, model2, optimizer2, None, ema2)
+    assert restored.best_epoch == 1 and restored.record_epoch(_row(3, 0.2, 0.2)) is False  # .2 is not a new best

@@ -195,3 +195,14 @@ def test_a_foreign_flag_is_answered_with_the_nearest_one_here(script, argv, answ
     assert info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error: " + answer in last, last
+
+
+def test_a_malformed_cfg_is_a_one_line_error(tmp_path, capsys):
+    import train
+
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n[convolutional]\nfilters=abc\nsize=3\nstride=1\n"
+                   "activation=leaky\n")
+    assert train.main(["--cfg", str(bad), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.cfg" in err and "Traceback" not in err

@@ -75,3 +75,20 @@ def test_legacy_boolean_amp_and_cache_in_saved_configs():
     assert (newer.train.amp, newer.train.cache) == ("off", "ram")  # cache: true kept images in RAM
     with pytest.raises(ConfigError, match="'train.amp' must be one of auto, off, bf16, fp16"):
         validate(from_dict({"train": {"amp": "half"}}))
+
+
+def test_environment_records_torchs_thread_count_and_the_bf16_note_says_which_cpu_kind():
+    from yolov3.precision import bf16_inference_note, environment_record
+
+    previous = torch.get_num_threads()
+    threads = cpu_info().cores + 1
+    torch.set_num_threads(threads)
+    try:
+        record = environment_record(torch.device("cpu"), resolve_precision("off", torch.device("cpu")))
+    finally:
+        torch.set_num_threads(previous)
+    assert record["threads"] == threads
+    assert bf16_inference_note(torch.device("cpu"), AVX2_CPU).startswith(
+        "warning: --bf16 on a CPU without native bf16 (EPYC, 2 cores, AVX2, no native bf16)")
+    assert bf16_inference_note(torch.device("cpu"), BF16_CPU) == \
+        "precision: bf16 autocast (native on this CPU: Xeon, 2 cores, AVX512, native bf16 (AMX))"

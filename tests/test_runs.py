@@ -198,3 +198,41 @@ def test_objectness_record_orders_the_negatives_by_logit_and_keeps_their_pairs()
     assert own.keys() == {"pos", "neg"} and np.all(np.diff(own["neg"].astype(float)) >= 0)
     with pytest.raises(ValueError, match="align"):
         objectness_record({"pos": pos, "neg": neg, "pos_logit": pos_logit, "neg_logit": neg_logit[:-1]})
+
+
+def test_train_log_keeps_info_records_and_tensorboard_gets_every_metric(tmp_path, monkeypatch):
+    import logging
+    import sys
+    import types
+
+    from yolov3.runs import TensorBoardLog, TrainLog
+
+    package = logging.getLogger("yolov3")
+    level = package.level
+    package.setLevel(logging.INFO)
+    try:
+        log = TrainLog().install()
+        log.attach(tmp_path / "train.log")
+        logging.getLogger("yolov3.data").info("train: 12 images")
+        log.close()
+    finally:
+        package.setLevel(level)
+    assert "train: 12 images" in (tmp_path / "train.log").read_text().splitlines()
+    written = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir):
+            pass
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    TensorBoardLog(tmp_path / "exp").log_epoch({"epoch": 1, "lr": 0.01, "precision": 0.1, "recall": 0.2,
+                                                "mAP50": 0.3, "mAP50_95": 0.4})
+    assert [w for w in written if w[0].startswith("metrics/")] == [
+        ("metrics/precision", 0.1, 1), ("metrics/recall", 0.2, 1), ("metrics/mAP50", 0.3, 1),
+        ("metrics/mAP50_95", 0.4, 1)]

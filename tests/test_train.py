@@ -841,3 +841,94 @@ def test_ema_tau_reaches_the_ema(tiny_data, tmp_path, monkeypatch):
         run_train(tiny_data, tmp_path, "ema", "train.ema_tau=50")
     args, kwargs = seen[0]
     assert list(args[1:]) + list(kwargs.values()) == [0.9999, 50.0]
+
+
+# ---- planted-bug checks: what a run reads, prints and records ----------------------------------------------------
+def test_a_missing_test_split_fails_before_training(tiny_data, tmp_path, monkeypatch, capsys):
+    content = yaml.safe_load(tiny_data.read_text())
+    content.pop("generate")
+    content["path"] = str(tiny_data.parent / "shapes")
+    content["test"] = "images/nowhere"
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(content))
+    monkeypatch.setattr(train, "create_dataloader", lambda *a, **k: pytest.fail("data read before the check"))
+    assert run_train(tmp_path / "d.yaml", tmp_path, "t", "val.test=true") == 2
+    err = capsys.readouterr().err
+    assert "split 'test'" in err and "nowhere" in err and not (tmp_path / "t").exists()
+
+
+def test_one_epoch_run_shuffles_train_only_honours_ema_off_and_prints_its_metrics(tiny_data, tmp_path, monkeypatch,
+                                                                                  capsys):
+    loaders = []
+    real_loader, real_evaluate = train.create_dataloader, train.evaluate
+
+    def recording_loader(data, split, *args, **kwargs):
+        loaders.append((split, kwargs.get("shuffle")))
+        return real_loader(data, split, *args, **kwargs)
+
+    def fixed_metrics(*args, **kwargs):
+        return {**real_evaluate(*args, **kwargs), "precision": 0.111, "recall": 0.222, "mAP50": 0.333,
+                "mAP50_95": 0.444}
+
+    monkeypatch.setattr(train, "create_dataloader", recording_loader)
+    monkeypatch.setattr(train, "evaluate", fixed_metrics)
+    assert run_train(tiny_data, tmp_path, "one", "--epochs", "1", "train.ema=false") == 0
+    captured = capsys.readouterr()
+    assert ("train", True) in loaders and ("val", False) in loaders
+    ckpt = torch.load(tmp_path / "one" / "weights" / "last.pt", weights_only=True)
+    assert ckpt["ema"] is None and all(torch.equal(ckpt["model"][k], ckpt["train_model"][k]) for k in ckpt["model"])
+    assert "epoch 1/1" in captured.err and "epoch 0/1" not in captured.err
+    assert "epoch 1: P 0.111 R 0.222 mAP@.5 0.333 mAP@.5:.95 0.444" in captured.out
+    done = [line for line in captured.out.splitlines() if line.startswith("done in ")]
+    assert done and "mAP@.5 0.333 mAP@.5:.95 0.444" in done[-1]
+
+
+def test_results_csv_columns_means_and_clock_of_a_straight_run(straight_run):
+    from yolov3.runs import RESULT_COLUMNS
+
+    rows = read_rows(straight_run)
+    header = (straight_run / "results.csv").read_text().splitlines()[0].split(",")
+    assert header == list(RESULT_COLUMNS) and "epoch_time_s" in header and "val_cls" in header
+    for row in rows:
+        assert all(math.isfinite(float(row[k])) for k in ("val_box", "val_obj", "val_noobj", "val_cls"))
+        assert float(row["epoch_time_s"]) > 0
+    with open(straight_run / "diagnostics.csv") as fh:
+        first = [r for r in csv.DictReader(fh) if r["epoch"] == "1"]
+    # every step of epoch 1 is recorded: the epoch's mean loss is their mean
+    for term in ("obj", "noobj"):
+        assert float(rows[0][f"train_{term}"]) == pytest.approx(np.mean([float(r[term]) for r in first]), rel=1e-4)
+    history = torch.load(straight_run / "weights" / "last.pt", weights_only=True)["history"]
+    assert history[1]["elapsed_s"] >= history[0]["epoch_time_s"] + history[1]["epoch_time_s"]
+
+
+def test_a_resumed_run_keeps_its_clock_its_workers_flag_and_best_epoch(straight_run, tmp_path):
+    import shutil
+    import time
+
+    from yolov3.bookkeeping import Bookkeeper, RunPlan
+    from yolov3.checkpoint import load_resume
+    from yolov3.config import apply_overrides
+    from yolov3.model import Darknet
+    from yolov3.optim import ModelEMA, build_optimizer
+    from yolov3.precision import resolve_precision
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight_run, run_dir)
+    (run_dir / "summary.json").unlink()  # as if stopped before its end: resumable
+    last = run_dir / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["config"]["train"]["workers"] = 2
+    ckpt["history"][-1]["elapsed_s"] = 25.0
+    ckpt["partial_s"] = 5.0
+    torch.save(ckpt, last)
+    plan = bookkeeping.start_run(train.parse_args(["--resume", str(run_dir), "--workers", "0"]), True)
+    assert plan.cfg.train.workers == 0
+    checkpoint, cfg, _ = load_resume(str(run_dir), str(tmp_path))
+    cfg = apply_overrides(cfg, ["train.epochs=3"])
+    model = Darknet(checkpoint["cfg_text"], num_classes=len(checkpoint["names"]))
+    book = Bookkeeper(RunPlan(cfg, run_dir, checkpoint, (), False, False, False), checkpoint["names"],
+                      resolve_precision("off", torch.device("cpu")), torch.device("cpu"), 1, True)
+    book.attach(model, build_optimizer(model, cfg.train), torch.amp.GradScaler("cuda", enabled=False),
+                ModelEMA(model))
+    assert time.time() - book.started == pytest.approx(30.0, abs=1.0)  # 25 s of epochs and 5 s of the open one
+    next(book.epochs())
+    assert time.time() - book.state.epoch_started == pytest.approx(5.0, abs=1.0)

@@ -120,3 +120,33 @@ def test_failed_writes_are_output_errors_naming_the_file(tmp_path, monkeypatch):
     (tmp_path / "file.txt").write_text("a file where a folder should be")
     with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'file.txt'}: "):
         atomic_write_bytes(tmp_path / "file.txt" / "below", b"x")
+
+
+def test_increment_path_counts_on_from_a_numbered_name_and_device_indices_end_at_the_gpu_count(tmp_path, monkeypatch):
+    from yolov3.config import ConfigError
+    from yolov3.utils import select_device
+
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp2").mkdir()
+    assert increment_path(tmp_path / "exp2") == tmp_path / "exp3"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="this machine has 1 GPU"):
+        select_device("1")
+    assert select_device("0") == torch.device("cuda:0")
+
+
+def test_torchrun_with_device_cpu_uses_gloo_on_the_cpu_with_a_long_timeout(monkeypatch):
+    import datetime
+
+    from yolov3 import distributed
+
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    set_device = []
+    monkeypatch.setattr(torch.cuda, "set_device", set_device.append)
+    groups = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: groups.append(kwargs))
+    assert distributed.setup_distributed("cpu") == (1, 1, 2, torch.device("cpu"))
+    assert groups == [{"backend": "gloo", "timeout": datetime.timedelta(hours=3)}] and set_device == []

@@ -282,3 +282,33 @@ def test_max_det_of_the_options_caps_the_detections_of_an_image():
     records = []
     evaluate(ReplayModel([decoded]), batches, NAMES, options=EvalOptions(max_det=1, progress=False), records=records)
     assert len(records[0]["preds"]) == 1 and records[0]["preds"][0][4] == pytest.approx(0.9)
+
+
+def test_the_printed_table_columns_and_per_image_times_of_batches(tmp_path):
+    import time
+
+    from yolov3.evaluate import StageClock, format_table
+
+    table = format_table({"num_images": 1, "num_instances": 1, "precision": 0.5, "recall": 0.25, "mAP50": 0.75,
+                          "mAP50_95": 0.125, "per_class": []})
+    assert table.splitlines()[1] == "             all        1          1    0.500    0.250    0.750       0.125"
+    first = StageClock()
+    with first.inference(4, True):
+        time.sleep(0.01)
+    ms = first.per_image_ms(4)
+    assert ms["first_pass_only"] and ms["inference"] == pytest.approx(1000 * first.warmup_s / 4)
+    timed = StageClock()
+    with timed.inference(4, False):
+        time.sleep(0.01)
+    ms = timed.per_image_ms(4)
+    assert not ms["first_pass_only"] and ms["inference"] == pytest.approx(1000 * timed.seconds["inference"] / 4)
+
+
+def test_truths_of_a_non_square_batch_are_scaled_on_their_own_axes():
+    shapes = [((32, 64), (1.0, 1.0), (0.0, 0.0))]
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.25, 0.5]])  # net cxcywh (32, 16, 16, 16): xyxy (24, 8, 40, 24)
+    batches = [(torch.zeros(1, 3, 32, 64), targets, ["a.jpg"], shapes)]
+    records = []
+    evaluate(ReplayModel([torch.zeros(1, 1, 5 + len(NAMES))]), batches, NAMES,
+             options=EvalOptions(progress=False), records=records)
+    assert np.asarray(records[0]["truths"]).tolist() == [[1, 24, 8, 40, 24]]

@@ -340,3 +340,25 @@ def test_a_class_without_truths_does_not_move_the_best_f1_confidence():
     # best F1 at the grid's 499/999: P between .6 (score .5) and .5 (score .1): .6 - (.0005 / .4) x .1; R .75
     assert result["best_conf"] == pytest.approx(499 / 999) and result["precision"] == pytest.approx(0.599875, abs=1e-4)
     assert result["recall"] == pytest.approx(0.75)
+
+
+def test_confusion_thresholds_are_strict_and_the_pr_curve_is_the_iou_05_envelope():
+    at_iou = DetectionEvaluator(2)
+    at_iou.update([[0, 0, 10, 4.5, 0.9, 1]], [[1, 0, 0, 10, 10]])  # IoU 45 / 100 = .45 exactly: not paired
+    matrix = at_iou.compute()["confusion_matrix"]
+    assert matrix[1, 2] == 1 and matrix[2, 1] == 1 and matrix.sum() == 2
+    at_conf = DetectionEvaluator(1)
+    at_conf.update([[0, 0, 10, 10, 0.25, 0]], [[0, 0, 0, 10, 10]])  # a score of exactly .25 is not counted
+    assert at_conf.compute()["confusion_matrix"].tolist() == [[0, 0], [1, 0]]
+    preds, truths = hand_image()
+    evaluator = DetectionEvaluator(1)
+    evaluator.update(preds, truths)
+    result = evaluator.compute()
+    assert np.allclose(result["precision_curve"][0, 900:], 1.0)  # above the top score (.9) precision is 1
+    # recall .25 (envelope 1), .5 (2/3), .75 (3/5) and nothing beyond: 26, 25, 25 points, then 25 zeros
+    curve = result["pr_curve"][0]
+    assert np.allclose(curve[:26], 1) and np.allclose(curve[26:51], 2 / 3) and np.allclose(curve[51:76], 0.6)
+    assert (curve[76:] == 0).all() and curve.mean() == pytest.approx(result["ap50"][0])
+    half = DetectionEvaluator(1)
+    half.update([[0, 0, 10, 5, 0.8, 0]], [[0, 0, 0, 10, 10]])  # IoU .5: a hit at .5, a miss at .95
+    assert half.compute()["pr_curve"][0] == pytest.approx(np.ones(101))

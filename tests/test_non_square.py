@@ -110,6 +110,7 @@ def test_val_scores_non_square_images_and_saves_boxes_in_original_pixels(tmp_pat
     predictions = json.loads((tmp_path / "v" / "exp" / "predictions.json").read_text())
     annotations = json.loads((tmp_path / "v" / "exp" / "annotations.json").read_text())
     file_of = {image["id"]: image["file_name"] for image in annotations["images"]}
+    assert set(file_of.values()) == {f"{name}.png" for name in CASES}  # file names, not local paths
     size_of = {image["file_name"]: (image["width"], image["height"]) for image in annotations["images"]}
     assert len(predictions) == len(CASES)
     for prediction in predictions:
@@ -122,3 +123,23 @@ def test_val_scores_non_square_images_and_saves_boxes_in_original_pixels(tmp_pat
         assert row.shape == (1, 5) and row[0, 0] == 0
         np.testing.assert_allclose(row[0, 1:] * [width, height, width, height],
                                    [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], atol=TOLERANCE, err_msg=name)
+
+
+def test_val_txt_alone_records_what_ran_and_prints_recall(tmp_path, monkeypatch, capsys):
+    for name, (size, box) in CASES.items():
+        _write_case(tmp_path / "ds", name, size, box)
+    # a labelled image without the white rectangle: 3 of 4 truths found, all at score 1
+    cv2.imwrite(str(tmp_path / "ds" / "images" / "blank.png"), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "ds" / "labels" / "blank.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "d.yaml").write_text(f"path: {tmp_path / 'ds'}\ntrain: images\nval: images\ntest: images\n"
+                                     "names: [rect]\n")
+    oracle = _oracle(monkeypatch, val)
+    monkeypatch.setattr(val, "load_for_inference", lambda *args, **kwargs: (oracle, None))
+    val.run(val.parse_args(["--weights", "oracle.pt", "--data", str(tmp_path / "d.yaml"), "--save-txt", "--task",
+                            "test", "--iou-thres", "0.5", "--conf-thres", "0.01", "--project", str(tmp_path / "v"),
+                            "--name", "exp", "--no-optimize"]))
+    assert len((tmp_path / "v" / "exp" / "labels" / "landscape.txt").read_text().splitlines()) == 1
+    metrics = json.loads((tmp_path / "v" / "exp" / "metrics.json").read_text())
+    assert (metrics["task"], metrics["img_size"], metrics["iou_thres"], metrics["conf_thres"]) == ("test", 256, 0.5,
+                                                                                                   0.01)
+    assert "P 1.000 R 0.750" in capsys.readouterr().out

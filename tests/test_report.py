@@ -759,3 +759,40 @@ def test_a_partial_runs_epochs_and_a_zero_objectness_loss(tmp_path):
     assert load_run(run_dir, []).metrics["epochs"] == 2.0
     assert math.isnan(noobj_obj_ratio({"train_obj": 0.0, "train_noobj": 1.0}))
     assert noobj_obj_ratio({"train_obj": 0.5, "train_noobj": 2.0}) == 4.0
+
+
+def test_small_p_holm_verdicts_recall_sd_figure_links_and_unpaired_arms(tmp_path):
+    md = build_report(_two_arm_study(tmp_path / "two")).files["summary.md"].read_text()
+    row = next(line for line in md.split("## mAP@0.5", 1)[1].splitlines() if line.startswith("| focal |"))
+    assert row.endswith("| yes | <0.001 | <0.001 | yes |")  # constant differences: p 0
+    assert "![map_per_variant](map_per_variant.png)" in md
+    study_dir = tmp_path / "holm"
+    for seed, (base, better) in enumerate([(0.50, 0.52), (0.52, 0.55), (0.54, 0.58)]):
+        make_run(study_dir, 3 * seed, "bce", seed, base, 0.3)
+        for k, arm in enumerate(("a", "b")):
+            make_run(study_dir, 3 * seed + 1 + k, arm, seed, better, 0.3)
+    for seed, recall in enumerate((0.6, 0.8, 0.7)):
+        path = study_dir / "runs" / f"bce__seed{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["final"]["recall"] = recall
+        summary["precision"] = "bf16"
+        path.write_text(json.dumps(summary))
+    report = build_report(study_dir, plots=False)
+    md = report.files["summary.md"].read_text()
+    # diffs [.02, .03, .04]: t = 3 sqrt 3, p = 1 - t / sqrt(2 + t^2) = .0351; Holm over 2: .0702 -> no
+    row = next(line for line in md.split("## mAP@0.5", 1)[1].splitlines() if line.startswith("| a |"))
+    assert row.endswith("| 0.035 | 0.07 | no |")
+    assert "| bce | 3 | 0.8000 ± 0.0000 | 0.7000 ± 0.1000 |" in md
+    with open(report.files["summary.csv"]) as fh:
+        assert next(r for r in csv.DictReader(fh) if r["run"] == "bce__seed0")["numeric"] == "bf16"
+    apart = tmp_path / "apart"
+    make_run(apart, 0, "bce", 0, 0.5, 0.3)
+    make_run(apart, 1, "focal", 1, 0.6, 0.3)
+    path = apart / "runs" / "bce__seed0" / "summary.json"
+    make_run(apart, 2, "bce", 2, 0.5, 0.3)
+    summary = json.loads((apart / "runs" / "bce__seed2" / "summary.json").read_text())
+    del summary["wall_time_s"]
+    (apart / "runs" / "bce__seed2" / "summary.json").write_text(json.dumps(summary))
+    md = build_report(apart, plots=False).files["summary.md"].read_text()
+    assert "| 0 | 0.6000 (n=1) | — | no seed finished in both |" in md
+    assert "| unknown | unknown CPU | 3 | 0.07 (2 timed) |" in md

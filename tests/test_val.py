@@ -518,3 +518,24 @@ def test_saved_scores_keep_five_decimals():
 
     rows = yolo_label_rows(torch.tensor([[10.0, 20, 30, 60, 0.123456, 0]]), 200, 100, with_score=True)
     assert rows == "0 0.100000 0.400000 0.100000 0.400000 0.12346\n"
+
+
+def test_coco_id_records_with_other_class_counts_or_missing_images(tmp_path, capsys):
+    from yolov3.coco_ids import write_ids_record
+
+    write_ids_record(tmp_path / "labels", "i.json", [3, 7, 12], {"a": 5})
+    with pytest.raises(val.ValError, match="3 category ids for 2 classes"):
+        val.coco_ids([{"path": str(tmp_path / "images" / "a.jpg")}], ["x", "y"])
+    write_ids_record(tmp_path / "other" / "labels", "i.json", [3, 7], {"a": 5})
+    records = [{"path": str(tmp_path / "other" / "images" / f"{n}.jpg")} for n in ("a", "b")]
+    image_ids, categories, _ = val.coco_ids(records, ["x", "y"])
+    assert image_ids == [1, 2] and categories is None
+    assert "does not list every image" in capsys.readouterr().err
+
+
+def test_the_largest_img_size_is_allowed():
+    from yolov3.config import ConfigError
+
+    val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--img-size", "8192"]))
+    with pytest.raises(ConfigError):
+        val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--img-size", "8224"]))

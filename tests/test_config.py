@@ -273,3 +273,28 @@ def test_negative_warmup_momentum_and_a_boolean_epoch_count_are_refused():
         C.validate(C.apply_overrides(C.Config(), ["train.warmup_momentum=-0.1"]))
     with pytest.raises(C.ConfigError, match="'train.epochs' expects an integer, got True"):
         C.apply_overrides(C.Config(), ["train.epochs=true"])
+
+
+def test_ranges_and_choices_the_docs_give_and_values_holding_an_equals_sign():
+    with pytest.raises(C.ConfigError, match=re.escape("'train.grad_clip_epochs' must be null (every epoch) or at "
+                                                      "least 1")):
+        C.validate(C.apply_overrides(C.Config(), ["train.grad_clip_epochs=0"]))
+    for ok in ("train.grad_clip_epochs=1", "train.grad_clip_epochs=null"):
+        C.validate(C.apply_overrides(C.Config(), [ok]))
+    for bad in ("train.lr0=.inf", "loss.lambda_box=-.inf"):
+        with pytest.raises(C.ConfigError, match="expects a finite number"):
+            C.apply_overrides(C.Config(), [bad])
+    path = "runs/focal__gamma=2__seed0/weights/best.pt"  # ablation run names hold '='
+    assert C.parse_override(f"weights={path}") == (["weights"], path)
+    assert C.apply_overrides(C.Config(), [f"weights={path}"]).weights == path
+    for amp in ("auto", "off", "bf16", "fp16"):
+        assert C.validate(C.apply_overrides(C.Config(), [f"train.amp={amp}"])).train.amp == amp
+    assert C.validate(C.apply_overrides(C.Config(), ["train.cache=off"])).train.cache == "off"
+    with pytest.raises(C.ConfigError, match="'train.cache' must be one of auto, ram, off"):
+        C.validate(C.apply_overrides(C.Config(), ["train.cache=disk"]))
+
+
+def test_defaults_the_docs_promise():
+    # README / docs/training.md: a bare train.py generates the built-in data; docs/training.md: cache auto;
+    # docs/speed.md: two loader workers
+    assert (C.Config().data, C.TrainConfig().cache, C.TrainConfig().workers) == ("data/shapes.yaml", "auto", 2)

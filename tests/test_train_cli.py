@@ -119,3 +119,34 @@ def test_a_hyp_file_keeps_the_cfgs_width_and_resume_refuses_a_new_name(tmp_path)
     assert any("img size 416" in note for note in notes)
     with pytest.raises(ConfigError, match="--name cannot change it"):
         check_resume_flags(parse_args(["--resume", "--name", "other"]))
+
+
+def test_flags_the_docs_give_cache_off_bare_resume_project_and_a_non_square_cfgs_width(tmp_path):
+    assert resolve_config(parse_args(["--cache", "off"]))[0].train.cache == "off"
+    assert resolve_config(parse_args(["--cache", "auto"]))[0].train.cache == "auto"
+    assert parse_args(["--resume"]).resume == "" and parse_args([]).resume is None
+    assert parse_args([]).project == "runs/train"
+    text = Path("cfg/yolov3-tiny.cfg").read_text().replace("width=416", "width=320").replace("height=416", "height=192")
+    (tmp_path / "rect.cfg").write_text(text)
+    cfg, notes = resolve_config(parse_args(["--cfg", str(tmp_path / "rect.cfg")]))
+    assert cfg.train.img_size == 320 and any(note.startswith("img size 320") for note in notes)
+
+
+def test_an_old_pickle_checkpoint_is_accepted_and_junk_named_pt_is_not(tmp_path):
+    import pickle
+
+    from yolov3.train_cli import check_weights_file
+
+    (tmp_path / "old.pt").write_bytes(pickle.dumps({"model": {}}))
+    assert check_weights_file(str(tmp_path / "old.pt")) == tmp_path / "old.pt"
+    (tmp_path / "x.pt").write_bytes(b"\x00junk")
+    with pytest.raises(ConfigError, match="is named .pt but is not a PyTorch checkpoint"):
+        check_weights_file(str(tmp_path / "x.pt"))
+
+
+@pytest.mark.parametrize("flag, nearest", [("--notest", "--noval"), ("--adam", "--optimizer AdamW")])
+def test_flags_of_other_ports_are_answered_with_the_nearest_here(flag, nearest, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args([flag])
+    assert info.value.code == 2
+    assert f"error: unrecognized argument {flag}; nearest here: {nearest}" in capsys.readouterr().err.splitlines()[-1]

@@ -539,3 +539,19 @@ def test_the_largest_img_size_is_allowed():
     val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--img-size", "8192"]))
     with pytest.raises(ConfigError):
         val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--img-size", "8224"]))
+
+
+def test_val_and_detect_defaults_the_docs_give():
+    import detect
+    from yolov3.config import ConfigError
+
+    args = val.parse_args(["--data", "d.yaml", "--weights", "w.pt"])
+    assert (args.project, args.threads) == ("runs/val", "auto")
+    val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--batch-size", "1"]))
+    with pytest.raises(ConfigError):
+        val.check_flags(val.parse_args(["--data", "d.yaml", "--weights", "w.pt", "--batch-size", "0"]))
+    args = detect.parse_args(["--weights", "w.pt", "--source", "x.jpg"])
+    assert (args.project, args.conf_thres, args.max_det, args.threads) == ("runs/detect", 0.25, 300, "auto")
+    detect.check_flags(detect.parse_args(["--weights", "w.pt", "--source", "x.jpg", "--img-size", "8192"]))
+    with pytest.raises(ConfigError, match="--img-size must be at most 8192"):
+        detect.check_flags(detect.parse_args(["--weights", "w.pt", "--source", "x.jpg", "--img-size", "8224"]))

@@ -110,3 +110,9 @@ def test_a_yolov5_hyp_file_keeps_the_base_it_is_given(tmp_path):
     base = dataclasses.replace(Config(), train=dataclasses.replace(Config().train, img_size=416))
     cfg, _ = load_hyp(write(tmp_path, {"lr0": 0.02}), base)
     assert (cfg.train.img_size, cfg.train.lr0) == (416, 0.02)
+
+
+def test_a_yolov5_hyp_without_fl_gamma_keeps_bce(tmp_path):
+    cfg, notes = load_hyp(write(tmp_path, {"lr0": 0.02}))
+    assert cfg.loss.objectness.name == cfg.loss.cls.name == "bce"
+    assert not any("fl_gamma" in note for note in notes)

@@ -31,7 +31,7 @@ def test_giou_diou_ciou_hand_computed():
     # centres (1,1),(2,2): distance^2 2; enclosing diagonal^2 18: DIoU = 1/7 - 2/18
     assert B.elementwise_iou(a, b, "diou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
     # same aspect ratio -> v = 0 -> CIoU = DIoU
-    assert B.elementwise_iou(a, b, "ciou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
+    assert B.B.elementwise_iou(a, b, "ciou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
     # different aspect ratios: a 2x2, c 4x2 sharing the centre (1,1)
     c = torch.tensor([-1.0, 0.0, 3.0, 2.0])
     v = 4 / math.pi**2 * (math.atan(2.0) - math.atan(1.0)) ** 2
@@ -82,7 +82,7 @@ def test_iou_family_on_rectangles_offset_differently_in_x_and_y():
     assert B.elementwise_iou(a, b, "iou").item() == pytest.approx(iou, rel=1e-6)
     assert B.elementwise_iou(a, b, "giou").item() == pytest.approx(iou - (21 - 17) / 21, rel=1e-6)
     assert B.elementwise_iou(a, b, "diou").item() == pytest.approx(diou, rel=1e-6)
-    assert B.elementwise_iou(a, b, "ciou").item() == pytest.approx(ciou, rel=1e-6)
+    assert B.B.elementwise_iou(a, b, "ciou").item() == pytest.approx(ciou, rel=1e-6)
     assert B.elementwise_iou(b, a, "ciou").item() == pytest.approx(ciou, rel=1e-6)  # symmetric
     assert B.box_iou(a[None], b[None]).item() == pytest.approx(iou, rel=1e-6)
 
@@ -92,3 +92,19 @@ def test_degenerate_boxes_have_zero_area_and_iou():
     boxes = torch.tensor([[0.0, 0.0, 4.0, -2.0], [5.0, 0.0, 1.0, 3.0], [0.0, 0.0, 4.0, 2.0]])
     assert B.box_area(boxes).tolist() == [0.0, 0.0, 8.0]
     assert B.box_iou(boxes[:2], boxes[2:]).tolist() == [[0.0], [0.0]]
+
+
+def test_ciou_differentiates_with_its_trade_off_weight_held_fixed():
+    """CIoU's alpha = v / (v - IoU + 1) is a weight, not a path for gradients (Zheng et al. 2020)."""
+    import math
+
+    a = torch.tensor([0.0, 0.0, 4.0, 2.0], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([1.0, 1.0, 7.0, 3.0], dtype=torch.float64)
+    (grad_ciou,) = torch.autograd.grad(B.elementwise_iou(a, b, "ciou"), a)
+    diou = B.elementwise_iou(a, b, "diou")
+    w1, h1 = a[2] - a[0], a[3] - a[1]
+    v = 4 / math.pi ** 2 * (math.atan(6 / 2) - torch.atan(w1 / h1)) ** 2
+    iou = B.elementwise_iou(a, b, "iou")
+    alpha = (v / (v - iou + 1)).detach()
+    (expected,) = torch.autograd.grad(diou - alpha * v, a)
+    torch.testing.assert_close(grad_ciou, expected, rtol=0, atol=1e-8)

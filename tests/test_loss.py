@@ -815,3 +815,56 @@ def test_a_positive_whose_iou_target_is_zero_keeps_the_positive_alpha():
     truth = torch.tensor([[0.0, 0.0, 17 / 32, 17 / 32, 8 / 32, 8 / 32]])
     _, terms = loss([raw], truth)
     assert float(terms["obj"]) == pytest.approx(0.25 * LOG2, rel=1e-5)
+
+
+# ---- planted-bug checks: ignore thresholds per layer and truth, class alpha, label checks, target detaching ----------
+def test_ignore_mask_uses_the_best_truth_and_each_layer_its_own_threshold():
+    from yolov3.targets import ignore_mask
+
+    truths = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]])
+    assert ignore_mask(torch.tensor([0.0, 0.0, 10.0, 10.0]).reshape(1, 1, 1, 1, 4), truths, 0.5).tolist() == [[[[True]]]]
+    anchors = [torch.tensor([[40.0, 40.0], [48.0, 48.0]]), torch.tensor([[8.0, 8.0], [24.0, 24.0]])]
+    loss = YOLOLoss(anchors, [16, 8], 2, LossConfig(), ignore_thresh=[0.5, 0.15])
+    # the fine layer's 24 px anchor at the 4 cells whose box holds the truth [14.4, 24]^2: IoU .16 > .15
+    _, terms = loss([torch.zeros(2, 2, 2, 2, 7), torch.zeros(2, 2, 4, 4, 7)], TRUTH)
+    assert (int(terms["num_ignored"]), int(terms["num_neg"])) == (4, 16 + 64 - 1 - 4)
+    scalar = YOLOLoss([anchors[1], anchors[1]], [16, 8], 2, LossConfig(), ignore_thresh=0.5)
+    assert scalar.ignore_thresh == [0.5, 0.5]
+
+
+def test_class_focal_keeps_its_own_alpha_and_bad_labels_and_map_sizes_are_refused():
+    _, terms = make_loss(cls=ClassLossConfig(name="focal", gamma=0.0, alpha=None), normalizer="positives")(
+        [zero_maps()], TRUTH)
+    assert float(terms["cls"]) == pytest.approx(2 * LOG2, rel=1e-5)  # two classes at BCE(0), no alpha
+    with pytest.raises(ValueError, match="class outside"):
+        make_loss()([zero_maps()], torch.tensor([[0.0, -1.0, 0.5, 0.5, 0.1, 0.1]]))
+    with pytest.raises(ValueError, match="zero or negative width"):
+        make_loss()([zero_maps()], torch.tensor([[0.0, 0, 0.5, 0.5, 0.1, 0.0]]))
+    anchors = torch.tensor([[8.0, 8.0], [24.0, 24.0]])
+    two = YOLOLoss([anchors, anchors], [16, 8], 2, LossConfig(), ignore_thresh=[0.5, 0.5])
+    with pytest.raises(ValueError, match="earlier maps imply"):
+        two([torch.zeros(2, 2, 2, 2, 7), torch.zeros(2, 2, 4, 8, 7)], TRUTH)  # 32 x 32, then 32 x 64
+
+
+def test_extra_positives_reach_training_and_alpha_zero_builds():
+    # the 24 px anchor's shape IoU with the 9.6 px truth is .16 > .15: a second positive in cell (2, 2)
+    _, terms = make_loss(extra_positive_iou=0.15)([zero_maps()], TRUTH)
+    assert (int(terms["num_pos"]), int(terms["num_neg"])) == (2, 62)
+    out = focal_loss(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), gamma=2.0, alpha=0.0)
+    assert out.tolist() == pytest.approx([0.0, 0.25 * LOG2])
+    make_loss(objectness=ObjectnessLossConfig(name="focal", alpha=0.0))
+
+
+def test_the_iou_objectness_target_is_detached_and_varifocal_negatives_use_the_mask():
+    raw, truth = _perfect_centre_raw(math.log(2.0))  # a 16 px box on an 8 px truth: IoU .25
+    raw.requires_grad_()
+    loss, _ = make_loss(obj_target="iou", normalizer="positives", lambda_box=0, lambda_noobj=0, lambda_cls=0)(
+        [raw], truth)
+    loss.backward()
+    assert raw.grad[0, 0, 2, 2, :4].abs().max() == 0  # the target does not pull the box
+    assert float(raw.grad[0, 0, 2, 2, 4]) == pytest.approx(1 / (1 + math.exp(-1.0)) - 0.25, rel=1e-4)
+    x = torch.tensor([-1.2, 0.3], dtype=torch.float64)
+    out = varifocal_loss(x, torch.tensor([0.1, 0.0], dtype=torch.float64), gamma=2, alpha=0.75,
+                         positive=torch.tensor([False, True]))
+    p = 1 / (1 + math.exp(1.2))
+    assert out.tolist() == pytest.approx([0.75 * p * p * math.log1p(math.exp(-1.2)), 0.0], rel=1e-6)

@@ -258,3 +258,51 @@ def test_maxpool_fast_paths_equal_explicit_neg_inf_padding(size, stride, padding
 def test_an_input_width_that_is_not_a_multiple_of_the_stride_is_named():
     with pytest.raises(ValueError, match="height 128 and width 100 must be multiples of 32"):
         Darknet("cfg/yolov3-small.cfg")(torch.rand(1, 3, 128, 100))
+
+
+def test_structure_checks_default_width_shortcut_activation_and_checkpoint_checks(tmp_path):
+    import torch.nn.functional as F
+
+    from conftest import MINIMAL_CFG
+    from yolov3.model import default_img_size
+
+    assert default_img_size(Darknet(MINIMAL_CFG.replace("width=64", "width=96")), None) == 96  # [net] width
+    head = "\n[convolutional]\nsize=1\nstride=1\npad=1\nfilters=21\nactivation=linear\n\n[yolo]\nmask = 0,1,2\n" \
+           "anchors = 10,13, 16,30, 33,23\nclasses=2\nnum=3\n"
+    convs = "[net]\nwidth=64\nheight=64\n\n[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\n" \
+            "activation=leaky\n\n[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=2\npad=1\n" \
+            "activation=leaky\n"
+    with pytest.raises(ValueError, match="routed layers must have the same spatial size"):
+        Darknet(convs + "\n[route]\nlayers=0,1\n" + head)
+    with pytest.raises(ValueError, match="a shortcut needs both equal"):
+        Darknet(convs + "\n[shortcut]\nfrom=0\nactivation=linear\n" + head)
+    leaky = ("[net]\nwidth=64\nheight=64\n\n[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=2\npad=1\n"
+             "activation=leaky\n\n[convolutional]\nbatch_normalize=1\nfilters=8\nsize=1\nstride=1\npad=1\n"
+             "activation=linear\n\n[shortcut]\nfrom=-2\nactivation=leaky\n" + head)
+    torch.manual_seed(0)
+    model = Darknet(leaky).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a = model.module_list[0](x)
+        b = model.module_list[1](a)
+        assert (a + b < 0).any()
+        yolo = model.module_list[4]
+        expected = yolo.decode(yolo(model.module_list[3](F.leaky_relu(a + b, 0.1))))
+        torch.testing.assert_close(model(x), expected)
+    small = Darknet("cfg/yolov3-small.cfg", num_classes=2)
+    state = small.state_dict()
+    del state["module_list.0.conv.weight"]
+    torch.save({"model": state, "cfg_text": small.cfg_text}, tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="do not fit the checkpoint's own cfg"):
+        load_model(tmp_path / "missing.pt")
+    torch.save({"model": small.state_dict()}, tmp_path / "nocfg.pt")
+    with pytest.raises(ValueError, match="expected a dict with 'model' and 'cfg_text'"):
+        load_model(tmp_path / "nocfg.pt")
+
+
+def test_the_decode_grid_follows_the_width_too():
+    layer = Darknet("cfg/yolov3-small.cfg").yolo_layers[2]
+    layer.decode(torch.zeros(1, 3, 4, 6, 10))
+    decoded = layer.decode(torch.zeros(1, 3, 4, 8, 10))  # the same height, another width
+    assert decoded.shape[1] == 3 * 4 * 8
+    assert decoded[0, 7, :2].tolist() == [(0.5 + 7) * layer.stride, 0.5 * layer.stride]

@@ -21,6 +21,7 @@ from conftest import record_prepared_models  # noqa: E402
 from yolov3.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from yolov3 import detect_outputs  # noqa: E402
 from yolov3.images import read_image  # noqa: E402
+from yolov3.sources import Source, resolve_sources  # noqa: E402
 
 
 def train_images(easy_data):
@@ -673,3 +674,116 @@ def test_a_video_counts_classes_and_a_short_read_is_named(tmp_path, monkeypatch,
     assert total > 3
     code, out, err = run(argv + ["--project", tmp_path / "b"], capsys)
     assert f"stopped after 3 of {total} frames" in err + out
+
+
+# ---- planted-bug checks: the viewer, webcams, --exist-ok, names, NMS flags, JSON flushing, Ctrl-C while loading ----
+def _one_image(tmp_path):
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    return image
+
+
+FAST = ["--weights", "fixed.pt", "--img-size", "64", "--no-optimize", "--threads", "1"]
+
+
+def test_view_img_shows_each_result_without_waiting_for_a_key(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    image = _one_image(tmp_path)
+    windows, waits = [], []
+    monkeypatch.setattr(cv2, "imshow", lambda window, img: windows.append(window))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: waits.append(delay) or -1)
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "p", "--nosave", "--view-img"], capsys)
+    assert code == 0, err
+    assert windows == [str(image)] and waits == [1]
+
+
+def test_a_webcam_index_opens_the_camera_and_nosave_writes_no_video(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    video = write_video(tmp_path / "clip.avi")
+    assert resolve_sources("0") == ([Source("stream", "0")], [])
+    real, opened = cv2.VideoCapture, []
+    monkeypatch.setattr(cv2, "VideoCapture", lambda where: (opened.append(where), real(str(video)))[1])
+    code, out, err = run(FAST + ["--source", "0", "--project", tmp_path / "cam"], capsys)
+    assert code == 0, err
+    assert opened == [0] and "stream 1/1 0: 7 frames" in out and (tmp_path / "cam" / "exp" / "stream1.mp4").is_file()
+    monkeypatch.setattr(cv2, "VideoCapture", real)
+    code, _, err = run(FAST + ["--source", video, "--project", tmp_path / "quiet", "--nosave"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "quiet" / "exp").is_dir() and not list((tmp_path / "quiet" / "exp").glob("*.mp4"))
+    code, _, err = run(FAST + ["--source", video, "--project", tmp_path / "j", "--save-json"], capsys)
+    assert code == 0, err
+    entries = json.loads((tmp_path / "j" / "exp" / "detections.json").read_text())
+    assert [e["frame"] for e in entries] == list(range(7))
+    assert all(e["outputs"] == {"annotated": "clip.mp4", "labels": None} for e in entries)
+
+
+def test_exist_ok_reuses_the_folder_and_refuses_one_holding_inputs(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    image = _one_image(tmp_path)
+    for _ in range(2):
+        code, out, err = run(FAST + ["--source", image, "--project", tmp_path / "p", "--exist-ok"], capsys)
+        assert code == 0, err
+    assert not (tmp_path / "p" / "exp2").exists() and f"results saved to {tmp_path / 'p' / 'exp'}" in out
+    (tmp_path / "photos").mkdir()
+    clip = write_video(tmp_path / "photos" / "clip.mp4")
+    before = clip.read_bytes()
+    code, _, err = run(FAST + ["--source", tmp_path / "photos", "--project", tmp_path, "--name", "photos",
+                               "--exist-ok"], capsys)
+    assert code == 2 and "--exist-ok: the run folder" in err and "clip.mp4" in err and clip.read_bytes() == before
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    cv2.imwrite(str(tmp_path / "rel" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    code, _, _ = run(FAST + ["--source", "rel", "--project", ".", "--name", "rel", "--exist-ok"], capsys)
+    assert code == 2 and sorted(p.name for p in (tmp_path / "rel").iterdir()) == ["a.png"]
+
+
+def test_class_zero_iou_flag_names_checks_and_ctrl_c_while_loading(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    image = _one_image(tmp_path)
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "c", "--classes", "0", "--save-json",
+                               "--nosave"], capsys)
+    assert code == 0, err
+    found = json.loads((tmp_path / "c" / "exp" / "detections.json").read_text())[0]["detections"]
+    assert [(d["class_id"], round(d["score"], 3)) for d in found] == [(0, 0.9), (0, 0.7)]
+    assert detect.parse_args(["--weights", "w.pt", "--source", "x.jpg"]).iou_thres == 0.45
+    real_detector, made = detect.Detector, []
+    monkeypatch.setattr(detect, "Detector", lambda *a, **k: (made.append(a), real_detector(*a, **k))[1])
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "i", "--iou-thres", "0.6", "--nosave"],
+                       capsys)
+    assert code == 0 and made[0][4] == 0.6
+    (tmp_path / "names.txt").write_text("a\nb\nc\n")
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "n", "--names", tmp_path / "names.txt"],
+                       capsys)
+    assert code == 2 and "--names: 3 names for a model with 2 classes" in err
+    (tmp_path / "latin.txt").write_bytes(b"caf\xe9\nbar\n")
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "l", "--names", tmp_path / "latin.txt"],
+                       capsys)
+    assert code == 2 and "not UTF-8 text" in err
+    monkeypatch.setattr(detect, "load_for_inference",
+                        lambda *a, **k: (FixedBoxes().eval(), {"names": ["a", "b"]}))
+    (tmp_path / "pets.yaml").write_text("train: .\nval: .\nnames: [b, a]\n")
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "d", "--data", tmp_path / "pets.yaml"],
+                       capsys)
+    assert "--data names ['b', 'a'] differ from the classes the model was trained with ['a', 'b']" in err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detect, "load_for_inference", interrupted)
+    code, _, err = run(FAST + ["--source", image, "--project", tmp_path / "out"], capsys)
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted" and not (tmp_path / "out").exists()
+
+
+def test_detections_json_is_flushed_while_a_long_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(detect_outputs, "JSON_FLUSH_S", -1.0)
+    writer = detect_outputs.Writer(tmp_path / "r", ["a"], {}, detect_outputs.SaveOptions(annotated=False, json=True))
+    writer.record(torch.zeros((0, 6)), np.zeros((8, 8, 3), np.uint8), "x", "x.jpg", None, None)
+    assert len(json.loads((writer.save_dir / "detections.json").read_text())) == 1  # written before close()
+
+
+def test_an_input_that_cannot_be_opened_is_skipped(tmp_path, monkeypatch, capsys):
+    _fixed_detect(monkeypatch)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "in" / "old.png").mkdir()  # a folder a glob matches
+    assert read_image(str(tmp_path / "in" / "old.png")) is None

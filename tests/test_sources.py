@@ -54,3 +54,35 @@ def test_an_image_url_with_a_query_is_an_image_and_double_star_globs_recurse(tmp
         path.write_bytes(b"not decoded here")
     found = sorted(item.location for item in resolve_sources(str(tmp_path / "**" / "*.jpg"))[0])
     assert found == sorted([str(tmp_path / "a" / "b" / "x.jpg"), str(tmp_path / "y.jpg")])
+
+
+def test_http_streams_sorted_globs_lists_relative_to_the_working_folder_and_camera_suffixes(tmp_path, monkeypatch):
+    import random
+
+    from yolov3.sources import image_suffix
+
+    assert resolve_sources("http://192.168.0.5:8080/video") == ([Source("stream", "http://192.168.0.5:8080/video")], [])
+    assert resolve_sources("http://h/a.jpg")[0][0].kind == "image"
+    names = [f"{k:02d}.jpg" for k in range(12)]
+    random.Random(0).shuffle(names)
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    found = [item.location for item in resolve_sources(str(tmp_path / "*.jpg"))[0]]
+    assert found == sorted(found) and len(found) == 12
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "val.txt").write_text("photos/a.jpg\n")
+    assert resolve_sources("lists/val.txt") == ([Source("image", "photos/a.jpg")], [])
+    (tmp_path / "LIST.TXT").write_text("photos/a.jpg\n")
+    assert [(Path(i.location).name, i.kind) for i in resolve_sources(str(tmp_path / "LIST.TXT"))[0]] == [("a.jpg",
+                                                                                                       "image")]
+    (tmp_path / "IMG_1234.MOV").write_bytes(b"x")
+    assert resolve_sources(str(tmp_path / "IMG_1234.MOV"))[0][0].kind == "video"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.xyz").write_bytes(b"x")
+    (tmp_path / "d" / "b.abc").write_bytes(b"x")
+    with pytest.raises(SourceError, match="no image or video found"):
+        resolve_sources(str(tmp_path / "d"))
+    assert image_suffix("https://example.com/a.jpg?raw=1") == ".jpg" and image_suffix("d/X.JPG") == ".JPG"

@@ -1212,3 +1212,47 @@ def test_reproduce_tolerance_is_inclusive_printed_and_the_rerun_goes_to_the_name
     capsys.readouterr()
     assert ablate.main(argv + ["--reproduce", "bce__seed1", "--tolerance", "0.01"]) == 0
     assert "difference +0.0060: reproduced (tolerance 0.01)" in capsys.readouterr().out
+
+
+def test_runner_counts_echoes_and_records_each_run_as_it_starts(tmp_path, fake_train, capsys, monkeypatch):
+    from yolov3.ablation_runner import _tail, check_recorded_overrides
+
+    script, read_calls = fake_train
+    spec = runner_spec(tmp_path)
+    study = load_spec(spec)
+    one_seed = load_spec(write_spec(tmp_path, {**yaml.safe_load(spec.read_text()), "seeds": [0]}, "one.yaml"))
+    study_dir = tmp_path / "s1"
+    execute(one_seed, plan_runs(one_seed, study_dir, train_script=script), jobs=1, progress=False)
+    out = capsys.readouterr().out
+    assert "[1/2] bce__seed0 finished" in out and "[2/2] focal__seed0 finished" in out
+    assert "fake training" not in out  # train.py's own output only with --verbose
+    study_dir = tmp_path / "s2"
+    fake_finished(study_dir / "runs" / "bce__seed0", one_seed.runs[0].config)
+    execute(one_seed, plan_runs(one_seed, study_dir, train_script=script), jobs=1, progress=True)
+    captured = capsys.readouterr()
+    assert "[1/1] focal__seed0 finished" in captured.out + captured.err
+    assert "2/2 runs |" in captured.err  # the skipped run counts as done
+    study_dir = tmp_path / "s3"
+    execute(one_seed, plan_runs(one_seed, study_dir, train_script=script), jobs=1, verbose=True, progress=False)
+    assert "fake training bce__seed0" in capsys.readouterr().out
+    log = tmp_path / "log.txt"
+    log.write_text("\n".join(f"l{i}" for i in range(20)) + "\n")
+    assert _tail(log) == "\n".join(f"    l{i}" for i in range(5, 20))
+    # a rerun naming the same data file by a relative path is the same study
+    monkeypatch.chdir(tmp_path)
+    recorded = tmp_path / "s4"
+    (recorded / "runs" / "bce__seed0").mkdir(parents=True)
+    (recorded / "runs.json").write_text(json.dumps({"command_line_overrides": {"data": str(tmp_path / "data.yaml")}}))
+    check_recorded_overrides(load_spec(spec, overrides=["data=data.yaml"]), recorded)
+    read_calls()
+
+
+def test_ablation_json_is_written_before_train_py_starts(tmp_path, capsys):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\nfrom pathlib import Path\na = sys.argv[1:]\n"
+                     "d = Path(a[a.index('--project') + 1]) / a[a.index('--name') + 1]\n"
+                     "(d / 'seen').write_text(str((d / 'ablation.json').is_file()))\n")
+    study = load_spec(runner_spec(tmp_path))
+    planned = plan_runs(study, tmp_path / "s", train_script=probe)
+    execute(study, planned, jobs=1, progress=False)
+    assert [(p.run_dir / "seen").read_text() for p in planned] == ["True"] * len(planned)

@@ -116,3 +116,18 @@ def test_an_epoch_mean_skips_steps_that_could_not_measure_a_statistic():
     rec.record(0, 1, 0.01, {**terms, "num_pos": 0}, {"neg_grad_share": 0.6}, None, None)  # no positive: no p_pos
     means = rec.end_epoch()
     assert means["p_pos_mean"] == pytest.approx(0.4) and means["neg_grad_share"] == pytest.approx(0.7)
+
+
+def test_resuming_inside_a_later_epoch_keeps_only_that_epochs_steps():
+    terms = {"obj": 1.0, "noobj": 1.0, "num_pos": 1, "num_neg": 9}
+    rec = DiagnosticsRecorder(every=1, max_norm=None)
+    rec.record(0, 0, 0.01, terms, {"p_pos_mean": 0.2}, None, None)
+    rec.end_epoch()
+    rec.record(1, 1, 0.01, terms, {"p_pos_mean": 0.4}, None, None)
+    state = rec.state_dict()
+    assert state["epoch"]["steps"] == 1
+    resumed = DiagnosticsRecorder(every=1, max_norm=None)
+    resumed.load_state_dict(state)
+    for recorder in (rec, resumed):
+        recorder.record(1, 2, 0.01, terms, {"p_pos_mean": 0.6}, None, None)
+        assert recorder.end_epoch()["p_pos_mean"] == pytest.approx(0.5)  # epoch 2's steps only: (.4 + .6) / 2

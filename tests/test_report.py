@@ -796,3 +796,106 @@ def test_small_p_holm_verdicts_recall_sd_figure_links_and_unpaired_arms(tmp_path
     md = build_report(apart, plots=False).files["summary.md"].read_text()
     assert "| 0 | 0.6000 (n=1) | — | no seed finished in both |" in md
     assert "| unknown | unknown CPU | 3 | 0.07 (2 timed) |" in md
+
+
+def _drawn_figures(monkeypatch):
+    """{file name: the matplotlib figure as drawn}, kept as each plot is saved."""
+    import yolov3.report_plots as report_plots
+
+    figures = {}
+    real_save = report_plots._save
+
+    def keep(fig, path, *args, **kwargs):
+        figures[Path(path).name] = fig
+        return real_save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(report_plots, "_save", keep)
+    return figures
+
+
+def test_the_per_arm_figure_draws_each_panels_own_means_sds_and_baseline(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    study_dir = tmp_path / "s"
+    for seed, (b50, b95, f95) in enumerate([(0.50, 0.30, 0.35), (0.52, 0.31, 0.36), (0.54, 0.32, 0.38)]):
+        make_run(study_dir, seed, "bce", seed, b50, b95)
+        make_run(study_dir, 3 + seed, "focal", seed, 0.55, f95)
+    build_report(study_dir)
+    fig = figures["map_per_variant.png"]
+    means = fig.axes[1].containers[0].lines[0].get_ydata()
+    assert list(means) == pytest.approx([0.31, 0.363333], abs=1e-6)  # the mAP@.5:.95 panel's own means
+    bar = fig.axes[0].containers[0].lines[2][0].get_segments()[0]  # bce's mAP@.5: .52 ± sd .02
+    assert [y for _, y in bar] == pytest.approx([0.50, 0.54])
+    baseline = next(line for line in fig.axes[1].lines if line.get_label() == "baseline bce")
+    assert list(baseline.get_ydata()) == pytest.approx([0.31, 0.31])
+
+
+def test_per_epoch_curves_are_means_with_a_min_max_band_and_loss_panels_keep_zeros(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    study_dir = tmp_path / "s"
+    for seed, curve in enumerate([(0.1, 0.4), (0.2, 0.5), (0.6, 0.9)]):
+        make_run(study_dir, seed, "bce", seed, 0.5, 0.3, curve=curve,
+                 obj=(0.0, 0.5) if seed == 0 else (1.0, 0.5), noobj=(8.0, 2.0) if seed == 0 else (4.0, 2.0))
+    report = build_report(study_dir)
+    epochs = report.plots["val_map_per_epoch"]["bce"]
+    assert list(epochs["mean"]) == pytest.approx([0.3, 0.6])  # means, not medians
+    vertices = figures["val_map_per_epoch.png"].axes[0].collections[0].get_paths()[0].vertices
+    at_one = vertices[vertices[:, 0] == 1][:, 1]
+    assert at_one.max() == pytest.approx(0.6) and at_one.min() == pytest.approx(0.1)
+    ratio = report.plots["objectness_losses"]["ratio"]["bce"]
+    assert list(ratio["mean"]) == pytest.approx([4.0, 4.0]) and list(ratio["n"]) == [2, 3]  # obj 0: left out
+    losses = figures["objectness_losses.png"]
+    assert losses.axes[0].get_yscale() == "linear"  # a panel holding a zero loss stays linear
+
+
+def test_loss_distributions_skip_nan_and_runs_without_logits(tmp_path):
+    from yolov3.report_plots import cumulative_loss_curve
+
+    assert list(cumulative_loss_curve(np.array([1.0, np.nan, 1.0]), np.array([0.0, 0.5, 1.0]))) == \
+        pytest.approx([0.0, 0.5, 1.0])
+    study_dir = tmp_path / "s"
+    with_logits = make_run(study_dir, 0, "bce", 0, 0.5, 0.3)
+    np.savez(with_logits / "objectness_losses.npz", pos=np.array([1.0]), neg=np.array([1.0, 1.0]),
+             pos_logit=np.array([2.0]), neg_logit=np.array([-20.0, 0.0]))
+    older = make_run(study_dir, 1, "bce", 1, 0.5, 0.3)
+    np.savez(older / "objectness_losses.npz", pos=np.array([1.0]), neg=np.array([1.0, 1.0]))
+    report = build_report(study_dir)
+    assert report.plots["objectness_cdf"]["scorers"] == ["bce", "focal2"]
+    assert ("bce__seed1: objectness_losses.npz has no logits (an older run); left out of the common-loss "
+            "distribution plot") in report.study.notes
+
+
+def test_the_first_epoch_plot_averages_over_the_seeds_that_measured_and_draws_what_it_has(tmp_path):
+    study_dir = tmp_path / "s"
+    for seed, rows in enumerate(["1,0,1,10,0.9\n1,1,2,5,0.7\n", "1,0,3,10,0.5\n1,1,4,5,nan\n"]):
+        run_dir = make_run(study_dir, seed, "bce", seed, 0.5, 0.3)
+        (run_dir / "diagnostics.csv").write_text("epoch,iteration,obj,noobj,neg_grad_share\n" + rows)
+    first = build_report(study_dir).plots["first_epoch"]
+    assert list(first["neg_grad_share"]["bce"]["mean"]) == pytest.approx([0.7, 0.7])
+    lone = tmp_path / "lone"
+    run_dir = make_run(lone, 0, "bce", 0, 0.5, 0.3)
+    (run_dir / "diagnostics.csv").write_text("epoch,iteration,obj,noobj\n1,0,1,10\n1,1,2,5\n")
+    report = build_report(lone)
+    assert "first_epoch.png" in report.files and list(report.plots["first_epoch"]["obj"]["bce"]["mean"]) == [1, 2]
+
+
+def test_no_plots_without_a_finished_run_and_no_baseline_note_without_a_baseline(tmp_path, monkeypatch):
+    study_dir = tmp_path / "s"
+    make_run(study_dir, 0, "bce", 0, 0.5, 0.3, finished=False)
+    report = build_report(study_dir)
+    assert not any(name.endswith(".png") for name in report.files)
+    assert "no finished run yet; plots skipped" in report.study.notes
+    two = tmp_path / "two"
+    make_run(two, 0, "bce", 0, 0.5, 0.3)
+    focal = make_run(two, 1, "focal", 0, 0.6, 0.35)
+    identity = json.loads((focal / "ablation.json").read_text())
+    (focal / "ablation.json").write_text(json.dumps({**identity, "baseline": "focal"}))
+    assert not any(note.startswith("the baseline ") for note in build_report(two, plots=False).study.notes)
+    figures = _drawn_figures(monkeypatch)
+    grid_dir = tmp_path / "grid"
+    make_run(grid_dir, 0, "bce", 0, 0.40, 0.2)
+    for index, gamma in enumerate((0, 2)):
+        make_run(grid_dir, 1 + index, "focal", 0, 0.41, 0.2,
+                 grid={"loss.objectness.gamma": gamma, "loss.objectness.alpha": 0.25})
+    build_report(grid_dir)
+    baseline = [l for l in figures["grid_gamma_alpha.png"].axes[0].lines if l.get_label() == "baseline bce"]
+    assert baseline and list(baseline[0].get_ydata()) == pytest.approx([0.40, 0.40])

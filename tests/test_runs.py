@@ -236,3 +236,10 @@ def test_train_log_keeps_info_records_and_tensorboard_gets_every_metric(tmp_path
     assert [w for w in written if w[0].startswith("metrics/")] == [
         ("metrics/precision", 0.1, 1), ("metrics/recall", 0.2, 1), ("metrics/mAP50", 0.3, 1),
         ("metrics/mAP50_95", 0.4, 1)]
+
+
+def test_only_sorted_negatives_and_float32_positives_count_as_records():
+    assert is_objectness_record({"pos": np.zeros(2, np.float32), "neg": np.array([2.0, 1.0], np.float16)}) is False
+    assert is_objectness_record({"pos": np.zeros(2, np.float32), "pos_logit": np.array([0.5]),
+                                 "neg": np.array([1.0, 2.0], np.float16)}) is False
+    assert is_objectness_record({"pos": np.zeros(2, np.float32), "neg": np.array([1.0, 2.0], np.float16)}) is True

@@ -266,3 +266,16 @@ def test_a_last_pt_without_best_epoch_gets_it_from_its_history(tmp_path):
     restored = TrainState(tmp_path, sums=torch.zeros(5))
     restore_training(restored, full, model2, optimizer2, None, ema2)
     assert restored.best_epoch == 1 and restored.record_epoch(_row(3, 0.2, 0.2)) is False  # .2 is not a new best
+
+
+def test_half_the_tensors_transfer_and_a_pt_that_is_no_state_dict_is_named(tmp_path):
+    from yolov3.checkpoint import load_initial_weights
+    from yolov3.weights import WeightsError
+
+    saved = Darknet(MINIMAL_CFG).state_dict()
+    assert len(saved) == 8
+    torch.save(dict(list(saved.items())[:4]), tmp_path / "half.pt")
+    assert load_initial_weights(Darknet(MINIMAL_CFG), str(tmp_path / "half.pt")).endswith("transferred 4/8 tensors")
+    torch.save(torch.zeros(3), tmp_path / "t.pt")
+    with pytest.raises(WeightsError, match="not a train.py checkpoint or a state dict"):
+        load_initial_weights(Darknet(MINIMAL_CFG), str(tmp_path / "t.pt"))

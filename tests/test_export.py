@@ -198,3 +198,30 @@ def test_export_py_img_size_reaches_the_onnx_graph(tmp_path):
     graph = onnx.load(str(tmp_path / "o" / "tiny.onnx"))
     assert {e.key: e.value for e in graph.metadata_props}["img_size"] == "[64, 64]"
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+
+
+def test_export_checks_sizes_and_names_keeps_the_callers_model_and_honours_opset(tmp_path):
+    import os
+
+    from conftest import MINIMAL_CFG
+    from yolov3.model import Darknet
+
+    model = Darknet(MINIMAL_CFG)
+    with pytest.raises(ExportError, match="img_size must be a positive multiple"):
+        export_darknet(model, tmp_path / "zero", img_size=0)
+    with pytest.raises(ExportError, match="3 class names for a model with 2 classes"):
+        export_darknet(model, tmp_path / "names", names=["a", "b", "c"])
+    before = model.module_list[0].bn.running_var.clone()
+    export_darknet(model, tmp_path / "eps", bn_eps=1e-6)
+    assert torch.equal(model.module_list[0].bn.running_var, before)  # the caller's model is not changed
+    (tmp_path / "m.cfg").write_text(MINIMAL_CFG)  # 2 classes in the cfg, 3 in the weights and the names
+    Darknet(str(tmp_path / "m.cfg"), num_classes=3).save_darknet_weights(tmp_path / "m.weights")
+    paths = export_darknet(tmp_path / "m.weights", tmp_path / "three", cfg=tmp_path / "m.cfg", names=["a", "b", "c"])
+    assert parse_cfg(paths["cfg"]).layers[-1].options["classes"] == 3
+    assert paths["names"].read_text() == "a\nb\nc\n"
+    onnx = pytest.importorskip("onnx")
+    (tmp_path / "onnx").mkdir()
+    export_onnx(model, tmp_path / "onnx" / "m.onnx", opset=16)
+    assert sorted(os.listdir(tmp_path / "onnx")) == ["m.onnx"]  # no temporary file left beside it
+    opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "onnx" / "m.onnx")).opset_import}
+    assert opsets[""] == 16

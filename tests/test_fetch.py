@@ -390,3 +390,75 @@ def test_an_upper_case_checksum_a_given_source_before_the_environment_and_window
     archive = _zip(tmp_path / "w.zip", [("top\\sub\\a.txt", b"alpha")])  # PowerShell 5's separators
     assert extract_archive(archive, tmp_path / "o") == 1
     assert (tmp_path / "o" / "top" / "sub" / "a.txt").read_bytes() == b"alpha"
+
+
+VOC_SPEC = {"url": "https://example.invalid/x.zip", "voc": "VOCSET",
+            "splits": {"train": "ImageSets/Main/train.txt", "val": "ImageSets/Main/val.txt"}}
+
+
+def test_archive_and_download_bounds_are_inclusive_and_damage_is_named(tmp_path):
+    archive = _zip(tmp_path / "ten.zip", [(f"f{i}", b"") for i in range(10)])
+    assert extract_archive(archive, tmp_path / "ten", max_entries=10) == 10
+    member = tarfile.TarInfo("a.bin")
+    member.size = 1000
+    with tarfile.open(tmp_path / "k.tar.gz", "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(b"k" * 1000))
+    assert extract_archive(tmp_path / "k.tar.gz", tmp_path / "k", max_bytes=1000) == 1
+    payload = np.random.default_rng(0).bytes(200_000)
+    member = tarfile.TarInfo("big.bin")
+    member.size = len(payload)
+    with tarfile.open(tmp_path / "big.tar.gz", "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(payload))
+    whole = (tmp_path / "big.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ArchiveError, match="damaged or truncated archive"):
+        extract_archive(tmp_path / "cut.tar.gz", tmp_path / "cut")
+    with _Server(b"x" * 1000) as server:
+        assert download(server.url, tmp_path / "f", max_bytes=1000).read_bytes() == b"x" * 1000
+
+
+def test_download_spec_checks_and_what_build_dataset_honours(tmp_path, monkeypatch):
+    import hashlib
+    import tempfile
+
+    from yolov3.fetch import FetchError
+
+    with pytest.raises(FetchError, match="max_bytes must be a positive whole number of bytes, got 0"):
+        parse_download_spec({**VOC_SPEC, "max_bytes": 0}, "d.yaml")
+    with pytest.raises(FetchError, match="splits names 'training'; splits are train, val, test"):
+        parse_download_spec({**VOC_SPEC, "splits": {"training": "t.txt"}}, "d.yaml")
+    archive = _voc_archive(tmp_path)
+    with pytest.raises(FetchError, match=r"more than 1,000 \(max_bytes\)"):
+        build_dataset(parse_download_spec({**VOC_SPEC, "max_bytes": 1000}, "d.yaml"), tmp_path / "small",
+                      ["cell", "blob"], source=str(archive), log=lambda s: None)
+    assert not (tmp_path / "small").exists()
+    with _Server(archive.read_bytes()) as server:
+        with pytest.raises(FetchError, match=re.escape(server.url) + r": [\d,]+ bytes, more than the bound of 1,000"):
+            build_dataset(parse_download_spec({**VOC_SPEC, "max_bytes": 1000}, "d.yaml"), tmp_path / "small",
+                          ["cell", "blob"], source=server.url, log=lambda s: None)
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(".DS_Store", b"x")  # a hidden file beside the single top folder
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (tmp_path / "cells").mkdir()  # an empty folder made beforehand is fine
+    staged = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: (staged.append(real_mkdtemp(*a, **k)), staged[-1])[1])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = build_dataset(parse_download_spec({**VOC_SPEC, "sha256": digest}, "d.yaml"), tmp_path / "cells",
+                         ["cell", "blob"], source="~/repo.zip", log=lambda s: None)
+    assert (root / "labels" / "val" / "im4.txt").is_file()
+    assert Path(staged[0]).parent == tmp_path  # staged beside the dataset: the final rename stays on one disk
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from yolov3.files import atomic_write, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "old")
+
+    def interrupted(fh):
+        fh.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "a.txt", interrupted)
+    assert (tmp_path / "a.txt").read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]

@@ -309,3 +309,45 @@ def test_cutoff_of_every_layer_and_a_truncated_version_two_header(tmp_path):
     with pytest.raises(WeightsError, match="truncated header: version 0.2 needs 20 header bytes, the file has 16"):
         read_darknet_header(path)
     assert looks_like_darknet_weights(path) is False
+
+
+def test_a_given_header_is_written_and_a_download_resumes_from_its_part_file(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    model = Darknet(TINY_CFG)
+    save_darknet_weights(model, tmp_path / "h.weights", header=(0, 1, 3, 77))
+    raw = (tmp_path / "h.weights").read_bytes()
+    assert raw[:16] == struct.pack("<iiii", 0, 1, 3, 77) and len(raw) == 16 + 4 * count_darknet_floats(model)
+    script = _load_download_script()
+    good = np.array([0, 2, 0], "<i4").tobytes() + np.array([5], "<i8").tobytes() + np.ones(1000, "<f4").tobytes()
+    monkeypatch.setitem(script.EXPECTED_BYTES, "good.weights", len(good))
+    ranges = []
+
+    class Ranged(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server API)
+            asked = self.headers.get("Range")
+            ranges.append(asked)
+            start = int(asked.split("=")[1].rstrip("-")) if asked else 0
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {start}-{len(good) - 1}/{len(good)}")
+            self.send_header("Content-Length", str(len(good) - start))
+            self.end_headers()
+            self.wfile.write(good[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranged)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "good.weights.part").write_bytes(good[:100])  # an interrupted download
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert script.download("good.weights", out, base, quiet=True).read_bytes() == good
+        assert ranges == ["bytes=100-"]
+    finally:
+        server.shutdown()
+        server.server_close()

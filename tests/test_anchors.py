@@ -174,3 +174,15 @@ def test_a_cfg_whose_layers_list_different_anchors_is_not_rewritten(box_data, tm
     assert main(["--data", str(box_data / "data.yaml"), "--img-size", "100", "--cfg", str(cfg),
                  "--write", str(tmp_path / "new.cfg")]) == 2
     assert not (tmp_path / "new.cfg").exists()
+
+
+def test_fitted_anchors_sort_by_area_and_the_seed_reaches_k_means(box_data, monkeypatch):
+    import yolov3.anchors as anchors_module
+
+    np.testing.assert_array_equal(kmeans_anchors(np.array([[10.0, 100.0], [50.0, 10.0]]), 2), [[50, 10], [10, 100]])
+    seen, real = [], anchors_module.kmeans_anchors
+    monkeypatch.setattr(anchors_module, "kmeans_anchors",
+                        lambda sizes, k, seed=0, **kw: (seen.append(seed), real(sizes, k, seed=seed, **kw))[1])
+    assert main(["--data", str(box_data / "data.yaml"), "--img-size", "100", "--cfg", str(TINY_CFG),
+                 "--seed", "7"]) == 0
+    assert seen == [7]

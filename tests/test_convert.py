@@ -839,3 +839,129 @@ def test_dataset_flags_default_fraction_difficult_names_and_images(tmp_path, cap
     assert main(["voc", "--annotations", str(tmp_path / "ann"), "--images", str(tmp_path / "pics"), "--dataset",
                  str(tmp_path / "ds3"), "--val-fraction", "0"]) == 0
     assert (tmp_path / "ds3" / "images" / "train" / "a.jpg").is_file()
+
+
+# ---- planted-bug checks, second pass: COCO records, VOC edges, names and ids, flags of the CLI ----------------------
+def test_coco_records_checked_and_ids_kept_by_class_order_and_subfolder(tmp_path):
+    import copy
+
+    def convert(data, out="labels"):
+        (tmp_path / "inst.json").write_text(json.dumps(data))
+        return coco_to_yolo(tmp_path / "inst.json", tmp_path / out / "val")
+
+    bad = copy.deepcopy(COCO)
+    bad["images"][1]["height"] = 0
+    with pytest.raises(ConversionError, match=r"images\[1\] \(id 4\): width and height must be positive numbers, "
+                                              r"got 50 x 0"):
+        convert(bad, "h")
+    bad = copy.deepcopy(COCO)
+    bad["annotations"][0]["bbox"] = ["20", 10, 40, 30]
+    with pytest.raises(ConversionError, match=r"annotations\[0\] \(id 1\): 'bbox' must be \[x, y, width, height\] "
+                                              "numbers"):
+        convert(bad, "s")
+    twice = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+             "categories": [{"id": 1, "name": "person"}, {"id": 1, "name": "car"}], "annotations": []}
+    with pytest.raises(ConversionError, match=r"categories\[1\]: duplicate category id 1"):
+        convert(twice, "d")
+    nested = copy.deepcopy(COCO)
+    nested["images"][0]["file_name"] = "train2017/a.jpg"
+    convert(nested)
+    record = json.loads((tmp_path / "labels" / "val" / "coco_ids.json").read_text())
+    assert record["category_ids"] == [1, 3, 7]  # in class order: person, car, kite
+    assert record["image_ids"] == {"train2017/a": 9, "b": 4}
+    assert main(["coco", "--json", str(tmp_path / "inst.json"), "--out", str(tmp_path / "n" / "val"),
+                 "--names", str(tmp_path / "my.names")]) == 0
+    assert (tmp_path / "my.names").read_text() == "person\ncar\nkite\n"
+    assert not (tmp_path / "n" / "classes.txt").exists()
+
+
+def test_voc_sizes_boxes_one_pixel_wide_and_swapped_rows_upper_case_xml_and_a_bom(tmp_path):
+    from yolov3.convert import read_ids
+
+    (tmp_path / "x.xml").write_text(VOC_XML.replace("<height>375</height>", "<height>-375</height>"))
+    with pytest.raises(ConversionError, match="<size> must be positive, got 500 x -375"):
+        voc_to_yolo([tmp_path / "x.xml"], tmp_path / "out", classes=VOC_CLASSES)
+    (tmp_path / "y.xml").write_text(_labelimg_xml("y.jpg", 64, 48, [("WBC", 1, 30, 10, 10, 0)]))
+    with pytest.raises(ConversionError, match=r"has xmax < xmin or ymax < ymin: 1 30 10 10"):
+        voc_to_yolo([tmp_path / "y.xml"], tmp_path / "l", classes=["WBC"])
+    (tmp_path / "ann").mkdir()
+    # 1-based 5..5 x 5..8 is one pixel wide: continuous 4..5 x 4..8 -> cx 4.5 / 40, cy 6 / 20, w 1 / 40, h 4 / 20
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 40, 20, [("cat", 5, 5, 5, 8, 0)]))
+    (tmp_path / "ann" / "b.XML").write_text(_labelimg_xml("b.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    stats = voc_to_yolo(tmp_path / "ann", tmp_path / "one")
+    assert stats["boxes"] == 2
+    np.testing.assert_allclose(_rows(tmp_path / "one" / "a.txt"), [[0, 0.1125, 0.3, 0.025, 0.2]], atol=1e-6)
+    np.testing.assert_allclose(_rows(tmp_path / "one" / "b.txt"), [[0, 0.25, 0.25, 0.5, 0.5]], atol=1e-6)
+    (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbfa\nb\n")  # saved by a Windows editor
+    assert read_ids(tmp_path / "ids.txt") == ["a", "b"]
+
+
+def test_photos_told_apart_by_case_kinds_training_skips_and_a_names_file_with_case_twins(tmp_path, capsys):
+    import cv2
+
+    photos = tmp_path / "p"
+    _jpg(photos / "ok.jpg")
+    (photos / "ok.xml").write_text(_labelimg_xml("ok.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    _jpg(photos / "PHOTO.JPG", value=0)
+    _jpg(photos / "photo.JPG", value=255)
+    (photos / "x.xml").write_text(_labelimg_xml("Photo.jpg", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    cv2.imwrite(str(photos / "a.ppm"), np.zeros((20, 40, 3), np.uint8))
+    (photos / "a.xml").write_text(_labelimg_xml("a.ppm", 40, 20, [("cat", 1, 1, 20, 10, 0)]))
+    assert main(["voc", "--annotations", str(photos), "--dataset", str(tmp_path / "ds"), "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {photos / 'x.xml'}: no image for it in {photos}" in out
+    assert "its image a.ppm is not of a kind training reads" in out
+    assert sorted(p.name for p in (tmp_path / "ds" / "images" / "train").iterdir()) == ["ok.jpg"]
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", 100, 100, [("Rbc", 1, 1, 10, 10, 0)]))
+    (tmp_path / "ann" / "b.xml").write_text(_labelimg_xml("b.jpg", 100, 100, [("RBC", 1, 1, 10, 10, 0)]))
+    (tmp_path / "names.txt").write_text("RBC\nrbc\n")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--out", str(tmp_path / "l"),
+                 "--names", str(tmp_path / "names.txt")]) == 0
+    assert "a.xml: <object> #1 has unknown class 'Rbc' (known: RBC, rbc)" in capsys.readouterr().out
+    assert not (tmp_path / "l" / "a.txt").exists()
+
+
+def test_the_cli_refuses_flag_mixes_and_honours_images_and_difficult_in_labels_only_mode(tmp_path, capsys):
+    _labelimg_folder(tmp_path / "p", 3)
+    (tmp_path / "t.txt").write_text("img0\nimg1\n")
+    (tmp_path / "ghost.txt").write_text("ghost\n")
+    refused = [
+        (["--out", str(tmp_path / "l"), "--val-fraction", "0.2"], "go with --dataset"),
+        (["--dataset", str(tmp_path / "ds"), "--ids", str(tmp_path / "t.txt")], "--ids goes with --out"),
+        (["--dataset", str(tmp_path / "ds"), "--split", f"train={tmp_path / 't.txt'}", "--val-fraction", "0.2"],
+         "give either --split or --val-fraction/--test-fraction, not both"),
+        (["--dataset", str(tmp_path / "ds"), "--split", f"train={tmp_path / 't.txt'}",
+          "--split", f"val={tmp_path / 'ghost.txt'}"], "split 'val': none of its 1 ids has an XML file"),
+    ]
+    for flags, message in refused:
+        assert main(["voc", "--annotations", str(tmp_path / "p"), *flags]) == 2, flags
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "l").exists() and not (tmp_path / "ds").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["voc", "--annotations", str(tmp_path / "p"), "--dataset", str(tmp_path / "ds"),
+              "--split", f"../../evil={tmp_path / 't.txt'}"])
+    assert info.value.code == 2 and "expected NAME=IDS_FILE" in capsys.readouterr().err
+    assert not (tmp_path.parent / "evil").exists()
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "a.xml").write_text(_labelimg_xml("a.jpg", None, None, [("cat", 1, 1, 20, 10, 0)]))
+    _jpg(tmp_path / "pics" / "a.jpg")
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--images", str(tmp_path / "pics"),
+                 "--out", str(tmp_path / "img")]) == 0
+    np.testing.assert_allclose(_rows(tmp_path / "img" / "a.txt"), [[0, 0.25, 0.25, 0.5, 0.5]], atol=1e-6)
+    (tmp_path / "voc").mkdir()
+    (tmp_path / "voc" / "000001.xml").write_text(VOC_XML)
+    hard = tmp_path / "hard" / "labels"  # a folder of its own: classes.txt is written beside it
+    assert main(["voc", "--annotations", str(tmp_path / "voc"), "--out", str(hard), "--difficult"]) == 0
+    assert [r[0] for r in _rows(hard / "000001.txt")] == [0, 1]  # dog, and the difficult person
+
+
+def test_labels_left_in_a_subfolder_of_out_are_found(tmp_path, capsys):
+    (tmp_path / "ann" / "day1").mkdir(parents=True)
+    for stem in ("a", "b"):
+        (tmp_path / "ann" / "day1" / f"{stem}.xml").write_text(_labelimg_xml(f"{stem}.jpg", 40, 20,
+                                                                             [("dog", 1, 1, 20, 20, 0)]))
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--out", str(tmp_path / "l")]) == 0
+    (tmp_path / "ann" / "day1" / "b.xml").unlink()
+    assert main(["voc", "--annotations", str(tmp_path / "ann"), "--out", str(tmp_path / "l")]) == 2
+    assert "holds 1 label files this run would not write (e.g. day1/b.txt)" in capsys.readouterr().err

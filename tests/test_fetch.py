@@ -462,3 +462,10 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "a.txt", interrupted)
     assert (tmp_path / "a.txt").read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_prepare_names_a_source_it_cannot_use(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(ENV_SOURCE, raising=False)
+    yaml_path = _data_yaml(tmp_path, "https://example.invalid/x.zip")
+    assert prepare_main([str(yaml_path), "--source", str(tmp_path / "missing.zip")]) == 2
+    assert "is neither a URL nor an existing archive or folder" in capsys.readouterr().err

@@ -508,3 +508,100 @@ def test_winograd_computes_only_stride_one_padding_one_convs(stride, padding, ch
         got = layer(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---- planted-bug checks: shape keys, switched-off paths, autocast, the job rules and the trial ---------------------
+def test_shape_keys_name_stride_and_padding_and_switched_off_paths_are_never_candidates():
+    x = torch.rand(1, 64, 16, 16)
+    keys = {FastConvLayer(torch.nn.Conv2d(64, 64, 3, stride, pad), "leaky", False, True, "measure")._shape_key(x)
+            for stride, pad in ((1, 1), (2, 1), (1, 0))}
+    assert len(keys) == 3
+    off = FastConvLayer(torch.nn.Conv2d(8, 16, 3, 1, 1), "leaky", onednn=False, winograd=True, select="rule")
+    assert off._rule_method(torch.rand(1, 8, 12, 12)) == "plain"
+    measured = FastConvLayer(torch.nn.Conv2d(8, 16, 3, 1, 1), "leaky", onednn=False, winograd=True, select="measure")
+    assert measured._candidates(torch.rand(1, 8, 12, 12)) == ["plain"]
+
+
+@pytest.mark.skipif(not fastconv.onednn_available(), reason="this torch build has no oneDNN")
+def test_onednn_runs_without_winograd_and_autocast_takes_the_plain_path():
+    layer = FastConvLayer(torch.nn.Conv2d(8, 16, 3, 1, 1), "leaky", onednn=True, winograd=False, select="rule").eval()
+    with torch.no_grad():
+        layer(torch.rand(1, 8, 12, 12))
+    assert "onednn" in layer.__dict__.get("_fast_cache", {})
+    big = FastConvLayer(torch.nn.Conv2d(128, 128, 3, 1, 1), "leaky", True, True, "rule").eval()
+    x = torch.rand(1, 128, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = big(x)
+        expected = F.leaky_relu(big.conv(x), 0.1)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+
+
+def test_the_job_length_rules_and_the_trial_as_documented(monkeypatch):
+    assert fastconv.start_calls(49) == (1, None) and fastconv.start_calls(50) == (1, 1)  # measure from 50 passes
+    assert fastconv.start_calls(9) == (None, None) and fastconv.start_calls(10) == (1, None)  # plain below 10
+    assert fastconv.start_calls(None) == (10, 50)  # a stream: known choices after 10 frames, measuring after 50
+    trial = fastconv._Trial(["plain", "onednn"])
+    trial.record(1.0)
+    trial.record(1.0)
+    assert trial.method == "plain"  # one untimed call and two timed ones per candidate
+    trial.record(1.0)
+    assert trial.method == "onednn"
+    fastest = fastconv._Trial(["plain", "onednn"])
+    for seconds in (9.0, 1.0, 5.0, 2.0, 2.0, 2.0):
+        fastest.record(seconds)
+    assert fastest.done and fastest.winner() == "plain"  # the fastest timed call decides, not the last
+    hopeless = fastconv._Trial(["plain", "onednn", "winograd4"])
+    for seconds in (1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 4.0):
+        hopeless.record(seconds)
+    assert hopeless.done and "winograd4" not in hopeless.best  # 4 > 3 x the best so far: dropped untimed
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {"k": "winograd4"})
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    fastconv.use_prep_cache("off")
+    assert fastconv._MEASURED_METHODS == {}
+    import detect
+    import val
+
+    assert detect.parse_args(["--weights", "w.pt", "--source", "x.jpg"]).prep_cache == "use"
+    assert val.parse_args(["--data", "d.yaml", "--weights", "w.pt"]).prep_cache == "use"
+
+
+def test_prep_cache_env_forms_new_folders_and_foreign_json_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", "OFF")
+    assert prepcache.default_path() is None
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", "~/pc.json")
+    assert prepcache.default_path() == tmp_path / "pc.json"
+    older = tmp_path / "old.json"
+    older.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION - 1,
+                                 "machine": prepcache.machine_key(), "choices": {"k": "onednn"}}))
+    assert prepcache.PrepCache(older).get("k") is None
+    assert f"preparation cache of another version ({prepcache.VERSION - 1})" in capsys.readouterr().err
+    deep = prepcache.PrepCache(tmp_path / "a" / "b" / "c.json", machine={"cpu": "x"})
+    deep.put("k", "plain")
+    assert json.loads((tmp_path / "a" / "b" / "c.json").read_text())["choices"] == {"k": "plain"}
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}')
+    assert prepcache.clear(mine) is False and mine.exists()
+
+
+def test_arm_features_line_and_the_usable_cpus_make_the_cpu_key(tmp_path, monkeypatch):
+    import os
+
+    from yolov3.precision import cpu_flags_and_model, cpu_info
+
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd bf16\n\n")
+    (tmp_path / "arm2").write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n\n")
+    assert cpu_flags_and_model(str(tmp_path / "arm"))[0] == {"fp", "asimd", "bf16"}
+    assert prepcache.machine_key(str(tmp_path / "arm"))["cpu_flags"] != \
+        prepcache.machine_key(str(tmp_path / "arm2"))["cpu_flags"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cpu_info(str(tmp_path / "arm")).cores == 1  # the CPUs this process may use
+
+
+def test_the_plain_inference_model_is_fused_eval_and_channels_last(cfg_dir):
+    from yolov3.model import prepare_for_inference
+
+    model = prepare_for_inference(Darknet(cfg_dir / "yolov3-tiny.cfg"), optimize=False)
+    assert model.is_fused and not model.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)

@@ -148,3 +148,14 @@ def test_without_proc_stat_the_one_minute_load_average_sets_the_threads(monkeypa
     calls = []
     governor = ThreadGovernor("auto", ticks=lambda: None, cpus={0, 1, 2, 3}, set_threads=calls.append)
     assert (governor.source, governor.others_busy, governor.threads) == ("loadavg", 1.0, 3)
+
+
+def test_a_thread_cap_limits_auto_without_lowering_the_core_count_it_reports(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert FakeMachine(cpus=4).governor(first_busy=1.0).threads == 2  # 4 cores less 1 busy, capped at 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert FakeMachine(cpus=2).governor(first_busy=0.0).describe().startswith("threads: auto, 1 of 2 cores")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert FakeMachine(cpus=2).governor(first_busy=1.0).describe() == \
+        "threads: auto, 1 of 2 cores (others busy 1.0 cores, /proc/stat); idle threads sleep (OMP_WAIT_POLICY=PASSIVE)"

@@ -31,7 +31,7 @@ def test_giou_diou_ciou_hand_computed():
     # centres (1,1),(2,2): distance^2 2; enclosing diagonal^2 18: DIoU = 1/7 - 2/18
     assert B.elementwise_iou(a, b, "diou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
     # same aspect ratio -> v = 0 -> CIoU = DIoU
-    assert B.B.elementwise_iou(a, b, "ciou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
+    assert B.elementwise_iou(a, b, "ciou").item() == pytest.approx(iou - 2 / 18, abs=1e-6)
     # different aspect ratios: a 2x2, c 4x2 sharing the centre (1,1)
     c = torch.tensor([-1.0, 0.0, 3.0, 2.0])
     v = 4 / math.pi**2 * (math.atan(2.0) - math.atan(1.0)) ** 2
@@ -82,7 +82,7 @@ def test_iou_family_on_rectangles_offset_differently_in_x_and_y():
     assert B.elementwise_iou(a, b, "iou").item() == pytest.approx(iou, rel=1e-6)
     assert B.elementwise_iou(a, b, "giou").item() == pytest.approx(iou - (21 - 17) / 21, rel=1e-6)
     assert B.elementwise_iou(a, b, "diou").item() == pytest.approx(diou, rel=1e-6)
-    assert B.B.elementwise_iou(a, b, "ciou").item() == pytest.approx(ciou, rel=1e-6)
+    assert B.elementwise_iou(a, b, "ciou").item() == pytest.approx(ciou, rel=1e-6)
     assert B.elementwise_iou(b, a, "ciou").item() == pytest.approx(ciou, rel=1e-6)  # symmetric
     assert B.box_iou(a[None], b[None]).item() == pytest.approx(iou, rel=1e-6)
 

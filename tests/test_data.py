@@ -833,3 +833,141 @@ def test_a_greyscale_photo_is_read_as_three_channels(tmp_path):
     cv2.imwrite(str(tmp_path / "g.png"), np.full((4, 6), 77, np.uint8))
     image = read_image(str(tmp_path / "g.png"))
     assert image.shape == (4, 6, 3) and (image == 77).all()
+
+
+# ---- planted-bug checks, second pass: resizing for the RAM cache and mosaics, ratios, samplers, the label scan -------
+def test_images_are_resized_to_the_training_size_by_area_or_line_and_damage_later_is_named(tmp_path):
+    small = _make_dataset(tmp_path / "small", {"s": "0 0.5 0.5 0.5 0.5\n"}, shape=(16, 32))
+    assert YOLODataset(small, "train", 64, progress=False).load_image(0).shape == (32, 64, 3)  # enlarged too
+    thin = _make_dataset(tmp_path / "thin", {"t": None}, shape=(1, 200))
+    dataset = YOLODataset(thin, "val", 64, progress=False)
+    assert dataset.load_image(0).shape == (1, 64, 3) and dataset[0][0].shape == (3, 64, 64)
+    noise = np.random.default_rng(0).integers(0, 255, (100, 150, 3), np.uint8)
+    (tmp_path / "noise" / "images" / "val").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "noise" / "images" / "val" / "n.png"), noise)
+    (tmp_path / "noise" / "data.yaml").write_text(f"path: .\ntrain: images/val\nval: images/val\nnames: {NAMES}\n")
+    loaded = YOLODataset(load_data_yaml(tmp_path / "noise" / "data.yaml"), "val", 64, progress=False).load_image(0)
+    assert np.array_equal(loaded, cv2.resize(noise, (64, 43), interpolation=cv2.INTER_AREA))  # 100 x 64 / 150 = 43
+    data = _make_dataset(tmp_path / "late", {"a": "0 0.5 0.5 0.5 0.5\n"})
+    late = YOLODataset(data, "val", 64, progress=False)
+    (tmp_path / "late" / "images" / "train" / "a.png").write_bytes(b"junk")
+    with pytest.raises(DataError, match="cannot read the image any more"):
+        late[0]
+
+
+def test_validation_ratios_per_axis_and_labels_follow_the_rounded_height(tmp_path):
+    data = _make_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"}, shape=(40, 100))
+    _, labels, _, shapes = YOLODataset(data, "val", 64, progress=False)[0]
+    # 100 x 40 -> 64 x 26 (40 x .64 = 25.6 rounds up): ratios .64 and 26 / 40 = .65, pad top (64 - 26) / 2 = 19
+    (size, ratio, pad) = shapes
+    assert size == (40, 100) and ratio == pytest.approx((0.64, 0.65)) and pad == pytest.approx((0.0, 19.0))
+    np.testing.assert_allclose(labels.numpy(), [[0, 0.5, 0.5, 0.5, 13 / 64]], atol=1e-6)
+
+
+def test_samplers_shuffle_by_seed_and_epoch_and_a_ranks_share_skips_what_was_done(augmented_data, monkeypatch):
+    def order(seed, epoch, **kwargs):
+        loader, dataset = create_dataloader(augmented_data, "train", 64, 1, None, workers=0, seed=seed,
+                                            shuffle=True, progress=False, **kwargs)
+        dataset.set_epoch(epoch)
+        return [i for i, _ in loader.sampler], loader
+
+    epochs = [order(0, epoch)[0] for epoch in range(4)]
+    assert all(sorted(o) == list(range(6)) for o in epochs) and len({tuple(o) for o in epochs}) > 1
+    seeds = [order(seed, 0)[0] for seed in range(4)]
+    assert len({tuple(o) for o in seeds}) > 1 and order(2, 0)[0] == seeds[2]
+    for seed, epoch in ((0, 0), (0, 1), (0, 3), (1, 0)):
+        share, loader = order(seed, epoch, rank=0, world_size=2)
+        reference = torch.utils.data.DistributedSampler(range(6), num_replicas=2, rank=0, shuffle=True, seed=seed)
+        reference.set_epoch(epoch)
+        assert share == list(reference)
+    loader.sampler.skip = 1
+    assert [i for i, _ in loader.sampler] == share[1:]
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    loader, _ = create_dataloader(augmented_data, "val", 64, 4, None, workers=4, seed=0, shuffle=False,
+                                  progress=False)
+    assert loader.num_workers == 1  # never more workers than cores
+
+
+def test_available_memory_is_memavailable(monkeypatch):
+    import io
+
+    from yolov3 import dataset as dataset_module
+
+    meminfo = "MemTotal: 16000000 kB\nMemFree: 1000 kB\nMemAvailable: 8000 kB\n"
+    monkeypatch.setattr(dataset_module, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert dataset_module.available_memory_bytes() == 8000 * 1024
+
+
+def test_label_rows_within_the_tolerance_of_the_left_and_top_edges_are_clipped():
+    labels, errors, _ = parse_label_text("0 0.2 0.3 1.0005 0.1 0.4 0.7\n", "x.txt", 3)  # a polygon just past x = 1
+    assert errors == [] and np.allclose(labels, [[0, 0.6, 0.4, 0.8, 0.6]], atol=1e-6)
+    labels, errors, _ = parse_label_text("0 -0.0005 0.5 0.2 0.2\n", "x.txt", 3)
+    assert errors == [] and np.allclose(labels, [[0, 0.04975, 0.5, 0.0995, 0.2]], atol=1e-6)
+    labels, _, _ = parse_label_text("0 0.05 0.5 0.2 0.2\n", "x.txt", 3)  # x1 = -.05 -> 0: cx .075, w .15
+    assert np.allclose(labels, [[0, 0.075, 0.5, 0.15, 0.2]], atol=1e-6)
+    labels, _, _ = parse_label_text("0 0.5 0.05 0.2 0.2\n", "x.txt", 3)
+    assert np.allclose(labels, [[0, 0.5, 0.075, 0.2, 0.15]], atol=1e-6)
+
+
+def test_the_scan_reports_counts_of_what_it_found_and_skipped(tmp_path, caplog):
+    from yolov3 import labels as labels_module
+
+    caplog.set_level(logging.WARNING, logger="yolov3")
+    labels_module._log_messages([f"p{i}" for i in range(30)])
+    assert [r.getMessage() for r in caplog.records] == [f"WARNING p{i}" for i in range(30)]
+    caplog.clear()
+    labels_module._log_messages([f"p{i}" for i in range(31)])
+    assert [r.getMessage() for r in caplog.records][-1] == "WARNING ... and 1 more problems"
+    caplog.clear()
+    data = _make_dataset(tmp_path / "nolabels", {"a": None, "b": None})
+    (tmp_path / "nolabels" / "images" / "train" / "corrupt.png").write_bytes(b"\x89PNG junk")
+    scan_split(data, "train", progress=False)
+    assert "no label file found for any of 3 images" in caplog.text
+    data = _make_dataset(tmp_path / "bad", {"a": "5 0.5 0.5 0.5 0.5\n", "b": "7 0.5 0.5 0.5 0.5\n"})
+    with pytest.raises(DataError, match=r"\(2 found, all skipped"):
+        scan_split(data, "train", progress=False)
+    caplog.clear()
+    data = _make_dataset(tmp_path / "beside", {"a": None})
+    (tmp_path / "beside" / "images" / "train" / "corrupt.png").write_bytes(b"junk")
+    _write_label(tmp_path / "beside" / "labels" / "train" / "corrupt.txt", "0 0.5 0.5 0.5 0.5\n")
+    entries = scan_split(data, "train", progress=False)
+    assert entries.summary["label_files"] == 1 and entries.summary["unreadable"] == 1
+    assert "no label file found" not in caplog.text
+
+
+def test_a_corrupt_cache_blank_list_lines_single_image_splits_and_the_download_hint(tmp_path, monkeypatch, caplog):
+    data = _make_dataset(tmp_path / "c", {"a": "0 0.5 0.5 0.5 0.5\n"})
+    cache = Path(scan_split(data, "train", progress=False).cache_path)
+    cache.write_text("{truncated")
+    again = scan_split(data, "train", progress=False)
+    assert not again.from_cache and np.allclose(again.labels[0], [[0, 0.5, 0.5, 0.5, 0.5]])
+    root = tmp_path / "l"
+    _make_dataset(root, {"a": "0 0.5 0.5 0.5 0.5\n", "b": "1 0.5 0.5 0.2 0.2\n"})
+    (root / "list.txt").write_text("images/train/a.png\n\nimages/train/b.png\n")
+    (root / "list.yaml").write_text(f"path: .\ntrain: list.txt\nval: list.txt\nnames: {NAMES}\n")
+    listed = scan_split(load_data_yaml(root / "list.yaml"), "train", progress=False)
+    assert len(listed.paths) == 2 and listed.summary["skipped"] == 0
+    _write_image(root / "images" / "train" / "A.JPG")
+    _write_label(root / "labels" / "train" / "A.txt", "0 0.5 0.5 0.5 0.5\n")
+    (root / "one.yaml").write_text(f"path: .\ntrain: images/train/b.png\nval: images/train/A.JPG\nnames: {NAMES}\n")
+    one = load_data_yaml(root / "one.yaml")
+    assert scan_split(one, "val", progress=False).paths == [str(root / "images" / "train" / "A.JPG")]
+    assert scan_split(one, "train", progress=False).paths == [str(root / "images" / "train" / "b.png")]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "set.yaml").write_text("path: datasets/set\ntrain: images/train\nval: images/val\n"
+                                                     "names: [x]\ndownload: run get_data.sh\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"none exists \(to get it: run get_data.sh\)$"):
+        scan_split(load_data_yaml(tmp_path / "elsewhere" / "set.yaml"), "train", progress=False)
+
+
+def test_paths_from_the_checkout_root_are_tried_once():
+    from yolov3 import paths
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(paths.ROOT)
+        assert paths.candidates("cfg/none.cfg") == [Path("cfg/none.cfg")]
+        assert paths.tried("cfg/none.cfg") == f"looked for {paths.ROOT / 'cfg/none.cfg'}"
+    finally:
+        os.chdir(cwd)

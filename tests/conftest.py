@@ -214,3 +214,13 @@ def record_prepared_models(monkeypatch, module) -> list:
 
     monkeypatch.setattr(module, "prepare_for_inference", keep_prepared)
     return prepared
+
+
+def save_random_checkpoint(path: Path) -> Path:
+    """A train.py-style ``.pt`` of a yolov3-tiny with random weights and two classes, 'a' and 'b'."""
+    from yolov3.model import Darknet
+
+    model = Darknet(REPO_ROOT / "cfg" / "yolov3-tiny.cfg", num_classes=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"]}, path)
+    return path

@@ -342,6 +342,17 @@ class FixedBoxes(torch.nn.Module):
         return rows.expand(x.shape[0], 3, 7).clone()
 
 
+def _fixed_detect(monkeypatch):
+    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (FixedBoxes().eval(), None))
+    monkeypatch.setattr(detect, "prepare_for_inference", lambda model, **kwargs: model)
+
+
+def _one_image(tmp_path):
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    return image
+
+
 @pytest.mark.parametrize("flags, expected", [
     ([], [(0, 0.9), (1, 0.8), (0, 0.7)]),  # per-class NMS: the class-1 box overlaps only another class's
     (["--agnostic-nms"], [(0, 0.9), (0, 0.7)]),  # across classes: the .8 box is suppressed by the .9 one
@@ -349,10 +360,8 @@ class FixedBoxes(torch.nn.Module):
     (["--classes", "1"], [(1, 0.8)]),
 ])
 def test_nms_flags_reach_the_detections(tmp_path, monkeypatch, capsys, flags, expected):
-    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (FixedBoxes().eval(), None))
-    monkeypatch.setattr(detect, "prepare_for_inference", lambda model, **kwargs: model)
-    image = tmp_path / "im.png"
-    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    _fixed_detect(monkeypatch)
+    image = _one_image(tmp_path)
     code, out, err = run(["--weights", "fixed.pt", "--source", image, "--project", tmp_path, "--img-size", "64",
                           "--save-json", "--nosave", "--no-optimize", "--threads", "1", *flags], capsys)
     assert code == 0, err
@@ -570,15 +579,9 @@ def test_names_in_another_order_than_the_models_are_warned(easy_data, trained_ch
             assert str(trained[::-1]) in err and str(trained) in err
 
 
-def _fixed_detect(monkeypatch):
-    monkeypatch.setattr(detect, "load_for_inference", lambda *args, **kwargs: (FixedBoxes().eval(), None))
-    monkeypatch.setattr(detect, "prepare_for_inference", lambda model, **kwargs: model)
-
-
 def test_classes_of_a_model_end_at_its_class_count_and_hide_conf_hides_only_the_score(tmp_path, monkeypatch, capsys):
     _fixed_detect(monkeypatch)
-    image = tmp_path / "im.png"
-    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    image = _one_image(tmp_path)
     argv = ["--weights", "fixed.pt", "--source", image, "--project", tmp_path, "--img-size", "64", "--no-optimize",
             "--threads", "1"]
     code, _, err = run(argv + ["--classes", "2", "--nosave"], capsys)
@@ -633,8 +636,7 @@ def test_detect_flags_reach_the_run_folder(tmp_path, monkeypatch, capsys):
     import yaml
 
     _fixed_detect(monkeypatch)
-    image = tmp_path / "im.png"
-    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    image = _one_image(tmp_path)
     argv = ["--weights", "fixed.pt", "--source", image, "--no-optimize", "--threads", "1", "--nosave"]
     code, _, err = run(argv + ["--project", tmp_path / "a", "--save-txt"], capsys)
     assert code == 0, err
@@ -677,12 +679,6 @@ def test_a_video_counts_classes_and_a_short_read_is_named(tmp_path, monkeypatch,
 
 
 # ---- planted-bug checks: the viewer, webcams, --exist-ok, names, NMS flags, JSON flushing, Ctrl-C while loading ----
-def _one_image(tmp_path):
-    image = tmp_path / "im.png"
-    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
-    return image
-
-
 FAST = ["--weights", "fixed.pt", "--img-size", "64", "--no-optimize", "--threads", "1"]
 
 

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import detect  # noqa: E402
+from conftest import save_random_checkpoint  # noqa: E402
 from yolov3 import Detector  # noqa: E402
 from yolov3.model import Darknet  # noqa: E402
 
@@ -165,7 +166,6 @@ def test_from_weights_keeps_the_nms_settings_and_80_classes_are_named_as_coco(tm
     coco = [ln.strip() for ln in COCO_NAMES.read_text().splitlines() if ln.strip()]
     assert default_names(80) == coco and coco[:3] == ["person", "bicycle", "car"]
     assert default_names(3) == ["class0", "class1", "class2"]
-    model = Darknet(Path(__file__).resolve().parents[1] / "cfg" / "yolov3-tiny.cfg", num_classes=2)
-    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"]}, tmp_path / "m.pt")
-    detector = Detector.from_weights(tmp_path / "m.pt", classes=[1], agnostic=True, max_det=5, optimize=False)
+    detector = Detector.from_weights(save_random_checkpoint(tmp_path / "m.pt"), classes=[1], agnostic=True, max_det=5,
+                                     optimize=False)
     assert detector.nms == {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 5, "classes": [1], "agnostic": True}

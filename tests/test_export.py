@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import save_random_checkpoint
 from yolov3.cfgparse import parse_cfg
 from yolov3.exporter import ExportError, export_darknet, export_onnx, with_input_size
 from yolov3.model import ConvLayer, load_model
@@ -164,20 +165,11 @@ def test_export_help_lists_its_flags():
         assert flag in result.stdout
 
 
-def _random_checkpoint(path):
-    from yolov3.model import Darknet
-
-    model = Darknet(REPO / "cfg" / "yolov3-tiny.cfg", num_classes=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "cfg_text": model.cfg_text, "names": ["a", "b"]}, path)
-    return path
-
-
 def test_export_writes_beside_the_weights_by_default_and_names_files_by_their_stem(tmp_path, monkeypatch):
     import export
     from yolov3.model import Darknet
 
-    weights = _random_checkpoint(tmp_path / "run" / "best.pt")
+    weights = save_random_checkpoint(tmp_path / "run" / "best.pt")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert export.main(["--weights", str(weights)]) == 0
@@ -192,7 +184,7 @@ def test_export_py_img_size_reaches_the_onnx_graph(tmp_path):
     onnx = pytest.importorskip("onnx")
     import export
 
-    weights = _random_checkpoint(tmp_path / "tiny.pt")
+    weights = save_random_checkpoint(tmp_path / "tiny.pt")
     assert export.main(["--weights", str(weights), "--out", str(tmp_path / "o"), "--include", "onnx",
                         "--img-size", "64"]) == 0
     graph = onnx.load(str(tmp_path / "o" / "tiny.onnx"))

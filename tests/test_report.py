@@ -213,23 +213,29 @@ def test_report_statistics_tables_and_plots(tmp_path):
     assert cdf["own"]["pos"]["focal"][100] == pytest.approx(0.25)
 
 
-def test_per_epoch_figure_draws_each_map_in_its_own_panel(tmp_path, monkeypatch):
+def _drawn_figures(monkeypatch):
+    """{file name: the matplotlib figure as drawn}, kept as each plot is saved."""
     import yolov3.report_plots as report_plots
 
-    drawn = {}
+    figures = {}
     real_save = report_plots._save
 
-    def keep_lines(fig, path, *args, **kwargs):  # the curves as drawn, before the figure is written and closed
-        drawn[Path(path).name] = [[list(line.get_ydata()) for line in ax.lines] for ax in fig.axes]
+    def keep(fig, path, *args, **kwargs):
+        figures[Path(path).name] = fig
         return real_save(fig, path, *args, **kwargs)
 
-    monkeypatch.setattr(report_plots, "_save", keep_lines)
+    monkeypatch.setattr(report_plots, "_save", keep)
+    return figures
+
+
+def test_per_epoch_figure_draws_each_map_in_its_own_panel(tmp_path, monkeypatch):
+    figures = _drawn_figures(monkeypatch)
     study_dir = tmp_path / "s"
     make_run(study_dir, 0, "bce", 0, 0.5, 0.3, curve=(0.1, 0.4))
     make_run(study_dir, 1, "bce", 1, 0.5, 0.3, curve=(0.3, 0.6))
     build_report(study_dir)
     # mean over the two seeds; make_run records mAP50_95 as half of mAP50
-    mAP50, mAP50_95 = drawn["val_map_per_epoch.png"]
+    mAP50, mAP50_95 = [[list(line.get_ydata()) for line in ax.lines] for ax in figures["val_map_per_epoch.png"].axes]
     assert mAP50 == [pytest.approx([0.2, 0.5])] and mAP50_95 == [pytest.approx([0.1, 0.25])]
 
 
@@ -718,14 +724,7 @@ def test_the_baseline_without_a_finished_run_is_named(tmp_path):
 def test_plotted_data_seed_dots_epochs_some_seeds_reached_and_grid_error_bars(tmp_path, monkeypatch):
     import yolov3.report_plots as report_plots
 
-    drawn = {}
-    real_save = report_plots._save
-
-    def keep_lines(fig, path, *args, **kwargs):
-        drawn[Path(path).name] = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines}
-        return real_save(fig, path, *args, **kwargs)
-
-    monkeypatch.setattr(report_plots, "_save", keep_lines)
+    figures = _drawn_figures(monkeypatch)
     study_dir = tmp_path / "s"
     make_run(study_dir, 0, "aaa", 0, 0.0, 0.0, finished=False)  # planned first, nothing finished: not drawn
     make_run(study_dir, 1, "bce", 0, 0.5, 0.3, curve=(0.1, 0.2, 0.3), obj=(1, 1, 1), noobj=(1, 1, 1))
@@ -733,7 +732,8 @@ def test_plotted_data_seed_dots_epochs_some_seeds_reached_and_grid_error_bars(tm
     make_run(study_dir, 3, "focal", 0, 0.6, 0.3)
     make_run(study_dir, 4, "focal", 1, 0.6, 0.3)
     report = build_report(study_dir)
-    assert drawn["map_per_variant.png"]["seed 0"] == [0, 1]  # bce at 0, focal at 1
+    seed_dots = {line.get_label(): list(line.get_xdata()) for line in figures["map_per_variant.png"].axes[0].lines}
+    assert seed_dots["seed 0"] == [0, 1]  # bce at 0, focal at 1
     curve = report.plots["val_map_per_epoch"]["bce"]
     assert curve["epoch"].tolist() == [1, 2, 3] and curve["mean"] == pytest.approx([0.2, 0.3, 0.3])
     assert curve["n"].tolist() == [2, 2, 1]
@@ -796,21 +796,6 @@ def test_small_p_holm_verdicts_recall_sd_figure_links_and_unpaired_arms(tmp_path
     md = build_report(apart, plots=False).files["summary.md"].read_text()
     assert "| 0 | 0.6000 (n=1) | — | no seed finished in both |" in md
     assert "| unknown | unknown CPU | 3 | 0.07 (2 timed) |" in md
-
-
-def _drawn_figures(monkeypatch):
-    """{file name: the matplotlib figure as drawn}, kept as each plot is saved."""
-    import yolov3.report_plots as report_plots
-
-    figures = {}
-    real_save = report_plots._save
-
-    def keep(fig, path, *args, **kwargs):
-        figures[Path(path).name] = fig
-        return real_save(fig, path, *args, **kwargs)
-
-    monkeypatch.setattr(report_plots, "_save", keep)
-    return figures
 
 
 def test_the_per_arm_figure_draws_each_panels_own_means_sds_and_baseline(tmp_path, monkeypatch):

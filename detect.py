@@ -187,10 +187,11 @@ def run(args: argparse.Namespace) -> int:
         writer.close()  # detections.json of everything processed, also after Ctrl-C or an error
     if detector.count:
         per = detector.times / detector.count * 1000
-        sizes = len(detector.warmup_shapes)
+        # a batch of another size is another input to the model: its first pass pays one-time preparation too
         print(f"speed: {per[0]:.1f}ms pre-processing, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
-              f"(max side {img_size}); {detector.count} images/frames; not included: the first at each of {sizes} "
-              f"input size{'s' * (sizes != 1)} ({detector.warmup_s:.2f}s inference, one-time preparation included)")
+              f"(max side {img_size}); {detector.count} images/frames timed; not included: {detector.first_passes} "
+              f"in the first pass at each input size and batch size ({detector.warmup_s:.2f}s inference, one-time "
+              f"preparation included)")
         if detector.governor.changes:
             print(detector.governor.describe())
     saved = f"results saved to {display(writer.save_dir)}" if writer.save_dir is not None else "nothing saved"

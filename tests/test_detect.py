@@ -447,13 +447,16 @@ def test_images_of_one_size_share_a_forward_pass_with_the_results_of_single_imag
     assert code == 0 and "3b.jpg: cannot be read, skipped" in err
     # 0 1 2 2b 3 3b 4, DETECT_BATCH 4 per gathering: [0 1 2] [2b] | [3] (3b unreadable) [4]
     assert sizes == [3, 1, 1, 1]
+    # model inputs: 3 images at one size, 1 at another, then 1 and 1 at the first size: only the last was seen before
+    assert "1 images/frames timed; not included: 5 in the first pass at each input size and batch size" in out
     entries = json.loads((tmp_path / "out" / "exp" / "detections.json").read_text())
     assert [Path(e["source"]).name for e in entries] == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
     assert [line.split(":")[0].split()[-1].split("/")[-1] for line in out.splitlines() if line.startswith("image ")] \
         == ["0.jpg", "1.jpg", "2.jpg", "2b.png", "3.jpg", "4.jpg"]
     monkeypatch.setattr(detect_outputs, "DETECT_BATCH", 1)
-    code, _, _ = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "single",
-                      "--save-json", "--conf-thres", "0.1"], capsys)
+    code, out, _ = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "single",
+                        "--save-json", "--conf-thres", "0.1"], capsys)
+    assert "4 images/frames timed; not included: 2 in the first pass" in out  # one first pass per image size
     singles = json.loads((tmp_path / "single" / "exp" / "detections.json").read_text())
     assert sizes[4:] == [1] * 6 and len(singles) == len(entries)
     found = 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detect objects in images, folders, globs, .txt lists, videos, webcams and streams.
 
-    python detect.py --weights runs/train/exp/best.pt --source path/to/images/
+    python detect.py --weights runs/train/exp --source path/to/images/
     python detect.py --weights weights/yolov3.weights --cfg cfg/yolov3.cfg --source video.mp4 --save-txt
     python detect.py --weights best.pt --source 0                       # webcam 0
     python detect.py --weights best.pt --source rtsp://host/stream --view-img

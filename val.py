@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Validate a detector on a dataset split: per-class table, summary line, metrics.json, plots.
 
-    python val.py --data data/shapes.yaml --weights runs/train/exp/best.pt
+    python val.py --data data/shapes.yaml --weights runs/train/exp
     python val.py --data data/coco.yaml --weights weights/yolov3.weights --cfg cfg/yolov3.cfg --img-size 416 \\
                   --save-json          # predictions.json + annotations.json, readable by pycocotools' COCOeval
     python val.py --data my.yaml --weights best.pt --save-txt --save-conf --single-cls

@@ -18,7 +18,7 @@ import yaml
 
 import ablate
 from yolov3 import config as config_lib
-from yolov3.ablation import (AblationError, arm_of, check_paths, config_differences, execute, format_value,
+from yolov3.ablation import (AblationError, arm_of, check_paths, config_differences, execute, expand_runs, format_value,
                              grid_labels, load_spec, make_run_name, plan_runs, train_command, yaml_value)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1256,3 +1256,27 @@ def test_ablation_json_is_written_before_train_py_starts(tmp_path, capsys):
     planned = plan_runs(study, tmp_path / "s", train_script=probe)
     execute(study, planned, jobs=1, progress=False)
     assert [(p.run_dir / "seen").read_text() for p in planned] == ["True"] * len(planned)
+
+
+def _documented_specs() -> dict:
+    """The example spec of docs/ablations.md and of yolov3/ablation.py's docstring, as a user would copy them."""
+    from yolov3 import ablation
+
+    page = (ROOT / "docs" / "ablations.md").read_text(encoding="utf-8")
+    block = page.split("## The spec", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    doc = ablation.__doc__.split("\n")
+    first = next(k for k, line in enumerate(doc) if line.strip().startswith("name: objectness"))
+    last = next(k for k, line in enumerate(doc) if line.strip().startswith("baseline:"))
+    return {"docs/ablations.md": block, "yolov3/ablation.py": "\n".join(line[4:] for line in doc[first:last + 1])}
+
+
+@pytest.mark.parametrize("where", ["docs/ablations.md", "yolov3/ablation.py"])
+def test_the_documented_example_specs_load_and_expand(tmp_path, monkeypatch, where):
+    # both examples: bce, and focal multiplied by a 5 x 4 grid of gamma and alpha, over three seeds
+    path = tmp_path / "example.yaml"
+    path.write_text(_documented_specs()[where])
+    monkeypatch.chdir(ROOT)
+    runs = expand_runs(load_spec(path))
+    arms = {run.arm for run in runs}
+    assert len(arms) == 1 + 5 * 4 and len(runs) == 3 * len(arms), where
+    assert "focal__gamma=2_alpha=0.25" in arms and "focal__gamma=0_alpha=none" in arms

@@ -252,6 +252,23 @@ def test_labelimg_folder_to_a_whole_dataset_that_train_reads(tmp_path, capsys):
     assert "exists and is not an empty folder" in capsys.readouterr().err
 
 
+def test_a_names_file_that_does_not_exist_is_said_and_written_with_dataset_too(tmp_path, capsys):
+    # --names names a file not there yet (a typo, or the first conversion): the classes are collected, the note says
+    # which file did not exist, and that file gets them, as with --out; a second conversion then reads it back
+    _labelimg_folder(tmp_path / "photos", count=4)
+    names = tmp_path / "my_names.txt"
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--dataset", str(tmp_path / "ds"),
+                 "--names", str(names)]) == 0
+    assert (f"{names} does not exist yet: classes collected from the XML (sorted; index = position): "
+            "Platelets, WBC; written there") in capsys.readouterr().out
+    assert names.read_text() == "Platelets\nWBC\n" == (tmp_path / "ds" / "classes.txt").read_text()
+    names.write_text("WBC\nPlatelets\n")  # the user reorders it: the next conversion follows the file, silently
+    assert main(["voc", "--annotations", str(tmp_path / "photos"), "--dataset", str(tmp_path / "ds2"),
+                 "--names", str(names)]) == 0
+    assert "does not exist" not in capsys.readouterr().out
+    assert (tmp_path / "ds2" / "classes.txt").read_text() == "WBC\nPlatelets\n"
+
+
 def test_split_by_fraction_takes_a_test_split_from_train_only():
     stems = [f"img{i:02d}" for i in range(40)]
     without = split_by_fraction(stems, 0.2, seed=3)

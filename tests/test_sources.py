@@ -86,3 +86,24 @@ def test_http_streams_sorted_globs_lists_relative_to_the_working_folder_and_came
     with pytest.raises(SourceError, match="no image or video found"):
         resolve_sources(str(tmp_path / "d"))
     assert image_suffix("https://example.com/a.jpg?raw=1") == ".jpg" and image_suffix("d/X.JPG") == ".JPG"
+
+
+def test_a_folders_subfolders_are_named_as_not_searched_and_a_double_star_glob_skips_folders(tmp_path):
+    # the converter keeps an XML folder's subfolders below images/<split>/: detect.py reads a folder's own files,
+    # says how many subfolders it did not search, and the '**/*' it suggests takes them without listing folders
+    for path in (tmp_path / "top.jpg", tmp_path / "day1" / "a.jpg", tmp_path / "day2" / "b.png"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+    (tmp_path / ".cache").mkdir()  # hidden: not counted
+    items, warnings = resolve_sources(str(tmp_path))
+    assert [Path(i.location).name for i in items] == ["top.jpg"]
+    hint = f"2 subfolders not searched (a folder's own files only; --source '{tmp_path / '**' / '*'}' takes every file"
+    assert warnings == [f"--source {tmp_path}: {hint} below it)"]
+    (tmp_path / "top.jpg").unlink()
+    with pytest.raises(SourceError) as error:
+        resolve_sources(str(tmp_path))
+    assert str(error.value) == f"--source {tmp_path}: no image or video found; {hint} below it)"
+    items, warnings = resolve_sources(str(tmp_path / "**" / "*"))
+    assert sorted(Path(i.location).name for i in items) == ["a.jpg", "b.png"] and warnings == []
+    with pytest.raises(SourceError, match="the pattern matched no file"):
+        resolve_sources(str(tmp_path / "day*"))  # folders only

@@ -10,14 +10,14 @@ from (the repository root), exactly as for train.py.
     name: objectness            # optional; default: the spec file's stem. Letters, digits, '_', '-', '.'
     description: ...            # optional free text, copied into the report
     base:                       # the training config shared by every run
-      hyp: cfg/hyp.scratch.yaml #   optional YAML of overrides applied first (train.py --hyp)
+      hyp: cfg/hyp/hyp.scratch.yaml # optional YAML of overrides applied first (train.py --hyp)
       cfg: cfg/yolov3-small.cfg #   any Config key, dotted or nested
       data: data/shapes.yaml
       train.epochs: 10
       loss: {objectness: {name: bce}}
     variants:                   # named arms; each a (possibly empty) mapping of config overrides on top of base
       bce: {}
-      focal: {loss.objectness.name: focal, loss.objectness.gamma: 2, loss.objectness.alpha: 0.25}
+      focal: {loss.objectness.name: focal}                #   (the grid below sets its gamma and alpha)
     grid:                       # optional cartesian sweep: dotted key -> list of values (null allowed where the
       loss.objectness.gamma: [0, 0.5, 1, 2, 5]          #   config field is optional, e.g. alpha: null = off)
       loss.objectness.alpha: [0.25, 0.5, 0.75, null]

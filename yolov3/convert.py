@@ -663,6 +663,8 @@ def resolve_class_names(annotations: Path, names_path: Optional[Path],
     if not names:
         raise ConversionError(f"{annotations}: no <object> in any XML file, so no class names to collect "
                               "(pass --names)")
+    if names_path is not None:  # said, so that a mistyped --names is seen before the order is trained on
+        return names, f"{names_path} does not exist yet: {_collected_note(names)}; written there"
     return names, _collected_note(names)
 
 
@@ -884,6 +886,8 @@ def voc_to_yolo_dataset(annotations: Union[str, Path], root: Union[str, Path], s
         if root.exists():
             root.rmdir()  # checked empty above
         os.replace(staging, root)
+        if names_path is not None and note:  # a --names file that did not exist gets the names, as with --out
+            _write_names(names, Path(names_path))
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OutputError):  # named where it was going, not by the staging folder just removed
@@ -923,7 +927,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     voc.add_argument("--split", action="append", type=_parse_split, default=[], metavar="NAME=IDS_FILE",
                      help="with --dataset: a split and its ids file (repeat: --split train=... --split val=...)")
     voc.add_argument("--val-fraction", type=float, default=None,
-                     help="with --dataset and no --split: this fraction of the images (seeded) to val, the rest to train")
+                     help="with --dataset and no --split: this fraction of the images (seeded) to val, the rest to "
+                          "train (default: 0.2)")
     voc.add_argument("--test-fraction", type=float, default=None,
                      help="with --dataset and no --split: also this fraction to a test split, scored once at the "
                           "end of a run (train.py val.test=true; the real-data study's spec does) (default: none)")

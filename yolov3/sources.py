@@ -37,8 +37,9 @@ def resolve_sources(source: str) -> tuple[list, list]:
     if source.lower().startswith(STREAM_PREFIXES):
         suffix = Path(source.split("?")[0]).suffix.lower()
         return [Source("image" if suffix in IMAGE_SUFFIXES else "stream", source)], warnings
+    unsearched = ""  # a folder's subfolders are not read: said beside the result, so nothing is left out unsaid
     if any(ch in source for ch in "*?["):
-        paths = sorted(glob.glob(source, recursive=True))
+        paths = sorted(p for p in glob.glob(source, recursive=True) if not os.path.isdir(p))  # '**/*' lists folders
         if not paths:
             raise SourceError(f"--source {source}: the pattern matched no file")
     else:
@@ -46,7 +47,13 @@ def resolve_sources(source: str) -> tuple[list, list]:
         if not path.exists():
             raise SourceError(f"--source {source}: no such file or folder")
         if path.is_dir():
-            paths = sorted(str(p) for p in path.iterdir() if p.is_file())
+            entries = list(path.iterdir())
+            paths = sorted(str(p) for p in entries if p.is_file())
+            subfolders = sum(p.is_dir() and not p.name.startswith(".") for p in entries)
+            if subfolders:
+                unsearched = (f"{subfolders} subfolder{'s' * (subfolders != 1)} not searched (a folder's own files "
+                              f"only; --source '{path / '**' / '*'}' takes every file below it)")
+                warnings.append(f"--source {source}: {unsearched}")
         elif path.suffix.lower() == ".txt":
             # surrogateescape: a listed name that is not UTF-8 (Linux allows any bytes) still names its file
             text = path.read_text(encoding="utf-8", errors="surrogateescape")
@@ -71,7 +78,7 @@ def resolve_sources(source: str) -> tuple[list, list]:
         else:
             warnings.append(f"skipped {p}: unknown extension '{suffix}'")
     if not items:
-        raise SourceError(f"--source {source}: no image or video found")
+        raise SourceError(f"--source {source}: no image or video found" + (f"; {unsearched}" if unsearched else ""))
     return items, warnings
 
 

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         if args.reproduce is not None and (args.report_only or args.jobs is not None):
             raise AblationError("--reproduce reruns one run on its own; it takes no --report-only or --jobs")
         if args.report_only:
-            return report(study_dir)
+            return report(study_dir, study.contrasts)
         if args.reproduce is not None:
             return reproduce(study, study_dir, args)
         gpus = parse_devices(args.device)
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         return 130
     failed = [o for o in outcomes if o.status == "failed"]
     if not args.no_report:
-        report(study_dir)
+        report(study_dir, study.contrasts)
     if failed:
         print(f"{len(failed)} of {len(outcomes)} runs failed: " + ", ".join(o.run_name for o in failed) +
               " (logs: <run>/console.log, <run>/train.log); rerun to retry them", file=sys.stderr)
@@ -187,7 +187,7 @@ def reproduce(study, study_dir, args) -> int:
     result = compare(study_dir, args.reproduce)
     print(describe(result, args.tolerance))
     if not args.no_report:
-        report(study_dir)
+        report(study_dir, study.contrasts)
     return 0 if result.within(args.tolerance) else 1
 
 
@@ -203,12 +203,12 @@ def select_variants(planned: list, study, variants) -> list:
     return [item for item in planned if item.run.variant in names]
 
 
-def report(study_dir) -> int:
+def report(study_dir, contrasts=()) -> int:
     if not study_dir.is_dir():
         print(f"error: no study folder at {study_dir}; run the study first (or pass its --project/--name)",
               file=sys.stderr)
         return 2
-    result = build_report(study_dir)
+    result = build_report(study_dir, contrasts=contrasts)
     print(f"report: {result.files['summary.md']}")
     for note in result.study.notes:
         print(f"note: {note}")

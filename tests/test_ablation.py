@@ -73,6 +73,17 @@ BAD_SPECS = [
     (with_changes(seeds=3), "x.yaml: seeds: expected a non-empty list of integers, got 3"),
     (with_changes(seeds=[0, 1, 1]), "x.yaml: seeds: duplicate seeds [1]"),
     (with_changes(seeds=[0, "1"]), "x.yaml: seeds[1]: expected a non-negative integer, got '1'"),
+    (with_changes(contrasts=3), "x.yaml: contrasts: expected a list of [arm, reference] pairs, got 3"),
+    (with_changes(contrasts=[["focal"]]),
+     "x.yaml: contrasts[0]: expected [arm, reference] (two arm names), got ['focal']"),
+    (with_changes(contrasts=[["focal", "nope"]]),
+     "x.yaml: contrasts[0]: 'nope' is not an arm of the study (arms: bce, focal)"),
+    (with_changes(contrasts=[["focal", "focal"]]), "x.yaml: contrasts[0]: compares 'focal' with itself"),
+    (with_changes(contrasts=[["focal", "bce"]]),
+     "x.yaml: contrasts[0]: every arm is compared with the baseline 'bce' already; a contrast names two other arms"),
+    (with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focal"}, "prior": {"loss.obj_prior": 0.01}},
+                  contrasts=[["focal", "prior"], ["prior", "focal"]]),
+     "x.yaml: contrasts[1]: 'prior' and 'focal' are compared twice"),
     (with_changes(seeds=[0, True]), "x.yaml: seeds[1]: expected a non-negative integer, got True"),
     (with_changes(grid={"loss.objectness.gamma": 2}),
      "x.yaml: grid.loss.objectness.gamma: expected a non-empty list of values, got 2"),
@@ -1266,7 +1277,7 @@ def _documented_specs() -> dict:
     block = page.split("## The spec", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     doc = ablation.__doc__.split("\n")
     first = next(k for k, line in enumerate(doc) if line.strip().startswith("name: objectness"))
-    last = next(k for k, line in enumerate(doc) if line.strip().startswith("baseline:"))
+    last = next(k for k, line in enumerate(doc) if line.strip().startswith("- [focal__gamma=2"))
     return {"docs/ablations.md": block, "yolov3/ablation.py": "\n".join(line[4:] for line in doc[first:last + 1])}
 
 
@@ -1280,3 +1291,22 @@ def test_the_documented_example_specs_load_and_expand(tmp_path, monkeypatch, whe
     arms = {run.arm for run in runs}
     assert len(arms) == 1 + 5 * 4 and len(runs) == 3 * len(arms), where
     assert "focal__gamma=2_alpha=0.25" in arms and "focal__gamma=0_alpha=none" in arms
+    assert load_spec(path).contrasts == [("focal__gamma=2_alpha=0.25", "focal__gamma=0_alpha=0.25")]
+
+
+def test_contrasts_name_grid_arms_and_reach_the_report_of_a_run_and_of_report_only(tmp_path, fake_train):
+    spec = with_changes(variants={"bce": {}, "focal": {"loss.objectness.name": "focal"}},
+                        grid={"loss.objectness.gamma": [1, 2]}, contrasts=[["focal__gamma=2", "focal__gamma=1"]])
+    assert load_spec(write_spec(tmp_path, spec)).contrasts == [("focal__gamma=2", "focal__gamma=1")]
+    script, _ = fake_train
+    (tmp_path / "model.cfg").write_text("[net]\n")
+    (tmp_path / "data.yaml").write_text("nc: 1\n")
+    spec["base"] = {**spec["base"], "cfg": str(tmp_path / "model.cfg"), "data": str(tmp_path / "data.yaml")}
+    argv = [str(write_spec(tmp_path, {**spec, "name": "c"})), "--project", str(tmp_path / "ablate"),
+            "--train-script", str(script)]
+    summary = tmp_path / "ablate" / "c" / "summary.md"
+    assert ablate.main(argv) == 0
+    row = "| focal__gamma=2 | focal__gamma=1 | mAP@0.5:0.95 | 2 |"
+    assert row in summary.read_text()
+    summary.unlink()
+    assert ablate.main(argv + ["--report-only"]) == 0 and row in summary.read_text()

@@ -884,3 +884,24 @@ def test_no_plots_without_a_finished_run_and_no_baseline_note_without_a_baseline
     build_report(grid_dir)
     baseline = [l for l in figures["grid_gamma_alpha.png"].axes[0].lines if l.get_label() == "baseline bce"]
     assert baseline and list(baseline[0].get_ydata()) == pytest.approx([0.40, 0.40])
+
+
+def test_contrasts_named_in_the_spec_are_paired_by_seed_and_not_corrected(tmp_path):
+    # gamma alone (g) and alpha (a) beside BCE; the spec asks for a minus g. mAP@.5:.95 differences [.03, .04, .01]
+    # (test_paired_difference_hand_computed): +0.0267 ± 0.0379; t = .026667 / (.015275 / sqrt 3) = 3.0237, df 2:
+    # F = 1/2 + t / (2 sqrt(2 + t^2)) = .95291, p = .094. mAP@.5 differences [-.05, -.04, 0]: mean -.03, sd .026458,
+    # half-width 4.302653 * .026458 / sqrt 3 = .065724; t = 1.9640, F = .90575, p = .19
+    study_dir = tmp_path / "s"
+    for seed, (g5095, a5095, a50) in enumerate([(0.50, 0.53, 0.75), (0.52, 0.56, 0.76), (0.54, 0.55, 0.80)]):
+        make_run(study_dir, 3 * seed, "bce", seed, 0.9, 0.1)
+        make_run(study_dir, 3 * seed + 1, "g", seed, 0.80, g5095)
+        make_run(study_dir, 3 * seed + 2, "a", seed, a50, a5095)
+    md = build_report(study_dir, plots=False, contrasts=[("a", "g"), ("a", "gone")]).files["summary.md"].read_text()
+    section = md.split("## Contrasts named in the spec", 1)[1].split("\n## ", 1)[0]
+    assert "not corrected" in section and "still to come" not in section
+    assert "| a | g | mAP@0.5:0.95 | 3 | +0.0267 | ±0.0379 [-0.0113, +0.0646] | no | 0.094 |" in section
+    assert "| a | g | mAP@0.5 | 3 | -0.0300 | ±0.0657 [-0.0957, +0.0357] | no | 0.19 |" in section
+    assert "| a | gone | mAP@0.5:0.95 |  | — | not in this study's runs |  |  |" in section
+    # the section follows the baseline's tables; the baseline's Holm family is unchanged by it
+    assert md.index("## mAP@0.5:0.95") < md.index("## Contrasts") < md.index("## Precision, recall")
+    assert "## Contrasts" not in build_report(study_dir, plots=False).files["summary.md"].read_text()

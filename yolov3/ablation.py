@@ -24,6 +24,8 @@ from (the repository root), exactly as for train.py.
     grid_variants: [focal]      # optional; the variants the grid multiplies. Default: every variant but the baseline.
     seeds: [0, 1, 2]            # non-empty list of unique non-negative integers; sets train.seed
     baseline: bce               # the variant every other arm is compared with (paired over seeds)
+    contrasts:                  # optional: [arm, reference] pairs of two other arms, compared the same way in the
+      - [focal__gamma=2_alpha=0.25, focal__gamma=0_alpha=0.25]   # report (secondary, not corrected)
 
 Resolution of one run's config: defaults <- ``base.hyp`` <- ``base`` (with ablate.py's ``key=value`` arguments
 replacing its keys) <- the variant <- the grid point <- the seed.

@@ -19,7 +19,7 @@ from yolov3.config import Config, ConfigError
 from yolov3.data_yaml import DataError, declares_split
 from yolov3.yolov5_hyp import load_hyp
 
-SPEC_KEYS = ("name", "description", "base", "variants", "grid", "grid_variants", "seeds", "baseline")
+SPEC_KEYS = ("name", "description", "base", "variants", "grid", "grid_variants", "seeds", "baseline", "contrasts")
 BASE_ONLY_KEYS = ("hyp",)  # keys of `base` that are not Config keys
 # keys that do not change what a run computes: a difference here never blocks skipping/resuming a run
 IGNORED_CONFIG_KEYS = ("train.workers", "train.cache", "train.save_period")
@@ -68,6 +68,7 @@ class Study:
     runs: list = field(default_factory=list)  # list[RunSpec]
     command_overrides: dict = field(default_factory=dict)  # ablate.py's key=value after the spec: dotted -> value
     notes: list = field(default_factory=list)  # what loading decided for the user (printed once by ablate.py)
+    contrasts: list = field(default_factory=list)  # (arm, reference) pairs the report compares beside the baseline
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -329,7 +330,36 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None, overrides: Seq
                   base=base, variants=variants, grid=grid, grid_variants=list(grid_variants), seeds=list(seeds),
                   baseline=baseline, command_overrides=command_line, notes=notes)
     study.runs = expand_runs(study, base_cfg)
+    study.contrasts = _check_contrasts(spec.get("contrasts"), list(dict.fromkeys(run.arm for run in study.runs)),
+                                       baseline, src)
     return study
+
+
+def _check_contrasts(raw: Any, arms: Sequence[str], baseline: str, src: str) -> list:
+    """``contrasts``: a list of [arm, reference] pairs, each an arm of the study other than the baseline's table
+    (every arm is compared with the baseline there already), as (arm, reference) tuples in spec order."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise AblationError(f"{src}: contrasts: expected a list of [arm, reference] pairs, got {raw!r}")
+    pairs = []
+    for i, pair in enumerate(raw):
+        if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(a, str) for a in pair):
+            raise AblationError(f"{src}: contrasts[{i}]: expected [arm, reference] (two arm names), got {pair!r}")
+        for name in pair:
+            if name not in arms:
+                raise AblationError(f"{src}: contrasts[{i}]: {name!r} is not an arm of the study "
+                                    f"(arms: {', '.join(arms)})")
+        arm, reference = pair
+        if arm == reference:
+            raise AblationError(f"{src}: contrasts[{i}]: compares {arm!r} with itself")
+        if baseline in pair:
+            raise AblationError(f"{src}: contrasts[{i}]: every arm is compared with the baseline {baseline!r} "
+                                "already; a contrast names two other arms")
+        if (arm, reference) in pairs or (reference, arm) in pairs:
+            raise AblationError(f"{src}: contrasts[{i}]: {arm!r} and {reference!r} are compared twice")
+        pairs.append((arm, reference))
+    return pairs
 
 
 def command_overrides(overrides: Sequence[str]) -> dict:

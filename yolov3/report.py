@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 from yolov3.report_load import (METRIC_TITLES, METRICS, RunResult, StudyRuns, collect_runs, load_run,
                                 noobj_obj_ratio)
@@ -67,8 +67,9 @@ class Report:
     plots: dict  # plot name -> the data drawn
 
 
-def build_report(study_dir: Union[str, Path], plots: bool = True) -> Report:
-    """Rebuild summary.csv, summary.md and the plots of ``runs/ablate/<study>/`` from its run folders."""
+def build_report(study_dir: Union[str, Path], plots: bool = True, contrasts: Sequence[tuple] = ()) -> Report:
+    """Rebuild summary.csv, summary.md and the plots of ``runs/ablate/<study>/`` from its run folders;
+    ``contrasts``: the spec's (arm, reference) pairs compared besides the baseline (``Study.contrasts``)."""
     study_dir = Path(study_dir)
     study = collect_runs(study_dir)
     arms = summarize_arms(study.runs, study.baseline)
@@ -109,5 +110,5 @@ def build_report(study_dir: Union[str, Path], plots: bool = True) -> Report:
                 study.notes.append("no run has objectness_losses.npz; loss-distribution plot skipped")
     pngs = [str(p) for name, p in files.items() if name.endswith(".png")]
     files["summary.md"] = study_dir / "summary.md"
-    files["summary.md"].write_text(summary_markdown(study, arms, pngs), encoding="utf-8")
+    files["summary.md"].write_text(summary_markdown(study, arms, pngs, contrasts), encoding="utf-8")
     return Report(study=study, arms=arms, rows=rows, files=files, plots=plot_data)

@@ -309,8 +309,35 @@ def test_split_lines(study: StudyRuns, arms: Sequence[ArmSummary]) -> list:
     return lines
 
 
-def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str]) -> str:
-    """The text of summary.md."""
+def contrast_lines(arms: Sequence[ArmSummary], contrasts: Sequence[tuple], interim: bool) -> list:
+    """The comparisons a spec names besides the baseline's (``contrasts``: (arm, reference) pairs), paired by seed
+    as the baseline table pairs them; secondary, so not corrected."""
+    if not contrasts:
+        return []
+    by_name = {arm.arm: arm for arm in arms}
+    lines = ["", "## Contrasts named in the spec", "",
+             "Secondary: each arm minus another arm the spec names (not the baseline), paired by seed over the seeds "
+             "both finished in the same numeric precision, the same interval and two-sided paired t-test as above; "
+             "not corrected (Holm covers the comparisons with the baseline only)"
+             + ("; planned runs are still to come" if interim else "") + ".", "",
+             "| arm | minus | metric | paired n | Δ | 95% CI of Δ | excl. 0 | p |", "|---|---|---|---|---|---|---|---|"]
+    for name, reference in contrasts:
+        arm, ref = by_name.get(name), by_name.get(reference)
+        for metric in ("mAP50_95", "mAP50"):
+            if arm is None or ref is None:  # the study folder was planned from another spec
+                lines.append(f"| {name} | {reference} | {METRIC_TITLES[metric]} |  | — | not in this study's runs |  |  |")
+                continue
+            diff = paired_difference(ref.values[metric], arm.values[metric], baseline_numeric=ref.numeric,
+                                     variant_numeric=arm.numeric)
+            delta, ci, excl = _interval(diff)
+            lines.append(f"| {name} | {reference} | {METRIC_TITLES[metric]} | {diff.n} | {delta} | {ci} | {excl} | "
+                         f"{_p(diff.p_value)} |")
+    return lines
+
+
+def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequence[str],
+                     contrasts: Sequence[tuple] = ()) -> str:
+    """The text of summary.md; ``contrasts``: the spec's (arm, reference) pairs (:func:`contrast_lines`)."""
     counts = {}
     for run in study.runs:
         counts[run.status] = counts.get(run.status, 0) + 1
@@ -349,6 +376,7 @@ def summary_markdown(study: StudyRuns, arms: Sequence[ArmSummary], plots: Sequen
                 delta, ci, excl, paired = "—", "no baseline", "", ""
             lines.append(f"| {arm.arm} | {_runs_cell(arm)} | {paired} | {_pm(arm.mean[metric], arm.sd[metric])} | "
                          f"{delta} | {ci} | {excl} | {p} | {holm} | {verdict} |")
+    lines += contrast_lines(arms, contrasts, interim)
     unpaired = sorted({(arm.arm, seed) for arm in arms for diff in arm.vs_baseline.values()
                        for seed in diff.unpaired_precision})
     if unpaired:

@@ -5,7 +5,7 @@ process: no thread pool, allocator or compiled-graph state leaks from one into t
 the console, and its JSON is read back for the summary. The exit status is 0 when every headline figure passes,
 1 otherwise (a benchmark that crashed counts as failed).
 
-    python benchmarks/run_all.py                       # everything, ~15-25 min on 2 cores
+    python benchmarks/run_all.py                       # everything, ~15-35 min on 2 cores
     python benchmarks/run_all.py --smoke               # seconds each: checks that they run, numbers mean nothing
     python benchmarks/run_all.py --only inference detect --out results.json --markdown results.md
 """

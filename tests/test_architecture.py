@@ -191,3 +191,21 @@ def test_every_other_file_is_written_through_atomic_write():
         for kind in _direct_writes(path):
             counts[(path.name, kind)] = counts.get((path.name, kind), 0) + 1
     assert counts == DIRECT_WRITES
+
+
+def test_the_layout_page_names_every_module_and_contracts_lists_every_results_column():
+    from yolov3.runs import RESULT_COLUMNS
+
+    layout = (REPO_ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    for path in sorted((REPO_ROOT / "yolov3").glob("*.py")):
+        name = path.stem
+        # written as `name.py`, or after its family's first module as `_rest` (`ablation_spec`, `_plan`, ...)
+        shorthand = f"`_{name.split('_', 1)[1]}`" if "_" in name.strip("_") else None
+        assert f"{name}.py" in layout or f"`{name}`" in layout or (shorthand and shorthand in layout), \
+            f"docs/layout.md does not name yolov3/{path.name}"
+    contracts = (REPO_ROOT / "CONTRACTS.md").read_text(encoding="utf-8")
+    listed = re.search(r"`results\.csv`: one row per epoch, columns `([^`]*)`, then the epoch's\s+diagnostics `([^`]*)`",
+                       contracts)
+    assert listed, "CONTRACTS.md: the results.csv line is not where it was"
+    columns = [c.strip() for part in listed.groups() for c in part.replace("\n", " ").split(",")]
+    assert columns == list(RESULT_COLUMNS)

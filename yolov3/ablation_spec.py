@@ -336,8 +336,8 @@ def load_spec(path: Union[str, Path], name: Optional[str] = None, overrides: Seq
 
 
 def _check_contrasts(raw: Any, arms: Sequence[str], baseline: str, src: str) -> list:
-    """``contrasts``: a list of [arm, reference] pairs, each an arm of the study other than the baseline's table
-    (every arm is compared with the baseline there already), as (arm, reference) tuples in spec order."""
+    """``contrasts``: a list of [arm, reference] pairs of the study's arms, the baseline not among them (every arm
+    is compared with it already); returned as (arm, reference) tuples in spec order."""
     if raw is None:
         return []
     if not isinstance(raw, list):

@@ -1299,9 +1299,7 @@ def test_contrasts_name_grid_arms_and_reach_the_report_of_a_run_and_of_report_on
                         grid={"loss.objectness.gamma": [1, 2]}, contrasts=[["focal__gamma=2", "focal__gamma=1"]])
     assert load_spec(write_spec(tmp_path, spec)).contrasts == [("focal__gamma=2", "focal__gamma=1")]
     script, _ = fake_train
-    (tmp_path / "model.cfg").write_text("[net]\n")
-    (tmp_path / "data.yaml").write_text("nc: 1\n")
-    spec["base"] = {**spec["base"], "cfg": str(tmp_path / "model.cfg"), "data": str(tmp_path / "data.yaml")}
+    spec["base"] = yaml.safe_load(runner_spec(tmp_path).read_text())["base"]  # the fake runner's stand-in files
     argv = [str(write_spec(tmp_path, {**spec, "name": "c"})), "--project", str(tmp_path / "ablate"),
             "--train-script", str(script)]
     summary = tmp_path / "ablate" / "c" / "summary.md"

@@ -961,13 +961,9 @@ def test_a_corrupt_cache_blank_list_lines_single_image_splits_and_the_download_h
         scan_split(load_data_yaml(tmp_path / "elsewhere" / "set.yaml"), "train", progress=False)
 
 
-def test_paths_from_the_checkout_root_are_tried_once():
+def test_paths_from_the_checkout_root_are_tried_once(monkeypatch):
     from yolov3 import paths
 
-    cwd = os.getcwd()
-    try:
-        os.chdir(paths.ROOT)
-        assert paths.candidates("cfg/none.cfg") == [Path("cfg/none.cfg")]
-        assert paths.tried("cfg/none.cfg") == f"looked for {paths.ROOT / 'cfg/none.cfg'}"
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(paths.ROOT)
+    assert paths.candidates("cfg/none.cfg") == [Path("cfg/none.cfg")]
+    assert paths.tried("cfg/none.cfg") == f"looked for {paths.ROOT / 'cfg/none.cfg'}"

@@ -34,6 +34,7 @@ from yolov3.detect_outputs import DETECT_BATCH, DrawStyle, SaveOptions, Viewer, 
 from yolov3.detector import Detector, default_names
 from yolov3.errors import user_errors
 from yolov3.fastconv import add_fast_path_flags, use_prep_cache
+from yolov3.memory import keep_freed_memory
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
 from yolov3.precision import bf16_inference_note
@@ -215,4 +216,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # the command's own process only: each batch reuses the same memory (yolov3/memory.py)
     sys.exit(main())

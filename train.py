@@ -32,6 +32,7 @@ from yolov3.errors import user_errors
 from yolov3.evaluate import evaluate
 from yolov3.labels import split_images
 from yolov3.loss import YOLOLoss, apply_objectness_prior
+from yolov3.memory import keep_freed_memory
 from yolov3.model import Darknet
 from yolov3.optim import (ModelEMA, accumulation_divisor, accumulation_steps, build_optimizer, freeze_layers,
                           set_learning_rates, unwrap)
@@ -198,4 +199,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # the command's own process only: every step reuses the same memory (yolov3/memory.py)
     sys.exit(main())

@@ -41,6 +41,7 @@ from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
 from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
 from yolov3.fastconv import add_fast_path_flags, use_prep_cache
+from yolov3.memory import keep_freed_memory
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
@@ -240,4 +241,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # the command's own process only: each batch reuses the same memory (yolov3/memory.py)
     sys.exit(main())

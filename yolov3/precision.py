@@ -23,6 +23,8 @@ from typing import Optional
 
 import torch
 
+from yolov3 import memory
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
@@ -125,7 +127,7 @@ def environment_record(device: torch.device, precision: Precision) -> dict:
     record = {"cpu": asdict(info), "cpu_line": describe_cpu(info), "device": str(device),
               "precision": precision.name, "amp": precision.mode, "precision_reason": precision.reason,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0],
-              "platform": platform.platform()}
+              "platform": platform.platform(), "malloc": memory.state}
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
     return record

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                                reason="mallopt is glibc's")
+GLIBC = sys.platform.startswith("linux") and "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {}) \
+    and os.confstr("CS_GNU_LIBC_VERSION") is not None
+glibc_only = pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 
 # Allocate and free a 64 MB block (above glibc's largest mmap threshold) four times, touching every page, and print
 # the minor page faults of the last three rounds: with mmap on, each round maps fresh zero pages (~16,000 faults of

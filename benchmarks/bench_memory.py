@@ -43,10 +43,12 @@ def parse_args(argv=None):
 
 
 def make_job(job: str, smoke: bool):
-    """A closure running one step of ``job``."""
+    """A closure running one step of ``job``: bench_train_step's training step, or what --no-optimize runs."""
+    from bench_train_step import make_step
     from yolov3.config import Config
     from yolov3.loss import YOLOLoss
-    from yolov3.model import Darknet
+    from yolov3.model import Darknet, prepare_for_inference
+    from yolov3.precision import resolve_precision
 
     size, batch = {"train": (320, 16), "detect": (416, 4), "val": (416, 16)}[job]
     if smoke:
@@ -54,25 +56,16 @@ def make_job(job: str, smoke: bool):
     model = Darknet(common.resolve_cfg("yolov3-tiny.cfg"), num_classes=3)
     images = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     if job != "train":
-        model = model.eval().fuse().to(memory_format=torch.channels_last)
+        prepare_for_inference(model, optimize=False)  # the plain fused channels_last model
 
         def infer():
             with torch.inference_mode():
                 model(images)
         return infer
-    model.train().to(memory_format=torch.channels_last)
-    loss_fn = YOLOLoss.from_model(model, Config().loss)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    model.to(memory_format=torch.channels_last)
     targets = common.synthetic_targets(batch, model.num_classes, seed=0)
-    bf16 = cpu_info().native_bf16
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            raw_maps = [raw.float() for raw in model(images)]
-        loss_fn(raw_maps, targets)[0].backward()
-        optimizer.step()
-    return step
+    bf16 = resolve_precision("auto", torch.device("cpu")).dtype == torch.bfloat16  # train.amp's default, as train.py
+    return make_step(model, images, targets, YOLOLoss.from_model(model, Config().loss), bf16)
 
 
 def child(mode: str, job: str, args) -> None:

@@ -552,6 +552,28 @@ def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, caps
     assert [m.inference_dtype for m in prepared] == [torch.bfloat16]  # the model that ran is the bf16 one
 
 
+def test_a_single_image_runs_the_plain_model_without_the_prep_cache(trained_checkpoint, tmp_path, capsys,
+                                                                    monkeypatch):
+    """One image cannot pay for a fast path: detect.py runs what --no-optimize runs and leaves the preparation cache
+    unread (a corrupt one gets no note); --prep-cache clear still deletes a cache of ours."""
+    from yolov3 import fastconv, prepcache
+
+    prepared = record_prepared_models(monkeypatch, detect)
+    cache = tmp_path / "prep-cache.json"
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", str(cache))
+    monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    cache.write_text("{not json")
+    code, _, err = run(["--weights", trained_checkpoint, "--source", image, "--nosave"], capsys)
+    assert code == 0 and "preparation cache" not in err and fastconv._PREP_CACHE is None
+    assert not any(isinstance(m, fastconv.FastConvLayer) for m in prepared[0].module_list)
+    cache.write_text(json.dumps({"format": prepcache.FORMAT, "version": prepcache.VERSION, "machine": {},
+                                 "choices": {}}))
+    code, _, _ = run(["--weights", trained_checkpoint, "--source", image, "--nosave", "--prep-cache", "clear"], capsys)
+    assert code == 0 and not cache.exists()
+
+
 def test_exist_ok_never_writes_over_its_own_inputs(easy_data, trained_checkpoint, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -605,3 +605,14 @@ def test_the_plain_inference_model_is_fused_eval_and_channels_last(cfg_dir):
     model = prepare_for_inference(Darknet(cfg_dir / "yolov3-tiny.cfg"), optimize=False)
     assert model.is_fused and not model.training
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+
+
+def test_a_job_too_short_for_the_fast_path_gets_the_plain_model(cfg_dir):
+    from yolov3.model import prepare_for_inference
+
+    short = fastconv.USE_KNOWN_MIN_CALLS - 1
+    assert [fastconv.fast_path_can_pay(n) for n in (0, 1, short, short + 1, None)] == [False] * 3 + [True] * 2
+    for calls, fast in ((1, 0), (short, 0), (short + 1, 13), (None, 13)):  # yolov3-tiny's 13 convs
+        model = prepare_for_inference(Darknet(cfg_dir / "yolov3-tiny.cfg"), expected_calls=calls)
+        assert model.is_fused and not model.training
+        assert sum(isinstance(m, FastConvLayer) for m in model.module_list) == fast, calls

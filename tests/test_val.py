@@ -203,22 +203,33 @@ def test_a_failed_evaluation_leaves_no_run_folder(easy_data, trained_checkpoint,
 
 
 def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_path, capsys, monkeypatch):
-    """--no-optimize runs the plain fused channels_last model; optimize_for_inference's paths give the same numbers."""
-    import yolov3.model as model_module
+    """--no-optimize runs the plain fused channels_last model; optimize_for_inference's paths give the same numbers;
+    a job too short for them to pay (4 images: 4 calls at batch 1) runs the plain model as --no-optimize does."""
+    from yolov3 import fastconv
+    from yolov3.fastconv import FastConvLayer
+    from yolov3.layers import ConvLayer
 
-    used = []
-    original = model_module.Darknet.optimize_for_inference
-    monkeypatch.setattr(model_module.Darknet, "optimize_for_inference",
-                        lambda self, *a, **k: used.append(1) or original(self, *a, **k))
-    results = {}
-    for flags in ([], ["--no-optimize"]):
-        name = "plain" if flags else "optimized"
+    prepared = record_prepared_models(monkeypatch, val)
+    monkeypatch.setenv("YOLOV3_PREP_CACHE", str(tmp_path / "prep-cache.json"))
+    monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
+    results, opened = {}, []
+    for name, flags, min_calls in (("short", [], None), ("optimized", [], 1), ("plain", ["--no-optimize"], 1)):
+        if min_calls:  # a 4-call job long enough to measure every conv's paths on its own calls
+            monkeypatch.setattr(fastconv, "USE_KNOWN_MIN_CALLS", min_calls)
+            monkeypatch.setattr(fastconv, "JOB_MIN_CALLS", min_calls)
+        monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
         code, _, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name", name,
-                          "--img-size", "128", "--workers", "0", *flags], capsys)
+                          "--img-size", "128", "--workers", "0", "--batch-size", "1", *flags], capsys)
         assert code == 0
         results[name] = json.loads((tmp_path / name / "metrics.json").read_text())
-    assert used == [1]  # only the default run optimised
+        opened.append(fastconv._PREP_CACHE is not None)
+    fast_layers = [sum(isinstance(m, FastConvLayer) for m in model.module_list) for model in prepared]
+    convs = sum(isinstance(m, ConvLayer) for m in prepared[2].module_list)
+    assert fast_layers == [0, convs, 0] and convs > 0  # every conv on the fast path, in the long job only
+    assert opened == [False, True, False]  # the plain runs never opened the cache; the measuring run wrote it
+    assert json.loads((tmp_path / "prep-cache.json").read_text())["choices"]
     for key in ("precision", "recall", "mAP50", "mAP50_95"):
+        assert results["plain"][key] == results["short"][key], key
         assert results["plain"][key] == pytest.approx(results["optimized"][key], abs=1e-4), key
 
 

@@ -153,6 +153,12 @@ def start_calls(expected_calls: Optional[int]) -> Tuple[Optional[int], Optional[
     return (1 if expected_calls >= USE_KNOWN_MIN_CALLS else None, 1 if expected_calls >= JOB_MIN_CALLS else None)
 
 
+def fast_path_can_pay(expected_calls: Optional[int]) -> bool:
+    """False for a job announced too short for any fast path to pay (fewer than USE_KNOWN_MIN_CALLS calls): it runs
+    the plain model, as ``--no-optimize`` does, without a FastConvLayer or the preparation cache in the way."""
+    return any(start is not None for start in start_calls(expected_calls))
+
+
 def use_prep_cache(mode: str = "use") -> Optional[PrepCache]:
     """Open the preparation cache for this process: ``use`` (the default file), ``off`` (no file: measure, keep
     in memory), ``clear`` (delete the file, then measure and write it anew). Returns it (None when off)."""

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from yolov3.cfgparse import DarknetCfg, parse_cfg, with_num_classes
-from yolov3.fastconv import check_options, speed_up
+from yolov3.fastconv import check_options, fast_path_can_pay, speed_up
 from yolov3.layers import (BN_EPS, BN_MOMENTUM, LEAKY_SLOPE, ConvLayer, MaxPoolLayer, RouteLayer, ShortcutLayer,
                            UpsampleLayer, YOLOLayer, activate, decode_boxes)
 from yolov3.runs import find_weights
@@ -261,14 +261,16 @@ def prepare_for_inference(model: "Darknet", optimize: bool = True, bf16: bool = 
                           expected_calls: Optional[int] = None) -> "Darknet":
     """What detect.py and val.py run: :meth:`Darknet.optimize_for_inference` (fast paths chosen by measurement where
     ``expected_calls`` forward calls can pay for it, or stored from an earlier process), or
-    with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way.
+    with ``optimize=False`` the plain fused channels_last model (``--no-optimize``): the same numbers either way. A job
+    announced too short for a fast path to pay (:func:`yolov3.fastconv.fast_path_can_pay`) gets the plain model too,
+    so a single image costs what ``--no-optimize`` costs.
 
     ``bf16=True`` (``--bf16``): the plain fused channels_last model run under bfloat16 autocast, the boxes decoded
     in float32. The float32 fast paths do not apply to it (``optimize`` is then ignored). It pays only where bf16 is
     native (AVX512_BF16 / AMX, or a GPU); elsewhere oneDNN converts to and from float32 and it is slower. It keeps 8
     mantissa bits: scores move by up to a few hundredths (docs/speed.md gives its measured mAP effect)."""
     model.inference_dtype = torch.bfloat16 if bf16 else None
-    if optimize and not bf16:
+    if optimize and not bf16 and fast_path_can_pay(expected_calls):
         return model.optimize_for_inference(expected_calls=expected_calls)
     model.fuse().eval()
     return model.to(memory_format=torch.channels_last)

@@ -552,23 +552,6 @@ def test_threads_flag_is_checked_and_reported(trained_checkpoint, tmp_path, caps
     assert [m.inference_dtype for m in prepared] == [torch.bfloat16]  # the model that ran is the bf16 one
 
 
-def test_start_up_loads_no_training_dataset_or_download_module():
-    """detect.py's imports leave out what detecting never uses; the exception classes a user's mistake raises are
-    still all caught (user_errors imports their modules when called)."""
-    code = ("import sys; sys.argv = ['detect.py']; import detect\n"
-            "unused = ['yolov3.checkpoint', 'yolov3.data_yaml', 'yolov3.dataset', 'yolov3.fetch', 'yolov3.archives',\n"
-            "          'yolov3.convert', 'yolov3.optim', 'yolov3.loss', 'yolov3.synthetic', 'matplotlib']\n"
-            "print(sorted(m for m in unused if m in sys.modules))\n"
-            "from yolov3.errors import user_errors\n"
-            "print(sorted(c.__name__ for c in user_errors()))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    loaded, caught = done.stdout.splitlines()
-    assert loaded == "[]"
-    assert caught == str(sorted(["FileNotFoundError", "OutputError", "ConfigError", "CfgError", "WeightsError",
-                                 "DataError", "RunFolderError"]))
-
-
 def test_a_single_image_runs_the_plain_model_without_the_prep_cache(trained_checkpoint, tmp_path, capsys,
                                                                     monkeypatch):
     """One image cannot pay for a fast path: detect.py runs what --no-optimize runs and leaves the preparation cache

@@ -90,15 +90,36 @@ def test_a_shipped_data_yaml_puts_its_dataset_under_the_working_directory(tmp_pa
     assert load_data_yaml(work / "mine" / "my.yaml")["path"] == str(work / "sets" / "x")
 
 
-def test_import_yolov3_is_light_and_the_api_names_resolve():
-    code = ("import sys, yolov3; assert 'torch' not in sys.modules, 'import yolov3 loaded torch'\n"
-            "from yolov3 import Darknet, load_model, Detector, YOLOLoss, export_darknet\n"
-            "from yolov3.model import Darknet as D; from yolov3.detector import Detector as De\n"
-            "assert Darknet is D and Detector is De and callable(load_model) and YOLOLoss.__name__ == 'YOLOLoss'\n"
-            "try:\n    yolov3.Nothing\nexcept AttributeError as e:\n    print(e)\n")
+def fresh_python(code: str) -> str:
+    """What ``code`` prints, run by a fresh interpreter in the checkout (nothing imported yet)."""
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "module 'yolov3' has no attribute 'Nothing'"
+    return result.stdout
+
+
+def test_import_yolov3_is_light_and_the_api_names_resolve():
+    out = fresh_python("import sys, yolov3; assert 'torch' not in sys.modules, 'import yolov3 loaded torch'\n"
+                       "from yolov3 import Darknet, load_model, Detector, YOLOLoss, export_darknet\n"
+                       "from yolov3.model import Darknet as D; from yolov3.detector import Detector as De\n"
+                       "assert Darknet is D and Detector is De and callable(load_model)\n"
+                       "assert YOLOLoss.__name__ == 'YOLOLoss'\n"
+                       "try:\n    yolov3.Nothing\nexcept AttributeError as e:\n    print(e)\n")
+    assert out.strip() == "module 'yolov3' has no attribute 'Nothing'"
+
+
+def test_detect_start_up_loads_no_training_dataset_or_download_module():
+    """detect.py's imports leave out what detecting never uses; the exception classes a user's mistake raises are
+    still all caught (user_errors imports their modules when called)."""
+    unused = ["yolov3.checkpoint", "yolov3.data_yaml", "yolov3.dataset", "yolov3.fetch", "yolov3.archives",
+              "yolov3.convert", "yolov3.optim", "yolov3.loss", "yolov3.synthetic", "matplotlib"]
+    out = fresh_python(f"import sys; sys.argv = ['detect.py']; import detect\n"
+                       f"print(sorted(m for m in {unused!r} if m in sys.modules))\n"
+                       f"from yolov3.errors import user_errors\n"
+                       f"print(sorted(c.__name__ for c in user_errors()))\n")
+    loaded, caught = out.splitlines()
+    assert loaded == "[]"
+    assert caught == str(sorted(["FileNotFoundError", "OutputError", "ConfigError", "CfgError", "WeightsError",
+                                 "DataError", "RunFolderError"]))
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.detect_outputs import DETECT_BATCH, DrawStyle, SaveOptions, Viewer, Writer, run_inputs
 from yolov3.detector import Detector, default_names
 from yolov3.errors import user_errors
-from yolov3.fastconv import add_fast_path_flags, fast_path_can_pay, use_prep_cache
+from yolov3.fastconv import add_fast_path_flags, use_prep_cache_for_job
 from yolov3.memory import keep_freed_memory
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
 from yolov3.postprocess import check_inference_args
@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
     model, ckpt = load_for_inference(args.weights, args.cfg, len(given_names) if given_names else None, device)
     # how many forward passes are coming tells the fast path whether measuring its convs can pay (videos: unknown)
     calls = -(-len(items) // DETECT_BATCH) if all(item.kind == "image" for item in items) else None
-    if not (args.no_optimize or args.bf16) and (fast_path_can_pay(calls) or args.prep_cache == "clear"):
-        use_prep_cache(args.prep_cache)
+    if not (args.no_optimize or args.bf16):
+        use_prep_cache_for_job(args.prep_cache, calls)
     prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16, expected_calls=calls)
     if args.bf16:
         print(bf16_inference_note(device))

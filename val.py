@@ -40,7 +40,7 @@ from yolov3.config import MAX_IMG_SIZE, ConfigError
 from yolov3.data import create_dataloader, label_path_for, load_data_yaml
 from yolov3.errors import user_errors
 from yolov3.evaluate import EvalOptions, evaluate, format_table  # format_table: the per-class table
-from yolov3.fastconv import add_fast_path_flags, fast_path_can_pay, use_prep_cache
+from yolov3.fastconv import add_fast_path_flags, use_prep_cache_for_job
 from yolov3.memory import keep_freed_memory
 from yolov3.metrics import to_coco_json
 from yolov3.model import default_img_size, load_for_inference, prepare_for_inference
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> dict:
     check_inference_args(args.conf_thres, args.iou_thres, args.max_det, img_size, model.max_stride)
     loader, _dataset = create_dataloader(data, args.task, img_size, args.batch_size, None, args.workers, seed=0,
                                          shuffle=False, device=device)
-    if not (args.no_optimize or args.bf16) and (fast_path_can_pay(len(loader)) or args.prep_cache == "clear"):
-        use_prep_cache(args.prep_cache)
+    if not (args.no_optimize or args.bf16):
+        use_prep_cache_for_job(args.prep_cache, len(loader))
     # the number of batches tells the fast path whether measuring its convs can pay for itself
     prepare_for_inference(model, optimize=not args.no_optimize, bf16=args.bf16, expected_calls=len(loader))
     if args.bf16:

@@ -173,6 +173,14 @@ def use_prep_cache(mode: str = "use") -> Optional[PrepCache]:
     return _PREP_CACHE if path is not None else None
 
 
+def use_prep_cache_for_job(mode: str, expected_calls: Optional[int]) -> None:
+    """detect.py's and val.py's ``--prep-cache`` for a job of ``expected_calls`` forward calls: the cache opened
+    (:func:`use_prep_cache`) where a fast path can pay; a job too short for one (:func:`fast_path_can_pay`) leaves the
+    file unread, except that ``clear`` still deletes it."""
+    if fast_path_can_pay(expected_calls) or mode == "clear":
+        use_prep_cache(mode)
+
+
 def add_fast_path_flags(parser: Any) -> None:
     """detect.py's and val.py's switches for this module: ``--no-optimize`` and ``--prep-cache``."""
     parser.add_argument("--no-optimize", action="store_true",

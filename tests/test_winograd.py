@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolov3.winograd import TILE_SIZES, transform_weights, winograd_conv3x3
+from yolov3.winograd import _MATRICES, TILE_SIZES, transform_weights, winograd_conv3x3
 
 
 def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -45,6 +45,19 @@ def test_by_hand_single_channel():
     for m in TILE_SIZES:
         assert torch.allclose(winograd_conv3x3(x, transform_weights(ones, m), None, m), torch.full((1, 1, 2, 2), 10.0))
         assert torch.allclose(winograd_conv3x3(x, transform_weights(centre, m), torch.tensor([0.5]), m), x + 0.5)
+
+
+@pytest.mark.parametrize("m", TILE_SIZES)
+def test_weight_transform_is_g_w_gt_per_filter(m):
+    # U[i*t+j, c, k] = sum over a, b of G[i, a] w[k, c, a, b] G[j, b], here per filter in float64 (the definition),
+    # against the one float32 product the module computes
+    g = _MATRICES[m][1]
+    t = m + 2
+    weight = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(m))
+    expected = torch.einsum("ia,kcab,jb->ijck", g, weight.double(), g).reshape(t * t, 5, 6)
+    got = transform_weights(weight, m)
+    assert got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_weight_transform_shape_and_errors():

@@ -469,6 +469,27 @@ def test_images_of_one_size_share_a_forward_pass_with_the_results_of_single_imag
     assert found >= 3  # a model that finds things: the comparison is not between empty lists
 
 
+def test_the_next_batch_is_being_read_while_the_model_runs_this_one(easy_data, trained_checkpoint, tmp_path, capsys,
+                                                                     monkeypatch):
+    """When a batch goes to the model, every image of the batch after it has been handed to the reader's thread:
+    its decoding overlaps this forward pass instead of making the model wait."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(11):
+        shutil.copy(train_images(easy_data)[k % 3], folder / f"{k:02d}.jpg")
+    queued_upto = []  # how many inputs the reader had queued after each get
+    get, run_batch = detect_outputs.ImageReader.get, detect.Detector.run_batch
+    monkeypatch.setattr(detect_outputs.ImageReader, "get",
+                        lambda self, index: (get(self, index), queued_upto.append(self.next_to_queue))[0])
+    at_batches = []
+    monkeypatch.setattr(detect.Detector, "run_batch",
+                        lambda self, *args: (at_batches.append(queued_upto[-1]), run_batch(self, *args))[1])
+    code, _, _ = run(["--weights", trained_checkpoint, "--source", folder, "--project", tmp_path / "out"], capsys)
+    batch = detect_outputs.DETECT_BATCH
+    assert code == 0 and len(at_batches) == -(-11 // batch)
+    assert all(queued >= min(11, (k + 2) * batch) for k, queued in enumerate(at_batches)), at_batches
+
+
 def test_reading_ahead_and_saving_behind_keep_the_input_order(tmp_path):
     """ImageReader decodes ahead in a thread and hands images back by index; BackgroundSaver runs its jobs one at a
     time in the order queued, even when early jobs are slow; an error in its thread reaches the caller."""
@@ -491,7 +512,7 @@ def test_reading_ahead_and_saving_behind_keep_the_input_order(tmp_path):
             requested.append(Path(path).name)
         return read_image(path)
 
-    reader = ImageReader(items, read=read)
+    reader = ImageReader(items, read=read, ahead=READ_AHEAD)
     first = reader.get(0)
     time.sleep(0.2)  # the read-ahead has run by now
     with lock:

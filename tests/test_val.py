@@ -213,10 +213,10 @@ def test_no_optimize_gives_the_same_metrics(easy_data, trained_checkpoint, tmp_p
     monkeypatch.setenv("YOLOV3_PREP_CACHE", str(tmp_path / "prep-cache.json"))
     monkeypatch.setattr(fastconv, "_MEASURED_METHODS", {})
     results, opened = {}, []
-    for name, flags, min_calls in (("short", [], None), ("optimized", [], 1), ("plain", ["--no-optimize"], 1)):
-        if min_calls:  # a 4-call job long enough to measure every conv's paths on its own calls
-            monkeypatch.setattr(fastconv, "USE_KNOWN_MIN_CALLS", min_calls)
-            monkeypatch.setattr(fastconv, "JOB_MIN_CALLS", min_calls)
+    for name, flags, min_calls in (("short", [], 5), ("optimized", [], 1), ("plain", ["--no-optimize"], 1)):
+        # the 4-call job too short for any fast path, then long enough to measure every conv's paths on its own calls
+        monkeypatch.setattr(fastconv, "USE_KNOWN_MIN_CALLS", min_calls)
+        monkeypatch.setattr(fastconv, "JOB_MIN_CALLS", min_calls)
         monkeypatch.setattr(fastconv, "_PREP_CACHE", None)
         code, _, _ = run(["--data", easy_data, "--weights", trained_checkpoint, "--project", tmp_path, "--name", name,
                           "--img-size", "128", "--workers", "0", "--batch-size", "1", *flags], capsys)

@@ -51,15 +51,19 @@ ABANDON_FACTOR = 3.0
 # Winograd's matrix products have C_in rows and C_out columns per tile position: below this many channels they are
 # too thin to beat one direct convolution (2-core AVX2 and AVX-512 CPUs alike), so they are not even measured
 WINOGRAD_MIN_CHANNELS = 64
-# A job announced with fewer calls than this never measures: yolov3-tiny's 4 candidates x 3 calls spend up to ~1.5x
-# plain's time on a third of them, more than the fast paths' few percent can win back over a short job
-JOB_MIN_CALLS = 50
+# A job announced with fewer calls than this never measures. Measuring costs the losing candidates' extra time and
+# every candidate's preparation; since the Winograd weight transform became one float32 product, a cold model's
+# first calls keep up with the plain model's: yolov3-tiny's cumulative time matched plain's by its 3rd call at batch
+# 4 (320x416) and was ahead from the 1st at batch 16 (416x416), yolov3's ahead from the 1st at batch 4 (2-core AMD
+# EPYC Zen 4, median of 5 rounds). About 3x that break-even, for CPUs where the candidates differ more
+JOB_MIN_CALLS = 10
 # A job of unknown length measures a shape after this many plain calls at it (pay once what was already spent)
-MEASURE_AFTER_CALLS = 50
+MEASURE_AFTER_CALLS = 10
 # A choice already known (stored on disk, or measured in this process) is used only by a job of at least this many
-# calls: the first call of a fast path prepares its weights and oneDNN its primitive, ~0.16 s for yolov3-tiny at
-# batch 4 against ~40 ms won per call (2-core AVX2 EPYC); an unknown length uses it after this many calls
-USE_KNOWN_MIN_CALLS = 10
+# calls: the first call of a fast path prepares its weights and oneDNN its primitive, which one plain call does not
+# (the same runs: ahead of plain from the 1st or 2nd call), and a single image gains nothing from it; an unknown
+# length uses it after this many calls
+USE_KNOWN_MIN_CALLS = 4
 SELECTIONS = ("measure", "rule")
 _MEASURED_METHODS: Dict[str, str] = {}  # choice per shape key, shared by every model of this process
 _PREP_CACHE: Optional[PrepCache] = None  # the on-disk choices, opened at first need (use_prep_cache)

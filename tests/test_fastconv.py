@@ -537,9 +537,9 @@ def test_onednn_runs_without_winograd_and_autocast_takes_the_plain_path():
 
 
 def test_the_job_length_rules_and_the_trial_as_documented(monkeypatch):
-    assert fastconv.start_calls(9) == (1, None) and fastconv.start_calls(10) == (1, 1)  # measure from 10 passes
-    assert fastconv.start_calls(3) == (None, None) and fastconv.start_calls(4) == (1, None)  # plain below 4
-    assert fastconv.start_calls(None) == (4, 10)  # a stream: known choices after 4 frames, measuring after 10
+    assert fastconv.start_calls(29) == (1, None) and fastconv.start_calls(30) == (1, 1)  # measure from 30 passes
+    assert fastconv.start_calls(9) == (None, None) and fastconv.start_calls(10) == (1, None)  # plain below 10
+    assert fastconv.start_calls(None) == (10, 30)  # a stream: known choices after 10 frames, measuring after 30
     trial = fastconv._Trial(["plain", "onednn"])
     trial.record(1.0)
     trial.record(1.0)

@@ -52,18 +52,16 @@ ABANDON_FACTOR = 3.0
 # too thin to beat one direct convolution (2-core AVX2 and AVX-512 CPUs alike), so they are not even measured
 WINOGRAD_MIN_CHANNELS = 64
 # A job announced with fewer calls than this never measures. Measuring costs the losing candidates' extra time and
-# every candidate's preparation; since the Winograd weight transform became one float32 product, a cold model's
-# first calls keep up with the plain model's: yolov3-tiny's cumulative time matched plain's by its 3rd call at batch
-# 4 (320x416) and was ahead from the 1st at batch 16 (416x416), yolov3's ahead from the 1st at batch 4 (2-core AMD
-# EPYC Zen 4, median of 5 rounds). About 3x that break-even, for CPUs where the candidates differ more
-JOB_MIN_CALLS = 10
+# every candidate's preparation (weights re-laid out, oneDNN primitives built). Measured in fresh processes
+# (benchmarks/bench_prep.py, 2-core AMD EPYC Zen 4), a cold model's time caught up with the plain model's after ~25
+# calls for yolov3-tiny at detect.py's batch (4 x 320x416), ~10-16 for yolov3, from the 1st at val.py's (16 x 416x416)
+JOB_MIN_CALLS = 30
 # A job of unknown length measures a shape after this many plain calls at it (pay once what was already spent)
-MEASURE_AFTER_CALLS = 10
+MEASURE_AFTER_CALLS = 30
 # A choice already known (stored on disk, or measured in this process) is used only by a job of at least this many
-# calls: the first call of a fast path prepares its weights and oneDNN its primitive, which one plain call does not
-# (the same runs: ahead of plain from the 1st or 2nd call), and a single image gains nothing from it; an unknown
-# length uses it after this many calls
-USE_KNOWN_MIN_CALLS = 4
+# calls: the first call of a fast path prepares its weights and oneDNN its primitive, which the same runs won back
+# after ~10 calls (yolov3-tiny, batch 4) or 2-4 (yolov3); an unknown length uses it after this many calls
+USE_KNOWN_MIN_CALLS = 10
 SELECTIONS = ("measure", "rule")
 _MEASURED_METHODS: Dict[str, str] = {}  # choice per shape key, shared by every model of this process
 _PREP_CACHE: Optional[PrepCache] = None  # the on-disk choices, opened at first need (use_prep_cache)

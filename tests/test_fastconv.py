@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolov3 import fastconv, prepcache
+from yolov3 import fastconv, memory, prepcache
 from yolov3.fastconv import FastConvLayer
 from yolov3.layers import ConvLayer
 from yolov3.model import Darknet
@@ -374,9 +374,9 @@ def test_a_corrupt_or_foreign_cache_file_is_ignored_with_a_note_and_left_alone(c
     assert fresh_measurements.read_text() == content  # maybe a user's own file: never overwritten
 
 
-def test_cache_keys_tell_apart_what_a_measured_choice_depends_on(cfg_dir, tmp_path):
+def test_cache_keys_tell_apart_what_a_measured_choice_depends_on(cfg_dir, tmp_path, monkeypatch):
     """The machine key differs for another CPU model or flag set; the shape key for another batch, spatial size,
-    layout, dtype or thread count: a choice measured under one of them is not reused under another."""
+    layout, dtype, thread count or malloc setting: a choice measured under one of them is not reused under another."""
     info = "processor\t: 0\nmodel name\t: {model}\nflags\t\t: fpu sse2 avx2{extra}\n"
     keys = {}
     for name, model, extra in (("a", "CPU A", ""), ("a_again", "CPU A", ""), ("b", "CPU B", ""),
@@ -401,6 +401,9 @@ def test_cache_keys_tell_apart_what_a_measured_choice_depends_on(cfg_dir, tmp_pa
         others.append(conv._shape_key(nhwc))
     finally:
         torch.set_num_threads(threads)
+    monkeypatch.setattr(memory, "state", "kept" if memory.state == "default" else "default")
+    others.append(conv._shape_key(nhwc))  # a process that keeps freed memory (or not): another measurement
+    monkeypatch.undo()
     assert conv._shape_key(nhwc.clone()) == base and len({base, *others}) == 1 + len(others)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from yolov3 import prepcache
+from yolov3 import memory, prepcache
 from yolov3.layers import LEAKY_SLOPE, ConvLayer, activate
 from yolov3.prepcache import PrepCache
 from yolov3.winograd import transform_weights, winograd_conv3x3
@@ -260,14 +260,16 @@ class FastConvLayer(ConvLayer):
         return found
 
     def _shape_key(self, x: Tensor) -> str:
-        """What a measured choice holds for: the conv's geometry, the input (shape, layout, dtype) and the threads.
-        Convs of other models with the same key share the choice, in memory and in the preparation cache."""
+        """What a measured choice holds for: the conv's geometry, the input (shape, layout, dtype), the threads, and
+        whether this process keeps freed memory (:mod:`yolov3.memory`: without it each large Winograd temporary is
+        mapped and zero-filled anew on every call, which turns the measurement against Winograd). Convs of other
+        models with the same key share the choice, in memory and in the preparation cache."""
         conv = self.conv
         pair = lambda values: "x".join(str(v) for v in values)  # noqa: E731
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
         return (f"conv {conv.in_channels}>{conv.out_channels} k{pair(conv.kernel_size)} s{pair(conv.stride)} "
                 f"p{pair(conv.padding)} g{conv.groups} {self.activation} | input {pair(x.shape)} {layout} "
-                f"{str(x.dtype).replace('torch.', '')} | threads {torch.get_num_threads()}")
+                f"{str(x.dtype).replace('torch.', '')} | threads {torch.get_num_threads()} | malloc {memory.state}")
 
     def _measured_forward(self, x: Tensor) -> Tensor:
         """This call computed by the path chosen for its shape; while none is chosen, by plain (before the job is

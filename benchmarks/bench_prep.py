@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import common  # first: puts the repository root on sys.path
 import numpy as np
@@ -79,9 +80,10 @@ def child(mode: str, model_name: str, input_name: str, cache: str, calls: int, t
     print(json.dumps(seconds))
 
 
-def run_child(args, mode: str, model_name: str, input_name: str, cache: Path) -> np.ndarray:
+def run_child(args, mode: str, model_name: str, input_name: str, cache: Path,
+              calls: Optional[int] = None) -> np.ndarray:
     argv = [sys.executable, __file__, "--child", mode, model_name, input_name, str(cache), "--calls",
-            str(args.calls), "--threads", str(args.threads)] + (["--smoke"] if args.smoke else [])
+            str(calls or args.calls), "--threads", str(args.threads)] + (["--smoke"] if args.smoke else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -103,7 +105,8 @@ def main(argv=None) -> dict:
             for input_name in args.inputs:
                 label = f"{model_name} {input_name}"
                 warm_cache, cold_cache = Path(work) / f"{label}-warm.json", Path(work) / f"{label}-cold.json"
-                run_child(args, "cold", model_name, input_name, warm_cache)  # what a measuring run leaves
+                # what a measuring run leaves: enough calls for every candidate of every conv
+                run_child(args, "cold", model_name, input_name, warm_cache, 4 * (1 + fastconv.MEASURE_REPEATS))
                 print(f"{label}: {', '.join(MODES)} x {args.repeats} rounds of {args.calls} calls...", flush=True)
                 runs = {mode: [] for mode in MODES}
                 for round_index in range(args.repeats):

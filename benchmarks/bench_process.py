@@ -25,6 +25,8 @@ photo survive NMS (``bench_detect.calibrate_objectness``), saved as a Darknet .w
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", default="data/bccd.yaml", help="a YOLO data YAML whose images (all splits) are used")
     parser.add_argument("--batch-size", type=int, default=16, help="val.py's batch size")
     parser.add_argument("--keep", type=Path, help="keep the job folders and outputs here (default: a temp folder)")
+    parser.add_argument("--fill-cache", nargs=3, metavar=("CFG", "WEIGHTS", "SHAPES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     common.apply_smoke(parser, args, jobs=["detect1", "detect3", "val3"], models=["tiny"], repeats=1)
     for job in args.jobs:
@@ -134,11 +137,25 @@ def input_shapes(jobs: list, val_batch: int) -> list:
 
 def fill_warm_cache(cfg: Path, weights: Path, path: Path, shapes: list, threads: int) -> None:
     """What an earlier run on this machine would have left in the preparation cache: every conv measured at the
-    jobs' input shapes (:func:`input_shapes`), in this process at the jobs' thread count."""
+    jobs' input shapes (:func:`input_shapes`) at the jobs' thread count, in a fresh process set up as detect.py and
+    val.py run (idle OpenMP threads asleep, freed memory kept: without it every large Winograd temporary is mapped
+    and zero-filled anew on each call, and the measurement turns against Winograd)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "YOLOV3_PREP_CACHE": str(path)}
+    argv = [sys.executable, __file__, "--fill-cache", str(cfg), str(weights), json.dumps(shapes),
+            "--threads", str(threads)]
+    done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"error: filling the warm cache exited {done.returncode}:\n{done.stdout[-2000:]}")
+    print(f"warm cache for inputs {shapes}: {path}", flush=True)
+
+
+def measure_into_cache(cfg: str, weights: str, shapes: list, threads: int) -> None:
+    """:func:`fill_warm_cache`'s process: the cache named by $YOLOV3_PREP_CACHE filled for ``shapes``."""
     from yolov3 import fastconv
+    from yolov3.memory import keep_freed_memory
     from yolov3.model import load_model, prepare_for_inference
 
-    os.environ["YOLOV3_PREP_CACHE"] = str(path)
+    keep_freed_memory()
     torch.set_num_threads(threads)
     fastconv.use_prep_cache("use")
     model, _ = load_model(weights, cfg=cfg)
@@ -148,8 +165,6 @@ def fill_warm_cache(cfg: Path, weights: Path, path: Path, shapes: list, threads:
             x = torch.rand(shape).contiguous(memory_format=torch.channels_last)
             for _ in range(4 * (1 + fastconv.MEASURE_REPEATS)):  # the most candidates a conv has
                 model(x)
-    os.environ.pop("YOLOV3_PREP_CACHE")
-    print(f"warm cache for inputs {shapes}: {path}", flush=True)
 
 
 def commands(kind: str, job: Path, cfg: Path, weights: Path, out: Path, batch: int, threads: int = 2) -> dict:
@@ -179,6 +194,10 @@ def run_once(argv: list, env: dict) -> float:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.fill_cache:
+        cfg, weights, shapes = args.fill_cache
+        measure_into_cache(cfg, weights, [tuple(shape) for shape in json.loads(shapes)], args.threads)
+        return {}
     common.warn_if_busy(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-process-")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)

@@ -53,14 +53,16 @@ ABANDON_FACTOR = 3.0
 WINOGRAD_MIN_CHANNELS = 64
 # A job announced with fewer calls than this never measures. Measuring costs the losing candidates' extra time and
 # every candidate's preparation (weights re-laid out, oneDNN primitives built). Measured in fresh processes
-# (benchmarks/bench_prep.py, 2-core AMD EPYC Zen 4), a cold model's time caught up with the plain model's after ~25
-# calls for yolov3-tiny at detect.py's batch (4 x 320x416), ~10-16 for yolov3, from the 1st at val.py's (16 x 416x416)
+# (benchmarks/bench_prep.py, 2-core AMD EPYC Zen 4; docs/speed.md), a cold model's time caught up with the plain
+# model's after ~25-30 calls for yolov3-tiny at detect.py's batch (4 x 320x416), ~20 at val.py's (16 x 416x416),
+# ~10-16 for yolov3 at detect.py's
 JOB_MIN_CALLS = 30
 # A job of unknown length measures a shape after this many plain calls at it (pay once what was already spent)
 MEASURE_AFTER_CALLS = 30
 # A choice already known (stored on disk, or measured in this process) is used only by a job of at least this many
 # calls: the first call of a fast path prepares its weights and oneDNN its primitive, which the same runs won back
-# after ~10 calls (yolov3-tiny, batch 4) or 2-4 (yolov3); an unknown length uses it after this many calls
+# within 4-10 calls (yolov3-tiny, batch 4; sooner at batch 16 and for yolov3); an unknown length uses it after this
+# many calls
 USE_KNOWN_MIN_CALLS = 10
 SELECTIONS = ("measure", "rule")
 _MEASURED_METHODS: Dict[str, str] = {}  # choice per shape key, shared by every model of this process

@@ -48,8 +48,6 @@ _MATRICES: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {
 _KRONECKER: Dict[int, Tuple[Tensor, Tensor]] = {  # m -> (kron(B^T, B^T) (t^2, t^2), kron(A^T, A^T) (m^2, t^2)), fp32
     m: (torch.kron(bt, bt).float(), torch.kron(at, at).float()) for m, (bt, _g, at) in _MATRICES.items()
 }
-
-
 _KRONECKER_G: Dict[int, Tensor] = {m: torch.kron(g, g).float() for m, (_bt, g, _at) in _MATRICES.items()}  # (t^2, 9)
 
 
@@ -61,8 +59,7 @@ def _check_tile(m: int) -> None:
 def transform_weights(weight: Tensor, m: int) -> Tensor:
     """Filters ``(K, C, 3, 3)`` -> Winograd domain ``(t*t, C, K)`` float32, ``t = m + 2``: ``G w G^T`` for every
     filter as one matrix product with kron(G, G), in float32 (its rounding, ~1e-7 relative, is far below what the
-    float32 tile transforms lose), because this runs on a job's first call: ~30 ms for a 512 -> 1024 conv on two
-    cores where per-filter float64 products took ~300 ms."""
+    float32 tile transforms lose): it runs on a job's first call, which a measuring job pays for each tile size."""
     _check_tile(m)
     if weight.dim() != 4 or weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected 3x3 filters (K, C, 3, 3), got {tuple(weight.shape)}")

@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
                 label = f"{model_name} {input_name}"
                 warm_cache, cold_cache = Path(work) / f"{label}-warm.json", Path(work) / f"{label}-cold.json"
                 # what a measuring run leaves: enough calls for every candidate of every conv
-                run_child(args, "cold", model_name, input_name, warm_cache, 4 * (1 + fastconv.MEASURE_REPEATS))
+                run_child(args, "cold", model_name, input_name, warm_cache, fastconv.MOST_MEASURING_CALLS)
                 print(f"{label}: {', '.join(MODES)} x {args.repeats} rounds of {args.calls} calls...", flush=True)
                 runs = {mode: [] for mode in MODES}
                 for round_index in range(args.repeats):

@@ -163,7 +163,7 @@ def measure_into_cache(cfg: str, weights: str, shapes: list, threads: int) -> No
     with torch.inference_mode():
         for shape in shapes:
             x = torch.rand(shape).contiguous(memory_format=torch.channels_last)
-            for _ in range(4 * (1 + fastconv.MEASURE_REPEATS)):  # the most candidates a conv has
+            for _ in range(fastconv.MOST_MEASURING_CALLS):
                 model(x)
 
 

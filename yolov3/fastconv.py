@@ -48,6 +48,8 @@ WINOGRAD_F4_MIN_SIZE = 26
 # preparation makes a path that much slower, and every call spent on a loser is time the job loses
 MEASURE_REPEATS = 2  # one timed call alone let noise pick plain over Winograd for tiny's biggest conv (8 ms a photo)
 ABANDON_FACTOR = 3.0
+# the most calls one conv's measurement at one shape takes: its 4 paths at most (plain, onednn, winograd4, winograd2)
+MOST_MEASURING_CALLS = 4 * (1 + MEASURE_REPEATS)
 # Winograd's matrix products have C_in rows and C_out columns per tile position: below this many channels they are
 # too thin to beat one direct convolution (2-core AVX2 and AVX-512 CPUs alike), so they are not even measured
 WINOGRAD_MIN_CHANNELS = 64
